@@ -1,0 +1,198 @@
+"""`nnvis` commands. Logic lives in nnvis_core and nnvis_reports; this module parses and prints.
+
+Exit codes: 0 success; 1 the report was written but some images or plugin calls
+failed (details in the report); 2 usage error (bad options or inputs, nothing written).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+import click
+
+import nnvis_core
+from nnvis_core.config import ConfigError, ReportConfig, read_config_file
+from nnvis_core.params import ParamError, parse_assignments
+from nnvis_core.registry import load_registry
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+EXIT_USAGE = 2
+
+
+def fail_usage(message: str) -> None:
+    click.echo(f"nnvis: error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(nnvis_core.__version__, "--version", prog_name="nnvis")
+def cli() -> None:
+    """See inside PyTorch image classifiers: write a static HTML report of visualizations."""
+
+
+def _floats(text: str | None, option: str) -> tuple[float, float, float] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        fail_usage(f"{option} expects three comma-separated numbers, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def _merge_config(path: Path | None, cli_values: dict, assignments: tuple[str, ...]) -> dict:
+    """Config file settings overlaid with the command line's (which win)."""
+    merged: dict = {}
+    params: dict[str, dict] = {}
+    if path is not None:
+        file_values = read_config_file(path)
+        params = {k: dict(v) for k, v in file_values.pop("params", {}).items()}
+        merged.update(file_values)
+    merged.update({k: v for k, v in cli_values.items() if v is not None})
+    for plugin, values in parse_assignments(assignments).items():
+        params.setdefault(plugin, {}).update(values)
+    merged["params"] = params
+    return merged
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("image_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), default=Path("nnvis-report"),
+              show_default=True, help="Folder for index.html, assets/ and report.json.")
+@click.option("--model", help="demo (default), torchvision:NAME, or a model file (TorchScript or state_dict).")
+@click.option("--weights", help="For torchvision: DEFAULT, a weights name, none, or a local PATH.")
+@click.option("--arch", help="Architecture of a state_dict file: demo or torchvision:NAME.")
+@click.option("--trust-checkpoint", is_flag=True, default=None,
+              help="Allow a checkpoint holding pickled Python objects (can run code: only for files you trust).")
+@click.option("--labels", type=click.Path(path_type=Path), help="Class names: text file (one per line) or JSON list.")
+@click.option("--plugins", "plugin_names", help="Comma-separated plugin names, or 'all'. Default: saliency.")
+@click.option("--set", "assignments", multiple=True, metavar="PLUGIN.PARAM=VALUE",
+              help="Set a plugin parameter (repeatable), e.g. --set saliency.target=true")
+@click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="TOML file with the same settings; command-line values win.")
+@click.option("--device", help="cpu, cuda, cuda:N or auto (default).")
+@click.option("--batch-size", type=click.IntRange(1), help="Images per forward pass (default 16).")
+@click.option("--seed", type=int, help="Seed for every random choice (default 0).")
+@click.option("--resize", type=click.IntRange(1), help="Override: resize the shorter side to this many pixels.")
+@click.option("--crop", type=click.IntRange(1), help="Override: centre-crop to this square size.")
+@click.option("--mean", help="Override: normalization mean, three comma-separated numbers.")
+@click.option("--std", help="Override: normalization std, three comma-separated numbers.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-file messages.")
+def report(image_dir, out_dir, model, weights, arch, trust_checkpoint, labels, plugin_names, assignments,
+           config_path, device, batch_size, seed, resize, crop, mean, std, quiet) -> None:
+    """Write an HTML report for the images in IMAGE_DIR (searched recursively)."""
+    from nnvis_core.runner import UsageError
+    from nnvis_reports import build_report
+
+    cli_values = {
+        "model": model, "weights": weights, "arch": arch, "labels": labels, "trust_checkpoint": trust_checkpoint,
+        "plugins": [p.strip() for p in plugin_names.split(",") if p.strip()] if plugin_names else None,
+        "device": device, "batch_size": batch_size, "seed": seed, "resize": resize, "crop": crop,
+        "mean": _floats(mean, "--mean"), "std": _floats(std, "--std"),
+    }
+    try:
+        settings = _merge_config(config_path, cli_values, assignments)
+        if isinstance(settings.get("labels"), str):
+            settings["labels"] = Path(settings["labels"])
+        config = ReportConfig(image_dir=image_dir, out_dir=out_dir, quiet=quiet, **settings)
+    except (ConfigError, ParamError) as error:
+        fail_usage(str(error))
+    registry = load_registry()
+    for failure in registry.failures:
+        if not quiet:
+            click.echo(f"nnvis: warning: plugin {failure.name} ({failure.distribution}) not loaded: "
+                       f"{failure.error}", err=True)
+    log = (lambda line: None) if quiet else (lambda line: click.echo(f"nnvis: {line}", err=True))
+    with contextlib.ExitStack() as stack:
+
+        def progress(total: int):
+            if quiet or not sys.stderr.isatty():
+                return lambda n: None
+            bar = stack.enter_context(click.progressbar(length=total, label="images x plugins", file=sys.stderr))
+            return bar.update
+
+        try:
+            outcome = build_report(config, registry, progress, log)
+        except UsageError as error:
+            fail_usage(str(error))
+    index = (config.out_dir / "index.html").resolve()
+    if not quiet:
+        click.echo(f"nnvis: wrote {index}", err=True)
+        if outcome.exit_code:
+            click.echo(f"nnvis: {outcome.failed_images} unreadable images, {outcome.failed_calls} failed "
+                       f"plugin calls (see the report)", err=True)
+    sys.exit(outcome.exit_code)
+
+
+@cli.command(name="plugins", context_settings=CONTEXT)
+def list_plugins() -> None:
+    """List installed plugins and model sources, with where they come from."""
+    registry = load_registry()
+    rows = [("name", "scope", "from", "status")]
+    for name, reg in registry.plugins.items():
+        rows.append((name, reg.item.scope.value, str(reg.origin), "ok"))
+    for failure in registry.failures:
+        rows.append((failure.name, "?", failure.distribution, f"failed: {failure.error}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
+    click.echo("\nmodel sources:")
+    for name, reg in registry.model_sources.items():
+        click.echo(f"  {name:<12} {str(reg.origin):<16} {reg.item.description}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--model", default="demo", show_default=True, help="As for nnvis report.")
+@click.option("--weights", help="As for nnvis report.")
+@click.option("--arch", help="As for nnvis report.")
+def layers(model, weights, arch) -> None:
+    """List a model's layer names, for --set PLUGIN.layer=NAME."""
+    from nnvis_core.models import ModelLoadError, ModelOptions, load_model
+
+    try:
+        loaded = load_model(model, ModelOptions(weights=weights, arch=arch), load_registry())
+    except ModelLoadError as error:
+        fail_usage(str(error))
+    for name, module in loaded.module.named_modules():
+        if name:
+            click.echo(f"{name:<32} {type(module).__name__}")
+
+
+@cli.group(context_settings=CONTEXT)
+def demo() -> None:
+    """The embedded demo model: retrain it, or regenerate its example images."""
+
+
+@demo.command(context_settings=CONTEXT)
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("demo_net.pt"), show_default=True,
+              help="Where to save the trained state_dict.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Training epochs (default: the shipped run's).")
+def train(output, seed, epochs) -> None:
+    """Train the demo convnet on freshly generated shapes (deterministic for a seed)."""
+    from nnvis_core.demo.train import train_demo_model
+
+    kwargs = {"epochs": epochs} if epochs else {}
+    accuracy = train_demo_model(output, seed=seed, log=lambda line: click.echo(line, err=True), **kwargs)
+    click.echo(f"held-out accuracy {accuracy:.4f}; weights written to {output} "
+               f"(use with: nnvis report DIR --model demo --weights {output})")
+
+
+@demo.command(context_settings=CONTEXT)
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--per-class", type=click.IntRange(1), default=5, show_default=True)
+@click.option("--seed", type=int, default=2024, show_default=True)
+def images(folder, per_class, seed) -> None:
+    """Write generated demo images (FOLDER/images/CLASS/*.png) and their masks (FOLDER/masks/)."""
+    from nnvis_core.demo.bundle import write_bundle
+
+    write_bundle(folder, per_class=per_class, seed=seed)
+    click.echo(f"wrote {folder}/images and {folder}/masks")
+
+
+if __name__ == "__main__":
+    cli()

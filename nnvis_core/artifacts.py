@@ -1,0 +1,169 @@
+"""What a plugin returns: data, never HTML.
+
+Every artifact has a title and an optional caption; the report decides how to
+draw it. Arrays are numpy so that plugins need not know about the writer, and so
+the raw values can be saved beside the pictures for other tools.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+
+class ArtifactError(ValueError):
+    """An artifact that the report cannot draw (wrong shape, NaN, ...)."""
+
+
+@dataclass
+class Artifact:
+    title: str
+    caption: str = field(default="", kw_only=True)
+
+    kind = "artifact"
+
+    def validate(self) -> None:
+        """Raise ArtifactError when the data cannot be drawn."""
+
+
+def _finite(name: str, array: np.ndarray) -> None:
+    if not np.all(np.isfinite(array)):
+        raise ArtifactError(f"{name} contains NaN or infinite values")
+
+
+@dataclass
+class Image(Artifact):
+    """An RGB picture: uint8 array of shape (H, W, 3), or float in [0, 1]."""
+
+    pixels: np.ndarray
+    kind = "image"
+
+    def validate(self) -> None:
+        p = np.asarray(self.pixels)
+        if p.ndim != 3 or p.shape[2] != 3:
+            raise ArtifactError(f"image '{self.title}' must be (H, W, 3), got {p.shape}")
+        _finite(f"image '{self.title}'", p.astype(np.float64))
+
+
+@dataclass
+class Heatmap(Artifact):
+    """A scalar map over the input, drawn as a colour overlay with a colour bar.
+
+    values: float array (H, W). The raw array is saved as .npy beside the PNG.
+    signed: True when negative values mean something (drawn with a diverging map).
+    overlay: draw over the input image (True) or alone (False).
+    """
+
+    values: np.ndarray
+    signed: bool = False
+    overlay: bool = True
+    label: str = ""  # what the values measure, shown by the colour bar
+    value_range: tuple[float, float] | None = None  # colour bar limits; default from the data
+    kind = "heatmap"
+
+    def validate(self) -> None:
+        v = np.asarray(self.values)
+        if v.ndim != 2:
+            raise ArtifactError(f"heatmap '{self.title}' must be (H, W), got {v.shape}")
+        _finite(f"heatmap '{self.title}'", v)
+
+
+@dataclass
+class CategoricalMap(Artifact):
+    """A map of integer categories with a legend {category: label}."""
+
+    categories: np.ndarray
+    legend: dict[int, str]
+    overlay: bool = True
+    kind = "categorical"
+
+    def validate(self) -> None:
+        c = np.asarray(self.categories)
+        if c.ndim != 2 or not np.issubdtype(c.dtype, np.integer):
+            raise ArtifactError(f"categorical map '{self.title}' must be an integer (H, W) array")
+        missing = set(np.unique(c).tolist()) - set(self.legend)
+        if missing:
+            raise ArtifactError(f"categorical map '{self.title}' has no legend for {sorted(missing)}")
+
+
+@dataclass
+class Table(Artifact):
+    columns: Sequence[str]
+    rows: Sequence[Sequence[Any]]
+    kind = "table"
+
+    def validate(self) -> None:
+        for row in self.rows:
+            if len(row) != len(self.columns):
+                raise ArtifactError(
+                    f"table '{self.title}': row of {len(row)} cells for {len(self.columns)} columns"
+                )
+
+
+@dataclass
+class Scatter(Artifact):
+    """Points in 2-D, each optionally tied to an input image (for thumbnails).
+
+    points: float array (N, 2); labels: one category name per point;
+    image_ids: index into the report's images list per point, or None.
+    """
+
+    points: np.ndarray
+    labels: Sequence[str] = ()
+    image_ids: Sequence[int | None] = ()
+    kind = "scatter"
+
+    def validate(self) -> None:
+        p = np.asarray(self.points)
+        if p.ndim != 2 or p.shape[1] != 2:
+            raise ArtifactError(f"scatter '{self.title}' must be (N, 2), got {p.shape}")
+        _finite(f"scatter '{self.title}'", p)
+        for name, seq in (("labels", self.labels), ("image_ids", self.image_ids)):
+            if len(seq) not in (0, len(p)):
+                raise ArtifactError(f"scatter '{self.title}': {len(seq)} {name} for {len(p)} points")
+
+
+@dataclass
+class Text(Artifact):
+    text: str
+    kind = "text"
+
+
+ARTIFACT_TYPES = (Image, Heatmap, CategoricalMap, Table, Scatter, Text)
+
+
+@dataclass
+class Result:
+    """Artifacts plus named scalar metrics (e.g. a completeness gap).
+
+    A plugin may return a plain list of artifacts or a Result.
+    """
+
+    artifacts: list[Artifact]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        for artifact in self.artifacts:
+            if not isinstance(artifact, ARTIFACT_TYPES):
+                raise ArtifactError(
+                    f"returned {type(artifact).__name__}, not an nnvis artifact "
+                    f"({', '.join(t.__name__ for t in ARTIFACT_TYPES)})"
+                )
+            artifact.validate()
+        for name, value in self.metrics.items():
+            if not isinstance(value, (int, float)) or not np.isfinite(value):
+                raise ArtifactError(f"metric {name!r} is {value!r}, not a finite number")
+
+
+def as_result(returned: object) -> Result:
+    """Normalize what a plugin returned, raising ArtifactError for anything else."""
+    if isinstance(returned, Result):
+        result = returned
+    elif isinstance(returned, (list, tuple)):
+        result = Result(list(returned))
+    else:
+        raise ArtifactError(f"returned {type(returned).__name__}; expected a list of artifacts or a Result")
+    result.validate()
+    return result

@@ -1,0 +1,64 @@
+"""What a plugin receives: the model with its helpers, and one image at a time."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from nnvis_core.images import ImageRecord
+from nnvis_core.models.layers import find_layer, last_conv_layer
+from nnvis_core.models.loaded import LoadedModel
+from nnvis_core.targets import resolve_target
+
+
+@dataclass
+class ImageItem:
+    """One readable image as the model sees it, with the model's prediction."""
+
+    record: ImageRecord
+    pixels: np.ndarray  # (H, W, 3) uint8: the resized, cropped input before normalization
+    tensor: torch.Tensor  # (3, H, W) float, normalized, on the CPU
+    true_class: int | None
+    probabilities: torch.Tensor  # (num_classes,) softmax of the model output
+
+    @property
+    def predicted(self) -> int:
+        return int(self.probabilities.argmax())
+
+
+@dataclass
+class RunContext:
+    """The model and run settings, shared by every plugin call of a run."""
+
+    model: LoadedModel
+    device: torch.device
+    seed: int = 0
+    batch_size: int = 16
+
+    @property
+    def module(self) -> torch.nn.Module:
+        return self.model.module
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.model.class_names
+
+    def input(self, item: ImageItem) -> torch.Tensor:
+        """The image as a (1, 3, H, W) batch on the model's device."""
+        return item.tensor.unsqueeze(0).to(self.device)
+
+    def target(self, item: ImageItem, spec: str = "predicted") -> int:
+        """Class index for a target spec: predicted, true, an index or a class name."""
+        return resolve_target(spec, item.predicted, item.true_class, self.class_names)
+
+    def layer(self, name: str) -> torch.nn.Module:
+        """A submodule by its named_modules() name; 'last_conv' picks the last Conv2d."""
+        return find_layer(self.module, last_conv_layer(self.module) if name == "last_conv" else name)
+
+    def seed_for(self, item: ImageItem | None, plugin_name: str) -> int:
+        """A seed that depends on the run seed, the image and the plugin, not the order of work."""
+        key = f"{self.seed}:{plugin_name}:{item.record.relpath if item else ''}".encode()
+        return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")

@@ -1,0 +1,164 @@
+"""Model sources: the ways a `--model` value becomes a LoadedModel.
+
+Sources are registered through the `nnvis_register_model_sources` hook, so a
+plugin can add `--model timm:...` without changing nnvis. The built-ins are:
+`demo`, `torchvision:NAME` and `file:PATH` (a bare existing path means `file:`).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from nnvis_core.models.checkpoints import apply_state_dict, load_checkpoint, num_classes_of, unwrap_state_dict
+from nnvis_core.models.loaded import LoadedModel, ModelLoadError, ModelOptions, Preprocess, read_labels
+from nnvis_core.plugin import hookimpl
+
+if TYPE_CHECKING:
+    from nnvis_core.registry import Registry
+
+
+class ModelSource:
+    """Loads models whose `--model` value starts with `name:` (or equals `name`)."""
+
+    name: str
+    description: str
+
+    def load(self, target: str, options: ModelOptions) -> LoadedModel:
+        raise NotImplementedError
+
+
+def check_model_source(source: Any) -> None:
+    if not isinstance(source, ModelSource):
+        raise ValueError(f"{source!r} is not an instance of nnvis_core.models.ModelSource")
+    if not getattr(source, "name", "") or ":" in source.name:
+        raise ValueError(f"model source {source!r} needs a name without ':'")
+
+
+class DemoSource(ModelSource):
+    name = "demo"
+    description = "the embedded demo convnet trained on generated shapes (no download)"
+
+    def load(self, target: str, options: ModelOptions) -> LoadedModel:
+        from nnvis_core.demo import CLASS_NAMES, load_demo_model
+
+        try:
+            module = load_demo_model(options.weights)
+        except FileNotFoundError as error:
+            raise ModelLoadError(str(error)) from None
+        return LoadedModel(module, "demo", options.weights or "embedded", list(CLASS_NAMES), demo_preprocess(), "demo")
+
+
+def demo_preprocess() -> Preprocess:
+    from nnvis_core.demo import DEMO_SPEC
+
+    size = DEMO_SPEC["input_size"]
+    return Preprocess(size, size, tuple(DEMO_SPEC["mean"]), tuple(DEMO_SPEC["std"]))
+
+
+class TorchvisionSource(ModelSource):
+    name = "torchvision"
+    description = "torchvision classifiers; --weights DEFAULT|NAME|none|PATH (pretrained weights may download)"
+
+    def load(self, target: str, options: ModelOptions) -> LoadedModel:
+        from nnvis_core.models.torchvision_source import load_torchvision
+
+        if not target:
+            raise ModelLoadError("--model torchvision:NAME needs a model name, e.g. torchvision:resnet18")
+        return load_torchvision(target, options)
+
+
+def _is_torchscript(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n.endswith("/constants.pkl") or "/code/" in n for n in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+class FileSource(ModelSource):
+    name = "file"
+    description = "a TorchScript file, or a state_dict with --arch (full pickles need --trust-checkpoint)"
+
+    def load(self, target: str, options: ModelOptions) -> LoadedModel:
+        path = Path(target).expanduser()
+        if not path.is_file():
+            raise ModelLoadError(f"{path}: model file not found")
+        if _is_torchscript(path):
+            module = torch.jit.load(str(path), map_location="cpu")
+            return LoadedModel(module, path.name, str(path), [], Preprocess(256, 224), "torchscript")
+        obj = load_checkpoint(path, options.trust_checkpoint)
+        if isinstance(obj, torch.nn.Module):
+            return LoadedModel(obj, path.name, str(path), [], Preprocess(256, 224), "pickled module")
+        return self._from_state_dict(path, unwrap_state_dict(path, obj), options)
+
+    def _from_state_dict(self, path: Path, state: dict, options: ModelOptions) -> LoadedModel:
+        from nnvis_core.models import torchvision_source as tvs
+
+        arch = options.arch
+        if not arch:
+            raise ModelLoadError(f"{path}: a state_dict needs --arch demo or --arch torchvision:NAME")
+        if arch == "demo":
+            from nnvis_core.demo import CLASS_NAMES, DemoNet
+
+            module, preprocess, names = DemoNet(), demo_preprocess(), list(CLASS_NAMES)
+        elif arch.startswith("torchvision:"):
+            name = arch.split(":", 1)[1]
+            count = num_classes_of(state)
+            module = tvs.build_architecture(name, count)
+            default = tvs.weights_enum(name).DEFAULT
+            preprocess = tvs.preprocess_from(default)
+            categories = list(default.meta.get("categories") or [])
+            names = categories if count == len(categories) else []
+        else:
+            raise ModelLoadError(f"--arch {arch!r}: use demo or torchvision:NAME")
+        apply_state_dict(module, state, str(path), arch)
+        return LoadedModel(module, path.name, str(path), names, preprocess, f"state_dict ({arch})")
+
+
+@hookimpl
+def nnvis_register_model_sources(register) -> None:
+    register(DemoSource())
+    register(TorchvisionSource())
+    register(FileSource())
+
+
+def _class_count(module: torch.nn.Module, preprocess: Preprocess) -> int | None:
+    size = preprocess.crop or preprocess.resize or 224
+    try:
+        with torch.no_grad():
+            out = module(torch.zeros(1, 3, size, size))
+    except Exception:  # noqa: BLE001 - the runner reports input-size problems later
+        return None
+    return int(out.shape[-1]) if out.ndim == 2 else None
+
+
+def load_model(spec: str, options: ModelOptions, registry: "Registry", device: str = "cpu") -> LoadedModel:
+    """Resolve `--model` against the registered sources and load it on `device`."""
+    sources = {name: reg.item for name, reg in registry.model_sources.items()}
+    prefix, colon, rest = spec.partition(":")
+    if colon and prefix in sources:
+        source, target = sources[prefix], rest
+    elif spec in sources:
+        source, target = sources[spec], ""
+    elif Path(spec).expanduser().exists() and "file" in sources:
+        source, target = sources["file"], spec
+    else:
+        known = ", ".join(sorted(f"{n}:" if n != "demo" else n for n in sources))
+        raise ModelLoadError(f"--model {spec!r}: not a file, and no model source matches (sources: {known})")
+    loaded = source.load(target, options)
+    if options.labels is not None:
+        loaded.class_names = read_labels(options.labels)
+    loaded.module.eval()
+    count = _class_count(loaded.module, loaded.preprocess)
+    if count is not None and loaded.class_names and len(loaded.class_names) != count:
+        raise ModelLoadError(
+            f"model {loaded.name} has {count} outputs but {len(loaded.class_names)} class names were given"
+        )
+    if not loaded.class_names and count is not None:
+        loaded.class_names = [f"class {i}" for i in range(count)]
+    loaded.module.to(device)
+    return loaded

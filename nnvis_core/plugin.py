@@ -1,0 +1,78 @@
+"""The plugin contract: what a visualization method declares and implements.
+
+A method is a subclass of Plugin, registered from a hook implementation:
+
+    from nnvis_core import Plugin, Scope, Param, Heatmap, hookimpl
+
+    class Brightness(Plugin):
+        name = "brightness"
+        title = "Brightness"
+        description = "Mean of the colour channels, as a heatmap."
+        scope = Scope.IMAGE
+
+        def run_image(self, ctx, item, params):
+            return [Heatmap("brightness", item.tensor.mean(0).numpy())]
+
+    @hookimpl
+    def nnvis_register_plugins(register):
+        register(Brightness())
+
+See docs/plugins.md for the whole contract.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Sequence
+
+import pluggy
+
+from nnvis_core.artifacts import Artifact
+from nnvis_core.params import Param
+
+if TYPE_CHECKING:
+    from nnvis_core.context import ImageItem, RunContext
+
+PROJECT = "nnvis"
+PLUGIN_API_VERSION = 1
+
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class Scope(str, enum.Enum):
+    """What a plugin needs to run."""
+
+    IMAGE = "image"  # one image at a time
+    DATASET = "dataset"  # all images of the folder together
+    MODEL = "model"  # the model alone, no image
+
+
+class Plugin:
+    """Base class of visualization methods. Subclasses set the class attributes
+    and override the run method that matches their scope."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    description: ClassVar[str]
+    scope: ClassVar[Scope] = Scope.IMAGE
+    params: ClassVar[Sequence[Param]] = ()
+    api_version: ClassVar[int] = PLUGIN_API_VERSION
+    default_enabled: ClassVar[bool] = False  # run when the user names no plugins
+
+    def run_image(self, ctx: "RunContext", item: "ImageItem", params: dict[str, Any]) -> list[Artifact]:
+        """Scope.IMAGE: artifacts for one image."""
+        raise NotImplementedError
+
+    def run_dataset(
+        self, ctx: "RunContext", items: Iterable["ImageItem"], params: dict[str, Any]
+    ) -> list[Artifact]:
+        """Scope.DATASET: artifacts for the whole folder. `items` streams every
+        readable image (iterate it more than once if needed; it reloads)."""
+        raise NotImplementedError
+
+    def run_model(self, ctx: "RunContext", params: dict[str, Any]) -> list[Artifact]:
+        """Scope.MODEL: artifacts that need only the model."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {getattr(self, 'name', '?')}>"

@@ -1,0 +1,238 @@
+"""One report run: load the model, stream the images, call each plugin, hand results to the writer.
+
+Failures are contained where they happen: an unreadable image is listed and
+skipped, a plugin that raises on one image gets an error entry for that image
+and runs on the others. Only usage errors (bad options, no images, a model
+that cannot load) stop the run before it starts.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from nnvis_core.artifacts import ArtifactError, Result, as_result
+from nnvis_core.config import ReportConfig
+from nnvis_core.context import ImageItem, RunContext
+from nnvis_core.images import ImageReadError, ImageRecord, discover_images, load_rgb, match_label
+from nnvis_core.models import ModelLoadError, ModelOptions, load_model
+from nnvis_core.params import ParamError, resolve_params
+from nnvis_core.plugin import Plugin, Scope
+from nnvis_core.registry import Registry, one_line
+from nnvis_core.targets import TargetError, check_target
+
+
+class UsageError(Exception):
+    """Bad options or inputs found before any work: exit code 2, one line."""
+
+
+@dataclass
+class PluginRun:
+    plugin: Plugin
+    params: dict
+    origin: str
+
+
+@dataclass
+class RunOutcome:
+    out_dir: Path
+    failed_images: int
+    failed_calls: int
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed_images or self.failed_calls else 0
+
+
+def select_plugins(registry: Registry, names: Sequence[str] | None) -> list[Plugin]:
+    """The plugins to run, in the order given (or registry order for defaults/all)."""
+    if names is None:
+        return [r.item for r in registry.plugins.values() if r.item.default_enabled]
+    if list(names) == ["all"]:
+        return [r.item for r in registry.plugins.values()]
+    unknown = [n for n in names if n not in registry.plugins]
+    if unknown:
+        known = ", ".join(registry.plugins) or "none"
+        raise UsageError(f"unknown plugin {', '.join(unknown)}; installed: {known} (see nnvis plugins)")
+    return [registry.plugins[n].item for n in dict.fromkeys(names)]
+
+
+def plugin_runs(registry: Registry, plugins: list[Plugin], given: dict[str, dict]) -> list[PluginRun]:
+    for name in given:
+        if name not in registry.plugins:
+            raise UsageError(f"parameters given for unknown plugin {name!r}; installed: {', '.join(registry.plugins)}")
+    runs = []
+    for plugin in plugins:
+        try:
+            params = resolve_params(plugin.name, plugin.params, given.get(plugin.name, {}))
+        except ParamError as error:
+            raise UsageError(str(error)) from None
+        runs.append(PluginRun(plugin, params, str(registry.plugins[plugin.name].origin)))
+    return runs
+
+
+def choose_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    try:
+        return torch.device(spec)
+    except RuntimeError:
+        raise UsageError(f"--device {spec!r}: use cpu, cuda, cuda:N or auto") from None
+
+
+def stream_items(
+    records: Iterable[ImageRecord],
+    ctx: RunContext,
+    on_error: Callable[[ImageRecord, str], None] | None = None,
+) -> Iterator[list[ImageItem]]:
+    """Decode, preprocess and classify images in batches; memory stays one batch deep."""
+    preprocess = ctx.model.preprocess
+    batch: list[tuple[ImageRecord, np.ndarray]] = []
+
+    def flush() -> list[ImageItem]:
+        tensors = torch.stack([preprocess.normalize(pixels) for _, pixels in batch])
+        with torch.no_grad():
+            logits = ctx.module(tensors.to(ctx.device))
+        probabilities = torch.softmax(logits.float(), dim=1).cpu()
+        items = [
+            ImageItem(record, pixels, tensor, match_label(record.folder, ctx.class_names), probs)
+            for (record, pixels), tensor, probs in zip(batch, tensors, probabilities)
+        ]
+        batch.clear()
+        return items
+
+    for record in records:
+        try:
+            pixels = preprocess.display(load_rgb(record.path))
+        except ImageReadError as error:
+            if on_error:
+                on_error(record, error.reason)
+            continue
+        batch.append((record, pixels))
+        if len(batch) == ctx.batch_size:
+            yield flush()
+    if batch:
+        yield flush()
+
+
+def call_plugin(ctx: RunContext, run: PluginRun, item: ImageItem | None, call: Callable[[], object]):
+    """Run one plugin call in isolation: (Result | None, seconds, error line, traceback)."""
+    torch.manual_seed(ctx.seed_for(item, run.plugin.name))
+    start = time.perf_counter()
+    try:
+        result: Result | None = as_result(call())
+        error, trace = None, None
+    except ArtifactError as failure:
+        result, error, trace = None, f"bad output: {failure}", traceback.format_exc()
+    except Exception as failure:  # noqa: BLE001 - a plugin must not take the report down
+        result, error, trace = None, one_line(failure), traceback.format_exc()
+    finally:
+        ctx.module.zero_grad(set_to_none=True)
+    return result, time.perf_counter() - start, error, trace
+
+
+def prepare(config: ReportConfig, registry: Registry):
+    """Everything that can fail as a usage error, before any output is written."""
+    runs = plugin_runs(registry, select_plugins(registry, config.plugins), config.params)
+    try:
+        records = discover_images(config.image_dir)
+    except (FileNotFoundError, NotADirectoryError) as error:
+        raise UsageError(str(error)) from None
+    if not records:
+        raise UsageError(f"{config.image_dir}: no image files found (looked for JPEG, PNG, WebP, BMP, TIFF, GIF...)")
+    device = choose_device(config.device)
+    options = ModelOptions(config.weights, config.arch, config.trust_checkpoint, config.labels, config.seed)
+    try:
+        model = load_model(config.model, options, registry, str(device))
+    except ModelLoadError as error:
+        raise UsageError(str(error)) from None
+    model = model.with_preprocess(resize=config.resize, crop=config.crop, mean=config.mean, std=config.std)
+    for run in runs:
+        if "target" in run.params:
+            try:
+                check_target(str(run.params["target"]), model.class_names)
+            except TargetError as error:
+                raise UsageError(f"{run.plugin.name}.target: {error}") from None
+    ctx = RunContext(model, device, config.seed, config.batch_size)
+    return runs, records, ctx
+
+
+def check_input_size(ctx: RunContext, records: list[ImageRecord]) -> None:
+    """A model that rejects its own preprocessed input size is a usage error, not 1000 failures."""
+    size = ctx.model.preprocess.crop or ctx.model.preprocess.resize or 224
+    try:
+        with torch.no_grad():
+            ctx.module(torch.zeros(1, 3, size, size, device=ctx.device))
+    except Exception as error:  # noqa: BLE001
+        raise UsageError(f"model {ctx.model.name} rejects input of size 3x{size}x{size}: {one_line(error)}") from None
+
+
+def execute(
+    config: ReportConfig,
+    registry: Registry,
+    writer,
+    runs: list[PluginRun],
+    records: list[ImageRecord],
+    ctx: RunContext,
+    advance: Callable[[int], None] = lambda n: None,
+    log: Callable[[str], None] = lambda line: None,
+) -> RunOutcome:
+    """Stream the images through every plugin and hand each result to the writer."""
+    per_image = [r for r in runs if r.plugin.scope is Scope.IMAGE]
+    others = [r for r in runs if r.plugin.scope is not Scope.IMAGE]
+    failed_images = failed_calls = 0
+
+    def unreadable(record: ImageRecord, reason: str) -> None:
+        nonlocal failed_images
+        failed_images += 1
+        writer.add_unreadable(record, reason)
+        log(f"{record.relpath}: {reason}")
+        advance(max(1, len(per_image)))
+
+    for batch in stream_items(records, ctx, unreadable):
+        for item in batch:
+            writer.add_image(item, ctx.class_names)
+            for run in per_image:
+                result, seconds, error, trace = call_plugin(
+                    ctx, run, item, lambda: run.plugin.run_image(ctx, item, dict(run.params))
+                )
+                if error:
+                    failed_calls += 1
+                    log(f"{item.record.relpath}: plugin {run.plugin.name} failed: {error}")
+                writer.add_image_result(item, run, result, seconds, error, trace)
+                advance(1)
+            if not per_image:
+                advance(1)
+
+    for run in others:
+        if run.plugin.scope is Scope.DATASET:
+            items = _Restreamable(records, ctx)
+            call = lambda: run.plugin.run_dataset(ctx, items, dict(run.params))  # noqa: E731
+        else:
+            call = lambda: run.plugin.run_model(ctx, dict(run.params))  # noqa: E731
+        result, seconds, error, trace = call_plugin(ctx, run, None, call)
+        if error:
+            failed_calls += 1
+            log(f"plugin {run.plugin.name} failed: {error}")
+        writer.add_global_result(run, result, seconds, error, trace)
+        advance(1)
+    return RunOutcome(config.out_dir, failed_images, failed_calls)
+
+
+class _Restreamable:
+    """The readable images of the run, streamed again each time it is iterated."""
+
+    def __init__(self, records: list[ImageRecord], ctx: RunContext):
+        self.records, self.ctx = records, ctx
+
+    def __iter__(self) -> Iterator[ImageItem]:
+        for batch in stream_items(self.records, self.ctx):
+            yield from batch

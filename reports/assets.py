@@ -1,0 +1,123 @@
+"""Artifacts to files: PNGs for the page, .npy for the raw values, JSON for the rest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+
+from nnvis_core.artifacts import Artifact, CategoricalMap, Heatmap, Image, Scatter, Table, Text
+from nnvis_reports.colormaps import DIVERGING_TABLE, SEQUENTIAL_TABLE, category_colour
+
+OVERLAY_ALPHA = 0.6  # weight of the colour map over a grey version of the input
+
+
+def save_png(pixels: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PILImage.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)).save(path, optimize=False)
+
+
+def to_uint8(pixels: np.ndarray) -> np.ndarray:
+    p = np.asarray(pixels)
+    if p.dtype == np.uint8:
+        return p
+    return (np.clip(p.astype(np.float64), 0, 1) * 255).round().astype(np.uint8)
+
+
+def resize_map(values: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    """Resize a 2-D array to (H, W) = size, bilinear for values, nearest for categories."""
+    if values.shape == size:
+        return values
+    mode = PILImage.NEAREST if nearest else PILImage.BILINEAR
+    image = PILImage.fromarray(values.astype(np.float32), mode="F")
+    return np.asarray(image.resize((size[1], size[0]), mode), dtype=np.float64)
+
+
+def heatmap_range(heatmap: Heatmap) -> tuple[float, float]:
+    if heatmap.value_range is not None:
+        return float(heatmap.value_range[0]), float(heatmap.value_range[1])
+    values = np.asarray(heatmap.values, dtype=np.float64)
+    if heatmap.signed:
+        limit = float(np.abs(values).max()) or 1.0
+        return -limit, limit
+    low, high = float(values.min()), float(values.max())
+    return (low, high) if high > low else (low, low + 1.0)
+
+
+def colourize(values: np.ndarray, low: float, high: float, signed: bool) -> np.ndarray:
+    scaled = np.clip((values - low) / (high - low), 0, 1)
+    table = DIVERGING_TABLE if signed else SEQUENTIAL_TABLE
+    return table[(scaled * 255).round().astype(np.int64)]
+
+
+def blend(base: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    grey = base.astype(np.float64).mean(axis=2, keepdims=True)
+    return ((1 - OVERLAY_ALPHA) * grey + OVERLAY_ALPHA * colour).round().astype(np.uint8)
+
+
+def save_artifact(artifact: Artifact, folder: Path, stem: str, base: np.ndarray | None, root: Path) -> dict:
+    """Write an artifact's files under `folder` and return its report.json entry.
+
+    Paths in the entry are relative to the report root, POSIX style.
+    """
+    entry: dict = {"kind": artifact.kind, "title": artifact.title, "caption": artifact.caption}
+
+    def rel(path: Path) -> str:
+        return path.relative_to(root).as_posix()
+
+    if isinstance(artifact, Image):
+        path = folder / f"{stem}.png"
+        save_png(to_uint8(artifact.pixels), path)
+        entry["path"] = rel(path)
+    elif isinstance(artifact, Heatmap):
+        values = np.asarray(artifact.values, dtype=np.float64)
+        low, high = heatmap_range(artifact)
+        raw = folder / f"{stem}.npy"
+        np.save(raw, np.asarray(artifact.values, dtype=np.float32))
+        plain = folder / f"{stem}.map.png"
+        save_png(colourize(values, low, high, artifact.signed), plain)
+        entry.update(raw=rel(raw), map_path=rel(plain), range=[low, high], signed=artifact.signed,
+                     label=artifact.label, path=rel(plain))
+        if artifact.overlay and base is not None:
+            resized = resize_map(values, base.shape[:2])
+            overlay = folder / f"{stem}.overlay.png"
+            save_png(blend(base, colourize(resized, low, high, artifact.signed)), overlay)
+            entry["path"] = rel(overlay)
+    elif isinstance(artifact, CategoricalMap):
+        categories = np.asarray(artifact.categories)
+        order = sorted(artifact.legend)
+        colours = {value: category_colour(i) for i, value in enumerate(order)}
+        rgb = np.zeros(categories.shape + (3,), dtype=np.uint8)
+        for value, colour in colours.items():
+            rgb[categories == value] = colour
+        raw = folder / f"{stem}.npy"
+        np.save(raw, categories)
+        if artifact.overlay and base is not None:
+            h, w = base.shape[:2]
+            rgb = np.asarray(PILImage.fromarray(rgb).resize((w, h), PILImage.NEAREST))
+            rgb = blend(base, rgb)
+        path = folder / f"{stem}.png"
+        save_png(rgb, path)
+        present = set(np.unique(categories).tolist())
+        entry.update(path=rel(path), raw=rel(raw), legend=[
+            {"value": int(v), "label": str(artifact.legend[v]), "color": "#%02x%02x%02x" % colours[v]}
+            for v in order if v in present
+        ])
+    elif isinstance(artifact, Table):
+        entry.update(columns=[str(c) for c in artifact.columns], rows=[[_cell(c) for c in r] for r in artifact.rows])
+    elif isinstance(artifact, Scatter):
+        raw = folder / f"{stem}.npy"
+        points = np.asarray(artifact.points, dtype=np.float64)
+        np.save(raw, points.astype(np.float32))
+        entry.update(raw=rel(raw), points=points.round(5).tolist(), labels=[str(x) for x in artifact.labels],
+                     image_ids=list(artifact.image_ids))
+    elif isinstance(artifact, Text):
+        entry["text"] = artifact.text
+    return entry
+
+
+def _cell(value):
+    if isinstance(value, (np.floating, np.integer)):
+        value = value.item()
+    return value if isinstance(value, (int, float, str, bool)) or value is None else str(value)

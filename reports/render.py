@@ -1,0 +1,50 @@
+"""report dict -> index.html, through the Jinja2 templates in this package (autoescape on)."""
+
+from __future__ import annotations
+
+import jinja2
+
+from nnvis_reports.colormaps import DIVERGING, SEQUENTIAL, category_colour, css_gradient
+
+
+def _scatter_points(entry: dict, size: int = 400, margin: int = 12) -> list[dict]:
+    """Points scaled into a size x size SVG box, with a colour per label."""
+    points = entry.get("points") or []
+    if not points:
+        return []
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    span = max(max(xs) - min(xs), max(ys) - min(ys)) or 1.0
+    scale = (size - 2 * margin) / span
+    labels = entry.get("labels") or [""] * len(points)
+    palette = {label: "#%02x%02x%02x" % category_colour(i) for i, label in enumerate(dict.fromkeys(labels))}
+    ids = entry.get("image_ids") or [None] * len(points)
+    return [{"x": margin + (x - min(xs)) * scale, "y": margin + (y - min(ys)) * scale,
+             "label": label, "color": palette[label], "image_id": image_id}
+            for x, y, label, image_id in zip(xs, ys, labels, ids)]
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("nnvis_reports", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals.update(
+        sequential_gradient=css_gradient(SEQUENTIAL),
+        diverging_gradient=css_gradient(DIVERGING),
+        scatter_points=_scatter_points,
+    )
+    env.filters["pct"] = lambda p: f"{100 * p:.1f}%"
+    env.filters["num"] = lambda v: f"{v:.4g}" if isinstance(v, float) else v
+    return env
+
+
+def render_html(report: dict) -> str:
+    from importlib import resources
+
+    css = resources.files("nnvis_reports").joinpath("static/report.css").read_text(encoding="utf-8")
+    template = _environment().get_template("index.html.j2")
+    plugins = {p["name"]: p for p in report["plugins"]}
+    return template.render(report=report, plugins=plugins, css=css)

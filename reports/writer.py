@@ -1,0 +1,149 @@
+"""Collects results as they stream in and writes report.json and index.html at the end.
+
+Files for each result are written as soon as it arrives, so memory holds only
+the small JSON entries, never the pictures.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+import nnvis_core
+from nnvis_core.artifacts import Result
+from nnvis_core.context import ImageItem, RunContext
+from nnvis_core.images import ImageRecord
+from nnvis_core.registry import LoadFailure
+from nnvis_core.runner import PluginRun
+from nnvis_reports.assets import save_artifact, save_png
+
+SCHEMA_VERSION = 1
+TOP_K = 5
+
+
+def _versions() -> dict:
+    import PIL
+    import torch
+
+    versions = {"nnvis": nnvis_core.__version__, "python": sys.version.split()[0], "torch": torch.__version__,
+                "numpy": np.__version__, "pillow": PIL.__version__, "platform": platform.platform()}
+    torchvision = sys.modules.get("torchvision")
+    versions["torchvision"] = getattr(torchvision, "__version__", None)
+    return versions
+
+
+class ReportWriter:
+    def __init__(self, out_dir: Path, image_dir: Path, ctx: RunContext, runs: list[PluginRun],
+                 records: list[ImageRecord], load_failures: list[LoadFailure]):
+        self.root = out_dir
+        self.assets = out_dir / "assets"
+        self.assets.mkdir(parents=True, exist_ok=True)
+        self.ctx = ctx
+        self.runs = runs
+        self.started = datetime.now(timezone.utc)
+        self.images: list[dict] = [self._pending(record) for record in records]
+        self.dataset_results: dict[str, dict] = {}
+        self.model_results: dict[str, dict] = {}
+        self.stats = {run.plugin.name: {"seconds": 0.0, "calls": 0, "failures": 0} for run in runs}
+        self.header = {
+            "schema_version": SCHEMA_VERSION,
+            "input": {"root": str(image_dir), "image_count": len(records)},
+            "model": {**ctx.model.describe(), "device": str(ctx.device), "notes": list(ctx.model.notes)},
+            "load_failures": [vars(f) for f in load_failures],
+        }
+
+    @staticmethod
+    def _pending(record: ImageRecord) -> dict:
+        return {"index": record.index, "path": record.relpath, "folder": record.folder, "status": "pending",
+                "error": None, "input": None, "true_class": None, "predictions": [], "results": {}}
+
+    def _folder(self, record: ImageRecord) -> Path:
+        return self.assets / f"img-{record.index:05d}"
+
+    def add_unreadable(self, record: ImageRecord, reason: str) -> None:
+        self.images[record.index].update(status="unreadable", error=reason)
+
+    def add_image(self, item: ImageItem, class_names: list[str]) -> None:
+        folder = self._folder(item.record)
+        save_png(item.pixels, folder / "input.png")
+        probabilities = item.probabilities
+        top = probabilities.topk(min(TOP_K, probabilities.numel()))
+        entry = self.images[item.record.index]
+        entry.update(
+            status="ok",
+            input=(folder / "input.png").relative_to(self.root).as_posix(),
+            predictions=[{"index": int(i), "name": class_names[int(i)], "probability": round(float(p), 6)}
+                         for p, i in zip(top.values, top.indices)],
+            true_class=None if item.true_class is None else
+            {"index": item.true_class, "name": class_names[item.true_class],
+             "probability": round(float(probabilities[item.true_class]), 6)},
+        )
+
+    def _result_entry(self, run: PluginRun, result: Result | None, seconds: float, error: str | None,
+                      trace: str | None, folder: Path, base: np.ndarray | None) -> dict:
+        stats = self.stats[run.plugin.name]
+        stats["seconds"] += seconds
+        stats["calls"] += 1
+        entry: dict = {"status": "ok" if error is None else "error", "seconds": round(seconds, 4),
+                       "artifacts": [], "metrics": {}, "error": error, "traceback": trace}
+        if error is not None:
+            stats["failures"] += 1
+            return entry
+        assert result is not None
+        folder.mkdir(parents=True, exist_ok=True)
+        for number, artifact in enumerate(result.artifacts):
+            stem = f"{run.plugin.name}-{number}"
+            entry["artifacts"].append(save_artifact(artifact, folder, stem, base, self.root))
+        entry["metrics"] = {k: float(v) for k, v in result.metrics.items()}
+        return entry
+
+    def add_image_result(self, item: ImageItem, run: PluginRun, result: Result | None, seconds: float,
+                         error: str | None, trace: str | None) -> None:
+        entry = self._result_entry(run, result, seconds, error, trace, self._folder(item.record), item.pixels)
+        self.images[item.record.index]["results"][run.plugin.name] = entry
+
+    def add_global_result(self, run: PluginRun, result: Result | None, seconds: float,
+                          error: str | None, trace: str | None) -> None:
+        folder = self.assets / f"{run.plugin.scope.value}-{run.plugin.name}"
+        entry = self._result_entry(run, result, seconds, error, trace, folder, None)
+        target = self.dataset_results if run.plugin.scope.value == "dataset" else self.model_results
+        target[run.plugin.name] = entry
+
+    def report(self) -> dict:
+        finished = datetime.now(timezone.utc)
+        plugins = []
+        for run in self.runs:
+            p = run.plugin
+            plugins.append({
+                "name": p.name, "title": p.title, "description": p.description, "scope": p.scope.value,
+                "origin": run.origin, "params": dict(run.params),
+                "param_help": {param.name: param.help for param in p.params},
+                **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.stats[p.name].items()},
+            })
+        readable = sum(1 for e in self.images if e["status"] == "ok")
+        return {
+            **self.header,
+            "input": {**self.header["input"], "readable": readable, "unreadable": len(self.images) - readable},
+            "versions": _versions(),
+            "seed": self.ctx.seed,
+            "timing": {"started": self.started.isoformat(timespec="seconds"),
+                       "seconds": round((finished - self.started).total_seconds(), 3)},
+            "plugins": plugins,
+            "images": self.images,
+            "dataset": self.dataset_results,
+            "model_results": self.model_results,
+        }
+
+    def finish(self) -> dict:
+        """Write report.json and index.html; return the report dict."""
+        from nnvis_reports.render import render_html
+
+        report = self.report()
+        (self.root / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
+        (self.root / "index.html").write_text(render_html(report), encoding="utf-8")
+        return report

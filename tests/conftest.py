@@ -1,0 +1,54 @@
+"""Shared fixtures: the bundled demo images, a small copy of them, fake plugin distributions."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_IMAGES = ROOT / "examples" / "demo" / "images"
+
+
+@pytest.fixture(scope="session")
+def demo_images() -> Path:
+    assert DEMO_IMAGES.is_dir(), "bundled demo images missing: run `nnvis demo images examples/demo`"
+    return DEMO_IMAGES
+
+
+@pytest.fixture
+def few_demo_images(tmp_path: Path, demo_images: Path) -> Path:
+    """Two images of each of the first three classes, in class folders, in a temp dir."""
+    target = tmp_path / "images"
+    for folder in sorted(p for p in demo_images.iterdir() if p.is_dir())[:3]:
+        (target / folder.name).mkdir(parents=True)
+        for image in sorted(folder.glob("*.png"))[:2]:
+            shutil.copy(image, target / folder.name / image.name)
+    return target
+
+
+@pytest.fixture
+def fake_distribution(tmp_path: Path, monkeypatch):
+    """Make a distribution with `nnvis` entry points importable: fake_distribution(name, {ep: target}, files)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+
+    def make(name: str, entry_points: dict[str, str], files: dict[str, str] | None = None, version: str = "1.0"):
+        info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        lines = "\n".join(f"{k} = {v}" for k, v in entry_points.items())
+        (info / "entry_points.txt").write_text(f"[nnvis]\n{lines}\n")
+        for relpath, text in (files or {}).items():
+            path = site / relpath
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(textwrap.dedent(text))
+        return site
+
+    yield make
+    for module in [m for m in sys.modules if m.startswith("fakeplug_")]:
+        del sys.modules[module]
