@@ -69,6 +69,8 @@ def _merge_config(path: Path | None, cli_values: dict, assignments: tuple[str, .
 @click.option("--trust-checkpoint", is_flag=True, default=None,
               help="Allow a checkpoint holding pickled Python objects (can run code: only for files you trust).")
 @click.option("--labels", type=click.Path(path_type=Path), help="Class names: text file (one per line) or JSON list.")
+@click.option("--masks", type=click.Path(path_type=Path),
+              help="Folder of ground-truth object masks with the same relative paths as the images.")
 @click.option("--plugins", "plugin_names", help="Comma-separated plugin names, or 'all'. Default: saliency.")
 @click.option("--set", "assignments", multiple=True, metavar="PLUGIN.PARAM=VALUE",
               help="Set a plugin parameter (repeatable), e.g. --set saliency.target=true")
@@ -82,22 +84,23 @@ def _merge_config(path: Path | None, cli_values: dict, assignments: tuple[str, .
 @click.option("--mean", help="Override: normalization mean, three comma-separated numbers.")
 @click.option("--std", help="Override: normalization std, three comma-separated numbers.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-file messages.")
-def report(image_dir, out_dir, model, weights, arch, trust_checkpoint, labels, plugin_names, assignments,
+def report(image_dir, out_dir, model, weights, arch, trust_checkpoint, labels, masks, plugin_names, assignments,
            config_path, device, batch_size, seed, resize, crop, mean, std, quiet) -> None:
     """Write an HTML report for the images in IMAGE_DIR (searched recursively)."""
     from nnvis_core.runner import UsageError
     from nnvis_reports import build_report
 
     cli_values = {
-        "model": model, "weights": weights, "arch": arch, "labels": labels, "trust_checkpoint": trust_checkpoint,
+        "model": model, "weights": weights, "arch": arch, "labels": labels, "masks": masks, "trust_checkpoint": trust_checkpoint,
         "plugins": [p.strip() for p in plugin_names.split(",") if p.strip()] if plugin_names else None,
         "device": device, "batch_size": batch_size, "seed": seed, "resize": resize, "crop": crop,
         "mean": _floats(mean, "--mean"), "std": _floats(std, "--std"),
     }
     try:
         settings = _merge_config(config_path, cli_values, assignments)
-        if isinstance(settings.get("labels"), str):
-            settings["labels"] = Path(settings["labels"])
+        for key in ("labels", "masks"):
+            if isinstance(settings.get(key), str):
+                settings[key] = Path(settings[key])
         config = ReportConfig(image_dir=image_dir, out_dir=out_dir, quiet=quiet, **settings)
     except (ConfigError, ParamError) as error:
         fail_usage(str(error))

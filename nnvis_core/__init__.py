@@ -7,6 +7,7 @@ contract. Visualization methods live in plugins; the HTML lives in nnvis_reports
 from nnvis_core.artifacts import (
     Artifact,
     CategoricalMap,
+    Chart,
     Heatmap,
     Image,
     Result,
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Artifact",
     "CategoricalMap",
+    "Chart",
     "Heatmap",
     "Image",
     "Result",

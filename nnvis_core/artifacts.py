@@ -126,12 +126,37 @@ class Scatter(Artifact):
 
 
 @dataclass
+class Chart(Artifact):
+    """Line chart: one or more named series over shared x positions.
+
+    x_ticks: optional labels for the x positions (e.g. layer names).
+    """
+
+    x: Sequence[float]
+    series: dict[str, Sequence[float]]
+    x_label: str = ""
+    y_label: str = ""
+    x_ticks: Sequence[str] = ()
+    kind = "chart"
+
+    def validate(self) -> None:
+        if not self.series:
+            raise ArtifactError(f"chart '{self.title}' has no series")
+        for name, values in self.series.items():
+            if len(values) != len(self.x):
+                raise ArtifactError(f"chart '{self.title}': series {name!r} has {len(values)} values for {len(self.x)} x")
+            _finite(f"chart '{self.title}'", np.asarray(values, dtype=np.float64))
+        if len(self.x_ticks) not in (0, len(self.x)):
+            raise ArtifactError(f"chart '{self.title}': {len(self.x_ticks)} ticks for {len(self.x)} x")
+
+
+@dataclass
 class Text(Artifact):
     text: str
     kind = "text"
 
 
-ARTIFACT_TYPES = (Image, Heatmap, CategoricalMap, Table, Scatter, Text)
+ARTIFACT_TYPES = (Image, Heatmap, CategoricalMap, Table, Scatter, Chart, Text)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from nnvis_core.params import ParamError
 
 FILE_KEYS = {
     "model": str, "weights": str, "arch": str, "labels": str, "plugins": list, "device": str,
-    "batch_size": int, "seed": int, "resize": int, "crop": int, "params": dict,
+    "batch_size": int, "seed": int, "masks": str, "resize": int, "crop": int, "params": dict,
 }
 
 
@@ -37,6 +37,7 @@ class ReportConfig:
     weights: str | None = None
     arch: str | None = None
     labels: Path | None = None
+    masks: Path | None = None  # ground-truth object masks: MASKS/relpath for each image
     trust_checkpoint: bool = False
     plugins: list[str] | None = None  # None: the plugins that declare default_enabled; ["all"]: every one
     params: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ class ImageItem:
     tensor: torch.Tensor  # (3, H, W) float, normalized, on the CPU
     true_class: int | None
     probabilities: torch.Tensor  # (num_classes,) softmax of the model output
+    mask: np.ndarray | None = None  # (H, W) bool ground-truth object mask, when --masks gives one
 
     @property
     def predicted(self) -> int:
@@ -37,6 +39,7 @@ class RunContext:
     device: torch.device
     seed: int = 0
     batch_size: int = 16
+    masks_dir: Path | None = None  # ground-truth masks, same relative paths as the images
 
     @property
     def module(self) -> torch.nn.Module:

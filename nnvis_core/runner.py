@@ -103,7 +103,8 @@ def stream_items(
             logits = ctx.module(tensors.to(ctx.device))
         probabilities = torch.softmax(logits.float(), dim=1).cpu()
         items = [
-            ImageItem(record, pixels, tensor, match_label(record.folder, ctx.class_names), probs)
+            ImageItem(record, pixels, tensor, match_label(record.folder, ctx.class_names), probs,
+                      load_mask(ctx, record))
             for (record, pixels), tensor, probs in zip(batch, tensors, probabilities)
         ]
         batch.clear()
@@ -121,6 +122,20 @@ def stream_items(
             yield flush()
     if batch:
         yield flush()
+
+
+def load_mask(ctx: RunContext, record: ImageRecord) -> np.ndarray | None:
+    """The ground-truth mask at MASKS/relpath, preprocessed like its image, or None."""
+    if ctx.masks_dir is None:
+        return None
+    path = ctx.masks_dir / record.relpath
+    if not path.is_file():
+        return None
+    try:
+        mask = ctx.model.preprocess.display(load_rgb(path, min_side=1))
+    except ImageReadError:
+        return None
+    return mask[..., 0] > 127
 
 
 def call_plugin(ctx: RunContext, run: PluginRun, item: ImageItem | None, call: Callable[[], object]):
@@ -161,7 +176,9 @@ def prepare(config: ReportConfig, registry: Registry):
                 check_target(str(run.params["target"]), model.class_names)
             except TargetError as error:
                 raise UsageError(f"{run.plugin.name}.target: {error}") from None
-    ctx = RunContext(model, device, config.seed, config.batch_size)
+    if config.masks is not None and not config.masks.is_dir():
+        raise UsageError(f"--masks {config.masks}: not a folder")
+    ctx = RunContext(model, device, config.seed, config.batch_size, config.masks)
     return runs, records, ctx
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from nnvis_core.artifacts import Artifact, CategoricalMap, Heatmap, Image, Scatter, Table, Text
+from nnvis_core.artifacts import Artifact, CategoricalMap, Chart, Heatmap, Image, Scatter, Table, Text
 from nnvis_reports.colormaps import DIVERGING_TABLE, SEQUENTIAL_TABLE, category_colour
 
 OVERLAY_ALPHA = 0.6  # weight of the colour map over a grey version of the input
@@ -112,6 +112,10 @@ def save_artifact(artifact: Artifact, folder: Path, stem: str, base: np.ndarray 
         np.save(raw, points.astype(np.float32))
         entry.update(raw=rel(raw), points=points.round(5).tolist(), labels=[str(x) for x in artifact.labels],
                      image_ids=list(artifact.image_ids))
+    elif isinstance(artifact, Chart):
+        entry.update(x=[float(v) for v in artifact.x], x_label=artifact.x_label, y_label=artifact.y_label,
+                     x_ticks=[str(t) for t in artifact.x_ticks],
+                     series={str(k): [float(v) for v in values] for k, values in artifact.series.items()})
     elif isinstance(artifact, Text):
         entry["text"] = artifact.text
     return entry

@@ -23,6 +23,31 @@ def _scatter_points(entry: dict, size: int = 400, margin: int = 12) -> list[dict
             for x, y, label, image_id in zip(xs, ys, labels, ids)]
 
 
+def _chart_lines(entry: dict, width: int = 400, height: int = 240, margin: int = 36) -> dict:
+    """Series as SVG polylines in a width x height box, with axis limits and tick positions."""
+    xs = entry["x"]
+    values = [v for series in entry["series"].values() for v in series]
+    low, high = min(values), max(values)
+    if high == low:
+        low, high = low - 0.5, high + 0.5
+    x_low, x_high = min(xs), max(xs)
+    x_span = (x_high - x_low) or 1.0
+
+    def px(x: float) -> float:
+        return margin + (x - x_low) / x_span * (width - 2 * margin)
+
+    def py(y: float) -> float:
+        return height - margin - (y - low) / (high - low) * (height - 2 * margin)
+
+    lines = []
+    for i, (name, series) in enumerate(entry["series"].items()):
+        points = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in zip(xs, series))
+        lines.append({"name": name, "points": points, "color": "#%02x%02x%02x" % category_colour(i)})
+    ticks = [{"x": px(x), "label": label} for x, label in zip(xs, entry.get("x_ticks") or [f"{x:g}" for x in xs])]
+    return {"lines": lines, "ticks": ticks, "low": low, "high": high, "width": width, "height": height,
+            "margin": margin, "y_low": py(low), "y_high": py(high)}
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("nnvis_reports", "templates"),
@@ -35,6 +60,7 @@ def _environment() -> jinja2.Environment:
         sequential_gradient=css_gradient(SEQUENTIAL),
         diverging_gradient=css_gradient(DIVERGING),
         scatter_points=_scatter_points,
+        chart_lines=_chart_lines,
     )
     env.filters["pct"] = lambda p: f"{100 * p:.1f}%"
     env.filters["num"] = lambda v: f"{v:.4g}" if isinstance(v, float) else v

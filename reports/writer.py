@@ -50,6 +50,7 @@ class ReportWriter:
         self.dataset_results: dict[str, dict] = {}
         self.model_results: dict[str, dict] = {}
         self.stats = {run.plugin.name: {"seconds": 0.0, "calls": 0, "failures": 0} for run in runs}
+        self.metric_values: dict[str, dict[str, list[float]]] = {run.plugin.name: {} for run in runs}
         self.header = {
             "schema_version": SCHEMA_VERSION,
             "input": {"root": str(image_dir), "image_count": len(records)},
@@ -100,7 +101,18 @@ class ReportWriter:
             stem = f"{run.plugin.name}-{number}"
             entry["artifacts"].append(save_artifact(artifact, folder, stem, base, self.root))
         entry["metrics"] = {k: float(v) for k, v in result.metrics.items()}
+        for key, value in entry["metrics"].items():
+            self.metric_values[run.plugin.name].setdefault(key, []).append(value)
         return entry
+
+    def _metrics_summary(self, name: str) -> dict:
+        """Mean, spread and range of each metric a plugin reported, across the images."""
+        summary = {}
+        for key, values in self.metric_values[name].items():
+            array = np.asarray(values, dtype=np.float64)
+            summary[key] = {"mean": float(array.mean()), "std": float(array.std()), "min": float(array.min()),
+                            "max": float(array.max()), "n": int(array.size)}
+        return summary
 
     def add_image_result(self, item: ImageItem, run: PluginRun, result: Result | None, seconds: float,
                          error: str | None, trace: str | None) -> None:
@@ -123,6 +135,7 @@ class ReportWriter:
                 "name": p.name, "title": p.title, "description": p.description, "scope": p.scope.value,
                 "origin": run.origin, "params": dict(run.params),
                 "param_help": {param.name: param.help for param in p.params},
+                "metrics_summary": self._metrics_summary(p.name),
                 **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.stats[p.name].items()},
             })
         readable = sum(1 for e in self.images if e["status"] == "ok")

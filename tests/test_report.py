@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from nnvis_core import CategoricalMap, Heatmap, Image, Plugin, Scatter, Scope, Table, Text, hookimpl
+from nnvis_core import CategoricalMap, Chart, Heatmap, Image, Plugin, Scatter, Scope, Table, Text, hookimpl
 from nnvis_core.config import ReportConfig
 from nnvis_core.registry import load_registry
 from nnvis_core.runner import UsageError
@@ -104,6 +104,7 @@ class Everything(Plugin):
             Scatter("points", points, labels=[ctx.class_names[i.predicted] for i in items],
                     image_ids=[i.record.index for i in items]),
             Table("counts", ["image", "class"], [[i.record.relpath, ctx.class_names[i.predicted]] for i in items]),
+            Chart("confidence", [0, 1], {"top": [0.5, 0.9], "second": [0.1, 0.05]}, x_ticks=["a", "b"]),
         ]
 
 
@@ -152,13 +153,14 @@ def test_dataset_and_model_sections(few_demo_images, tmp_path):
                            _registry_with(Everything(), ModelOnly()))
     assert outcome.exit_code == 0
     report = read_report(out)
-    scatter, table = report["dataset"]["everything"]["artifacts"]
+    scatter, table, chart = report["dataset"]["everything"]["artifacts"]
+    assert chart["series"] == {"top": [0.5, 0.9], "second": [0.1, 0.05]}
     assert len(scatter["points"]) == 6 and scatter["image_ids"] == list(range(6))
     assert len(table["rows"]) == 6
     image, categorical, text = report["model_results"]["model-only"]["artifacts"]
     assert [item["label"] for item in categorical["legend"]] == ["left", "right"]
     html = (out / "index.html").read_text(encoding="utf-8")
-    assert 'id="dataset"' in html and 'id="model"' in html and "<svg" in html
+    assert 'id="dataset"' in html and 'id="model"' in html and "<svg" in html and "<polyline" in html
     assert "&lt;b&gt;not bold&lt;/b&gt;" in html and "<b>not bold</b>" not in html
 
 
