@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from nnvis_core import Heatmap, Param, Plugin, Result, Scope, hookimpl
+from nnvis_core import Heatmap, Param, Plugin, Scope, hookimpl
 
 
 def input_gradient(model: torch.nn.Module, inputs: torch.Tensor, target: int) -> torch.Tensor:
@@ -40,14 +40,11 @@ class GradientSaliency(Plugin):
         Param("target", str, "predicted", "class to explain: predicted, true, an index or a class name"),
     )
 
-    def run_image(self, ctx, item, params) -> Result:
+    def run_image(self, ctx, item, params) -> list[Heatmap]:
         target = ctx.target(item, params["target"])
         values = saliency_map(ctx.module, ctx.input(item), target)[0]
         name = ctx.class_names[target]
-        return Result(
-            [Heatmap("saliency", values.cpu().numpy(), label="|gradient|", caption=f"towards {name}")],
-            metrics={"target_class": target},
-        )
+        return [Heatmap("saliency", values.cpu().numpy(), label="|gradient|", caption=f"towards {name}")]
 
 
 @hookimpl

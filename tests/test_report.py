@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from nnvis_core import CategoricalMap, Chart, Heatmap, Image, Plugin, Scatter, Scope, Table, Text, hookimpl
+from nnvis_core import CategoricalMap, Chart, Heatmap, Image, Plugin, Result, Scatter, Scope, Table, Text, hookimpl
 from nnvis_core.config import ReportConfig
 from nnvis_core.registry import load_registry
 from nnvis_core.runner import UsageError
@@ -88,7 +88,7 @@ class Troublemaker(Plugin):
             return [Heatmap("nan", np.full((4, 4), np.nan))]
         if item.record.index == 2:
             return "not a list"
-        return [Heatmap("fine", np.ones((4, 4)))]
+        return Result([Heatmap("fine", np.ones((4, 4)))], {"index": float(item.record.index)})
 
 
 class Everything(Plugin):
@@ -143,6 +143,10 @@ def test_a_failing_plugin_does_not_take_the_report_down(few_demo_images, tmp_pat
     assert all(r["trouble"]["status"] == "ok" for r in results[3:])
     assert all(r["saliency"]["status"] == "ok" for r in results)
     assert sum("plugin trouble failed" in line for line in lines) == 3
+    [trouble] = [p for p in report["plugins"] if p["name"] == "trouble"]
+    assert trouble["failures"] == 3 and trouble["calls"] == 6
+    assert trouble["metrics_summary"] == {"index": {"mean": 4.0, "std": pytest.approx(np.std([3, 4, 5])),
+                                                    "min": 3.0, "max": 5.0, "n": 3}}
     html = (out / "index.html").read_text(encoding="utf-8")
     assert "cannot cope with this one" in html
 
@@ -210,7 +214,8 @@ def test_true_and_named_targets(few_demo_images, tmp_path):
     out = tmp_path / "true"
     build_report(ReportConfig(few_demo_images, out, params={"saliency": {"target": "true"}}), registry)
     for image in read_report(out)["images"]:
-        assert image["results"]["saliency"]["metrics"]["target_class"] == image["true_class"]["index"]
+        caption = image["results"]["saliency"]["artifacts"][0]["caption"]
+        assert caption == f"towards {image['true_class']['name']}"
 
 
 def test_model_is_left_as_it_was(few_demo_images, tmp_path):
