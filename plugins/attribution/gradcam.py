@@ -1,0 +1,98 @@
+"""Grad-CAM (Selvaraju et al. 2017): a layer's feature maps weighted by their mean gradient.
+
+cam = ReLU(sum_k mean_ij(d score / d A_k) * A_k), upsampled to the input size.
+
+>>> from nnvis_plugins.attribution import gradcam
+>>> cams = gradcam.attribute(model, images, target=3, layer="layer4")   # (N, 1, H, W)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nnvis_core import Param, hookimpl
+from nnvis_plugins.attribution.backprop import (  # noqa: F401 - default_layer is part of this module's API
+    AttributionError,
+    Target,
+    captured_output,
+    default_layer,
+    resolve_layer,
+    target_scores,
+)
+from nnvis_plugins.attribution.base import (
+    FAITHFULNESS_STEPS,
+    LAYER_PARAM_HELP,
+    TARGET,
+    AttributionPlugin,
+    Explanation,
+    layer_name,
+)
+
+UPSAMPLING = ("bilinear", "nearest")
+LAYER_HELP = LAYER_PARAM_HELP
+
+
+def layer_attribute(model: nn.Module, inputs: torch.Tensor, target: Target, layer: nn.Module | str = "auto",
+                    relu: bool = True) -> torch.Tensor:
+    """(N, 1, h, w) Grad-CAM at the layer's own resolution."""
+    module = resolve_layer(model, layer)
+    x = inputs.detach().clone().requires_grad_(True)  # so the graph exists even with frozen parameters
+    with torch.enable_grad():
+        with captured_output(module) as record:
+            output = model(x)
+        if "output" not in record:
+            raise AttributionError(f"layer {type(module).__name__} was not run by the model's forward pass")
+        activation = record["output"]
+        if activation.dim() != 4:
+            raise AttributionError(f"Grad-CAM needs a layer with (N, C, H, W) output, got {tuple(activation.shape)}")
+        (grads,) = torch.autograd.grad(target_scores(output, target).sum(), activation)
+    weights = grads.mean(dim=(2, 3), keepdim=True)
+    cam = (weights * activation.detach()).sum(dim=1, keepdim=True)
+    return cam.relu() if relu else cam
+
+
+def upsample(cam: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    if mode not in UPSAMPLING:
+        raise ValueError(f"unknown upsampling {mode!r}; use bilinear or nearest")
+    if tuple(cam.shape[-2:]) == tuple(size):
+        return cam
+    return F.interpolate(cam, size=size, mode=mode) if mode == "nearest" else F.interpolate(
+        cam, size=size, mode=mode, align_corners=False)
+
+
+def attribute(model: nn.Module, inputs: torch.Tensor, target: Target, layer: nn.Module | str = "auto",
+              upsampling: str | None = "bilinear", relu: bool = True) -> torch.Tensor:
+    """(N, 1, H, W) Grad-CAM upsampled to the input size (upsampling=None: the layer's size)."""
+    cam = layer_attribute(model, inputs, target, layer, relu)
+    return cam if upsampling is None else upsample(cam, tuple(inputs.shape[-2:]), upsampling)
+
+
+class GradCAM(AttributionPlugin):
+    name = "gradcam"
+    title = "Grad-CAM"
+    description = (
+        "Selvaraju et al. (2017): the feature maps of a convolutional layer (default: the last) weighted by "
+        "the spatial mean of the target score's gradient, summed, rectified and upsampled to the image. Coarse "
+        "but class-discriminative."
+    )
+    label = "Grad-CAM"
+    params = (
+        TARGET,
+        Param("layer", str, "auto", LAYER_HELP),
+        Param("upsample", str, "bilinear", "how the layer's map is brought to the image size", choices=UPSAMPLING),
+        FAITHFULNESS_STEPS,
+    )
+
+    def explain(self, ctx, item, inputs, target, params) -> Explanation:
+        layer = layer_name(ctx, params["layer"])
+        cam = layer_attribute(ctx.module, inputs, target, ctx.layer(layer))
+        h, w = cam.shape[-2:]
+        full = upsample(cam, tuple(inputs.shape[-2:]), params["upsample"])
+        return Explanation(full[0, 0], f"layer {layer} ({h}x{w})")
+
+
+@hookimpl
+def nnvis_register_plugins(register) -> None:
+    register(GradCAM())

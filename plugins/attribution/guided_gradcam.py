@@ -1,0 +1,60 @@
+"""Guided Grad-CAM (Selvaraju et al. 2017): guided backprop times the upsampled Grad-CAM.
+
+>>> from nnvis_plugins.attribution import guided_gradcam
+>>> maps = guided_gradcam.attribute(model, images, target=3, layer="layer4")   # (N, 3, H, W)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nnvis_core import Image, Param, hookimpl
+from nnvis_plugins.attribution import gradcam
+from nnvis_plugins.attribution.backprop import Target, gradient
+from nnvis_plugins.attribution.base import (
+    FAITHFULNESS_STEPS,
+    LAYER_PARAM_HELP,
+    TARGET,
+    AttributionPlugin,
+    Explanation,
+    layer_name,
+    reduce_param,
+)
+from nnvis_plugins.attribution.imaging import rgb_view
+
+
+def attribute(model: nn.Module, inputs: torch.Tensor, target: Target, layer: nn.Module | str = "auto",
+              upsampling: str = "bilinear", batch_size: int | None = None) -> torch.Tensor:
+    """(N, C, H, W): guided backprop of `target` times its Grad-CAM at `layer`, upsampled."""
+    cam = gradcam.attribute(model, inputs, target, layer, upsampling)
+    return gradient(model, inputs, target, rule="guided", batch_size=batch_size) * cam
+
+
+class GuidedGradCAM(AttributionPlugin):
+    name = "guided_gradcam"
+    title = "Guided Grad-CAM"
+    description = (
+        "Selvaraju et al. (2017): the guided-backprop map multiplied by the upsampled Grad-CAM, combining "
+        "fine detail with class discrimination."
+    )
+    label = "guided Grad-CAM"
+    params = (
+        TARGET,
+        Param("layer", str, "auto", LAYER_PARAM_HELP),
+        Param("upsample", str, "bilinear", "how the Grad-CAM map is brought to the image size",
+              choices=gradcam.UPSAMPLING),
+        reduce_param("abs_max"),
+        FAITHFULNESS_STEPS,
+    )
+
+    def explain(self, ctx, item, inputs, target, params) -> Explanation:
+        layer = layer_name(ctx, params["layer"])
+        maps = attribute(ctx.module, inputs, target, ctx.layer(layer), params["upsample"])
+        picture = Image("guided Grad-CAM (RGB)", rgb_view(maps[0]), caption="as a picture, grey = 0")
+        return Explanation(maps[0], f"layer {layer}", [picture])
+
+
+@hookimpl
+def nnvis_register_plugins(register) -> None:
+    register(GuidedGradCAM())
