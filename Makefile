@@ -20,6 +20,13 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $@
 
+# The browser tests drive Debian's Chromium (Playwright cannot download its own here).
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(CHROMIUM):
+	$(SUDO) apt-get update -q
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
@@ -27,7 +34,7 @@ demo: install
 	$(BIN)/nnvis report examples/demo/images -o nnvis-report
 	@echo "open nnvis-report/index.html"
 
-test: install-test
+test: install-test $(CHROMIUM)
 	$(BIN)/python -m pytest -q
 
 clean:

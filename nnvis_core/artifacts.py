@@ -151,12 +151,48 @@ class Chart(Artifact):
 
 
 @dataclass
+class Gallery(Artifact):
+    """A grid of small pictures, each with a label, optionally linked to a report image.
+
+    images: one (H, W, 3) array per tile (uint8, or float in [0, 1]), or None for a
+    tile that shows the input of report image `image_ids[i]` (nearest neighbours,
+    top-activating examples: no second copy of the picture is written).
+    labels: a short caption per tile; image_ids: index into the report's images per
+    tile, or None; columns: tiles per row (0 lets the page choose).
+    """
+
+    images: Sequence[np.ndarray | None]
+    labels: Sequence[str] = ()
+    image_ids: Sequence[int | None] = ()
+    columns: int = 0
+    kind = "gallery"
+
+    def validate(self) -> None:
+        if not len(self.images):
+            raise ArtifactError(f"gallery '{self.title}' has no images")
+        for name, seq in (("labels", self.labels), ("image_ids", self.image_ids)):
+            if len(seq) not in (0, len(self.images)):
+                raise ArtifactError(f"gallery '{self.title}': {len(seq)} {name} for {len(self.images)} images")
+        if self.columns < 0:
+            raise ArtifactError(f"gallery '{self.title}': columns must be >= 0, got {self.columns}")
+        for number, pixels in enumerate(self.images):
+            if pixels is None:
+                if not self.image_ids or self.image_ids[number] is None:
+                    raise ArtifactError(f"gallery '{self.title}': tile {number} has neither pixels nor an image id")
+                continue
+            p = np.asarray(pixels)
+            if p.ndim != 3 or p.shape[2] != 3:
+                raise ArtifactError(f"gallery '{self.title}': tile {number} must be (H, W, 3), got {p.shape}")
+            _finite(f"gallery '{self.title}' tile {number}", p.astype(np.float64))
+
+
+@dataclass
 class Text(Artifact):
     text: str
     kind = "text"
 
 
-ARTIFACT_TYPES = (Image, Heatmap, CategoricalMap, Table, Scatter, Chart, Text)
+ARTIFACT_TYPES = (Image, Heatmap, CategoricalMap, Table, Scatter, Chart, Gallery, Text)
 
 
 @dataclass

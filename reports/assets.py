@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from nnvis_core.artifacts import Artifact, CategoricalMap, Chart, Heatmap, Image, Scatter, Table, Text
+from nnvis_core.artifacts import Artifact, CategoricalMap, Chart, Gallery, Heatmap, Image, Scatter, Table, Text
 from nnvis_reports.colormaps import DIVERGING_TABLE, SEQUENTIAL_TABLE, category_colour
 
 OVERLAY_ALPHA = 0.6  # weight of the colour map over a grey version of the input
@@ -116,6 +116,18 @@ def save_artifact(artifact: Artifact, folder: Path, stem: str, base: np.ndarray 
         entry.update(x=[float(v) for v in artifact.x], x_label=artifact.x_label, y_label=artifact.y_label,
                      x_ticks=[str(t) for t in artifact.x_ticks],
                      series={str(k): [float(v) for v in values] for k, values in artifact.series.items()})
+    elif isinstance(artifact, Gallery):
+        labels = list(artifact.labels) or [""] * len(artifact.images)
+        ids = list(artifact.image_ids) or [None] * len(artifact.images)
+        tiles = []
+        for number, (pixels, label, image_id) in enumerate(zip(artifact.images, labels, ids)):
+            path = None
+            if pixels is not None:
+                tile = folder / f"{stem}-{number:03d}.png"
+                save_png(to_uint8(pixels), tile)
+                path = rel(tile)
+            tiles.append({"path": path, "label": str(label), "image_id": image_id})
+        entry.update(tiles=tiles, columns=int(artifact.columns))
     elif isinstance(artifact, Text):
         entry["text"] = artifact.text
     return entry

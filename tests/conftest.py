@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -52,3 +54,54 @@ def fake_distribution(tmp_path: Path, monkeypatch):
     yield make
     for module in [m for m in sys.modules if m.startswith("fakeplug_")]:
         del sys.modules[module]
+
+
+# --- a real browser -------------------------------------------------------------------------
+# Debian's Chromium driven by Playwright's Python package: `playwright install` cannot download
+# here, so the executable is given. `.ci/run` installs it; NNVIS_CHROMIUM overrides the path.
+CHROMIUM = Path(os.environ.get("NNVIS_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """A headless Chromium for the whole session."""
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.is_file(), f"{CHROMIUM} missing: install Debian's chromium (see .ci/run)"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@dataclass
+class OpenedPage:
+    """A report page with what the browser complained about and what it fetched."""
+
+    page: object
+    console_errors: list[str]
+    page_errors: list[str]
+    requests: list[str]
+
+
+@pytest.fixture
+def open_report(browser):
+    """open_report(path_to_index_html) -> OpenedPage, loaded from file:// and settled."""
+    contexts = []
+
+    def open_(index: Path) -> OpenedPage:
+        context = browser.new_context()
+        contexts.append(context)
+        page = context.new_page()
+        opened = OpenedPage(page, [], [], [])
+        page.on("console", lambda m: opened.console_errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: opened.page_errors.append(str(e)))
+        page.on("request", lambda r: opened.requests.append(r.url))
+        page.goto(index.resolve().as_uri(), wait_until="load")
+        return opened
+
+    yield open_
+    for context in contexts:
+        context.close()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from nnvis_core import CategoricalMap, Chart, Heatmap, Image, Plugin, Result, Scatter, Scope, Table, Text, hookimpl
+from nnvis_core import CategoricalMap, Chart, Gallery, Heatmap, Image, Plugin, Result, Scatter, Scope, Table, Text, hookimpl
 from nnvis_core.config import ReportConfig
 from nnvis_core.registry import load_registry
 from nnvis_core.runner import UsageError
@@ -105,6 +105,8 @@ class Everything(Plugin):
                     image_ids=[i.record.index for i in items]),
             Table("counts", ["image", "class"], [[i.record.relpath, ctx.class_names[i.predicted]] for i in items]),
             Chart("confidence", [0, 1], {"top": [0.5, 0.9], "second": [0.1, 0.05]}, x_ticks=["a", "b"]),
+            Gallery("neighbours", [None, np.zeros((8, 8, 3), np.uint8)], labels=["first <i>", "black"],
+                    image_ids=[items[0].record.index, None], columns=2),
         ]
 
 
@@ -157,7 +159,10 @@ def test_dataset_and_model_sections(few_demo_images, tmp_path):
                            _registry_with(Everything(), ModelOnly()))
     assert outcome.exit_code == 0
     report = read_report(out)
-    scatter, table, chart = report["dataset"]["everything"]["artifacts"]
+    scatter, table, chart, gallery = report["dataset"]["everything"]["artifacts"]
+    first, black = gallery["tiles"]
+    assert first == {"path": None, "label": "first <i>", "image_id": 0}
+    assert black["image_id"] is None and (out / black["path"]).is_file()
     assert chart["series"] == {"top": [0.5, 0.9], "second": [0.1, 0.05]}
     assert len(scatter["points"]) == 6 and scatter["image_ids"] == list(range(6))
     assert len(table["rows"]) == 6
@@ -166,6 +171,10 @@ def test_dataset_and_model_sections(few_demo_images, tmp_path):
     html = (out / "index.html").read_text(encoding="utf-8")
     assert 'id="dataset"' in html and 'id="model"' in html and "<svg" in html and "<polyline" in html
     assert "&lt;b&gt;not bold&lt;/b&gt;" in html and "<b>not bold</b>" not in html
+    input_of_first = report["images"][0]["input"]
+    flat = "".join(html.split())
+    assert f'<ahref="#img-0"title="{report["images"][0]["path"]}"><imgsrc="{input_of_first}"' in flat
+    assert "first &lt;i&gt;" in html
 
 
 def test_hostile_names_are_escaped_and_unreadable_files_listed(few_demo_images, tmp_path):
