@@ -83,9 +83,11 @@ def _merge_config(path: Path | None, cli_values: dict, assignments: tuple[str, .
 @click.option("--crop", type=click.IntRange(1), help="Override: centre-crop to this square size.")
 @click.option("--mean", help="Override: normalization mean, three comma-separated numbers.")
 @click.option("--std", help="Override: normalization std, three comma-separated numbers.")
+@click.option("--plugin-timeout", type=click.FloatRange(0, min_open=True), metavar="SECONDS",
+              help="Stop a plugin call that runs longer and report it as failed (default: no limit).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-file messages.")
 def report(image_dir, out_dir, model, weights, arch, trust_checkpoint, labels, masks, plugin_names, assignments,
-           config_path, device, batch_size, seed, resize, crop, mean, std, quiet) -> None:
+           config_path, device, batch_size, seed, resize, crop, mean, std, plugin_timeout, quiet) -> None:
     """Write an HTML report for the images in IMAGE_DIR (searched recursively)."""
     from nnvis_core.runner import UsageError
     from nnvis_reports import build_report
@@ -94,7 +96,7 @@ def report(image_dir, out_dir, model, weights, arch, trust_checkpoint, labels, m
         "model": model, "weights": weights, "arch": arch, "labels": labels, "masks": masks, "trust_checkpoint": trust_checkpoint,
         "plugins": [p.strip() for p in plugin_names.split(",") if p.strip()] if plugin_names else None,
         "device": device, "batch_size": batch_size, "seed": seed, "resize": resize, "crop": crop,
-        "mean": _floats(mean, "--mean"), "std": _floats(std, "--std"),
+        "mean": _floats(mean, "--mean"), "std": _floats(std, "--std"), "plugin_timeout": plugin_timeout,
     }
     try:
         settings = _merge_config(config_path, cli_values, assignments)
