@@ -142,6 +142,15 @@ def load_mask(ctx: RunContext, record: ImageRecord) -> np.ndarray | None:
     return mask[..., 0] > 127
 
 
+def plugin_traceback(error: BaseException) -> str:
+    """The traceback from the plugin's own code on: nnvis's calling frames are left out."""
+    core = Path(__file__).resolve().parent
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None and core in Path(tb.tb_frame.f_code.co_filename).resolve().parents:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(error), error, tb))
+
+
 def call_plugin(ctx: RunContext, run: PluginRun, item: ImageItem | None, call: Callable[[], object]):
     """Run one plugin call in isolation: (Result | None, seconds, error line, traceback).
 
@@ -160,7 +169,7 @@ def call_plugin(ctx: RunContext, run: PluginRun, item: ImageItem | None, call: C
     except ArtifactError as failure:
         result, error, trace = None, f"bad output: {failure}", traceback.format_exc()
     except Exception as failure:  # noqa: BLE001 - a plugin must not take the report down
-        result, error, trace = None, one_line(failure), traceback.format_exc()
+        result, error, trace = None, one_line(failure), plugin_traceback(failure)
     finally:
         ctx.module.zero_grad(set_to_none=True)
     return result, time.perf_counter() - start, error, trace
