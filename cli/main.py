@@ -133,9 +133,16 @@ def report(image_dir, out_dir, model, weights, arch, trust_checkpoint, labels, m
     sys.exit(outcome.exit_code)
 
 
-@cli.command(name="plugins", context_settings=CONTEXT)
-def list_plugins() -> None:
-    """List installed plugins and model sources, with where they come from."""
+@cli.group(name="plugins", invoke_without_command=True, context_settings=CONTEXT)
+@click.option("--strict", is_flag=True, help="Exit with code 1 when a plugin failed to load (for plugin authors' CI).")
+@click.pass_context
+def plugins_group(context: click.Context, strict: bool) -> None:
+    """List installed plugins and model sources, with where they come from.
+
+    Plugins that failed to load are listed with the cause and skipped by nnvis report.
+    """
+    if context.invoked_subcommand is not None:
+        return
     registry = load_registry()
     rows = [("name", "scope", "from", "status")]
     for name, reg in registry.plugins.items():
@@ -148,6 +155,24 @@ def list_plugins() -> None:
     click.echo("\nmodel sources:")
     for name, reg in registry.model_sources.items():
         click.echo(f"  {name:<12} {str(reg.origin):<16} {reg.item.description}")
+    if strict and registry.failures:
+        sys.exit(1)
+
+
+@plugins_group.command(name="new", context_settings=CONTEXT)
+@click.argument("name")
+@click.option("-o", "--output", "parent", type=click.Path(path_type=Path, file_okay=False), default=Path("."),
+              show_default=True, help="Folder in which to create nnvis-plugin-NAME/.")
+def new_plugin(name: str, parent: Path) -> None:
+    """Write a plugin package NAME (pyproject, module, test) that passes its own test."""
+    from nnvis_core.scaffold import ScaffoldError, write_plugin_package
+
+    try:
+        root = write_plugin_package(name, parent)
+    except ScaffoldError as error:
+        fail_usage(str(error))
+    click.echo(f"wrote {root}\nnext:\n  pip install -e '{root}[test]'\n  nnvis plugins\n"
+               f"  python -m pytest {root}\n  nnvis report IMAGES --plugins {name}")
 
 
 @cli.command(context_settings=CONTEXT)

@@ -20,7 +20,7 @@ from nnvis_core.plugin import PLUGIN_API_VERSION, PROJECT, Plugin, Scope
 
 ENTRY_POINT_GROUP = "nnvis"
 BUILTIN_DISTRIBUTION = "nnvis"
-_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+PLUGIN_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 _REQUIREMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -77,8 +77,8 @@ def check_plugin(plugin: Any) -> None:
         value = getattr(plugin, attr, None)
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{type(plugin).__name__} must set a non-empty string '{attr}'")
-    if not _NAME.match(plugin.name):
-        raise ValueError(f"plugin name {plugin.name!r} must match {_NAME.pattern}")
+    if not PLUGIN_NAME.match(plugin.name):
+        raise ValueError(f"plugin name {plugin.name!r} must match {PLUGIN_NAME.pattern}")
     if not isinstance(plugin.scope, Scope):
         raise ValueError(f"plugin {plugin.name}: scope must be a nnvis_core.Scope")
     if plugin.api_version != PLUGIN_API_VERSION:
