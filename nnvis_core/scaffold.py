@@ -69,6 +69,9 @@ $name = "$module"
 
 [tool.setuptools]
 packages = ["$module"]
+
+[tool.pytest.ini_options]
+testpaths = ["tests"]
 """
 
 MODULE = '''\
