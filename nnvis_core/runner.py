@@ -60,6 +60,9 @@ def select_plugins(registry: Registry, names: Sequence[str] | None) -> list[Plug
     if list(names) == ["all"]:
         return [r.item for r in registry.plugins.values()]
     unknown = [n for n in names if n not in registry.plugins]
+    for failure in registry.failures:
+        if failure.name in unknown:
+            raise UsageError(f"plugin {failure.name} ({failure.distribution}) did not load: {failure.error}")
     if unknown:
         known = ", ".join(registry.plugins) or "none"
         raise UsageError(f"unknown plugin {', '.join(unknown)}; installed: {known} (see nnvis plugins)")

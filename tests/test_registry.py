@@ -233,3 +233,18 @@ def test_params_must_be_param_objects():
     registry = load_registry(use_entry_points=False, extra=[("odd", _registering(odd))])
     [failure] = registry.failures
     assert "params must hold nnvis_core.Param" in failure.error
+
+
+def test_asking_for_a_plugin_that_did_not_load_gives_its_cause(fake_distribution, few_demo_images, tmp_path):
+    from click.testing import CliRunner
+
+    from nnvis_cli.main import cli
+
+    fake_distribution("nnvis-plugin-needy", {"needy": "fakeplug_needy"},
+                      {"fakeplug_needy.py": PLUGIN_MODULE.format(name="needy")}, requires=("nnvis-absent-lib",))
+    result = CliRunner().invoke(cli, ["report", str(few_demo_images), "-o", str(tmp_path / "out"),
+                                      "--plugins", "needy"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "nnvis: error: plugin needy (nnvis-plugin-needy) did not load: missing dependency: nnvis-absent-lib "
+        "(required by nnvis-plugin-needy; pip install 'nnvis-absent-lib')")
