@@ -169,10 +169,13 @@ def load_registry(
         registry.failures.append(LoadFailure(name, distribution, message))
 
     if use_entry_points:
+        missing_by_distribution: dict[str, list[str]] = {}
         for ep in _entry_points():
             if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
                 continue
-            missing = missing_requirements(ep.dist)
+            if _distribution(ep) not in missing_by_distribution:
+                missing_by_distribution[_distribution(ep)] = missing_requirements(ep.dist)
+            missing = missing_by_distribution[_distribution(ep)]
             if missing:
                 fail(ep.name, _distribution(ep), f"missing dependency: {', '.join(missing)} "
                      f"(required by {_distribution(ep)}; pip install {' '.join(repr(m) for m in missing)})")

@@ -151,12 +151,14 @@ def check_plugin(
     images: int = 4,
     seed: int = 0,
     time_limit: float = 120.0,
+    device: str = "cpu",
     out_dir: Path | None = None,
 ) -> PluginCheck:
     """Run `plugin` in a report on `images` demo images and check every call against the contract.
 
     params: values as a user would set them (`--set` strings or TOML values).
     time_limit: seconds each call may take (the kit runs each call twice, to check determinism).
+    device: where the demo model runs (cpu, cuda, ...).
     out_dir: where the report goes (kept); by default a temporary folder, removed
     when the check passes and named in the error when it does not.
     Returns a PluginCheck; raises ContractError listing every problem.
@@ -172,10 +174,12 @@ def check_plugin(
     recorder = _Recorder(plugin)
     registry = _demo_registry(recorder)
     config = ReportConfig(image_dir, work / "report", plugins=[plugin.name], params={plugin.name: given},
-                          masks=mask_dir, device="cpu", seed=seed, plugin_timeout=time_limit, quiet=True)
+                          masks=mask_dir, device=device, seed=seed, plugin_timeout=time_limit, quiet=True)
     try:
         build_report(config, registry)
     except UsageError as error:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
         raise ContractError(f"plugin {plugin.name!r} cannot run: {error}") from None
     report = json.loads((work / "report" / "report.json").read_text(encoding="utf-8"))
     problems = _failed_calls(plugin, report) + recorder.problems + _unlinked_points(recorder.results, report)
