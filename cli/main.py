@@ -63,7 +63,8 @@ def _merge_config(path: Path | None, cli_values: dict, assignments: tuple[str, .
 @click.argument("image_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), default=Path("nnvis-report"),
               show_default=True, help="Folder for index.html, assets/ and report.json.")
-@click.option("--model", help="demo (default), torchvision:NAME, or a model file (TorchScript or state_dict).")
+@click.option("--model", help="demo (default), torchvision:NAME, a model file (TorchScript or state_dict), "
+                             "or PREFIX:NAME for a model source a plugin adds (see nnvis plugins).")
 @click.option("--weights", help="For torchvision: DEFAULT, a weights name, none, or a local PATH.")
 @click.option("--arch", help="Architecture of a state_dict file: demo or torchvision:NAME.")
 @click.option("--trust-checkpoint", is_flag=True, default=None,

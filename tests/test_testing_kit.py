@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,12 @@ class Brightness(Plugin):
         return Result([Heatmap("brightness", values)], {"mean": float(values.mean())})
 
 
+@pytest.fixture(autouse=True)
+def temporary_folders_in_tmp_path(tmp_path, monkeypatch):
+    """Reports the kit keeps after a failure land in pytest's tmp_path, not in /tmp."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+
 def _variant(name: str, **methods) -> Plugin:
     """A Brightness with its name and some methods replaced."""
     return type(name.title(), (Brightness,), {"name": name, **methods})()
@@ -44,9 +51,9 @@ def test_a_good_plugin_passes_and_its_results_can_be_inspected(tmp_path):
         check.artifacts(None)
 
 
-def test_the_temporary_report_is_removed_after_a_pass_and_kept_after_a_failure():
+def test_the_temporary_report_is_removed_after_a_pass_and_kept_after_a_failure(tmp_path):
     check = check_plugin(Brightness(), images=2)
-    assert not check.out_dir.exists()
+    assert not check.out_dir.exists() and check.out_dir.parent.parent == tmp_path
     with pytest.raises(ContractError) as caught:
         check_plugin(_variant("fails", run_image=lambda self, ctx, item, params: 1 / 0), images=2)
     kept = re.search(r"report kept in (\S+)\)", str(caught.value)).group(1)
