@@ -63,7 +63,8 @@ def _merge_config(path: Path | None, cli_values: dict, assignments: tuple[str, .
 @click.argument("image_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), default=Path("nnvis-report"),
               show_default=True, help="Folder for index.html, assets/ and report.json.")
-@click.option("--model", help="demo (default), torchvision:NAME, or a model file (TorchScript or state_dict).")
+@click.option("--model", help="demo (default), torchvision:NAME, a model file (TorchScript or state_dict), "
+                             "or PREFIX:NAME for a model source a plugin adds (see nnvis plugins).")
 @click.option("--weights", help="For torchvision: DEFAULT, a weights name, none, or a local PATH.")
 @click.option("--arch", help="Architecture of a state_dict file: demo or torchvision:NAME.")
 @click.option("--trust-checkpoint", is_flag=True, default=None,
@@ -83,9 +84,11 @@ def _merge_config(path: Path | None, cli_values: dict, assignments: tuple[str, .
 @click.option("--crop", type=click.IntRange(1), help="Override: centre-crop to this square size.")
 @click.option("--mean", help="Override: normalization mean, three comma-separated numbers.")
 @click.option("--std", help="Override: normalization std, three comma-separated numbers.")
+@click.option("--plugin-timeout", type=click.FloatRange(0, min_open=True), metavar="SECONDS",
+              help="Stop a plugin call that runs longer and report it as failed (default: no limit).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-file messages.")
 def report(image_dir, out_dir, model, weights, arch, trust_checkpoint, labels, masks, plugin_names, assignments,
-           config_path, device, batch_size, seed, resize, crop, mean, std, quiet) -> None:
+           config_path, device, batch_size, seed, resize, crop, mean, std, plugin_timeout, quiet) -> None:
     """Write an HTML report for the images in IMAGE_DIR (searched recursively)."""
     from nnvis_core.runner import UsageError
     from nnvis_reports import build_report
@@ -94,7 +97,7 @@ def report(image_dir, out_dir, model, weights, arch, trust_checkpoint, labels, m
         "model": model, "weights": weights, "arch": arch, "labels": labels, "masks": masks, "trust_checkpoint": trust_checkpoint,
         "plugins": [p.strip() for p in plugin_names.split(",") if p.strip()] if plugin_names else None,
         "device": device, "batch_size": batch_size, "seed": seed, "resize": resize, "crop": crop,
-        "mean": _floats(mean, "--mean"), "std": _floats(std, "--std"),
+        "mean": _floats(mean, "--mean"), "std": _floats(std, "--std"), "plugin_timeout": plugin_timeout,
     }
     try:
         settings = _merge_config(config_path, cli_values, assignments)
@@ -131,9 +134,16 @@ def report(image_dir, out_dir, model, weights, arch, trust_checkpoint, labels, m
     sys.exit(outcome.exit_code)
 
 
-@cli.command(name="plugins", context_settings=CONTEXT)
-def list_plugins() -> None:
-    """List installed plugins and model sources, with where they come from."""
+@cli.group(name="plugins", invoke_without_command=True, context_settings=CONTEXT)
+@click.option("--strict", is_flag=True, help="Exit with code 1 when a plugin failed to load (for plugin authors' CI).")
+@click.pass_context
+def plugins_group(context: click.Context, strict: bool) -> None:
+    """List installed plugins and model sources, with where they come from.
+
+    Plugins that failed to load are listed with the cause and skipped by nnvis report.
+    """
+    if context.invoked_subcommand is not None:
+        return
     registry = load_registry()
     rows = [("name", "scope", "from", "status")]
     for name, reg in registry.plugins.items():
@@ -146,6 +156,24 @@ def list_plugins() -> None:
     click.echo("\nmodel sources:")
     for name, reg in registry.model_sources.items():
         click.echo(f"  {name:<12} {str(reg.origin):<16} {reg.item.description}")
+    if strict and registry.failures:
+        sys.exit(1)
+
+
+@plugins_group.command(name="new", context_settings=CONTEXT)
+@click.argument("name")
+@click.option("-o", "--output", "parent", type=click.Path(path_type=Path, file_okay=False), default=Path("."),
+              show_default=True, help="Folder in which to create nnvis-plugin-NAME/.")
+def new_plugin(name: str, parent: Path) -> None:
+    """Write a plugin package NAME (pyproject, module, test) that passes its own test."""
+    from nnvis_core.scaffold import ScaffoldError, write_plugin_package
+
+    try:
+        root = write_plugin_package(name, parent)
+    except ScaffoldError as error:
+        fail_usage(str(error))
+    click.echo(f"wrote {root}\nnext:\n  pip install -e '{root}[test]'\n  nnvis plugins\n"
+               f"  python -m pytest {root}\n  nnvis report IMAGES --plugins {name}")
 
 
 @cli.command(context_settings=CONTEXT)

@@ -22,6 +22,7 @@ from nnvis_core.params import ParamError
 FILE_KEYS = {
     "model": str, "weights": str, "arch": str, "labels": str, "plugins": list, "device": str,
     "batch_size": int, "seed": int, "masks": str, "resize": int, "crop": int, "params": dict,
+    "plugin_timeout": float,
 }
 
 
@@ -49,6 +50,7 @@ class ReportConfig:
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     quiet: bool = False
+    plugin_timeout: float | None = None  # seconds each plugin call may take; None: no limit
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -62,6 +64,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
     for key, value in data.items():
         if key not in FILE_KEYS:
             raise ConfigError(f"{path}: unknown setting {key!r}; allowed: {', '.join(sorted(FILE_KEYS))}")
+        if FILE_KEYS[key] is float and isinstance(value, int) and not isinstance(value, bool):
+            data[key] = value = float(value)
         if not isinstance(value, FILE_KEYS[key]) or isinstance(value, bool) and FILE_KEYS[key] is int:
             raise ConfigError(f"{path}: setting {key!r} must be a {FILE_KEYS[key].__name__}")
     for plugin, table in data.get("params", {}).items():

@@ -3,6 +3,7 @@
 
 Hooks receive a `register` callback and the core owns what is registered, so
 that it can reject duplicate names with a message naming both sources.
+docs/plugins.md quotes each docstring below; tests/test_docs.py keeps them equal.
 """
 
 from __future__ import annotations
@@ -24,9 +25,14 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 def nnvis_register_plugins(register: Callable[["Plugin"], None]) -> None:
     """Register visualization methods.
 
-    Called once when the registry loads. Call `register(plugin)` with an
-    instance of a `nnvis_core.Plugin` subclass for each method the module
-    provides. Its `name` must be unique across all installed plugins.
+    Called once, when nnvis loads its plugins (for `nnvis report`, `nnvis
+    plugins` and `nnvis_core.registry.load_registry()`). Call `register(plugin)`
+    with an instance of a `nnvis_core.Plugin` subclass for each method the
+    module provides; return nothing. The plugin's `name` must be unique across
+    all installed plugins. A plugin that breaks the contract (a missing title,
+    a bad name, another plugin API version, a name already taken) is listed by
+    `nnvis plugins` with the cause and skipped; the module's other plugins
+    still register.
     """
 
 
@@ -34,7 +40,10 @@ def nnvis_register_plugins(register: Callable[["Plugin"], None]) -> None:
 def nnvis_register_model_sources(register: Callable[["ModelSource"], None]) -> None:
     """Register ways to load a model from a `--model` value.
 
-    Called once when the registry loads. Call `register(source)` with a
-    `nnvis_core.models.ModelSource`: it names a prefix (`torchvision` serves
-    `--model torchvision:resnet18`) and loads a `LoadedModel` from the rest.
+    Called once, when nnvis loads its plugins. Call `register(source)` with an
+    instance of a `nnvis_core.models.ModelSource` subclass; return nothing. The
+    source's `name` is the prefix it serves (`zoo` serves `--model zoo:NAME`)
+    and must be unique; its `load(target, options)` receives the text after the
+    colon and a `ModelOptions`, and returns a `LoadedModel` or raises
+    `ModelLoadError` with a one-line message for the user.
     """

@@ -15,10 +15,13 @@ from typing import Any, Callable, Iterable
 import pluggy
 
 from nnvis_core import hookspecs
+from nnvis_core.params import Param
 from nnvis_core.plugin import PLUGIN_API_VERSION, PROJECT, Plugin, Scope
 
 ENTRY_POINT_GROUP = "nnvis"
-_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+BUILTIN_DISTRIBUTION = "nnvis"
+PLUGIN_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+_REQUIREMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class RegistryError(Exception):
@@ -74,21 +77,26 @@ def check_plugin(plugin: Any) -> None:
         value = getattr(plugin, attr, None)
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"{type(plugin).__name__} must set a non-empty string '{attr}'")
-    if not _NAME.match(plugin.name):
-        raise ValueError(f"plugin name {plugin.name!r} must match {_NAME.pattern}")
+    if not PLUGIN_NAME.match(plugin.name):
+        raise ValueError(f"plugin name {plugin.name!r} must match {PLUGIN_NAME.pattern}")
     if not isinstance(plugin.scope, Scope):
         raise ValueError(f"plugin {plugin.name}: scope must be a nnvis_core.Scope")
     if plugin.api_version != PLUGIN_API_VERSION:
         raise ValueError(
             f"plugin {plugin.name} targets plugin API {plugin.api_version}, "
-            f"this nnvis provides {PLUGIN_API_VERSION}"
+            f"this nnvis provides {PLUGIN_API_VERSION} (install a version of one that matches the other)"
         )
+    for param in plugin.params:
+        if not isinstance(param, Param):
+            raise ValueError(f"plugin {plugin.name}: params must hold nnvis_core.Param, got {param!r}")
     names = [p.name for p in plugin.params]
     if len(set(names)) != len(names):
         raise ValueError(f"plugin {plugin.name} declares a parameter twice")
 
 
 def _entry_points() -> list[metadata.EntryPoint]:
+    """The `nnvis` entry points, nnvis's own first, so that no third-party plugin can
+    take a built-in's name; then by distribution and entry-point name, for a stable order."""
     seen: set[tuple[str, str]] = set()
     result = []
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -96,7 +104,41 @@ def _entry_points() -> list[metadata.EntryPoint]:
         if (ep.name, dist) not in seen:
             seen.add((ep.name, dist))
             result.append(ep)
-    return sorted(result, key=lambda ep: ep.name)
+    return sorted(result, key=lambda ep: (_distribution(ep) != BUILTIN_DISTRIBUTION, _distribution(ep), ep.name))
+
+
+def _distribution(ep: metadata.EntryPoint) -> str:
+    return ep.dist.name if ep.dist else "?"
+
+
+def missing_requirements(distribution: metadata.Distribution | None) -> list[str]:
+    """The requirements a distribution declares that are not installed.
+
+    Only unconditional requirements are checked (a marker such as an extra or a
+    Python version is left to pip), and only for presence, not for version.
+    """
+    missing = []
+    for requirement in (distribution.requires or []) if distribution else []:
+        if ";" in requirement:
+            continue
+        match = _REQUIREMENT_NAME.match(requirement.strip())
+        if not match:
+            continue
+        try:
+            metadata.distribution(match.group(0))
+        except metadata.PackageNotFoundError:
+            missing.append(requirement.strip())
+    return missing
+
+
+def import_failure(error: BaseException, module: str) -> str:
+    """One line on why a plugin module did not import, naming a missing dependency as such."""
+    if isinstance(error, ModuleNotFoundError) and error.name:
+        own = module.split(".")[0]
+        if error.name.split(".")[0] != own:
+            return f"missing dependency: module {error.name!r} is not installed ({one_line(error)})"
+        return f"cannot import {module}: {one_line(error)}"
+    return one_line(error)
 
 
 def _origins(pm: pluggy.PluginManager) -> dict[str, Origin]:
@@ -127,13 +169,21 @@ def load_registry(
         registry.failures.append(LoadFailure(name, distribution, message))
 
     if use_entry_points:
+        missing_by_distribution: dict[str, list[str]] = {}
         for ep in _entry_points():
             if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+                continue
+            if _distribution(ep) not in missing_by_distribution:
+                missing_by_distribution[_distribution(ep)] = missing_requirements(ep.dist)
+            missing = missing_by_distribution[_distribution(ep)]
+            if missing:
+                fail(ep.name, _distribution(ep), f"missing dependency: {', '.join(missing)} "
+                     f"(required by {_distribution(ep)}; pip install {' '.join(repr(m) for m in missing)})")
                 continue
             try:
                 pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=ep.name)
             except Exception as error:  # noqa: BLE001 - any plugin failure is isolated
-                fail(ep.name, ep.dist.name if ep.dist else "?", one_line(error))
+                fail(ep.name, _distribution(ep), import_failure(error, ep.module))
     for name, obj in extra:
         try:
             pm.register(obj, name=name)
@@ -158,18 +208,27 @@ def load_registry(
                 Origin(getattr(impl.plugin, "__name__", impl.plugin_name), "(registered directly)", ""),
             )
 
-            def register(item: Any, origin: Origin = origin) -> None:
-                check(item)
-                name = item.name
-                if name in into:
-                    raise ValueError(
-                        f"name {name!r} is registered by both {into[name].origin} "
-                        f"({into[name].origin.module}) and {origin} ({origin.module})"
-                    )
+            def register(item: Any, origin: Origin = origin, entry: str = impl.plugin_name) -> None:
+                """Collect one item; a bad one is recorded and skipped, the module's others still register."""
+                name = getattr(item, "name", None)
+                label = name if isinstance(name, str) and name else entry
+                try:
+                    check(item)
+                    if name in into:
+                        first = into[name].origin
+                        raise ValueError(
+                            f"name {name!r} is registered by both {first} ({first.module}), which keeps it, "
+                            f"and {origin} ({origin.module}), which is skipped: uninstall one of them"
+                        )
+                except Exception as error:  # noqa: BLE001 - recorded, the module's other items go on
+                    fail(label, origin.distribution, str(error) if isinstance(error, ValueError) else one_line(error))
+                    return
                 into[name] = Registered(item, origin)
 
             try:
                 impl.function(register=register)
+            except RegistryError:
+                raise
             except Exception as error:  # noqa: BLE001
                 fail(impl.plugin_name, origin.distribution, one_line(error))
 

@@ -26,6 +26,7 @@ from nnvis_core.params import ParamError, resolve_params
 from nnvis_core.plugin import Plugin, Scope
 from nnvis_core.registry import Registry, one_line
 from nnvis_core.targets import TargetError, check_target
+from nnvis_core.timeout import CallTimeout, call_with_time_limit
 
 
 class UsageError(Exception):
@@ -37,6 +38,8 @@ class PluginRun:
     plugin: Plugin
     params: dict
     origin: str
+    time_limit: float | None = None  # seconds per call; None: no limit
+    stuck: bool = False  # a call ran past the limit and could not be stopped: skip the rest
 
 
 @dataclass
@@ -57,13 +60,17 @@ def select_plugins(registry: Registry, names: Sequence[str] | None) -> list[Plug
     if list(names) == ["all"]:
         return [r.item for r in registry.plugins.values()]
     unknown = [n for n in names if n not in registry.plugins]
+    for failure in registry.failures:
+        if failure.name in unknown:
+            raise UsageError(f"plugin {failure.name} ({failure.distribution}) did not load: {failure.error}")
     if unknown:
         known = ", ".join(registry.plugins) or "none"
         raise UsageError(f"unknown plugin {', '.join(unknown)}; installed: {known} (see nnvis plugins)")
     return [registry.plugins[n].item for n in dict.fromkeys(names)]
 
 
-def plugin_runs(registry: Registry, plugins: list[Plugin], given: dict[str, dict]) -> list[PluginRun]:
+def plugin_runs(registry: Registry, plugins: list[Plugin], given: dict[str, dict],
+                time_limit: float | None = None) -> list[PluginRun]:
     for name in given:
         if name not in registry.plugins:
             raise UsageError(f"parameters given for unknown plugin {name!r}; installed: {', '.join(registry.plugins)}")
@@ -73,7 +80,7 @@ def plugin_runs(registry: Registry, plugins: list[Plugin], given: dict[str, dict
             params = resolve_params(plugin.name, plugin.params, given.get(plugin.name, {}))
         except ParamError as error:
             raise UsageError(str(error)) from None
-        runs.append(PluginRun(plugin, params, str(registry.plugins[plugin.name].origin)))
+        runs.append(PluginRun(plugin, params, str(registry.plugins[plugin.name].origin), time_limit))
     return runs
 
 
@@ -138,17 +145,34 @@ def load_mask(ctx: RunContext, record: ImageRecord) -> np.ndarray | None:
     return mask[..., 0] > 127
 
 
+def plugin_traceback(error: BaseException) -> str:
+    """The traceback from the plugin's own code on: nnvis's calling frames are left out."""
+    core = Path(__file__).resolve().parent
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None and core in Path(tb.tb_frame.f_code.co_filename).resolve().parents:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(error), error, tb))
+
+
 def call_plugin(ctx: RunContext, run: PluginRun, item: ImageItem | None, call: Callable[[], object]):
-    """Run one plugin call in isolation: (Result | None, seconds, error line, traceback)."""
+    """Run one plugin call in isolation: (Result | None, seconds, error line, traceback).
+
+    With run.time_limit, a call that runs longer is stopped (see nnvis_core.timeout).
+    """
+    if run.stuck:
+        return None, 0.0, "skipped: an earlier call ran past the time limit and could not be stopped", None
     torch.manual_seed(ctx.seed_for(item, run.plugin.name))
     start = time.perf_counter()
     try:
-        result: Result | None = as_result(call())
+        result: Result | None = as_result(call_with_time_limit(call, run.time_limit))
         error, trace = None, None
+    except CallTimeout as failure:
+        result, error, trace = None, str(failure), failure.stack
+        run.stuck = not failure.stopped
     except ArtifactError as failure:
         result, error, trace = None, f"bad output: {failure}", traceback.format_exc()
     except Exception as failure:  # noqa: BLE001 - a plugin must not take the report down
-        result, error, trace = None, one_line(failure), traceback.format_exc()
+        result, error, trace = None, one_line(failure), plugin_traceback(failure)
     finally:
         ctx.module.zero_grad(set_to_none=True)
     return result, time.perf_counter() - start, error, trace
@@ -156,7 +180,9 @@ def call_plugin(ctx: RunContext, run: PluginRun, item: ImageItem | None, call: C
 
 def prepare(config: ReportConfig, registry: Registry):
     """Everything that can fail as a usage error, before any output is written."""
-    runs = plugin_runs(registry, select_plugins(registry, config.plugins), config.params)
+    if config.plugin_timeout is not None and not config.plugin_timeout > 0:
+        raise UsageError(f"plugin timeout must be a positive number of seconds, got {config.plugin_timeout}")
+    runs = plugin_runs(registry, select_plugins(registry, config.plugins), config.params, config.plugin_timeout)
     try:
         records = discover_images(config.image_dir)
     except (FileNotFoundError, NotADirectoryError) as error:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import textwrap
 from dataclasses import dataclass
@@ -13,6 +14,48 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_IMAGES = ROOT / "examples" / "demo" / "images"
+TINY_PLUGIN = Path(__file__).parent / "fixtures" / "nnvis-plugin-tiny"
+EXAMPLE_PLUGIN = ROOT / "examples" / "nnvis-plugin-example"
+
+
+def pip_install_offline(sources: list[Path], workdir: Path) -> dict[str, str]:
+    """pip-install plugin source folders into workdir/site, as a user would, but offline and
+    without touching the test venv; return an environment whose Python sees them.
+
+    Each source is copied first so that the build leaves nothing in the repository.
+    """
+    target, copies = workdir / "site", []
+    for source in sources:
+        copies.append(workdir / "src" / source.name)
+        shutil.copytree(source, copies[-1], ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--no-index", "--target", str(target), *map(str, copies)],
+        check=True, capture_output=True, text=True, timeout=300,
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(target), env.get("PYTHONPATH", "")])
+    return env
+
+
+def run_nnvis(env: dict, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The nnvis command in a fresh interpreter that sees `env`'s PYTHONPATH."""
+    return subprocess.run([sys.executable, "-m", "nnvis_cli.main", *args], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=cwd)
+
+
+@pytest.fixture(scope="session")
+def plugin_packages(tmp_path_factory) -> dict[str, str]:
+    """The tiny fixture, the example package and a `nnvis plugins new brightness` skeleton,
+    installed together in one pip call; the environment that sees them."""
+    from nnvis_core.scaffold import write_plugin_package
+
+    workdir = tmp_path_factory.mktemp("plugin-packages")
+    skeleton = write_plugin_package("brightness", workdir / "generated")
+    env = pip_install_offline([TINY_PLUGIN, EXAMPLE_PLUGIN, skeleton], workdir)
+    env["NNVIS_TEST_SKELETON"] = str(workdir / "src" / skeleton.name)
+    env["NNVIS_TEST_EXAMPLE"] = str(workdir / "src" / EXAMPLE_PLUGIN.name)
+    return env
 
 
 @pytest.fixture(scope="session")
@@ -34,15 +77,17 @@ def few_demo_images(tmp_path: Path, demo_images: Path) -> Path:
 
 @pytest.fixture
 def fake_distribution(tmp_path: Path, monkeypatch):
-    """Make a distribution with `nnvis` entry points importable: fake_distribution(name, {ep: target}, files)."""
+    """Make a distribution with `nnvis` entry points importable: fake_distribution(name, {ep: target}, files, requires=...)."""
     site = tmp_path / "site"
     site.mkdir()
     monkeypatch.syspath_prepend(str(site))
 
-    def make(name: str, entry_points: dict[str, str], files: dict[str, str] | None = None, version: str = "1.0"):
+    def make(name: str, entry_points: dict[str, str], files: dict[str, str] | None = None, version: str = "1.0",
+             requires: tuple[str, ...] = ()):
         info = site / f"{name.replace('-', '_')}-{version}.dist-info"
         info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        requirements = "".join(f"Requires-Dist: {r}\n" for r in requires)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n{requirements}")
         lines = "\n".join(f"{k} = {v}" for k, v in entry_points.items())
         (info / "entry_points.txt").write_text(f"[nnvis]\n{lines}\n")
         for relpath, text in (files or {}).items():

@@ -3,36 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-FIXTURE = Path(__file__).parent / "fixtures" / "nnvis-plugin-tiny"
+from conftest import run_nnvis as nnvis
 
 
 @pytest.fixture(scope="module")
-def installed_plugin(tmp_path_factory) -> dict:
-    """pip-install the fixture into its own folder and return an environment that sees it."""
-    target = tmp_path_factory.mktemp("site")
-    source = tmp_path_factory.mktemp("src") / "nnvis-plugin-tiny"
-    shutil.copytree(FIXTURE, source)
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(target), str(source)],
-        check=True, capture_output=True, text=True, timeout=300,
-    )
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(target), env.get("PYTHONPATH", "")])
-    return env
-
-
-def nnvis(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nnvis_cli.main", *args], env=env, capture_output=True,
-                          text=True, timeout=300)
+def installed_plugin(plugin_packages) -> dict:
+    return plugin_packages
 
 
 def test_external_plugin_is_listed_with_its_distribution(installed_plugin):
