@@ -74,7 +74,8 @@ class TSNEMap(Plugin):
         Param("layer", str, PENULTIMATE, LAYER_HELP),
         Param("perplexity", float, 30.0, "t-SNE perplexity (effective neighbour count); lowered for small folders",
               minimum=1.0, maximum=200.0),
-        Param("threads", int, 0, "CPU threads for t-SNE; 0 uses every core", minimum=0),
+        Param("threads", int, 0, "CPU threads for t-SNE; 0: one below 10,000 images, every core from there",
+              minimum=0),
     )
 
     def run_dataset(self, ctx, items, params):
