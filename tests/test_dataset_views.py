@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from importlib import resources
 from pathlib import Path
@@ -157,3 +158,16 @@ def test_interactive_scatter_in_the_browser(few_demo_images, tmp_path, open_repo
     assert opened.console_errors == [] and opened.page_errors == []
     assert all(url.startswith("file://") for url in opened.requests)
     assert any(url.endswith(".sprite.png") for url in opened.requests)
+
+
+def test_names_in_the_scatter_data_are_escaped(few_demo_images, tmp_path):
+    source = next(few_demo_images.rglob("*.png"))
+    hostile = "<!--<script>alert(1)<b>.png"  # a file name cannot hold "/", so no closing tag
+    shutil.copy(source, source.parent / hostile)
+    out = tmp_path / "out"
+    build_report(ReportConfig(few_demo_images, out, plugins=["tsne"], params=ONE_THREAD), load_registry())
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert "<script>alert(1)" not in html and "<!--" not in html
+    block = html[html.index('class="scatter-data">') + len('class="scatter-data">'):]
+    data = json.loads(block[:block.index("</script>")])
+    assert any(name.endswith(hostile) for name in data["names"])
