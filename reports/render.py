@@ -37,13 +37,18 @@ def _scatter_view(entry: dict, report: dict) -> dict:
     span = (max(max(xs) - low_x, max(ys) - low_y) if n else 0.0) or 1.0
     ids = entry.get("image_ids") or [None] * n
     images = report["images"]
-    names = [images[i]["path"] if i is not None and 0 <= i < len(images) else "" for i in ids]
+    linked = [images[i] if i is not None and 0 <= i < len(images) else None for i in ids]
+    names = [image["path"] if image else "" for image in linked]
+    # What the model said about each linked image, for the hover text (colours follow `labels`).
+    said = [image["predictions"][0]["name"] if image and image.get("predictions") else None for image in linked]
+    known = [image["true_class"]["name"] if image and image.get("true_class") else None for image in linked]
     predicted = entry.get("labels") or [""] * n
     truth = entry.get("true_labels") or None
     palette = {label: "#%02x%02x%02x" % category_colour(i)
                for i, label in enumerate(dict.fromkeys([*predicted, *(truth or [])]))}
     return {"x": [round((x - low_x) / span, 5) for x in xs], "y": [round((y - low_y) / span, 5) for y in ys],
             "ids": ids, "names": names, "predicted": predicted, "truth": truth, "palette": palette,
+            "image_predicted": said, "image_truth": known,
             "sprite": entry.get("sprite")}
 
 

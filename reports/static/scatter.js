@@ -70,8 +70,10 @@
 
     function showTip(i, event) {
       if (i < 0) { tip.hidden = true; return; }
-      var lines = [data.names[i] || "point " + i, "predicted: " + data.predicted[i]];
-      if (data.truth) lines.push("true: " + data.truth[i]);
+      var lines = [data.names[i] || "point " + i];
+      if (data.image_predicted[i] !== null) lines.push("predicted: " + data.image_predicted[i]);
+      if (data.image_truth[i] !== null) lines.push("true: " + data.image_truth[i]);
+      if (data.image_predicted[i] === null && data.predicted[i]) lines.push(data.predicted[i]);
       tip.textContent = lines.join("\n");
       var box = root.getBoundingClientRect();
       tip.style.left = (event.clientX - box.left + 14) + "px";
