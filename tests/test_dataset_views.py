@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import types
 from importlib import resources
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from nnvis_core import hookimpl
 from nnvis_core.config import ReportConfig
 from nnvis_core.demo.bundle import write_bundle
 from nnvis_core.registry import load_registry
@@ -171,3 +173,31 @@ def test_names_in_the_scatter_data_are_escaped(few_demo_images, tmp_path):
     block = html[html.index('class="scatter-data">') + len('class="scatter-data">'):]
     data = json.loads(block[:block.index("</script>")])
     assert any(name.endswith(hostile) for name in data["names"])
+
+
+def test_dataset_results_may_attach_artifacts_to_single_images(few_demo_images, tmp_path):
+    from nnvis_core import Plugin, Scope, Text
+    from nnvis_core.artifacts import ArtifactError, Heatmap, Result, as_result
+
+    with pytest.raises(ArtifactError, match="not a report image index"):
+        as_result(Result([], image_artifacts={"a": [Text("t", "x")]}))
+    with pytest.raises(ArtifactError, match="NaN"):
+        as_result(Result([], image_artifacts={0: [Heatmap("h", np.full((2, 2), np.nan))]}))
+
+    class Tagger(Plugin):
+        name, title, description, scope = "tagger", "Tagger", "tags two images", Scope.DATASET
+
+        def run_dataset(self, ctx, items, params):
+            return Result([Text("all", "done")], image_artifacts={1: [Text("tag", "one")], 4: [Text("tag", "four")],
+                                                                  999: [Text("tag", "nobody")]})
+
+    holder = types.SimpleNamespace(nnvis_register_plugins=hookimpl(lambda register: register(Tagger())))
+    out = tmp_path / "out"
+    assert build_report(ReportConfig(few_demo_images, out, plugins=["tagger"]), load_registry(extra=[("test-plugins", holder)])).exit_code == 0
+    report = read_report(out)
+    tagged = {i: image["results"]["tagger"]["artifacts"][0]["text"] for i, image in enumerate(report["images"])
+              if "tagger" in image["results"]}
+    assert tagged == {1: "one", 4: "four"}
+    assert report["dataset"]["tagger"]["artifacts"][0]["text"] == "done"
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert html.index('id="img-4"') < html.index(">four<") < html.index('id="img-5"')
