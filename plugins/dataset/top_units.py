@@ -118,6 +118,8 @@ def scan(ctx: RunContext, items: Iterable[ImageItem], layers: list[str], count: 
                 if output is None or output.dim() != 4:
                     raise LayerNotFound(f"layer {name!r} gives no (N, C, H, W) feature map")
                 records[name].add(output, [item.record.index for item in batch])
+    if not all(record.seen for record in records.values()):
+        raise ValueError("no readable image to find top-activating examples in")
     return records
 
 
