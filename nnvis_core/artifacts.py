@@ -108,11 +108,16 @@ class Scatter(Artifact):
 
     points: float array (N, 2); labels: one category name per point;
     image_ids: index into the report's images list per point, or None.
+    true_labels: optional second category per point (the true class), offered as a
+    colouring toggle; features: optional (N, D) vectors the points embed, saved as
+    .npy beside the points for reuse.
     """
 
     points: np.ndarray
     labels: Sequence[str] = ()
     image_ids: Sequence[int | None] = ()
+    true_labels: Sequence[str] = ()
+    features: np.ndarray | None = None
     kind = "scatter"
 
     def validate(self) -> None:
@@ -120,9 +125,14 @@ class Scatter(Artifact):
         if p.ndim != 2 or p.shape[1] != 2:
             raise ArtifactError(f"scatter '{self.title}' must be (N, 2), got {p.shape}")
         _finite(f"scatter '{self.title}'", p)
-        for name, seq in (("labels", self.labels), ("image_ids", self.image_ids)):
+        for name, seq in (("labels", self.labels), ("image_ids", self.image_ids), ("true_labels", self.true_labels)):
             if len(seq) not in (0, len(p)):
                 raise ArtifactError(f"scatter '{self.title}': {len(seq)} {name} for {len(p)} points")
+        if self.features is not None:
+            f = np.asarray(self.features)
+            if f.ndim != 2 or len(f) != len(p):
+                raise ArtifactError(f"scatter '{self.title}': features must be (N, D) for {len(p)} points, got {f.shape}")
+            _finite(f"scatter '{self.title}' features", f)
 
 
 @dataclass
@@ -199,13 +209,21 @@ ARTIFACT_TYPES = (Image, Heatmap, CategoricalMap, Table, Scatter, Chart, Gallery
 class Result:
     """Artifacts plus named scalar metrics (e.g. a completeness gap).
 
-    A plugin may return a plain list of artifacts or a Result.
+    A plugin may return a plain list of artifacts or a Result. A dataset plugin
+    may also attach artifacts to single images (`image_artifacts`, keyed by the
+    report image index, e.g. each image's nearest neighbours): the report shows
+    them in that image's section, under the plugin's name.
     """
 
     artifacts: list[Artifact]
     metrics: dict[str, float] = field(default_factory=dict)
+    image_artifacts: dict[int, list[Artifact]] = field(default_factory=dict)
 
     def validate(self) -> None:
+        for image_id, artifacts in self.image_artifacts.items():
+            if not isinstance(image_id, (int, np.integer)) or isinstance(image_id, bool) or image_id < 0:
+                raise ArtifactError(f"image_artifacts key {image_id!r} is not a report image index")
+            Result(list(artifacts)).validate()
         for artifact in self.artifacts:
             if not isinstance(artifact, ARTIFACT_TYPES):
                 raise ArtifactError(

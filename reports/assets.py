@@ -11,6 +11,7 @@ from nnvis_core.artifacts import Artifact, CategoricalMap, Chart, Gallery, Heatm
 from nnvis_reports.colormaps import DIVERGING_TABLE, SEQUENTIAL_TABLE, category_colour
 
 OVERLAY_ALPHA = 0.6  # weight of the colour map over a grey version of the input
+SPRITE_TILE = 32  # thumbnail side in a scatter's sprite sheet, in pixels
 
 
 def save_png(pixels: np.ndarray, path: Path) -> None:
@@ -111,7 +112,13 @@ def save_artifact(artifact: Artifact, folder: Path, stem: str, base: np.ndarray 
         points = np.asarray(artifact.points, dtype=np.float64)
         np.save(raw, points.astype(np.float32))
         entry.update(raw=rel(raw), points=points.round(5).tolist(), labels=[str(x) for x in artifact.labels],
-                     image_ids=list(artifact.image_ids))
+                     image_ids=[None if i is None else int(i) for i in artifact.image_ids])
+        if artifact.true_labels:
+            entry["true_labels"] = [str(x) for x in artifact.true_labels]
+        if artifact.features is not None:
+            features = folder / f"{stem}.features.npy"
+            np.save(features, np.asarray(artifact.features, dtype=np.float32))
+            entry["features"] = rel(features)
     elif isinstance(artifact, Chart):
         entry.update(x=[float(v) for v in artifact.x], x_label=artifact.x_label, y_label=artifact.y_label,
                      x_ticks=[str(t) for t in artifact.x_ticks],
@@ -131,6 +138,26 @@ def save_artifact(artifact: Artifact, folder: Path, stem: str, base: np.ndarray 
     elif isinstance(artifact, Text):
         entry["text"] = artifact.text
     return entry
+
+
+def save_sprite(inputs: list[Path | None], path: Path, tile: int = SPRITE_TILE) -> dict:
+    """One PNG holding a `tile`-pixel thumbnail of each input (blank where None), row-major.
+
+    One file instead of thousands keeps a scatter of a large folder quick to open;
+    it is built from the input PNGs already on disk, one at a time.
+    """
+    columns = max(1, int(np.ceil(np.sqrt(len(inputs)))))
+    rows = max(1, int(np.ceil(len(inputs) / columns)))
+    sheet = np.full((rows * tile, columns * tile, 3), 255, dtype=np.uint8)
+    for number, source in enumerate(inputs):
+        if source is None:
+            continue
+        with PILImage.open(source) as picture:
+            thumb = np.asarray(picture.convert("RGB").resize((tile, tile), PILImage.BILINEAR))
+        row, column = divmod(number, columns)
+        sheet[row * tile:(row + 1) * tile, column * tile:(column + 1) * tile] = thumb
+    save_png(sheet, path)
+    return {"tile": tile, "columns": columns}
 
 
 def _cell(value):

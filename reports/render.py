@@ -23,6 +23,35 @@ def _scatter_points(entry: dict, size: int = 400, margin: int = 12) -> list[dict
             for x, y, label, image_id in zip(xs, ys, labels, ids)]
 
 
+def _scatter_view(entry: dict, report: dict) -> dict:
+    """What the interactive scatter script needs, as plain data (embedded with |tojson).
+
+    Points are scaled into [0, 1] keeping their aspect; names come from the report
+    images the points link to; colours are fixed per class name so that the
+    predicted and true colourings agree.
+    """
+    points = entry.get("points") or []
+    n = len(points)
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    low_x, low_y = (min(xs), min(ys)) if n else (0.0, 0.0)
+    span = (max(max(xs) - low_x, max(ys) - low_y) if n else 0.0) or 1.0
+    ids = entry.get("image_ids") or [None] * n
+    images = report["images"]
+    linked = [images[i] if i is not None and 0 <= i < len(images) else None for i in ids]
+    names = [image["path"] if image else "" for image in linked]
+    # What the model said about each linked image, for the hover text (colours follow `labels`).
+    said = [image["predictions"][0]["name"] if image and image.get("predictions") else None for image in linked]
+    known = [image["true_class"]["name"] if image and image.get("true_class") else None for image in linked]
+    predicted = entry.get("labels") or [""] * n
+    truth = entry.get("true_labels") or None
+    palette = {label: "#%02x%02x%02x" % category_colour(i)
+               for i, label in enumerate(dict.fromkeys([*predicted, *(truth or [])]))}
+    return {"x": [round((x - low_x) / span, 5) for x in xs], "y": [round((y - low_y) / span, 5) for y in ys],
+            "ids": ids, "names": names, "predicted": predicted, "truth": truth, "palette": palette,
+            "image_predicted": said, "image_truth": known,
+            "sprite": entry.get("sprite")}
+
+
 def _chart_lines(entry: dict, width: int = 400, height: int = 240, margin: int = 36) -> dict:
     """Series as SVG polylines in a width x height box, with axis limits and tick positions."""
     xs = entry["x"]
@@ -60,6 +89,7 @@ def _environment() -> jinja2.Environment:
         sequential_gradient=css_gradient(SEQUENTIAL),
         diverging_gradient=css_gradient(DIVERGING),
         scatter_points=_scatter_points,
+        scatter_view=_scatter_view,
         chart_lines=_chart_lines,
     )
     env.filters["pct"] = lambda p: f"{100 * p:.1f}%"
@@ -70,7 +100,9 @@ def _environment() -> jinja2.Environment:
 def render_html(report: dict) -> str:
     from importlib import resources
 
-    css = resources.files("nnvis_reports").joinpath("static/report.css").read_text(encoding="utf-8")
+    static = resources.files("nnvis_reports").joinpath("static")
+    css = static.joinpath("report.css").read_text(encoding="utf-8")
+    scripts = static.joinpath("scatter.js").read_text(encoding="utf-8")
     template = _environment().get_template("index.html.j2")
     plugins = {p["name"]: p for p in report["plugins"]}
-    return template.render(report=report, plugins=plugins, css=css)
+    return template.render(report=report, plugins=plugins, css=css, scripts=scripts)

@@ -20,7 +20,7 @@ from nnvis_core.context import ImageItem, RunContext
 from nnvis_core.images import ImageRecord
 from nnvis_core.registry import LoadFailure
 from nnvis_core.runner import PluginRun
-from nnvis_reports.assets import save_artifact, save_png
+from nnvis_reports.assets import save_artifact, save_png, save_sprite
 
 SCHEMA_VERSION = 1
 TOP_K = 5
@@ -99,11 +99,33 @@ class ReportWriter:
         folder.mkdir(parents=True, exist_ok=True)
         for number, artifact in enumerate(result.artifacts):
             stem = f"{run.plugin.name}-{number}"
-            entry["artifacts"].append(save_artifact(artifact, folder, stem, base, self.root))
+            saved = save_artifact(artifact, folder, stem, base, self.root)
+            if saved["kind"] == "scatter" and any(i is not None for i in saved["image_ids"]):
+                saved["sprite"] = self._sprite(saved["image_ids"], folder / f"{stem}.sprite.png")
+            entry["artifacts"].append(saved)
         entry["metrics"] = {k: float(v) for k, v in result.metrics.items()}
         for key, value in entry["metrics"].items():
             self.metric_values[run.plugin.name].setdefault(key, []).append(value)
         return entry
+
+    def _sprite(self, image_ids: list[int | None], path: Path) -> dict:
+        """Thumbnails of a scatter's images in one sheet, cell i for point i."""
+        inputs = []
+        for image_id in image_ids:
+            known = image_id is not None and 0 <= image_id < len(self.images) and self.images[image_id]["input"]
+            inputs.append(self.root / self.images[image_id]["input"] if known else None)
+        return {"path": path.relative_to(self.root).as_posix(), **save_sprite(inputs, path)}
+
+    def _add_image_artifacts(self, run: PluginRun, result: Result) -> None:
+        """A dataset plugin's per-image artifacts, written into each image's folder and section."""
+        for image_id, artifacts in sorted(result.image_artifacts.items()):
+            if not 0 <= image_id < len(self.images) or self.images[image_id]["status"] != "ok":
+                continue
+            folder = self.assets / f"img-{image_id:05d}"
+            saved = [save_artifact(artifact, folder, f"{run.plugin.name}-{number}", None, self.root)
+                     for number, artifact in enumerate(artifacts)]
+            self.images[image_id]["results"][run.plugin.name] = {
+                "status": "ok", "seconds": 0.0, "artifacts": saved, "metrics": {}, "error": None, "traceback": None}
 
     def _metrics_summary(self, name: str) -> dict:
         """Mean, spread and range of each metric a plugin reported, across the images."""
@@ -123,6 +145,8 @@ class ReportWriter:
                           error: str | None, trace: str | None) -> None:
         folder = self.assets / f"{run.plugin.scope.value}-{run.plugin.name}"
         entry = self._result_entry(run, result, seconds, error, trace, folder, None)
+        if result is not None and result.image_artifacts:
+            self._add_image_artifacts(run, result)
         target = self.dataset_results if run.plugin.scope.value == "dataset" else self.model_results
         target[run.plugin.name] = entry
 

@@ -1,0 +1,111 @@
+"""Pooled features of every image of a folder, collected while the images stream.
+
+Only the feature vectors are kept (N x C floats per layer), never the images,
+so memory grows with the folder size times the feature size, not the pixels.
+A layer is named as in `model.named_modules()`; 'penultimate' means the input
+of the last Linear layer (the vector the classifier reads), 'last_conv' the
+last Conv2d. Spatial maps (N, C, H, W) are averaged over H and W.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from nnvis_core.context import ImageItem, RunContext
+from nnvis_core.models.layers import LayerNotFound, find_layer, last_conv_layer
+
+PENULTIMATE = "penultimate"
+LAYER_HELP = ("layer whose pooled output is the feature vector: penultimate (input of the last Linear), "
+              "last_conv, or a named module (see nnvis layers)")
+
+
+@dataclass
+class FeatureSet:
+    """One row per readable image, in stream order."""
+
+    features: np.ndarray  # (N, C) float32
+    image_ids: list[int]  # report image index of each row
+    predicted: list[int]
+    true: list[int | None]
+
+
+def resolve_feature_layer(model: nn.Module, name: str) -> tuple[nn.Module, bool]:
+    """(module, read_input): the module to hook, and whether its input (not output) is the feature."""
+    if name == PENULTIMATE:
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if linears:
+            return linears[-1], True
+        return find_layer(model, last_conv_layer(model)), False
+    if name == "last_conv":
+        name = last_conv_layer(model)
+    return find_layer(model, name), False
+
+
+def pool(values: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C) by the spatial mean; (B, C) unchanged; anything else flattened."""
+    if values.dim() == 4:
+        return values.mean(dim=(2, 3))
+    return values.reshape(values.shape[0], -1)
+
+
+@contextmanager
+def captured(modules: Sequence[tuple[nn.Module, bool]]) -> Iterator[list[torch.Tensor | None]]:
+    """Record the input (flag True) or output of each module on every forward pass; hooks removed after."""
+    record: list[torch.Tensor | None] = [None] * len(modules)
+    handles = []
+
+    def keeper(slot: int, read_input: bool):
+        if read_input:
+            return lambda module, args: record.__setitem__(slot, args[0].detach())
+        return lambda module, args, output: record.__setitem__(slot, output.detach())
+
+    try:
+        for slot, (module, read_input) in enumerate(modules):
+            hook = keeper(slot, read_input)
+            handles.append(module.register_forward_pre_hook(hook) if read_input else module.register_forward_hook(hook))
+        yield record
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def batches(items: Iterable[ImageItem], size: int) -> Iterator[list[ImageItem]]:
+    batch: list[ImageItem] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def collect_features(ctx: RunContext, items: Iterable[ImageItem], layer: str = PENULTIMATE) -> FeatureSet:
+    """Stream `items` once and return the pooled features of `layer` for each.
+
+    Raises LayerNotFound for an unknown layer, ValueError when there is no image.
+    """
+    module = resolve_feature_layer(ctx.module, layer)
+    rows: list[np.ndarray] = []
+    ids: list[int] = []
+    predicted: list[int] = []
+    true: list[int | None] = []
+    with captured([module]) as record, torch.no_grad():
+        for batch in batches(items, ctx.batch_size):
+            ctx.module(torch.stack([item.tensor for item in batch]).to(ctx.device))
+            if record[0] is None:
+                raise LayerNotFound(f"layer {layer!r} was not run by the model's forward pass")
+            rows.append(pool(record[0]).float().cpu().numpy())
+            for item in batch:
+                ids.append(item.record.index)
+                predicted.append(item.predicted)
+                true.append(item.true_class)
+    if not rows:
+        raise ValueError("no readable image to take features from")
+    return FeatureSet(np.concatenate(rows).astype(np.float32, copy=False), ids, predicted, true)
