@@ -23,4 +23,6 @@ def test_the_built_ins_are_found():
 @pytest.mark.parametrize("name", BUILTINS)
 def test_built_in_plugin_follows_the_contract(name):
     check = check_plugin(load_registry().plugin(name), params=CHEAP.get(name), images=2)
-    assert check.results and all(result.artifacts for result in check.results.values())
+    # A dataset plugin may show everything beside the images (image_artifacts), nothing globally.
+    assert check.results and all(result.artifacts or any(result.image_artifacts.values())
+                                 for result in check.results.values())
