@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from nnvis_core import Gallery, Param, Plugin, Result, Scope, Text, hookimpl
-from nnvis_plugins.featvis.layers import middle_rectified_layer, rectifier_layers, spread
+from nnvis_plugins.featvis.layers import LayerError, middle_rectified_layer, rectifier_layers, spread
 from nnvis_plugins.featvis.render import frozen, layer_outputs
 
 
@@ -81,7 +81,7 @@ class Activations(Plugin):
         inputs = ctx.input(item)
         output = layer_outputs(ctx.module, inputs, [layer])[layer][0]
         if output.dim() != 3:
-            raise ValueError(f"layer {layer!r} outputs shape {tuple(output.shape)}; feature maps need (C, H, W)")
+            raise LayerError(f"layer {layer!r} outputs shape {tuple(output.shape)}; feature maps need (C, H, W)")
         channels = spread(params["max_maps"], output.shape[0])
         maps = feature_maps(output, channels)
         own = float((output == 0).float().mean())

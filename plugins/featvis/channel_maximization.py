@@ -21,7 +21,7 @@ from torch import nn
 from nnvis_core import Gallery, Param, Plugin, Result, Scope, hookimpl
 from nnvis_plugins.featvis import objectives as obj
 from nnvis_plugins.featvis.cache import VisualizationCache, cached_units, default_cache_dir, model_fingerprint
-from nnvis_plugins.featvis.layers import preactivation, sample_layers, spread
+from nnvis_plugins.featvis.layers import LayerError, preactivation, sample_layers, spread
 from nnvis_plugins.featvis.options import describe, input_size, optimization_params, plain_settings, settings_from
 from nnvis_plugins.featvis.render import Settings, evaluate, layer_outputs, render
 
@@ -171,7 +171,7 @@ class ChannelMaximization(Plugin):
         units = [int(c) for c in parse_list(params["channels"], "channels")]
         wrong = [u for u in units if u >= count]
         if wrong:
-            raise ValueError(f"layer {layer} has {count} channels (0-{count - 1}); asked for {wrong}")
+            raise LayerError(f"layer {layer} has {count} channels (0-{count - 1}); asked for {wrong}")
         return units
 
 

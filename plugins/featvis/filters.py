@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from nnvis_core import Gallery, Param, Plugin, Scope, hookimpl
-from nnvis_plugins.featvis.layers import first_conv
+from nnvis_plugins.featvis.layers import LayerError, first_conv
 
 SCALES = ("layer", "filter")
 
@@ -75,7 +75,7 @@ class Filters(Plugin):
         name = first_conv(ctx.module) if params["layer"] == "auto" else params["layer"]
         layer = ctx.layer(name)
         if not isinstance(layer, nn.Conv2d):
-            raise ValueError(f"layer {name!r} is a {type(layer).__name__}, not a Conv2d")
+            raise LayerError(f"layer {name!r} is a {type(layer).__name__}, not a Conv2d")
         weight = layer.weight
         pictures = filter_pictures(weight[: params["max_filters"]], params["scale"])
         out, inputs, kh, kw = weight.shape

@@ -12,6 +12,10 @@ ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Har
 RECTIFIERS = (nn.ReLU, nn.ReLU6)  # exact zeros: what sparsity counts
 
 
+class LayerError(ValueError):
+    """A layer or unit that does not suit the method (wrong kind, wrong shape, no such channel)."""
+
+
 def conv_layers(model: nn.Module) -> list[str]:
     """Names of the Conv2d layers, in definition order."""
     return [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]

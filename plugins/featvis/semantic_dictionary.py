@@ -22,7 +22,7 @@ from nnvis_core import Param, Plugin, Result, Scope, SemanticDictionary, hookimp
 from nnvis_plugins.attribution.backprop import default_layer
 from nnvis_plugins.featvis.cache import VisualizationCache, cached_units, default_cache_dir, model_fingerprint
 from nnvis_plugins.featvis.channel_maximization import unit_objective
-from nnvis_plugins.featvis.layers import preactivation
+from nnvis_plugins.featvis.layers import LayerError, preactivation
 from nnvis_plugins.featvis.options import describe, optimization_params, settings_from
 from nnvis_plugins.featvis.render import Settings, layer_outputs, render
 
@@ -34,7 +34,7 @@ def top_channels(model: nn.Module, inputs: torch.Tensor, layer: str, top: int) -
     for a (1, 3, H, W) normalized input, strongest first."""
     output = layer_outputs(model, inputs, [layer])[layer]
     if output.dim() != 4:
-        raise ValueError(f"layer {layer!r} outputs shape {tuple(output.shape)}; a dictionary needs (N, C, H, W)")
+        raise LayerError(f"layer {layer!r} outputs shape {tuple(output.shape)}; a dictionary needs (N, C, H, W)")
     values, indices = output[0].topk(min(top, output.shape[1]), dim=0)
     return indices.permute(1, 2, 0).cpu().numpy(), values.permute(1, 2, 0).cpu().numpy().astype(np.float64)
 
