@@ -21,7 +21,7 @@ def shown_units(page, section: str) -> list[dict]:
 def test_clicking_a_position_shows_its_dictionary(few_demo_images, tmp_path, open_report, monkeypatch):
     monkeypatch.setenv("NNVIS_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "out"
-    params = {"semantic_dictionary": {"steps": "2", "transforms": "false", "top": "4"}}
+    params = {"semantic_dictionary": {"steps": "2", "transforms": "false", "size": "32", "top": "4"}}
     build_report(ReportConfig(few_demo_images, out, plugins=["semantic_dictionary"], params=params), load_registry())
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
     image = report["images"][1]

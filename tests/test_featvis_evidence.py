@@ -77,3 +77,19 @@ def test_regularized_images_have_much_less_high_frequency_energy(model):
         assert high_frequency_share(smooth) < 0.5 * high_frequency_share(noisy)
     # the plain images still fool the model: a high score is not a picture of the class
     assert classify(model, plain.images)[range(2), classes].min() >= 0.9
+
+
+def test_diversity_shows_different_facets_of_one_channel(model):
+    """Three images of one channel: with the diversity term their Gram matrices at the ReLU
+    output are less alike (measured 0.95 -> 0.57 for this seed; 0.17 to 0.37 lower over seeds 0-2)."""
+    def similarity(images: np.ndarray) -> float:
+        pixels = torch.from_numpy(images).permute(0, 3, 1, 2)
+        outputs = layer_outputs(model, normalizer(MEAN, STD, torch.device("cpu"))(pixels), ["features.11"])
+        return -float(o.diversity("features.11")(outputs).mean())
+
+    settings = Settings(size=64, steps=STEPS)
+    alike = maximize_units(model, "features.10", [5], settings, facets=3, mean=MEAN, std=STD)
+    diverse = maximize_units(model, "features.10", [5], settings, facets=3, diversity=0.3,
+                             diversity_layer="features.11", mean=MEAN, std=STD)
+    assert similarity(diverse.images) < similarity(alike.images) - 0.1
+    assert diverse.units == [5, 5, 5]

@@ -25,7 +25,7 @@ from nnvis_reports import build_report
 
 jsonschema = pytest.importorskip("jsonschema")
 SCHEMA = json.loads(resources.files("nnvis_reports").joinpath("report.schema.json").read_text())
-FAST = {"steps": "4", "transforms": "false"}
+FAST = {"steps": "3", "transforms": "false", "size": "32"}  # pictures are not judged here: keep them cheap
 
 
 @pytest.fixture
@@ -110,7 +110,7 @@ def test_semantic_dictionary_and_activations_match_direct_computation(few_demo_i
             assert [(c["unit"], pytest.approx(c["activation"], abs=1e-5)) for c in cell] == active
             assert [c["size"] for c in cell] == sorted((c["size"] for c in cell), reverse=True)
         for unit, path in dictionary["thumbnails"].items():
-            assert png(out, path).shape == (64, 64, 3)
+            assert png(out, path).shape == (32, 32, 3)
         totals = [sum(c["activation"] for c in cell) for cell in dictionary["cells"]]
         assert dictionary["selected"] == int(np.argmax(totals))
 
@@ -143,7 +143,7 @@ def test_dictionary_pictures_come_from_the_disk_cache_on_a_second_run(few_demo_i
                                       png(tmp_path / "two", two["thumbnails"][unit]))
     # other settings are other pictures
     third = run(few_demo_images, tmp_path / "three", ["semantic_dictionary"],
-                {"semantic_dictionary": {"top": "2", "steps": "5", "transforms": "false"}})
+                {"semantic_dictionary": {"top": "2", **FAST, "steps": "4"}})
     assert third["images"][0]["results"]["semantic_dictionary"]["metrics"]["channels_rendered"] > 0
 
 

@@ -21,7 +21,7 @@ from torch import nn
 from nnvis_core import Gallery, Param, Plugin, Result, Scope, hookimpl
 from nnvis_plugins.featvis import objectives as obj
 from nnvis_plugins.featvis.cache import VisualizationCache, cached_units, default_cache_dir, model_fingerprint
-from nnvis_plugins.featvis.layers import LayerError, preactivation, sample_layers, spread
+from nnvis_plugins.featvis.layers import LayerError, preactivation, rectified_output, sample_layers, spread
 from nnvis_plugins.featvis.options import describe, input_size, optimization_params, plain_settings, settings_from
 from nnvis_plugins.featvis.render import Settings, evaluate, layer_outputs, render
 
@@ -47,18 +47,21 @@ def unit_objective(kind: str, layer: str, units: int | Sequence[int]) -> obj.Obj
 
 
 def maximize_units(model: nn.Module, layer: str, units: Sequence[int], settings: Settings = Settings(), *,
-                   kind: str = "channel", diversity: float = 0.0, facets: int = 1,
+                   kind: str = "channel", diversity: float = 0.0, facets: int = 1, diversity_layer: str | None = None,
                    mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0),
                    device: torch.device | str = "cpu", batch: int = 16) -> UnitImages:
     """`facets` images per unit, `batch` images per run; with diversity > 0 the facets of each unit are
-    pushed apart by that weight times the Gram-matrix diversity term at `layer`."""
+    pushed apart by that weight times the Gram-matrix diversity term at `diversity_layer` (default:
+    `layer`; a rectified layer works much better than a pre-activation, whose Gram matrices are
+    dominated by the biases and look alike for any image)."""
     units = [int(u) for u in units] if kind != "layer" else [-1]
     per_run = max(1, batch // facets)
     images, scores, order = [], [], []
     for start in range(0, len(units), per_run):
         chunk = [u for u in units[start:start + per_run] for _ in range(facets)]
         goal = unit_objective(kind, layer, chunk if kind != "layer" else 0)
-        objective = goal + diversity * obj.diversity(layer, group_size=facets) if diversity and facets > 1 else goal
+        spread_at = obj.diversity(diversity_layer or layer, group_size=facets)
+        objective = goal + diversity * spread_at if diversity and facets > 1 else goal
         made = render(model, objective, len(chunk), settings, mean=mean, std=std, device=device)
         # the reported score leaves out the diversity term: it measures the unit alone
         images.append(made.images)
@@ -112,7 +115,8 @@ class ChannelMaximization(Plugin):
               check=check_channels),
         Param("per_layer", int, 4, "channels per layer when channels=auto", minimum=1, maximum=512),
         Param("unit", str, "channel", "channel, neuron (centre position) or layer (DeepDream)", choices=UNITS),
-        Param("diversity", float, 0.0, "weight of the diversity term (0: off)", minimum=0.0),
+        Param("diversity", float, 0.0, "weight of the diversity term, measured at the layer's ReLU output "
+              "(0: off; try 0.3)", minimum=0.0),
         Param("facets", int, 3, "images per unit when diversity > 0", minimum=1, maximum=16),
         Param("cache", bool, True, "reuse channel images stored on disk ($NNVIS_CACHE, default ~/.cache/nnvis)"),
         *optimization_params(),
@@ -145,8 +149,9 @@ class ChannelMaximization(Plugin):
                 scores = evaluate(model, unit_objective(kind, layer, units), images, **common)
                 order = units
             else:
+                rectified = named if named != layer else rectified_output(model, layer)
                 made = maximize_units(model, layer, units, settings, kind=kind, diversity=params["diversity"],
-                                      facets=facets, batch=ctx.batch_size, **common)
+                                      facets=facets, diversity_layer=rectified, batch=ctx.batch_size, **common)
                 images, scores, order = list(made.images), made.scores, made.units
             artifacts.append(Gallery(f"{kind} maximization at {named}", list(images), labels=unit_labels(order, scores),
                                      columns=facets if facets > 1 else 0,
