@@ -13,6 +13,7 @@ from nnvis_core.artifacts import (
     Image,
     Result,
     Scatter,
+    SemanticDictionary,
     Table,
     Text,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "Image",
     "Result",
     "Scatter",
+    "SemanticDictionary",
     "Table",
     "Text",
     "Param",

@@ -8,7 +8,7 @@ the raw values can be saved beside the pictures for other tools.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -197,12 +197,51 @@ class Gallery(Artifact):
 
 
 @dataclass
+class SemanticDictionary(Artifact):
+    """For each position of a grid over a picture, its strongest units, each drawn as a small picture.
+
+    units: (h, w, k) integers, the top-k unit ids at each grid position, strongest first;
+    activations: (h, w, k) floats, their activations (drawn as thumbnail sizes);
+    thumbnails: {unit id: (H, W, 3) picture} for every unit with a positive activation
+    somewhere (only those are drawn);
+    image: the (H, W, 3) picture the grid covers (uint8, or float in [0, 1])
+    (Olah et al. 2018, "The Building Blocks of Interpretability"). The report lets the
+    reader click a position to see its units.
+    """
+
+    image: np.ndarray
+    units: np.ndarray
+    activations: np.ndarray
+    thumbnails: Mapping[int, np.ndarray]
+    unit_label: str = "channel"
+    kind = "dictionary"
+
+    def validate(self) -> None:
+        units, activations = np.asarray(self.units), np.asarray(self.activations)
+        name = f"semantic dictionary '{self.title}'"
+        if units.ndim != 3 or not np.issubdtype(units.dtype, np.integer):
+            raise ArtifactError(f"{name}: units must be an integer (h, w, k) array, got {units.dtype} {units.shape}")
+        if activations.shape != units.shape:
+            raise ArtifactError(f"{name}: activations {activations.shape} do not match units {units.shape}")
+        _finite(name, activations.astype(np.float64))
+        missing = sorted(set(units[activations > 0].tolist()) - {int(u) for u in self.thumbnails})
+        if missing:
+            raise ArtifactError(f"{name}: no thumbnail for units {missing[:10]}")
+        pictures = {"image": self.image, **dict(self.thumbnails)}
+        for unit, pixels in pictures.items():
+            p = np.asarray(pixels)
+            if p.ndim != 3 or p.shape[2] != 3:
+                raise ArtifactError(f"{name}: picture {unit} must be (H, W, 3), got {p.shape}")
+            _finite(f"{name} picture {unit}", p.astype(np.float64))
+
+
+@dataclass
 class Text(Artifact):
     text: str
     kind = "text"
 
 
-ARTIFACT_TYPES = (Image, Heatmap, CategoricalMap, Table, Scatter, Chart, Gallery, Text)
+ARTIFACT_TYPES = (Image, Heatmap, CategoricalMap, Table, Scatter, Chart, Gallery, SemanticDictionary, Text)
 
 
 @dataclass

@@ -7,11 +7,23 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from nnvis_core.artifacts import Artifact, CategoricalMap, Chart, Gallery, Heatmap, Image, Scatter, Table, Text
+from nnvis_core.artifacts import (
+    Artifact,
+    CategoricalMap,
+    Chart,
+    Gallery,
+    Heatmap,
+    Image,
+    Scatter,
+    SemanticDictionary,
+    Table,
+    Text,
+)
 from nnvis_reports.colormaps import DIVERGING_TABLE, SEQUENTIAL_TABLE, category_colour
 
 OVERLAY_ALPHA = 0.6  # weight of the colour map over a grey version of the input
 SPRITE_TILE = 32  # thumbnail side in a scatter's sprite sheet, in pixels
+THUMBNAIL_PX = (24, 96)  # smallest and largest drawn size of a semantic dictionary thumbnail
 
 
 def save_png(pixels: np.ndarray, path: Path) -> None:
@@ -135,6 +147,8 @@ def save_artifact(artifact: Artifact, folder: Path, stem: str, base: np.ndarray 
                 path = rel(tile)
             tiles.append({"path": path, "label": str(label), "image_id": image_id})
         entry.update(tiles=tiles, columns=int(artifact.columns))
+    elif isinstance(artifact, SemanticDictionary):
+        entry.update(_save_dictionary(artifact, folder, stem, rel))
     elif isinstance(artifact, Text):
         entry["text"] = artifact.text
     return entry
@@ -158,6 +172,36 @@ def save_sprite(inputs: list[Path | None], path: Path, tile: int = SPRITE_TILE) 
         sheet[row * tile:(row + 1) * tile, column * tile:(column + 1) * tile] = thumb
     save_png(sheet, path)
     return {"tile": tile, "columns": columns}
+
+
+def _save_dictionary(artifact: SemanticDictionary, folder: Path, stem: str, rel) -> dict:
+    """The picture, one PNG per unit, raw arrays, and per grid cell its units with a drawn size.
+
+    Cells list only units with a positive activation; sizes scale linearly with
+    the activation up to the strongest one in the whole dictionary.
+    """
+    image = folder / f"{stem}.png"
+    save_png(to_uint8(artifact.image), image)
+    units = np.asarray(artifact.units).astype(np.int64)
+    activations = np.asarray(artifact.activations, dtype=np.float64)
+    np.save(folder / f"{stem}.units.npy", units)
+    np.save(folder / f"{stem}.activations.npy", activations.astype(np.float32))
+    used = sorted(set(units[activations > 0].tolist()))
+    thumbnails = {}
+    for unit in used:
+        path = folder / f"{stem}-unit{unit}.png"
+        save_png(to_uint8(artifact.thumbnails[unit]), path)
+        thumbnails[str(unit)] = rel(path)
+    strongest = float(activations.max()) if activations.size and activations.max() > 0 else 1.0
+    low, high = THUMBNAIL_PX
+    cells = [[{"unit": int(u), "activation": round(float(a), 6), "size": int(round(low + (high - low) * a / strongest))}
+              for u, a in zip(us, acts) if a > 0]
+             for us, acts in zip(units.reshape(-1, units.shape[2]), activations.reshape(-1, units.shape[2]))]
+    totals = [sum(c["activation"] for c in cell) for cell in cells]
+    return {"path": rel(image), "grid": [int(units.shape[0]), int(units.shape[1])], "cells": cells,
+            "thumbnails": thumbnails, "unit_label": artifact.unit_label,
+            "selected": int(np.argmax(totals)) if totals else 0,
+            "raw": rel(folder / f"{stem}.activations.npy"), "raw_units": rel(folder / f"{stem}.units.npy")}
 
 
 def _cell(value):

@@ -97,12 +97,16 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+# Our own scripts, inlined like the stylesheet (the page loads nothing from elsewhere).
+SCRIPTS = ("scatter.js", "dictionary.js")
+
+
 def render_html(report: dict) -> str:
     from importlib import resources
 
     static = resources.files("nnvis_reports").joinpath("static")
     css = static.joinpath("report.css").read_text(encoding="utf-8")
-    scripts = static.joinpath("scatter.js").read_text(encoding="utf-8")
+    scripts = "\n".join(static.joinpath(name).read_text(encoding="utf-8") for name in SCRIPTS)
     template = _environment().get_template("index.html.j2")
     plugins = {p["name"]: p for p in report["plugins"]}
     return template.render(report=report, plugins=plugins, css=css, scripts=scripts)

@@ -1,0 +1,185 @@
+"""Neuron, channel and layer maximization: what a unit inside the network responds to most.
+
+>>> from nnvis_plugins.featvis.channel_maximization import maximize_units
+>>> made = maximize_units(model, "features.10", [0, 5, 9], Settings(size=64), mean=MEAN, std=STD)
+>>> made.images.shape, made.scores          # (3, 64, 64, 3), the channel's mean activation on each
+
+Units on a rectified layer (a ReLU output) are optimized at the layer before
+the ReLU: a channel that is off on the starting image gives no gradient
+through the ReLU and would never turn on (see layers.preactivation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from nnvis_core import Gallery, Param, Plugin, Result, Scope, hookimpl
+from nnvis_plugins.featvis import objectives as obj
+from nnvis_plugins.featvis.cache import VisualizationCache, cached_units, default_cache_dir, model_fingerprint
+from nnvis_plugins.featvis.layers import LayerError, preactivation, rectified_output, sample_layers, spread
+from nnvis_plugins.featvis.options import describe, input_size, optimization_params, plain_settings, settings_from
+from nnvis_plugins.featvis.render import Settings, evaluate, layer_outputs, render
+
+UNITS = ("channel", "neuron", "layer")
+
+
+@dataclass
+class UnitImages:
+    layer: str  # the layer that was optimized
+    units: list[int]  # one per image (-1 for a whole-layer objective)
+    images: np.ndarray  # (N, H, W, 3) float in [0, 1]
+    scores: np.ndarray  # (N,) the objective, without penalties or diversity, on each final image
+
+
+def unit_objective(kind: str, layer: str, units: int | Sequence[int]) -> obj.Objective:
+    if kind == "channel":
+        return obj.channel(layer, units)
+    if kind == "neuron":
+        return obj.neuron(layer, units)
+    if kind == "layer":
+        return obj.layer_activation(layer)
+    raise ValueError(f"unit must be one of {', '.join(UNITS)}, got {kind!r}")
+
+
+def maximize_units(model: nn.Module, layer: str, units: Sequence[int], settings: Settings = Settings(), *,
+                   kind: str = "channel", diversity: float = 0.0, facets: int = 1, diversity_layer: str | None = None,
+                   mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0),
+                   device: torch.device | str = "cpu", batch: int = 16) -> UnitImages:
+    """`facets` images per unit, `batch` images per run; with diversity > 0 the facets of each unit are
+    pushed apart by that weight times the Gram-matrix diversity term at `diversity_layer` (default:
+    `layer`; a rectified layer works much better than a pre-activation, whose Gram matrices are
+    dominated by the biases and look alike for any image)."""
+    units = [int(u) for u in units] if kind != "layer" else [-1]
+    per_run = max(1, batch // facets)
+    images, scores, order = [], [], []
+    for start in range(0, len(units), per_run):
+        chunk = [u for u in units[start:start + per_run] for _ in range(facets)]
+        goal = unit_objective(kind, layer, chunk if kind != "layer" else 0)
+        spread_at = obj.diversity(diversity_layer or layer, group_size=facets)
+        objective = goal + diversity * spread_at if diversity and facets > 1 else goal
+        made = render(model, objective, len(chunk), settings, mean=mean, std=std, device=device)
+        # the reported score leaves out the diversity term: it measures the unit alone
+        images.append(made.images)
+        scores.append(evaluate(model, goal, made.images, mean=mean, std=std, device=device))
+        order += chunk
+    return UnitImages(layer, order, np.concatenate(images), np.concatenate(scores))
+
+
+def unit_labels(units: Sequence[int], scores: Sequence[float]) -> list[str]:
+    """Short tile labels: "12: 3.21" (unit and score), or the score alone for a whole layer."""
+    return [f"{u}: {s:.3g}" if u >= 0 else f"{s:.3g}" for u, s in zip(units, scores)]
+
+
+def output_channels(model: nn.Module, layer: str, size: int, device: torch.device | str) -> int:
+    """How many channels `layer` outputs, from one forward pass of a grey image."""
+    grey = torch.zeros(1, 3, size, size, device=device)
+    return int(layer_outputs(model, grey, [layer])[layer].shape[1])
+
+
+def parse_list(text: str, what: str) -> list[str]:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise ValueError(f"{what} is empty")
+    return parts
+
+
+def check_channels(value: str) -> str | None:
+    if value.strip() == "auto":
+        return None
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        return "use auto or a comma-separated list of channel indices (0, 1, ...)"
+    return None
+
+
+class ChannelMaximization(Plugin):
+    name = "channel_maximization"
+    title = "Neuron and channel maximization"
+    description = (
+        "Images optimized to excite one unit each (Olah et al. 2017): a channel (its mean over positions), "
+        "a neuron (one channel at the centre position) or a whole layer (DeepDream, mean of squares), with "
+        "the same regularization as class maximization. Optional diversity shows several facets of each unit. "
+        "A ReLU layer is optimized at its input (a unit that is off gets no gradient through the ReLU)."
+    )
+    scope = Scope.MODEL
+    params = (
+        Param("layers", str, "auto", "comma-separated layer names (see nnvis layers); auto = convolutions "
+              "spread through the network"),
+        Param("sample", int, 3, "how many layers `auto` picks", minimum=1, maximum=64),
+        Param("channels", str, "auto", "auto (spread over the layer) or comma-separated channel indices",
+              check=check_channels),
+        Param("per_layer", int, 4, "channels per layer when channels=auto", minimum=1, maximum=512),
+        Param("unit", str, "channel", "channel, neuron (centre position) or layer (DeepDream)", choices=UNITS),
+        Param("diversity", float, 0.0, "weight of the diversity term, measured at the layer's ReLU output "
+              "(0: off; try 0.3)", minimum=0.0),
+        Param("facets", int, 3, "images per unit when diversity > 0", minimum=1, maximum=16),
+        Param("cache", bool, True, "reuse channel images stored on disk ($NNVIS_CACHE, default ~/.cache/nnvis)"),
+        *optimization_params(),
+    )
+
+    def run_model(self, ctx, params) -> Result:
+        settings = settings_from(ctx, params)
+        model, device, preprocess = ctx.module, ctx.device, ctx.model.preprocess
+        layers = (sample_layers(model, params["sample"]) if params["layers"].strip() == "auto"
+                  else parse_list(params["layers"], "layers"))
+        facets = params["facets"] if params["diversity"] > 0 else 1
+        kind = params["unit"]
+        cache = VisualizationCache(default_cache_dir(), model_fingerprint(model)) if params["cache"] else None
+        common = dict(mean=preprocess.mean, std=preprocess.std, device=device)
+        artifacts, metrics = [], {}
+        for named in layers:
+            ctx.layer(named)  # a clear error for an unknown name
+            layer = preactivation(model, named)
+            count = output_channels(model, layer, input_size(ctx), device)
+            units = self._units(params, count, layer)
+            where = "" if layer == named else f"optimized at the ReLU's input {layer}; "
+            if facets == 1 and kind != "layer":
+                recipe = {"objective": kind, "settings": settings.as_dict()}
+                pictures = cached_units(
+                    cache, layer, units, recipe,
+                    lambda chunk: render(model, unit_objective(kind, layer, chunk), len(chunk), settings,
+                                         **common).images,
+                    ctx.batch_size)
+                images = np.stack([pictures[u] for u in units])
+                scores = evaluate(model, unit_objective(kind, layer, units), images, **common)
+                order = units
+            else:
+                rectified = named if named != layer else rectified_output(model, layer)
+                made = maximize_units(model, layer, units, settings, kind=kind, diversity=params["diversity"],
+                                      facets=facets, diversity_layer=rectified, batch=ctx.batch_size, **common)
+                images, scores, order = list(made.images), made.scores, made.units
+            artifacts.append(Gallery(f"{kind} maximization at {named}", list(images), labels=unit_labels(order, scores),
+                                     columns=facets if facets > 1 else 0,
+                                     caption=f"{where}label: {'' if kind == 'layer' else kind + ' and '}its "
+                                             f"activation on the image; {describe(settings)}"))
+            metrics[f"mean_activation:{layer}"] = float(np.mean(scores))
+            if params["show_plain"]:
+                plain = maximize_units(model, layer, units, plain_settings(settings), kind=kind,
+                                       batch=ctx.batch_size, **common)
+                artifacts.append(Gallery(
+                    f"plain optimization at {named}, for comparison", list(plain.images),
+                    labels=unit_labels(plain.units, plain.scores),
+                    caption="pixels, RGB, no transforms, no penalties"))
+        return Result(artifacts, metrics)
+
+    @staticmethod
+    def _units(params, count: int, layer: str) -> list[int]:
+        if params["unit"] == "layer":
+            return [-1]
+        if params["channels"].strip() == "auto":
+            return spread(params["per_layer"], count)
+        units = [int(c) for c in parse_list(params["channels"], "channels")]
+        wrong = [u for u in units if u >= count]
+        if wrong:
+            raise LayerError(f"layer {layer} has {count} channels (0-{count - 1}); asked for {wrong}")
+        return units
+
+
+@hookimpl
+def nnvis_register_plugins(register) -> None:
+    register(ChannelMaximization())
