@@ -150,3 +150,15 @@ def open_report(browser):
     yield open_
     for context in contexts:
         context.close()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache_dir(tmp_path_factory):
+    """Keep the tests' feature-visualization pictures out of the user's ~/.cache/nnvis."""
+    previous = os.environ.get("NNVIS_CACHE")
+    os.environ["NNVIS_CACHE"] = str(tmp_path_factory.mktemp("nnvis-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("NNVIS_CACHE", None)
+    else:
+        os.environ["NNVIS_CACHE"] = previous

@@ -106,7 +106,9 @@ class SemanticDictionaryPlugin(Plugin):
                    f"{params['thumbnail']} objective, {describe(settings)}")
         artifact = SemanticDictionary("semantic dictionary", item.pixels, units, activations,
                                       {u: memory[u] for u in needed}, caption=caption)
-        return Result([artifact], {"channels_rendered": float(rendered), "channels_shown": float(len(needed))})
+        # How many pictures were rendered now is bookkeeping (it depends on the cache), so it
+        # stays in the caption; metrics must not change between runs with the same seed.
+        return Result([artifact], {"channels_shown": float(len(needed))})
 
 
 @hookimpl
