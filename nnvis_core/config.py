@@ -49,6 +49,8 @@ class ReportConfig:
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     quiet: bool = False
+    force: bool = False  # write into an existing folder that is not an nnvis report
+    resume: bool = False  # reuse the results an interrupted run for the same OUT left behind
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from nnvis_core.runner import PluginRun
 from nnvis_reports.assets import save_artifact, save_png
 
 SCHEMA_VERSION = 1
+REPORT_FORMAT = "nnvis-report"  # marks a folder as an nnvis report (nnvis_reports.output.is_report)
 TOP_K = 5
 
 
@@ -52,6 +53,7 @@ class ReportWriter:
         self.stats = {run.plugin.name: {"seconds": 0.0, "calls": 0, "failures": 0} for run in runs}
         self.metric_values: dict[str, dict[str, list[float]]] = {run.plugin.name: {} for run in runs}
         self.header = {
+            "format": REPORT_FORMAT,
             "schema_version": SCHEMA_VERSION,
             "input": {"root": str(image_dir), "image_count": len(records)},
             "model": {**ctx.model.describe(), "device": str(ctx.device), "notes": list(ctx.model.notes)},

@@ -56,6 +56,38 @@ def fake_distribution(tmp_path: Path, monkeypatch):
         del sys.modules[module]
 
 
+# --- comparing reports ------------------------------------------------------------------------
+TIMING_KEYS = {"timing", "seconds"}
+
+
+def without_timings(value):
+    """report.json content with every timing removed (the only part that may differ between runs)."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if k not in TIMING_KEYS}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
+
+
+def report_snapshot(out: Path) -> dict:
+    """A report folder as comparable data: report.json and index.html apart from timings, every other file's bytes."""
+    import hashlib
+    import json
+    import re
+
+    files = {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in sorted(out.rglob("*")) if p.is_file() and p.name not in ("report.json", "index.html")}
+    html = re.sub(r"\b\d+(?:\.\d+)? s\b", "T s", (out / "index.html").read_text(encoding="utf-8"))
+    report = without_timings(json.loads((out / "report.json").read_text(encoding="utf-8")))
+    return {"report": report, "html": html, "files": files}
+
+
+@pytest.fixture
+def snapshot():
+    """snapshot(out_dir) -> a report folder as data, equal for two runs that differ only in timing."""
+    return report_snapshot
+
+
 # --- a real browser -------------------------------------------------------------------------
 # Debian's Chromium driven by Playwright's Python package: `playwright install` cannot download
 # here, so the executable is given. `.ci/run` installs it; NNVIS_CHROMIUM overrides the path.
