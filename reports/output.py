@@ -8,11 +8,12 @@ crashes leaves whatever was at OUT as it was, and its work folder lets
 work folder.
 
 OUT may be missing, empty, or an nnvis report (recognised by the ``format``
-marker in its report.json), which is replaced whole. Any other folder is
-written only with ``force``, and then only the report's own entries
-(index.html, report.json, assets/) are replaced: the rest of the folder stays.
-The same entry-by-entry move is used when OUT holds the current directory, so
-that a shell sitting in OUT is not left in a deleted folder.
+marker in its report.json). Any other folder is written only with ``force``.
+A folder holding nothing but a report is replaced whole, in one rename; a
+folder with other files too gets only the report's own entries (index.html,
+report.json, assets/) replaced, one rename each, and keeps the rest. That
+entry-by-entry move is also used when OUT holds the current directory, so that
+a shell sitting in OUT is not left in a deleted folder.
 """
 
 from __future__ import annotations
@@ -98,7 +99,9 @@ class OutputFolder:
     def commit(self) -> None:
         """Move the finished report from the staging folder to OUT; remove the work folder."""
         cwd = Path.cwd()
-        if not self._replaceable() or cwd == self.target or self.target in cwd.parents:
+        ours = {entry.name for entry in self.staging.iterdir()}
+        theirs = {entry.name for entry in self.target.iterdir()} if self.target.is_dir() else set()
+        if theirs - ours or cwd == self.target or self.target in cwd.parents:
             self._merge()
         else:
             if self.target.exists():

@@ -56,6 +56,24 @@ def fake_distribution(tmp_path: Path, monkeypatch):
         del sys.modules[module]
 
 
+@pytest.fixture
+def permissions_enforced(monkeypatch):
+    """Make a file with no read permission unreadable to Pillow even when the tests run as root
+    (who reads anything), so that a permission test means the same for every user."""
+    if os.geteuid() != 0:
+        return
+    from PIL import Image
+
+    real_open = Image.open
+
+    def open_as_a_user(path, *args, **kwargs):
+        if isinstance(path, (str, os.PathLike)) and os.stat(path).st_mode & 0o444 == 0:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("nnvis_core.images.Image.open", open_as_a_user)
+
+
 # --- comparing reports ------------------------------------------------------------------------
 TIMING_KEYS = {"timing", "seconds"}
 
