@@ -6,7 +6,7 @@ import os
 import shutil
 import sys
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -128,12 +128,27 @@ def browser():
 
 @dataclass
 class OpenedPage:
-    """A report page with what the browser complained about and what it fetched."""
+    """A report page with what the browser complained about, what it fetched, and any script
+    that tried to talk to the user (alert, confirm, prompt: what injected markup would call)."""
 
     page: object
     console_errors: list[str]
     page_errors: list[str]
     requests: list[str]
+    dialogs: list[str] = field(default_factory=list)
+
+    def alerts(self) -> list[str]:
+        """Messages passed to alert/confirm/prompt since the page loaded (they are hooked, never shown)."""
+        return self.page.evaluate("window.__nnvisAlerts || []")
+
+
+# Runs before any script of the page: records what alert/confirm/prompt would have shown.
+HOOK_DIALOGS = """
+window.__nnvisAlerts = [];
+for (const name of ['alert', 'confirm', 'prompt']) {
+  window[name] = (message) => { window.__nnvisAlerts.push(name + ': ' + String(message)); };
+}
+"""
 
 
 @pytest.fixture
@@ -144,8 +159,10 @@ def open_report(browser):
     def open_(index: Path) -> OpenedPage:
         context = browser.new_context()
         contexts.append(context)
+        context.add_init_script(HOOK_DIALOGS)
         page = context.new_page()
         opened = OpenedPage(page, [], [], [])
+        page.on("dialog", lambda d: (opened.dialogs.append(d.message), d.dismiss()))
         page.on("console", lambda m: opened.console_errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: opened.page_errors.append(str(e)))
         page.on("request", lambda r: opened.requests.append(r.url))
