@@ -155,10 +155,11 @@ class ReportWriter:
         }
 
     def finish(self) -> dict:
-        """Write report.json and index.html; return the report dict."""
-        from nnvis_reports.render import render_html
+        """Write report.json and index.html, each streamed to its file; return the report dict."""
+        from nnvis_reports.render import write_html
 
         report = self.report()
-        (self.root / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
-        (self.root / "index.html").write_text(render_html(report), encoding="utf-8")
+        with open(self.root / "report.json", "w", encoding="utf-8") as out:
+            json.dump(report, out, indent=1, ensure_ascii=False)
+        write_html(report, self.root / "index.html")
         return report
