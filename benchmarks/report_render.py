@@ -14,6 +14,10 @@ Playwright, as in the tests) --repeats times and keep the best of each figure:
 - the time for a jump to the last image (as a click in the navigation does)
   until the second frame after it is drawn.
 
+With --keep, images and computed reports are reused and only index.html is
+rendered again from report.json, so template and style changes can be
+measured in seconds.
+
 The sizes run side by side, so the ratios between them show how the page scales
 (linear work: about 10x for 10x the images). Nothing here is asserted; not part
 of the test suite.
@@ -22,6 +26,7 @@ of the test suite.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -32,6 +37,7 @@ from nnvis_core.demo.bundle import write_bundle
 from nnvis_core.demo.shapes import CLASS_NAMES
 from nnvis_core.registry import load_registry
 from nnvis_reports import build_report
+from nnvis_reports.render import write_html
 
 CHROMIUM = os.environ.get("NNVIS_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
@@ -55,7 +61,7 @@ MEASURE = """async () => {
     pictures: pictures.length,
     fetched_at_load: pictures.filter(i => i.complete && i.naturalWidth > 0).length,
     jump_to_last: jump,
-    last_in_view: Math.abs(last.getBoundingClientRect().top) < 5,
+    last_in_view: last.getBoundingClientRect().top > -2 && last.getBoundingClientRect().top < innerHeight,
   };
 }"""
 
@@ -94,9 +100,10 @@ def main() -> int:
             if not (bundle / "images").is_dir():
                 write_bundle(bundle, per_class=-(-size // len(CLASS_NAMES)), seed=11)
             out = root / f"report-{size}-{args.plugins.replace(',', '_')}"
-            if not (out / "index.html").is_file():
+            if not (out / "report.json").is_file():
                 build_report(ReportConfig(bundle / "images", out, plugins=args.plugins.split(","), quiet=True),
                              registry)
+            write_html(json.loads((out / "report.json").read_text(encoding="utf-8")), out / "index.html")
             figures = measure(out / "index.html", args.repeats)
             figures["html_kib"] = (out / "index.html").stat().st_size / 1024
             rows.append((size, figures))
