@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import platform
+from importlib import metadata
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,8 +34,10 @@ def _versions() -> dict:
 
     versions = {"nnvis": nnvis_core.__version__, "python": sys.version.split()[0], "torch": torch.__version__,
                 "numpy": np.__version__, "pillow": PIL.__version__, "platform": platform.platform()}
-    torchvision = sys.modules.get("torchvision")
-    versions["torchvision"] = getattr(torchvision, "__version__", None)
+    try:  # from the installed metadata: the same whether or not this run happened to import torchvision
+        versions["torchvision"] = metadata.version("torchvision")
+    except metadata.PackageNotFoundError:
+        versions["torchvision"] = None
     return versions
 
 
