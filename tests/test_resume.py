@@ -131,9 +131,12 @@ def read_calls(calls: Path) -> list[str]:
     return calls.read_text(encoding="utf-8").splitlines() if calls.exists() else []
 
 
-def nnvis(env: dict, *args: str, **kwargs) -> subprocess.Popen:
+def nnvis(env: dict, *args: str) -> subprocess.Popen:
+    """`nnvis report ARGS` in a child that takes SIGINT as Ctrl-C even when the tests run in a
+    background job (whose children inherit SIGINT ignored, and Python then keeps it ignored)."""
     return subprocess.Popen([sys.executable, "-m", "nnvis_cli.main", "report", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def file_bytes(folder: Path) -> dict[str, bytes]:
