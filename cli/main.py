@@ -1,7 +1,8 @@
 """`nnvis` commands. Logic lives in nnvis_core and nnvis_reports; this module parses and prints.
 
 Exit codes: 0 success; 1 the report was written but some images or plugin calls
-failed (details in the report); 2 usage error (bad options or inputs, nothing written).
+failed (details in the report); 2 usage error (bad options or inputs, nothing written);
+130 interrupted (Ctrl-C): OUT is left as it was, and --resume continues the run.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from nnvis_core.registry import load_registry
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # the shell's code for a command ended by SIGINT
 
 
 def fail_usage(message: str) -> None:
@@ -86,9 +88,13 @@ def _merge_config(path: Path | None, cli_values: dict, assignments: tuple[str, .
 @click.option("--std", help="Override: normalization std, three comma-separated numbers.")
 @click.option("--plugin-timeout", type=click.FloatRange(0, min_open=True), metavar="SECONDS",
               help="Stop a plugin call that runs longer and report it as failed (default: no limit).")
+@click.option("--resume", is_flag=True,
+              help="Reuse the results a run into the same OUT computed before it was interrupted.")
+@click.option("--force", is_flag=True,
+              help="Write into an existing folder that is not an nnvis report (its other files are kept).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-file messages.")
 def report(image_dir, out_dir, model, weights, arch, trust_checkpoint, labels, masks, plugin_names, assignments,
-           config_path, device, batch_size, seed, resize, crop, mean, std, plugin_timeout, quiet) -> None:
+           config_path, device, batch_size, seed, resize, crop, mean, std, plugin_timeout, resume, force, quiet) -> None:
     """Write an HTML report for the images in IMAGE_DIR (searched recursively)."""
     from nnvis_core.runner import UsageError
     from nnvis_reports import build_report
@@ -104,7 +110,8 @@ def report(image_dir, out_dir, model, weights, arch, trust_checkpoint, labels, m
         for key in ("labels", "masks"):
             if isinstance(settings.get(key), str):
                 settings[key] = Path(settings[key])
-        config = ReportConfig(image_dir=image_dir, out_dir=out_dir, quiet=quiet, **settings)
+        config = ReportConfig(image_dir=image_dir, out_dir=out_dir, quiet=quiet, resume=resume, force=force,
+                              **settings)
     except (ConfigError, ParamError) as error:
         fail_usage(str(error))
     registry = load_registry()
@@ -125,6 +132,10 @@ def report(image_dir, out_dir, model, weights, arch, trust_checkpoint, labels, m
             outcome = build_report(config, registry, progress, log)
         except UsageError as error:
             fail_usage(str(error))
+        except KeyboardInterrupt:
+            click.echo(f"\nnnvis: interrupted; {config.out_dir} was left as it was. Run the same command with "
+                       f"--resume to reuse the results computed so far.", err=True)
+            sys.exit(EXIT_INTERRUPTED)
     index = (config.out_dir / "index.html").resolve()
     if not quiet:
         click.echo(f"nnvis: wrote {index}", err=True)

@@ -51,6 +51,8 @@ class ReportConfig:
     std: tuple[float, float, float] | None = None
     quiet: bool = False
     plugin_timeout: float | None = None  # seconds each plugin call may take; None: no limit
+    force: bool = False  # write into an existing folder that is not an nnvis report
+    resume: bool = False  # reuse the results an interrupted run for the same OUT left behind
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

@@ -62,12 +62,13 @@ class ImageRecord:
     folder: str | None  # immediate parent folder name relative to root, or None
 
 
-def discover_images(root: Path) -> list[ImageRecord]:
+def discover_images(root: Path, skip: Sequence[Path] = ()) -> list[ImageRecord]:
     """List image files under ``root``, sorted by relative POSIX path.
 
     Symlinked folders are followed, but each real folder is walked once, so a
     link back to a parent cannot loop. Hidden names ('.git', '.DS_Store') and
-    files without an image extension are skipped silently.
+    files without an image extension are skipped silently, and so are the
+    folders in ``skip`` (the report's own output, when it sits inside ``root``).
     """
     root = Path(os.path.abspath(root))
     if not root.exists():
@@ -75,7 +76,7 @@ def discover_images(root: Path) -> list[ImageRecord]:
     if not root.is_dir():
         raise NotADirectoryError(f"image folder is not a directory: {root}")
     found: dict[str, Path] = {}
-    seen: set[Path] = set()
+    seen: set[Path] = {Path(folder).resolve() for folder in skip} - {root.resolve()}
     stack: list[tuple[Path, PurePosixPath]] = [(root, PurePosixPath())]
     while stack:
         folder, rel = stack.pop()

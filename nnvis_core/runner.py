@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 from nnvis_core.artifacts import ArtifactError, Result, as_result
+from nnvis_core.cache import NoCache, ResultCache
 from nnvis_core.config import ReportConfig
 from nnvis_core.context import ImageItem, RunContext
 from nnvis_core.images import ImageReadError, ImageRecord, discover_images, load_rgb, match_label
-from nnvis_core.models import ModelLoadError, ModelOptions, load_model
+from nnvis_core.models import LayerNotFound, ModelLoadError, ModelOptions, find_layer, load_model
 from nnvis_core.params import ParamError, resolve_params
 from nnvis_core.plugin import Plugin, Scope
 from nnvis_core.registry import Registry, one_line
@@ -184,7 +185,7 @@ def prepare(config: ReportConfig, registry: Registry):
         raise UsageError(f"plugin timeout must be a positive number of seconds, got {config.plugin_timeout}")
     runs = plugin_runs(registry, select_plugins(registry, config.plugins), config.params, config.plugin_timeout)
     try:
-        records = discover_images(config.image_dir)
+        records = discover_images(config.image_dir, skip=[config.out_dir])
     except (FileNotFoundError, NotADirectoryError) as error:
         raise UsageError(str(error)) from None
     if not records:
@@ -205,7 +206,24 @@ def prepare(config: ReportConfig, registry: Registry):
     if config.masks is not None and not config.masks.is_dir():
         raise UsageError(f"--masks {config.masks}: not a folder")
     ctx = RunContext(model, device, config.seed, config.batch_size, config.masks)
+    check_layers(runs, ctx)
     return runs, records, ctx
+
+
+# Layer values the plugins resolve themselves: auto (the plugin's own default), last_conv,
+# and penultimate (the input of the last Linear layer, for feature-space views).
+SPECIAL_LAYER_NAMES = ("auto", "last_conv", "penultimate")
+
+
+def check_layers(runs: list[PluginRun], ctx: RunContext) -> None:
+    """A `layer` parameter naming no layer is a usage error, not a failure on every image."""
+    for run in runs:
+        layer = run.params.get("layer")
+        if isinstance(layer, str) and layer not in SPECIAL_LAYER_NAMES:
+            try:
+                find_layer(ctx.module, layer)
+            except LayerNotFound as error:
+                raise UsageError(f"{run.plugin.name}.layer: {error}") from None
 
 
 def check_input_size(ctx: RunContext, records: list[ImageRecord]) -> None:
@@ -227,8 +245,13 @@ def execute(
     ctx: RunContext,
     advance: Callable[[int], None] = lambda n: None,
     log: Callable[[str], None] = lambda line: None,
+    cache: ResultCache | NoCache | None = None,
 ) -> RunOutcome:
-    """Stream the images through every plugin and hand each result to the writer."""
+    """Stream the images through every plugin and hand each result to the writer.
+
+    With a cache, a result already computed for the same inputs is taken from it.
+    """
+    cache = cache or NoCache()
     per_image = [r for r in runs if r.plugin.scope is Scope.IMAGE]
     others = [r for r in runs if r.plugin.scope is not Scope.IMAGE]
     failed_images = failed_calls = 0
@@ -243,10 +266,11 @@ def execute(
     for batch in stream_items(records, ctx, unreadable):
         for item in batch:
             writer.add_image(item, ctx.class_names)
+            digest = cache.item_digest(item, ctx.masks_dir)
             for run in per_image:
-                result, seconds, error, trace = call_plugin(
+                result, seconds, error, trace = cache.call(cache.image_key(run, digest), lambda: call_plugin(
                     ctx, run, item, lambda: run.plugin.run_image(ctx, item, dict(run.params))
-                )
+                ))
                 if error:
                     failed_calls += 1
                     log(f"{item.record.relpath}: plugin {run.plugin.name} failed: {error}")
@@ -261,7 +285,7 @@ def execute(
             call = lambda: run.plugin.run_dataset(ctx, items, dict(run.params))  # noqa: E731
         else:
             call = lambda: run.plugin.run_model(ctx, dict(run.params))  # noqa: E731
-        result, seconds, error, trace = call_plugin(ctx, run, None, call)
+        result, seconds, error, trace = cache.call(cache.global_key(run), lambda: call_plugin(ctx, run, None, call))
         if error:
             failed_calls += 1
             log(f"plugin {run.plugin.name} failed: {error}")

@@ -102,6 +102,17 @@ SCRIPTS = ("scatter.js", "dictionary.js")
 
 
 def render_html(report: dict) -> str:
+    return "".join(_render_chunks(report))
+
+
+def write_html(report: dict, path) -> None:
+    """Render index.html straight to a file, chunk by chunk: a page for thousands of images is
+    never held whole in memory."""
+    with open(path, "w", encoding="utf-8") as out:
+        out.writelines(_render_chunks(report))
+
+
+def _render_chunks(report: dict):
     from importlib import resources
 
     static = resources.files("nnvis_reports").joinpath("static")
@@ -109,4 +120,4 @@ def render_html(report: dict) -> str:
     scripts = "\n".join(static.joinpath(name).read_text(encoding="utf-8") for name in SCRIPTS)
     template = _environment().get_template("index.html.j2")
     plugins = {p["name"]: p for p in report["plugins"]}
-    return template.render(report=report, plugins=plugins, css=css, scripts=scripts)
+    return template.generate(report=report, plugins=plugins, css=css, scripts=scripts)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import platform
+from importlib import metadata
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +24,7 @@ from nnvis_core.runner import PluginRun
 from nnvis_reports.assets import save_artifact, save_png, save_sprite
 
 SCHEMA_VERSION = 1
+REPORT_FORMAT = "nnvis-report"  # marks a folder as an nnvis report (nnvis_reports.output.is_report)
 TOP_K = 5
 
 
@@ -32,8 +34,10 @@ def _versions() -> dict:
 
     versions = {"nnvis": nnvis_core.__version__, "python": sys.version.split()[0], "torch": torch.__version__,
                 "numpy": np.__version__, "pillow": PIL.__version__, "platform": platform.platform()}
-    torchvision = sys.modules.get("torchvision")
-    versions["torchvision"] = getattr(torchvision, "__version__", None)
+    try:  # from the installed metadata: the same whether or not this run happened to import torchvision
+        versions["torchvision"] = metadata.version("torchvision")
+    except metadata.PackageNotFoundError:
+        versions["torchvision"] = None
     return versions
 
 
@@ -52,6 +56,7 @@ class ReportWriter:
         self.stats = {run.plugin.name: {"seconds": 0.0, "calls": 0, "failures": 0} for run in runs}
         self.metric_values: dict[str, dict[str, list[float]]] = {run.plugin.name: {} for run in runs}
         self.header = {
+            "format": REPORT_FORMAT,
             "schema_version": SCHEMA_VERSION,
             "input": {"root": str(image_dir), "image_count": len(records)},
             "model": {**ctx.model.describe(), "device": str(ctx.device), "notes": list(ctx.model.notes)},
@@ -177,10 +182,11 @@ class ReportWriter:
         }
 
     def finish(self) -> dict:
-        """Write report.json and index.html; return the report dict."""
-        from nnvis_reports.render import render_html
+        """Write report.json and index.html, each streamed to its file; return the report dict."""
+        from nnvis_reports.render import write_html
 
         report = self.report()
-        (self.root / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
-        (self.root / "index.html").write_text(render_html(report), encoding="utf-8")
+        with open(self.root / "report.json", "w", encoding="utf-8") as out:
+            json.dump(report, out, indent=1, ensure_ascii=False)
+        write_html(report, self.root / "index.html")
         return report

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -101,6 +101,56 @@ def fake_distribution(tmp_path: Path, monkeypatch):
         del sys.modules[module]
 
 
+@pytest.fixture
+def permissions_enforced(monkeypatch):
+    """Make a file with no read permission unreadable to Pillow even when the tests run as root
+    (who reads anything), so that a permission test means the same for every user."""
+    if os.geteuid() != 0:
+        return
+    from PIL import Image
+
+    real_open = Image.open
+
+    def open_as_a_user(path, *args, **kwargs):
+        if isinstance(path, (str, os.PathLike)) and os.stat(path).st_mode & 0o444 == 0:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("nnvis_core.images.Image.open", open_as_a_user)
+
+
+# --- comparing reports ------------------------------------------------------------------------
+TIMING_KEYS = {"timing", "seconds"}
+
+
+def without_timings(value):
+    """report.json content with every timing removed (the only part that may differ between runs)."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if k not in TIMING_KEYS}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
+
+
+def report_snapshot(out: Path) -> dict:
+    """A report folder as comparable data: report.json and index.html apart from timings, every other file's bytes."""
+    import hashlib
+    import json
+    import re
+
+    files = {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in sorted(out.rglob("*")) if p.is_file() and p.name not in ("report.json", "index.html")}
+    html = re.sub(r"\b\d+(?:\.\d+)? s\b", "T s", (out / "index.html").read_text(encoding="utf-8"))
+    report = without_timings(json.loads((out / "report.json").read_text(encoding="utf-8")))
+    return {"report": report, "html": html, "files": files}
+
+
+@pytest.fixture
+def snapshot():
+    """snapshot(out_dir) -> a report folder as data, equal for two runs that differ only in timing."""
+    return report_snapshot
+
+
 # --- a real browser -------------------------------------------------------------------------
 # Debian's Chromium driven by Playwright's Python package: `playwright install` cannot download
 # here, so the executable is given. `.ci/run` installs it; NNVIS_CHROMIUM overrides the path.
@@ -123,12 +173,27 @@ def browser():
 
 @dataclass
 class OpenedPage:
-    """A report page with what the browser complained about and what it fetched."""
+    """A report page with what the browser complained about, what it fetched, and any script
+    that tried to talk to the user (alert, confirm, prompt: what injected markup would call)."""
 
     page: object
     console_errors: list[str]
     page_errors: list[str]
     requests: list[str]
+    dialogs: list[str] = field(default_factory=list)
+
+    def alerts(self) -> list[str]:
+        """Messages passed to alert/confirm/prompt since the page loaded (they are hooked, never shown)."""
+        return self.page.evaluate("window.__nnvisAlerts || []")
+
+
+# Runs before any script of the page: records what alert/confirm/prompt would have shown.
+HOOK_DIALOGS = """
+window.__nnvisAlerts = [];
+for (const name of ['alert', 'confirm', 'prompt']) {
+  window[name] = (message) => { window.__nnvisAlerts.push(name + ': ' + String(message)); };
+}
+"""
 
 
 @pytest.fixture
@@ -139,8 +204,10 @@ def open_report(browser):
     def open_(index: Path) -> OpenedPage:
         context = browser.new_context()
         contexts.append(context)
+        context.add_init_script(HOOK_DIALOGS)
         page = context.new_page()
         opened = OpenedPage(page, [], [], [])
+        page.on("dialog", lambda d: (opened.dialogs.append(d.message), d.dismiss()))
         page.on("console", lambda m: opened.console_errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: opened.page_errors.append(str(e)))
         page.on("request", lambda r: opened.requests.append(r.url))

@@ -31,7 +31,8 @@ def test_clicking_a_position_shows_its_dictionary(few_demo_images, tmp_path, ope
     opened = open_report(out / "index.html")
     page = opened.page
     page.evaluate("Promise.all([...document.images].map(i => i.loading = 'eager'))")
-    page.wait_for_function("[...document.images].every(i => i.complete)")
+    # page.evaluate runs outside the page's CSP; wait_for_function polls with eval, which it forbids.
+    page.evaluate("Promise.all([...document.images].map(i => i.decode().catch(() => null)))")
     assert page.evaluate("[...document.images].filter(i => i.naturalWidth === 0).length") == 0
 
     def expect(index: int) -> None:

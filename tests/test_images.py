@@ -277,8 +277,7 @@ def test_missing_file(tmp_path: Path) -> None:
     expect_error(tmp_path / "gone.png", "file not found")
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root can read any file")
-def test_permission_denied(tmp_path: Path) -> None:
+def test_permission_denied(tmp_path: Path, permissions_enforced: None) -> None:
     p = save(Image.new("RGB", (16, 16), RED), tmp_path / "locked.png")
     p.chmod(0)
     try:

@@ -12,6 +12,7 @@ from PIL import Image as PILImage
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+LARGE_RESIZE_PIXELS = 4_000_000  # above this, resize only the region the crop keeps
 
 
 class ModelLoadError(Exception):
@@ -37,7 +38,10 @@ class Preprocess:
             w, h = image.size
             scale = self.resize / min(w, h)
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            image = image.resize(size, PILImage.BILINEAR, reducing_gap=None)
+            if self.crop and size[0] * size[1] > LARGE_RESIZE_PIXELS:
+                image = self._resize_crop_region(image, size)
+            else:
+                image = image.resize(size, PILImage.BILINEAR, reducing_gap=None)
         if self.crop:
             w, h = image.size
             cw, ch = min(self.crop, w), min(self.crop, h)
@@ -46,6 +50,17 @@ class Preprocess:
             if image.size != (self.crop, self.crop):  # smaller than the crop: stretch
                 image = image.resize((self.crop, self.crop), PILImage.BILINEAR)
         return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+
+    def _resize_crop_region(self, image: PILImage.Image, size: tuple[int, int]) -> PILImage.Image:
+        """Resize only the part the centre crop keeps: a 20000x8 strip would otherwise grow
+        to 160000x64 (or a 10 megapixel one, to gigabytes) before being cropped."""
+        assert self.crop is not None
+        w, h = image.size
+        cw, ch = min(self.crop, size[0]), min(self.crop, size[1])
+        left, top = (size[0] - cw) // 2, (size[1] - ch) // 2
+        sx, sy = size[0] / w, size[1] / h
+        box = (left / sx, top / sy, (left + cw) / sx, (top + ch) / sy)
+        return image.resize((cw, ch), PILImage.BILINEAR, box=box, reducing_gap=None)
 
     def normalize(self, pixels: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 -> normalized float tensor (3, H, W)."""
@@ -113,6 +128,8 @@ def read_labels(path: Path) -> list[str]:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ModelLoadError(f"{path}: cannot read labels file ({error.strerror or error})") from None
+    except UnicodeDecodeError:
+        raise ModelLoadError(f"{path}: labels file is not UTF-8 text (one class name per line, or a JSON list)") from None
     if path.suffix.lower() == ".json":
         try:
             names = json.loads(text)
