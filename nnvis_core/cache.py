@@ -126,21 +126,32 @@ def _decode(value: Any, arrays: Any) -> Any:
 def encode_result(result: Result, seconds: float) -> tuple[dict, list[np.ndarray]]:
     """(meta, arrays) for a Result; raises Uncacheable for artifacts of other types or odd fields."""
     arrays: list[np.ndarray] = []
-    artifacts = []
-    for artifact in result.artifacts:
-        if type(artifact) not in ARTIFACT_TYPES:
-            raise Uncacheable(f"artifact type {type(artifact).__name__}")
-        fields = {f.name: _encode(getattr(artifact, f.name), arrays)
-                  for f in dataclasses.fields(artifact) if f.init}
-        artifacts.append({"type": type(artifact).__name__, "fields": fields})
+
+    def encode_artifacts(artifacts: list) -> list[dict]:
+        encoded = []
+        for artifact in artifacts:
+            if type(artifact) not in ARTIFACT_TYPES:
+                raise Uncacheable(f"artifact type {type(artifact).__name__}")
+            fields = {f.name: _encode(getattr(artifact, f.name), arrays)
+                      for f in dataclasses.fields(artifact) if f.init}
+            encoded.append({"type": type(artifact).__name__, "fields": fields})
+        return encoded
+
     metrics = {str(k): float(v) for k, v in result.metrics.items()}
-    return {"format": CACHE_FORMAT, "seconds": seconds, "artifacts": artifacts, "metrics": metrics}, arrays
+    per_image = [[int(index), encode_artifacts(list(artifacts))]
+                 for index, artifacts in sorted(result.image_artifacts.items())]
+    return {"format": CACHE_FORMAT, "seconds": seconds, "artifacts": encode_artifacts(result.artifacts),
+            "metrics": metrics, "image_artifacts": per_image}, arrays
 
 
 def decode_result(meta: dict, arrays: Any) -> tuple[Result, float]:
-    artifacts = [_ARTIFACTS_BY_NAME[a["type"]](**{name: _decode(value, arrays) for name, value in a["fields"].items()})
-                 for a in meta["artifacts"]]
-    return Result(artifacts, dict(meta["metrics"])), float(meta["seconds"])
+    def decode_artifacts(encoded: list[dict]) -> list:
+        return [_ARTIFACTS_BY_NAME[a["type"]](**{name: _decode(value, arrays) for name, value in a["fields"].items()})
+                for a in encoded]
+
+    per_image = {index: decode_artifacts(encoded) for index, encoded in meta.get("image_artifacts", [])}
+    return Result(decode_artifacts(meta["artifacts"]), dict(meta["metrics"]), image_artifacts=per_image), \
+        float(meta["seconds"])
 
 
 # --- the cache --------------------------------------------------------------------------------

@@ -311,3 +311,17 @@ def test_encode_result_is_plain_json_and_arrays():
     assert all(isinstance(a, np.ndarray) and not a.dtype.hasobject for a in arrays)
     decoded, seconds = decode_result(meta, {f"a{i}": a for i, a in enumerate(arrays)})
     assert seconds == 0.5 and [type(a) for a in decoded.artifacts] == [type(a) for a in every_artifact().artifacts]
+
+
+def test_a_dataset_results_per_image_artifacts_round_trip_through_the_cache(tmp_path):
+    strip = Gallery("neighbours", [None, None], labels=["a", "b"], image_ids=[2, 5])
+    result = Result([Text("summary", "two strips")], {"k": 2.0},
+                    image_artifacts={0: [strip], 3: [Text("note", "only one")]})
+    cache = ResultCache(tmp_path / "cache", "fingerprint")
+    assert cache.store("cd" * 32, result, 0.5)
+    loaded, _ = cache.load("cd" * 32)
+    assert sorted(loaded.image_artifacts) == [0, 3]
+    [copy] = loaded.image_artifacts[0]
+    assert isinstance(copy, Gallery) and list(copy.image_ids) == [2, 5] and list(copy.labels) == ["a", "b"]
+    assert loaded.image_artifacts[3][0].text == "only one"
+    loaded.validate()
