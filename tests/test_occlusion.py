@@ -258,10 +258,11 @@ CASES = [  # model, window, stride, occluder, layer
 ]
 
 
-@pytest.mark.parametrize("name, window, stride, occluder, layer", CASES)
+@pytest.mark.parametrize("name, window, stride, occluder, layer", CASES + [("resnet18", 11, 7, "zero", "layer1")])
 def test_incremental_equals_batched_inference(models, name, window, stride, occluder, layer):
     model, size = models[name]
-    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(window))
+    width = size + 32 if layer == "layer1" else size  # a wide image
+    x = torch.randn(1, 3, size, width, generator=torch.Generator().manual_seed(window))
     kwargs = dict(window=window, stride=stride, occluder=occluder, layer=layer)
     fast = occlusion.occlusion_maps(model, x, engine="incremental", full_share=1.1 if name == "zoo" else None,
                                     **kwargs)

@@ -10,7 +10,7 @@ layer and everything after it runs on whole maps, as in ordinary inference.
 
 The results are those of ordinary inference up to floating-point summation order.
 
->>> engine = IncrementalEngine(model, image, windows, fill)
+>>> engine = IncrementalEngine(Program(model), image, windows, fill)
 >>> logits = engine.run(torch.arange(engine.count))       # every position, one batch
 """
 
@@ -28,7 +28,7 @@ from nnvis_plugins.occlusion.windows import Windows
 
 STATIC = "static"  # does not depend on the input: the cached value serves every position
 FULL = "full"  # computed on whole maps
-FULL_SHARE = 0.6  # a rectangle covering this share of its map is computed as a whole map
+FULL_SHARE = 0.75  # a rectangle covering this share of its map is computed as a whole map
 
 
 @dataclass(frozen=True)
@@ -149,8 +149,8 @@ def _plan_elementwise(step: Step, base, kinds, same, dynamic, small) -> Any:
 class IncrementalEngine:
     """Runs batches of occluder positions of one image through a traced model, incrementally.
 
-    image: (1, C, H, W); fill: (1, C, H, W) values of occluded pixels; taps: names of
-    nodes whose value each batch should hand to `on_tap(name, value, region)`.
+    image: (1, C, H, W); fill: (1, C, H, W) values of occluded pixels. The unoccluded value
+    of every node is computed once, here; `run` computes batches of positions.
     """
 
     def __init__(self, program: Program, image: torch.Tensor, windows: Windows, fill: torch.Tensor,

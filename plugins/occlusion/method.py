@@ -37,7 +37,7 @@ from nnvis_plugins.occlusion.windows import (
 )
 
 ENGINES = ("auto", "incremental", "batched")
-MEMORY_MB = 256
+MEMORY_MB = 128
 
 
 @dataclass
@@ -113,7 +113,7 @@ def occlusion_maps(
     traced), "batched" (whole occluded images), "auto" (incremental, else batched with a note).
     memory_mb: the memory one batch of positions may take; batch_size overrides it.
     full_share: the incremental engine computes a layer on whole maps once the changed
-    rectangle covers this share of the map (default 0.6).
+    rectangle covers this share of the map (default 0.75).
     """
     if engine not in ENGINES:
         raise OcclusionError(f"unknown engine {engine!r}: use {', '.join(ENGINES)}")
@@ -130,7 +130,7 @@ def occlusion_maps(
         module = None if layer is None else resolve_layer(model, layer)
         layer_name = None if module is None else _module_name(model, module)
         runner, note = _runner(model, x, windows, fill, module, layer_name, engine, full_share)
-        base_probs = torch.softmax(runner.base_logits.float(), dim=1)[0]
+        base_probs = _softmax(runner.base_logits)[0]
         classes = base_probs.shape[0]
         target = int(base_probs.argmax()) if target is None else int(target)
         if not 0 <= target < classes:
@@ -148,7 +148,7 @@ def occlusion_maps(
         for start in range(0, windows.count, batch):
             index = torch.arange(start, min(start + batch, windows.count))
             logits, totals = runner.run(index, channel)
-            probs = torch.softmax(logits.float(), dim=1)
+            probs = _softmax(logits)
             probability.append(probs[:, target].double().cpu())
             best = probs.max(dim=1)
             top_class.append(best.indices.cpu())
@@ -167,6 +167,11 @@ def occlusion_maps(
         feature=torch.cat(feature).numpy().reshape(grid) if feature else None,
         engine=runner.name, note=note, batch_size=batch,
     )
+
+
+def _softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities, at least in float32 (half-precision models), in float64 for float64 models."""
+    return torch.softmax(logits if logits.dtype == torch.float64 else logits.float(), dim=1)
 
 
 def _module_name(model: nn.Module, module: nn.Module) -> str:
@@ -202,5 +207,6 @@ def attribute(
     for image, one_target in zip(inputs, targets):
         result = occlusion_maps(model, image[None], one_target, window=window, stride=stride, occluder=occluder,
                                 layer=None, engine=engine, memory_mb=memory_mb, batch_size=batch_size)
-        maps.append(torch.from_numpy(result.drop_map()).float())
-    return torch.stack(maps)[:, None].to(inputs.device)
+        maps.append(torch.from_numpy(result.drop_map()))
+    dtype = inputs.dtype if inputs.dtype == torch.float64 else torch.float32
+    return torch.stack(maps)[:, None].to(device=inputs.device, dtype=dtype)

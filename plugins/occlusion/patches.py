@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Region:
     """The rectangle of every position (P,) in a map: rows top..top+height, columns left..left+width."""
 
