@@ -9,6 +9,7 @@ unoccluded activation, or None), `bytes_per_position` (for the memory budget) an
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -19,9 +20,6 @@ from nnvis_plugins.occlusion.incremental import FULL, STATIC, IncrementalEngine,
 from nnvis_plugins.occlusion.patches import Patch, Region
 from nnvis_plugins.occlusion.program import Program, Unsupported
 from nnvis_plugins.occlusion.windows import OcclusionError, Windows
-
-FLOAT_BYTES = 4
-
 
 def occluded_images(image: torch.Tensor, fill: torch.Tensor, windows: Windows, index: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W): the image with the window of each position in `index` replaced by `fill`."""
@@ -50,6 +48,7 @@ class BatchedRunner:
 
     name = "batched"
 
+    @torch.no_grad()
     def __init__(self, model: nn.Module, image: torch.Tensor, windows: Windows, fill: torch.Tensor,
                  layer: nn.Module | None = None, layer_name: str = "") -> None:
         self.model, self.image, self.windows, self.fill, self.layer = model, image, windows, fill, layer
@@ -64,7 +63,7 @@ class BatchedRunner:
                 hook.remove()
         self.base_feature = None if layer is None else _feature_map(activation, layer_name)
         # No-grad inference keeps a few activations alive at a time; the largest dominates.
-        self.bytes_per_position = FLOAT_BYTES * (3 * max(sizes, default=image.numel()) + image.numel())
+        self.bytes_per_position = image.element_size() * (3 * max(sizes, default=image.numel()) + image.numel())
 
     def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.layer is None:
@@ -73,6 +72,7 @@ class BatchedRunner:
             logits = self.model(images)
         return logits, record.get("output")
 
+    @torch.no_grad()
     def run(self, index: torch.Tensor, channel: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         logits, activation = self._forward(occluded_images(self.image, self.fill, self.windows, index))
         totals = None if activation is None or channel is None else _channel_totals(activation, channel)
@@ -84,28 +84,29 @@ class IncrementalRunner:
 
     name = "incremental"
 
+    @torch.no_grad()
     def __init__(self, model: nn.Module, image: torch.Tensor, windows: Windows, fill: torch.Tensor,
                  layer: nn.Module | None = None, layer_name: str = "", full_share: float | None = None) -> None:
         program = Program(model)
         kwargs = {} if full_share is None else {"full_share": full_share}
         self.engine = IncrementalEngine(program, image, windows, fill, **kwargs)
-        check_program(program, model, image, self.engine.base)
+        # The model's own pass, to check the traced graph against it and to find the layer in it.
+        with captured_output(layer) if layer is not None else nullcontext({}) as record:
+            output = model(image)
+        check_program(program, output, self.engine.base)
         if self.engine.plan.kinds[program.input] == FULL:
             raise Unsupported(f"the {windows.window}-pixel window covers most of the image")
         self.base_logits = self.engine.output
         self.node = None
         self.base_feature = None
         if layer is not None:
-            self.node = self._layer_node(model, image, program, layer, layer_name)
+            self.node = self._layer_node(program, record.get("output"), layer_name)
             self.base_feature = _feature_map(self.engine.base[self.node], layer_name)
-        self.bytes_per_position = FLOAT_BYTES * self._peak_elements()
+        self.bytes_per_position = image.element_size() * self._peak_elements()
         self._integral: dict[int, torch.Tensor] = {}
 
-    def _layer_node(self, model, image, program: Program, layer: nn.Module, layer_name: str) -> str:
-        """The graph node whose value is the layer's output (checked against a forward hook)."""
-        with captured_output(layer) as record:
-            model(image)
-        expected = record.get("output")
+    def _layer_node(self, program: Program, expected: torch.Tensor | None, layer_name: str) -> str:
+        """The graph node whose value is the layer's output, as a forward hook saw it."""
         if expected is None:
             raise OcclusionError(f"layer {layer_name} was not run by the model's forward pass")
         for name in reversed(program.module_nodes(layer_name)):
@@ -148,6 +149,7 @@ class IncrementalRunner:
         t, l = region.top, region.left
         return s[t + h, l + w] - s[t, l + w] - s[t + h, l] + s[t, l]
 
+    @torch.no_grad()
     def run(self, index: torch.Tensor, channel: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         tapped: dict[str, Any] = {}
         watch = frozenset() if self.node is None or channel is None else frozenset({self.node})
