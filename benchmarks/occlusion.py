@@ -121,9 +121,9 @@ def run_model(name: str, args) -> None:
         def call():
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return Occlusion(forward).attribute(x, target=target, sliding_window_shapes=(3, args.window, args.window),
-                                                    strides=(3, args.stride, args.stride), baselines=fill,
-                                                    perturbations_per_eval=per_eval)
+                return Occlusion(forward).attribute(
+                    x, target=target, sliding_window_shapes=(3, args.window, args.window),
+                    strides=(3, args.stride, args.stride), baselines=fill, perturbations_per_eval=per_eval)
         return call
 
     check = ours("incremental")()

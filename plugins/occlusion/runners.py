@@ -21,6 +21,7 @@ from nnvis_plugins.occlusion.patches import Patch, Region
 from nnvis_plugins.occlusion.program import Program, Unsupported
 from nnvis_plugins.occlusion.windows import OcclusionError, Windows
 
+
 def occluded_images(image: torch.Tensor, fill: torch.Tensor, windows: Windows, index: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W): the image with the window of each position in `index` replaced by `fill`."""
     top, left = (t.to(image.device)[index] for t in windows.corners())
