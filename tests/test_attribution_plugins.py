@@ -20,7 +20,7 @@ from nnvis_core.registry import load_registry
 from nnvis_plugins.attribution.guard import model_state
 
 ATTRIBUTION = ("deconvnet", "guided_backprop", "smoothgrad", "integrated_gradients", "gradcam", "guided_gradcam",
-               "gradient_x_input")
+               "gradient_x_input", "occlusion")
 FAST = {"smoothgrad": {"samples": 4}, "integrated_gradients": {"steps": 6}}
 
 

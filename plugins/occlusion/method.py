@@ -1,0 +1,212 @@
+"""Occlusion sensitivity (Zeiler & Fergus 2014, section 4.2 and figure 7).
+
+A square slides over the image; for each position the model sees the image with
+the square filled (grey by default in the plugin). Per position we keep the
+probability of the target class, the most probable class, and the total
+activation of the feature map that is strongest in the unoccluded image. The
+drop in target probability, spread over the pixels each window covers, is an
+attribution map equal to Captum's `Occlusion` with the same window, stride and
+baseline.
+
+>>> from nnvis_plugins import occlusion
+>>> maps = occlusion.occlusion_maps(model, image, target=3, window=32, stride=8)
+>>> maps.probability            # (rows, cols) P(target) with the square at each position
+>>> maps.drop_map()             # (H, W) probability drop per pixel
+>>> occlusion.attribute(model, images, target=3)    # (N, 1, H, W), Captum-style
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from nnvis_plugins.attribution.backprop import resolve_layer
+from nnvis_plugins.attribution.guard import preserved
+from nnvis_plugins.occlusion.program import Unsupported
+from nnvis_plugins.occlusion.runners import BatchedRunner, IncrementalRunner
+from nnvis_plugins.occlusion.windows import (
+    OcclusionError,
+    Windows,
+    default_stride,
+    default_window,
+    fill_values,
+)
+
+ENGINES = ("auto", "incremental", "batched")
+MEMORY_MB = 128
+
+
+@dataclass
+class OcclusionMaps:
+    """Everything one pass over the occluder positions of one image gives; grids are (rows, cols)."""
+
+    windows: Windows
+    target: int
+    base_probability: float  # P(target) without occluder
+    base_class: int  # the most probable class without occluder
+    probability: np.ndarray  # P(target) with the occluder at each position
+    top_class: np.ndarray  # the most probable class at each position
+    top_probability: np.ndarray  # its probability
+    layer: str | None = None
+    channel: int | None = None  # the feature map of `layer` whose totals `feature` holds
+    base_feature: float | None = None  # its total activation without occluder
+    feature: np.ndarray | None = None  # its total activation with the occluder at each position
+    engine: str = "batched"  # "incremental" or "batched"
+    note: str = ""  # why the batched engine ran, when "auto" could not use the incremental one
+    batch_size: int = 0
+
+    @property
+    def drop(self) -> np.ndarray:
+        """(rows, cols) fall in target probability caused by the occluder at each position."""
+        return self.base_probability - self.probability
+
+    def drop_map(self) -> np.ndarray:
+        """(H, W) mean probability drop over the windows covering each pixel (Captum's Occlusion)."""
+        return self.windows.spread(self.drop)
+
+    def pixels(self, grid: np.ndarray) -> np.ndarray:
+        """A per-position grid drawn over the image: each pixel takes the nearest window centre's value."""
+        return self.windows.to_pixels(grid)
+
+
+def _runner(model, image, windows, fill, layer, layer_name, engine, full_share):
+    if engine == "batched":
+        return BatchedRunner(model, image, windows, fill, layer, layer_name), ""
+    try:
+        return IncrementalRunner(model, image, windows, fill, layer, layer_name, full_share), ""
+    except Unsupported as why:
+        if engine == "incremental":
+            raise OcclusionError(f"incremental occlusion cannot run on {type(model).__name__}: {why}") from None
+        return BatchedRunner(model, image, windows, fill, layer, layer_name), f"incremental inference skipped: {why}"
+
+
+def occlusion_maps(
+    model: nn.Module,
+    image: torch.Tensor,
+    target: int | None = None,
+    *,
+    window: int | None = None,
+    stride: int | None = None,
+    occluder: str | float | torch.Tensor = "zero",
+    layer: nn.Module | str | None = "auto",
+    channel: int | None = None,
+    engine: str = "auto",
+    memory_mb: float = MEMORY_MB,
+    batch_size: int | None = None,
+    full_share: float | None = None,
+) -> OcclusionMaps:
+    """Slide an occluder over one image (1, C, H, W) or (C, H, W) and record the model's response.
+
+    target: class whose probability is tracked (default: the unoccluded prediction).
+    window, stride: square side and step in pixels (default: 1/7 of the shorter side, and
+    the largest stride giving at least 16 positions per side).
+    occluder: "zero", "mean", "blur", a number or a tensor in model space (see
+    :func:`~nnvis_plugins.occlusion.windows.fill_values`; :func:`grey` gives Zeiler & Fergus's grey).
+    layer: where the feature map of figure 7 (b) is read ("auto": the rectified output of
+    the last conv; "last_conv", a module name or a module; None: skip it).
+    channel: that layer's feature map (default: the strongest, by total activation, unoccluded).
+    engine: "incremental" (exact incremental inference; an error if the model cannot be
+    traced), "batched" (whole occluded images), "auto" (incremental, else batched with a note).
+    memory_mb: the memory one batch of positions may take; batch_size overrides it.
+    full_share: the incremental engine computes a layer on whole maps once the changed
+    rectangle covers this share of the map (default 0.75).
+    """
+    if engine not in ENGINES:
+        raise OcclusionError(f"unknown engine {engine!r}: use {', '.join(ENGINES)}")
+    x = image.detach()
+    if x.dim() == 3:
+        x = x[None]
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise OcclusionError(f"occlusion_maps takes one image (1, C, H, W), got {tuple(image.shape)}")
+    height, width = x.shape[-2:]
+    window = window or default_window(height, width)
+    windows = Windows(height, width, window, stride or default_stride(height, width, window))
+    fill = fill_values(occluder, x, window)
+    with torch.no_grad(), preserved(model):
+        module = None if layer is None else resolve_layer(model, layer)
+        layer_name = None if module is None else _module_name(model, module)
+        runner, note = _runner(model, x, windows, fill, module, layer_name, engine, full_share)
+        base_probs = _softmax(runner.base_logits)[0]
+        classes = base_probs.shape[0]
+        target = int(base_probs.argmax()) if target is None else int(target)
+        if not 0 <= target < classes:
+            raise OcclusionError(f"target {target} is not a class index of a {classes}-class model")
+        if runner.base_feature is not None:
+            totals = runner.base_feature[0].double().flatten(1).sum(1)
+            channel = int(totals.argmax()) if channel is None else int(channel)
+            if not 0 <= channel < totals.numel():
+                raise OcclusionError(f"channel {channel} is not one of the {totals.numel()} of layer {layer_name}")
+        else:
+            channel = None
+        batch = batch_size or max(1, int(memory_mb * 2**20 // runner.bytes_per_position))
+        batch = min(batch, windows.count)
+        probability, top_class, top_probability, feature = [], [], [], []
+        for start in range(0, windows.count, batch):
+            index = torch.arange(start, min(start + batch, windows.count))
+            logits, totals = runner.run(index, channel)
+            probs = _softmax(logits)
+            probability.append(probs[:, target].double().cpu())
+            best = probs.max(dim=1)
+            top_class.append(best.indices.cpu())
+            top_probability.append(best.values.double().cpu())
+            if totals is not None:
+                feature.append(totals.cpu())
+    grid = windows.shape
+    return OcclusionMaps(
+        windows=windows, target=target, base_probability=float(base_probs[target]),
+        base_class=int(base_probs.argmax()),
+        probability=torch.cat(probability).numpy().reshape(grid),
+        top_class=torch.cat(top_class).numpy().reshape(grid),
+        top_probability=torch.cat(top_probability).numpy().reshape(grid),
+        layer=layer_name, channel=channel,
+        base_feature=None if channel is None else float(runner.base_feature[0, channel].double().sum()),
+        feature=torch.cat(feature).numpy().reshape(grid) if feature else None,
+        engine=runner.name, note=note, batch_size=batch,
+    )
+
+
+def _softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Class probabilities, at least in float32 (half-precision models), in float64 for float64 models."""
+    return torch.softmax(logits if logits.dtype == torch.float64 else logits.float(), dim=1)
+
+
+def _module_name(model: nn.Module, module: nn.Module) -> str:
+    for name, candidate in model.named_modules():
+        if candidate is module:
+            return name or type(model).__name__
+    raise OcclusionError(f"{type(module).__name__} is not a submodule of {type(model).__name__}")
+
+
+def attribute(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: int | Sequence[int] | torch.Tensor | None = None,
+    *,
+    window: int | None = None,
+    stride: int | None = None,
+    occluder: str | float | torch.Tensor = "zero",
+    engine: str = "auto",
+    memory_mb: float = MEMORY_MB,
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """(N, 1, H, W) probability drop maps of a batch (N, C, H, W), one image at a time.
+
+    Equal to Captum's ``Occlusion(lambda x: softmax(model(x))).attribute(inputs, target=target,
+    sliding_window_shapes=(C, window, window), strides=(C, stride, stride), baselines=fill)``.
+    """
+    targets = [None] * inputs.shape[0] if target is None else torch.as_tensor(target).reshape(-1).tolist()
+    if len(targets) == 1:
+        targets = targets * inputs.shape[0]
+    if len(targets) != inputs.shape[0]:
+        raise OcclusionError(f"{len(targets)} targets for {inputs.shape[0]} inputs")
+    maps = []
+    for image, one_target in zip(inputs, targets):
+        result = occlusion_maps(model, image[None], one_target, window=window, stride=stride, occluder=occluder,
+                                layer=None, engine=engine, memory_mb=memory_mb, batch_size=batch_size)
+        maps.append(torch.from_numpy(result.drop_map()))
+    dtype = inputs.dtype if inputs.dtype == torch.float64 else torch.float32
+    return torch.stack(maps)[:, None].to(device=inputs.device, dtype=dtype)

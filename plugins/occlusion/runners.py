@@ -1,0 +1,166 @@
+"""Two ways to get the model's output and one feature map's total for a batch of occluder
+positions: whole occluded images through the model (works for any model), or the
+incremental engine (same numbers, less work, for graphs it can trace).
+
+Both expose the same small interface: `base_logits`, `base_feature` (the layer's
+unoccluded activation, or None), `bytes_per_position` (for the memory budget) and
+`run(index, channel) -> (logits, feature totals or None)`.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+
+from nnvis_plugins.attribution.backprop import captured_output
+from nnvis_plugins.occlusion.incremental import FULL, STATIC, IncrementalEngine, check_program, close
+from nnvis_plugins.occlusion.patches import Patch, Region
+from nnvis_plugins.occlusion.program import Program, Unsupported
+from nnvis_plugins.occlusion.windows import OcclusionError, Windows
+
+
+def occluded_images(image: torch.Tensor, fill: torch.Tensor, windows: Windows, index: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W): the image with the window of each position in `index` replaced by `fill`."""
+    top, left = (t.to(image.device)[index] for t in windows.corners())
+    rows = torch.arange(windows.height, device=image.device)
+    cols = torch.arange(windows.width, device=image.device)
+    inside_rows = (rows >= top[:, None]) & (rows < top[:, None] + windows.window)
+    inside_cols = (cols >= left[:, None]) & (cols < left[:, None] + windows.window)
+    mask = (inside_rows[:, :, None] & inside_cols[:, None, :])[:, None]
+    return torch.where(mask, fill, image)
+
+
+def _channel_totals(activation: torch.Tensor, channel: int) -> torch.Tensor:
+    return activation[:, channel].double().flatten(1).sum(1)
+
+
+def _feature_map(activation: Any, layer_name: str) -> torch.Tensor:
+    if not isinstance(activation, torch.Tensor) or activation.dim() != 4:
+        shape = tuple(activation.shape) if isinstance(activation, torch.Tensor) else type(activation).__name__
+        raise OcclusionError(f"layer {layer_name} gives {shape}, not (N, C, H, W) feature maps")
+    return activation
+
+
+class BatchedRunner:
+    """Occluded copies of the image through the model, a batch at a time."""
+
+    name = "batched"
+
+    @torch.no_grad()
+    def __init__(self, model: nn.Module, image: torch.Tensor, windows: Windows, fill: torch.Tensor,
+                 layer: nn.Module | None = None, layer_name: str = "") -> None:
+        self.model, self.image, self.windows, self.fill, self.layer = model, image, windows, fill, layer
+        sizes: list[int] = []
+        hooks = [m.register_forward_hook(lambda m, a, out: sizes.append(out.numel())
+                                         if isinstance(out, torch.Tensor) else None)
+                 for m in model.modules() if not list(m.children())]
+        try:
+            self.base_logits, activation = self._forward(image)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        self.base_feature = None if layer is None else _feature_map(activation, layer_name)
+        # No-grad inference keeps a few activations alive at a time; the largest dominates.
+        self.bytes_per_position = image.element_size() * (3 * max(sizes, default=image.numel()) + image.numel())
+
+    def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.layer is None:
+            return self.model(images), None
+        with captured_output(self.layer) as record:
+            logits = self.model(images)
+        return logits, record.get("output")
+
+    @torch.no_grad()
+    def run(self, index: torch.Tensor, channel: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits, activation = self._forward(occluded_images(self.image, self.fill, self.windows, index))
+        totals = None if activation is None or channel is None else _channel_totals(activation, channel)
+        return logits, totals
+
+
+class IncrementalRunner:
+    """The incremental engine, with the layer's feature map totals tapped on the way."""
+
+    name = "incremental"
+
+    @torch.no_grad()
+    def __init__(self, model: nn.Module, image: torch.Tensor, windows: Windows, fill: torch.Tensor,
+                 layer: nn.Module | None = None, layer_name: str = "", full_share: float | None = None) -> None:
+        program = Program(model)
+        kwargs = {} if full_share is None else {"full_share": full_share}
+        self.engine = IncrementalEngine(program, image, windows, fill, **kwargs)
+        # The model's own pass, to check the traced graph against it and to find the layer in it.
+        with captured_output(layer) if layer is not None else nullcontext({}) as record:
+            output = model(image)
+        check_program(program, output, self.engine.base)
+        if self.engine.plan.kinds[program.input] == FULL:
+            raise Unsupported(f"the {windows.window}-pixel window covers most of the image")
+        self.base_logits = self.engine.output
+        self.node = None
+        self.base_feature = None
+        if layer is not None:
+            self.node = self._layer_node(program, record.get("output"), layer_name)
+            self.base_feature = _feature_map(self.engine.base[self.node], layer_name)
+        self.bytes_per_position = image.element_size() * self._peak_elements()
+        self._integral: dict[int, torch.Tensor] = {}
+
+    def _layer_node(self, program: Program, expected: torch.Tensor | None, layer_name: str) -> str:
+        """The graph node whose value is the layer's output, as a forward hook saw it."""
+        if expected is None:
+            raise OcclusionError(f"layer {layer_name} was not run by the model's forward pass")
+        for name in reversed(program.module_nodes(layer_name)):
+            value = self.engine.base[name]
+            if isinstance(value, torch.Tensor) and value.shape == expected.shape and close(value, expected):
+                return name
+        raise Unsupported(f"the output of layer {layer_name} is not a node of the traced graph")
+
+    def _peak_elements(self) -> int:
+        """Most elements per position alive at once: patches, whole maps and the crop a window op reads."""
+        plan, base, program = self.engine.plan, self.engine.base, self.engine.program
+
+        def size(name: str) -> int:
+            kind, value = plan.kinds.get(name), base.get(name)
+            if kind == STATIC or not isinstance(value, torch.Tensor):
+                return 0
+            if isinstance(kind, Region):
+                return value.shape[1] * kind.height * kind.width
+            return value[0].numel()
+
+        live: dict[str, int] = {}
+        peak = 0
+        for i, step in enumerate(program.steps):
+            live[step.name] = size(step.name)
+            read = plan.reads.get(step.name)
+            scratch = 0 if read is None else 2 * base[step.inputs[0].name].shape[1] * read.height * read.width
+            peak = max(peak, sum(live.values()) + scratch)
+            for node in step.inputs:
+                if program.last_use.get(node.name) == i:
+                    live.pop(node.name, None)
+        return max(1, peak)
+
+    def _region_sums(self, channel: int, region: Patch) -> torch.Tensor:
+        """Sum of the unoccluded feature map `channel` inside each position's rectangle."""
+        if channel not in self._integral:
+            plane = self.base_feature[0, channel].double()
+            self._integral[channel] = torch.nn.functional.pad(plane.cumsum(0).cumsum(1), (1, 0, 1, 0))
+        s = self._integral[channel]
+        h, w = region.values.shape[-2:]
+        t, l = region.top, region.left
+        return s[t + h, l + w] - s[t, l + w] - s[t + h, l] + s[t, l]
+
+    @torch.no_grad()
+    def run(self, index: torch.Tensor, channel: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        tapped: dict[str, Any] = {}
+        watch = frozenset() if self.node is None or channel is None else frozenset({self.node})
+        logits = self.engine.run(index.to(self.engine.image.device), lambda n, v: tapped.__setitem__(n, v), watch)
+        if not watch:
+            return logits, None
+        value = tapped[self.node]
+        if isinstance(value, Patch):
+            base_total = float(self.base_feature[0, channel].double().sum())
+            totals = base_total - self._region_sums(channel, value) + _channel_totals(value.values, channel)
+        else:
+            totals = _channel_totals(value, channel)
+        return logits, totals
