@@ -15,6 +15,7 @@ from PIL import Image
 
 from nnvis_core import hookimpl
 from nnvis_core.config import ReportConfig
+from nnvis_core.runner import UsageError
 from nnvis_core.demo.bundle import write_bundle
 from nnvis_core.registry import load_registry
 from nnvis_core.runner import _Restreamable, prepare
@@ -100,12 +101,12 @@ def test_tsne_on_a_larger_generated_folder(tmp_path):
     assert result.metrics["knn5_share_true"] >= 0.8
 
 
-def test_bad_layer_fails_the_plugin_with_a_clear_line(few_demo_images, tmp_path):
+def test_bad_layer_is_a_usage_error_before_any_output(few_demo_images, tmp_path):
     out = tmp_path / "out"
     config = ReportConfig(few_demo_images, out, plugins=["tsne"], params={"tsne": {"layer": "featurez.3"}})
-    assert build_report(config, load_registry()).exit_code == 1
-    error = read_report(out)["dataset"]["tsne"]["error"]
-    assert "no layer named 'featurez.3'" in error and "features.3" in error
+    with pytest.raises(UsageError, match=r"tsne.layer: no layer named 'featurez.3'.*features.3"):
+        build_report(config, load_registry())
+    assert not out.exists()
 
 
 def wait_until(page, expression: str, seconds: float = 10.0) -> None:
