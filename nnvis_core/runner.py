@@ -12,21 +12,21 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Sequence
 
-import numpy as np
 import torch
 
 from nnvis_core.artifacts import ArtifactError, Result, as_result
 from nnvis_core.cache import NoCache, ResultCache
 from nnvis_core.config import ReportConfig
 from nnvis_core.context import ImageItem, RunContext
-from nnvis_core.images import ImageReadError, ImageRecord, discover_images, load_rgb, match_label
+from nnvis_core.images import ImageRecord, discover_images
 from nnvis_core.models import LayerNotFound, ModelLoadError, ModelOptions, find_layer, load_model
 from nnvis_core.params import ParamError, resolve_params
 from nnvis_core.plugin import Plugin, Scope
 from nnvis_core.registry import Registry, one_line
 from nnvis_core.targets import TargetError, check_target
+from nnvis_core.stream import ImageStream, stream_items
 from nnvis_core.timeout import CallTimeout, call_with_time_limit
 
 
@@ -94,56 +94,6 @@ def choose_device(spec: str) -> torch.device:
         return torch.device(spec)
     except RuntimeError:
         raise UsageError(f"--device {spec!r}: use cpu, cuda, cuda:N or auto") from None
-
-
-def stream_items(
-    records: Iterable[ImageRecord],
-    ctx: RunContext,
-    on_error: Callable[[ImageRecord, str], None] | None = None,
-) -> Iterator[list[ImageItem]]:
-    """Decode, preprocess and classify images in batches; memory stays one batch deep."""
-    preprocess = ctx.model.preprocess
-    batch: list[tuple[ImageRecord, np.ndarray]] = []
-
-    def flush() -> list[ImageItem]:
-        tensors = torch.stack([preprocess.normalize(pixels) for _, pixels in batch])
-        with torch.no_grad():
-            logits = ctx.module(tensors.to(ctx.device))
-        probabilities = torch.softmax(logits.float(), dim=1).cpu()
-        items = [
-            ImageItem(record, pixels, tensor, match_label(record.folder, ctx.class_names), probs,
-                      load_mask(ctx, record))
-            for (record, pixels), tensor, probs in zip(batch, tensors, probabilities)
-        ]
-        batch.clear()
-        return items
-
-    for record in records:
-        try:
-            pixels = preprocess.display(load_rgb(record.path))
-        except ImageReadError as error:
-            if on_error:
-                on_error(record, error.reason)
-            continue
-        batch.append((record, pixels))
-        if len(batch) == ctx.batch_size:
-            yield flush()
-    if batch:
-        yield flush()
-
-
-def load_mask(ctx: RunContext, record: ImageRecord) -> np.ndarray | None:
-    """The ground-truth mask at MASKS/relpath, preprocessed like its image, or None."""
-    if ctx.masks_dir is None:
-        return None
-    path = ctx.masks_dir / record.relpath
-    if not path.is_file():
-        return None
-    try:
-        mask = ctx.model.preprocess.display(load_rgb(path, min_side=1))
-    except ImageReadError:
-        return None
-    return mask[..., 0] > 127
 
 
 def plugin_traceback(error: BaseException) -> str:
@@ -279,9 +229,9 @@ def execute(
             if not per_image:
                 advance(1)
 
+    items = ImageStream(records, ctx)  # one for all dataset plugins: they share what they derive
     for run in others:
         if run.plugin.scope is Scope.DATASET:
-            items = _Restreamable(records, ctx)
             call = lambda: run.plugin.run_dataset(ctx, items, dict(run.params))  # noqa: E731
         else:
             call = lambda: run.plugin.run_model(ctx, dict(run.params))  # noqa: E731
@@ -292,14 +242,3 @@ def execute(
         writer.add_global_result(run, result, seconds, error, trace)
         advance(1)
     return RunOutcome(config.out_dir, failed_images, failed_calls)
-
-
-class _Restreamable:
-    """The readable images of the run, streamed again each time it is iterated."""
-
-    def __init__(self, records: list[ImageRecord], ctx: RunContext):
-        self.records, self.ctx = records, ctx
-
-    def __iter__(self) -> Iterator[ImageItem]:
-        for batch in stream_items(self.records, self.ctx):
-            yield from batch

@@ -18,7 +18,8 @@ from nnvis_core.config import ReportConfig
 from nnvis_core.runner import UsageError
 from nnvis_core.demo.bundle import write_bundle
 from nnvis_core.registry import load_registry
-from nnvis_core.runner import _Restreamable, prepare
+from nnvis_core.runner import prepare
+from nnvis_core.stream import ImageStream
 from nnvis_plugins.dataset.embedding import cosine_neighbours, knn_agreement
 from nnvis_plugins.dataset.features import collect_features
 from nnvis_plugins.dataset.tsne import tsne_result
@@ -94,11 +95,47 @@ def test_tsne_on_a_larger_generated_folder(tmp_path):
     write_bundle(tmp_path, per_class=40, seed=11)
     runs, records, ctx = prepare(ReportConfig(tmp_path / "images", tmp_path / "out", plugins=["tsne"]),
                                  load_registry())
-    features = collect_features(ctx, _Restreamable(records, ctx))
+    features = collect_features(ctx, ImageStream(records, ctx))
     assert features.features.shape == (320, 128)
     result = tsne_result(features, ctx.class_names, "penultimate", seed=0, threads=1)
     assert result.metrics["knn5_agreement_true"] >= 0.9
     assert result.metrics["knn5_share_true"] >= 0.8
+
+
+def test_tsne_and_neighbours_share_one_feature_pass(few_demo_images, tmp_path, monkeypatch):
+    from nnvis_plugins.dataset import features as feature_module
+
+    streamed = []
+    real = feature_module._stream_features
+    monkeypatch.setattr(feature_module, "_stream_features",
+                        lambda *args: streamed.append(args[2]) or real(*args))
+    config = ReportConfig(few_demo_images, tmp_path / "out", plugins=["tsne", "neighbours"], params=ONE_THREAD)
+    assert build_report(config, load_registry()).exit_code == 0
+    assert streamed == ["penultimate"]
+    # Another layer is another pass.
+    streamed.clear()
+    params = {**ONE_THREAD, "neighbours": {"layer": "last_conv"}}
+    config = ReportConfig(few_demo_images, tmp_path / "out2", plugins=["tsne", "neighbours"], params=params)
+    assert build_report(config, load_registry()).exit_code == 0
+    assert streamed == ["penultimate", "last_conv"]
+
+
+def test_only_decodes_just_the_images_asked_for(few_demo_images, tmp_path, monkeypatch):
+    from nnvis_core import stream
+
+    runs, records, ctx = prepare(ReportConfig(few_demo_images, tmp_path / "out", plugins=["tsne"]),
+                                 load_registry())
+    decoded = []
+    real = stream.load_rgb
+    monkeypatch.setattr(stream, "load_rgb", lambda path, **kw: decoded.append(path) or real(path, **kw))
+    items = ImageStream(records, ctx)
+    wanted = {records[1].index, records[-1].index}
+    got = list(stream.only(items, wanted))
+    assert sorted(item.record.index for item in got) == sorted(wanted)
+    assert decoded == [records[1].path, records[-1].path]
+    # A plain list gives the same items without a stream.
+    everything = list(items)
+    assert [i.record.index for i in stream.only(everything, wanted)] == [i.record.index for i in got]
 
 
 def test_bad_layer_is_a_usage_error_before_any_output(few_demo_images, tmp_path):

@@ -11,7 +11,8 @@ from torch import nn
 
 from nnvis_core.config import ReportConfig
 from nnvis_core.registry import load_registry
-from nnvis_core.runner import UsageError, _Restreamable, prepare
+from nnvis_core.runner import UsageError, prepare
+from nnvis_core.stream import ImageStream
 from nnvis_plugins.dataset.top_units import (
     UnitRecord,
     check_channels,
@@ -86,7 +87,7 @@ def test_top_units_plugin_on_the_demo_images(few_demo_images, tmp_path):
     # Independent check: the peak of each channel over each image, by a plain forward pass.
     _, records, ctx = prepare(config, load_registry())
     with torch.no_grad():
-        inputs = torch.stack([item.tensor for item in _Restreamable(records, ctx)])
+        inputs = torch.stack([item.tensor for item in ImageStream(records, ctx)])
         peaks = ctx.module.features[:16](inputs).amax(dim=(2, 3))
     for gallery, channel in ((artifacts[0], 3), (artifacts[2], 0)):
         best = torch.argsort(peaks[:, channel], descending=True)[:4].tolist()

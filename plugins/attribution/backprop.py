@@ -92,19 +92,25 @@ def gradient(
     n = inputs.shape[0]
     check_target(target, n)
     step = n if not batch_size or batch_size >= n else batch_size
-    parts = []
-    for start in range(0, n, step):
-        chunk = inputs[start:start + step].detach().clone().requires_grad_(True)
-        with torch.enable_grad():
-            if rule is None:
-                output = model(chunk)
-            else:
-                with relu_rule(model, rule):
-                    output = model(chunk)
-            score = target_scores(output, chunk_target(target, start, start + step)).sum()
-            (grad,) = torch.autograd.grad(score, chunk)
-        parts.append(grad)
+    parts = [
+        fresh_input_gradient(model, inputs[start:start + step].detach().clone(),
+                             chunk_target(target, start, start + step), rule)
+        for start in range(0, n, step)
+    ]
     return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def fresh_input_gradient(model: nn.Module, batch: torch.Tensor, target: Target, rule: str | None = None) -> torch.Tensor:
+    """d score / d batch in one pass, for a tensor made for this call (it is marked as requiring grad)."""
+    batch.requires_grad_(True)
+    with torch.enable_grad():
+        if rule is None:
+            output = model(batch)
+        else:
+            with relu_rule(model, rule):
+                output = model(batch)
+        (grad,) = torch.autograd.grad(target_scores(output, target).sum(), batch)
+    return grad
 
 
 class _StopForward(Exception):

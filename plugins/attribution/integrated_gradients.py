@@ -15,7 +15,13 @@ import torch
 from torch import nn
 
 from nnvis_core import Param, hookimpl
-from nnvis_plugins.attribution.backprop import Target, check_target, gradient, select_target, target_scores
+from nnvis_plugins.attribution.backprop import (
+    Target,
+    check_target,
+    fresh_input_gradient,
+    select_target,
+    target_scores,
+)
 from nnvis_plugins.attribution.base import FAITHFULNESS_STEPS, TARGET, AttributionPlugin, Explanation, reduce_param
 from nnvis_plugins.attribution.imaging import pixel_baseline
 
@@ -77,9 +83,17 @@ def attribute(
     for start in range(0, rows, chunk):
         row = torch.arange(start, min(start + chunk, rows), device=x.device)
         which, point = row // steps, row % steps
-        path = base[which] + alpha[point].view(per_row) * difference[which]
-        grads = gradient(model, path, select_target(target, which), rule=rule)
-        total.index_add_(0, which, grads * weight[point].view(per_row))
+        # baseline + alpha * difference, written as Captum writes it: the same rounding, so that
+        # no ReLU unit sitting at 0 flips between the two. One input: broadcast, no gathered copies.
+        if n == 1:
+            path = base + alpha[point].view(per_row) * difference
+        else:
+            path = base[which] + alpha[point].view(per_row) * difference[which]
+        grads = fresh_input_gradient(model, path, select_target(target, which), rule)
+        if n == 1:
+            total += torch.tensordot(weight[point], grads, dims=1)
+        else:
+            total.index_add_(0, which, grads * weight[point].view(per_row))
     attributions = total * difference
     if not return_delta:
         return attributions

@@ -56,7 +56,11 @@ class UnsupportedActivation(TypeError):
 
 
 class _RuleReLU(torch.autograd.Function):
-    """max(x, 0) forward; the rule's gradient backward. Supports in-place."""
+    """max(x, 0) forward; the rule's gradient backward. Supports in-place.
+
+    Guided keeps the ReLU's output (x > 0 exactly where it is > 0), which plain
+    ReLU keeps for its own backward anyway; deconvnet keeps nothing.
+    """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, rule: str, inplace: bool) -> torch.Tensor:  # type: ignore[override]
@@ -66,16 +70,17 @@ class _RuleReLU(torch.autograd.Function):
         else:
             out = x.relu()
         ctx.rule = rule
-        # Only the sign of the forward input is needed: x > 0 exactly where out > 0.
-        ctx.positive = out > 0
+        if rule == "guided":
+            ctx.save_for_backward(out)
         return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        passed = grad.clamp(min=0)
         if ctx.rule == "guided":
-            passed = passed * ctx.positive
-        return passed, None, None
+            (out,) = ctx.saved_tensors
+            # The plain ReLU backward (one fused kernel), then the positive part of it.
+            return torch.ops.aten.threshold_backward(grad, out, 0).clamp_(min=0), None, None
+        return grad.clamp(min=0), None, None
 
 
 class _RuleMode(TorchFunctionMode):

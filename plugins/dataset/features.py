@@ -19,6 +19,7 @@ from torch import nn
 
 from nnvis_core.context import ImageItem, RunContext
 from nnvis_core.models.layers import LayerNotFound, find_layer, last_conv_layer
+from nnvis_core.stream import shared_store
 
 PENULTIMATE = "penultimate"
 LAYER_HELP = ("layer whose pooled output is the feature vector: penultimate (input of the last Linear), "
@@ -89,9 +90,25 @@ def batches(items: Iterable[ImageItem], size: int) -> Iterator[list[ImageItem]]:
 def collect_features(ctx: RunContext, items: Iterable[ImageItem], layer: str = PENULTIMATE) -> FeatureSet:
     """Stream `items` once and return the pooled features of `layer` for each.
 
-    Raises LayerNotFound for an unknown layer, ValueError when there is no image.
+    In a report run the result is kept in the run's shared store, so the next
+    dataset plugin that asks for the same layer (tsne, then neighbours) does not
+    stream the folder again. Raises LayerNotFound for an unknown layer,
+    ValueError when there is no image.
     """
     module = resolve_feature_layer(ctx.module, layer)
+    store = shared_store(items)
+    key = ("pooled features", id(module[0]), module[1])
+    if store is not None and key in store:
+        return store[key]
+    features = _stream_features(ctx, items, layer, module)
+    if store is not None:
+        features.features.setflags(write=False)  # shared: no plugin may change another's input
+        store[key] = features
+    return features
+
+
+def _stream_features(ctx: RunContext, items: Iterable[ImageItem], layer: str,
+                     module: tuple[nn.Module, bool]) -> FeatureSet:
     rows: list[np.ndarray] = []
     ids: list[int] = []
     predicted: list[int] = []

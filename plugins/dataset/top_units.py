@@ -21,6 +21,7 @@ from nnvis_core import Gallery, Param, Plugin, Scope, hookimpl
 from nnvis_core.artifacts import Result
 from nnvis_core.context import ImageItem, RunContext
 from nnvis_core.models.layers import LayerNotFound, find_layer, last_conv_layer
+from nnvis_core.stream import only
 from nnvis_plugins.attribution.backprop import forward_until
 from nnvis_plugins.attribution.imaging import rgb_view
 from nnvis_plugins.attribution.rules import relu_rule
@@ -173,7 +174,7 @@ def top_unit_result(ctx: RunContext, items: Iterable[ImageItem], layers: list[st
                     wanted.setdefault(int(image_id), []).append((name, channel, rank))
     patches: dict[tuple[str, int, int], np.ndarray] = {}
     projections: dict[tuple[str, int, int], np.ndarray] = {}
-    for item in items:  # second pass: only the winning images
+    for item in only(items, wanted):  # second pass: only the winning images
         for name in dict.fromkeys(n for n, _, _ in wanted.get(item.record.index, [])):
             keys = [k for k in wanted[item.record.index] if k[0] == name]
             units = [(c, *records[name].positions[c, r]) for _, c, r in keys]

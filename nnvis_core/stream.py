@@ -1,0 +1,99 @@
+"""Images as the model sees them, streamed in batches so memory stays one batch deep.
+
+`ImageStream` is what a dataset plugin receives: iterate it as often as needed
+(each pass decodes again), ask it for just some images with `only`, and share
+what one plugin derives from the whole folder (pooled features of a layer) with
+the next through `shared`, so that the folder is not streamed once per plugin.
+Sharing is sound because every plugin must leave the model as it found it.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Collection, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from nnvis_core.context import ImageItem, RunContext
+from nnvis_core.images import ImageReadError, ImageRecord, load_rgb, match_label
+
+
+def load_mask(ctx: RunContext, record: ImageRecord) -> np.ndarray | None:
+    """The ground-truth mask at MASKS/relpath, preprocessed like its image, or None."""
+    if ctx.masks_dir is None:
+        return None
+    path = ctx.masks_dir / record.relpath
+    if not path.is_file():
+        return None
+    try:
+        mask = ctx.model.preprocess.display(load_rgb(path, min_side=1))
+    except ImageReadError:
+        return None
+    return mask[..., 0] > 127
+
+
+def stream_items(
+    records: Iterable[ImageRecord],
+    ctx: RunContext,
+    on_error: Callable[[ImageRecord, str], None] | None = None,
+) -> Iterator[list[ImageItem]]:
+    """Decode, preprocess and classify images in batches; memory stays one batch deep."""
+    preprocess = ctx.model.preprocess
+    batch: list[tuple[ImageRecord, np.ndarray]] = []
+
+    def flush() -> list[ImageItem]:
+        tensors = torch.stack([preprocess.normalize(pixels) for _, pixels in batch])
+        with torch.no_grad():
+            logits = ctx.module(tensors.to(ctx.device))
+        probabilities = torch.softmax(logits.float(), dim=1).cpu()
+        items = [
+            ImageItem(record, pixels, tensor, match_label(record.folder, ctx.class_names), probs,
+                      load_mask(ctx, record))
+            for (record, pixels), tensor, probs in zip(batch, tensors, probabilities)
+        ]
+        batch.clear()
+        return items
+
+    for record in records:
+        try:
+            pixels = preprocess.display(load_rgb(record.path))
+        except ImageReadError as error:
+            if on_error:
+                on_error(record, error.reason)
+            continue
+        batch.append((record, pixels))
+        if len(batch) == ctx.batch_size:
+            yield flush()
+    if batch:
+        yield flush()
+
+
+class ImageStream:
+    """The readable images of a run, streamed again each time it is iterated."""
+
+    def __init__(self, records: list[ImageRecord], ctx: RunContext):
+        self.records, self.ctx = records, ctx
+        self.shared: dict = {}  # results derived from the whole folder, for the run's other plugins
+
+    def __iter__(self) -> Iterator[ImageItem]:
+        for batch in stream_items(self.records, self.ctx):
+            yield from batch
+
+    def only(self, indices: Collection[int]) -> Iterator[ImageItem]:
+        """Stream just the images whose report index is in `indices`."""
+        wanted = set(indices)
+        for batch in stream_items([r for r in self.records if r.index in wanted], self.ctx):
+            yield from batch
+
+
+def only(items: Iterable[ImageItem], indices: Collection[int]) -> Iterator[ImageItem]:
+    """The items whose report index is in `indices`, decoding no other image when `items` can skip."""
+    if isinstance(items, ImageStream):
+        return items.only(indices)
+    wanted = set(indices)
+    return (item for item in items if item.record.index in wanted)
+
+
+def shared_store(items: Iterable[ImageItem]) -> dict | None:
+    """The run's store for folder-wide results, or None when `items` is a plain collection."""
+    return items.shared if isinstance(items, ImageStream) else None
