@@ -35,7 +35,7 @@ demo: install
 	@echo "open nnvis-report/index.html"
 
 test: install-test $(CHROMIUM)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 clean:
 	rm -rf $(VENV) nnvis-report
