@@ -10,8 +10,9 @@ A rule replaces the gradient that flows back through every ReLU of the model:
 How: while the forward pass runs inside :func:`relu_rule`, a ``TorchFunctionMode``
 intercepts every ReLU call (``nn.ReLU`` modules, in-place or not, reused or not,
 since they call ``F.relu``; ``F.relu``, ``torch.relu``, ``Tensor.relu`` and their
-in-place forms called inside ``forward``) and computes it with an autograd function
-whose backward applies the rule. Nothing is attached to the model: no hooks, no
+in-place forms called inside ``forward``). Guided: the ReLU runs as it is and a
+hook on its output keeps the positive part of the incoming gradient. Deconvnet:
+an autograd function with the ReLU's value and the rule's backward. Nothing is attached to the model: no hooks, no
 swapped modules, no flags, so there is nothing to forget to undo. Activations
 for which no rule is defined (GELU, SiLU, LeakyReLU, ...) raise
 :class:`UnsupportedActivation` naming the modules or functions, rather than
@@ -55,32 +56,27 @@ class UnsupportedActivation(TypeError):
     """The model has activations for which the backward rule is not defined."""
 
 
-class _RuleReLU(torch.autograd.Function):
-    """max(x, 0) forward; the rule's gradient backward. Supports in-place.
+def _positive_part(grad: torch.Tensor) -> torch.Tensor:
+    return grad.clamp(min=0)
 
-    Guided keeps the ReLU's output (x > 0 exactly where it is > 0), which plain
-    ReLU keeps for its own backward anyway; deconvnet keeps nothing.
+
+class _DeconvnetReLU(torch.autograd.Function):
+    """max(x, 0) forward; backward the positive part of the gradient, whatever the sign of x.
+
+    Supports in-place. A function of its own because no built-in op has a ReLU's value
+    and an unmasked gradient without extra full-size passes.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, rule: str, inplace: bool) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, inplace: bool) -> torch.Tensor:  # type: ignore[override]
         if inplace:
             ctx.mark_dirty(x)
-            out = x.relu_()
-        else:
-            out = x.relu()
-        ctx.rule = rule
-        if rule == "guided":
-            ctx.save_for_backward(out)
-        return out
+            return x.relu_()
+        return x.relu()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        if ctx.rule == "guided":
-            (out,) = ctx.saved_tensors
-            # The plain ReLU backward (one fused kernel), then the positive part of it.
-            return torch.ops.aten.threshold_backward(grad, out, 0).clamp_(min=0), None, None
-        return grad.clamp(min=0), None, None
+        return grad.clamp(min=0), None
 
 
 class _RuleMode(TorchFunctionMode):
@@ -101,11 +97,18 @@ class _RuleMode(TorchFunctionMode):
                 "smoothgrad with base=gradient or gradcam for this model)"
             )
         x = args[0]
+        if not (torch.is_grad_enabled() and isinstance(x, torch.Tensor) and x.is_floating_point()):
+            return func(*args, **kwargs)
+        self.relu_calls += 1
+        if self.rule == "guided":
+            # The ReLU itself, whose own backward keeps the gradient where x > 0, fed by a
+            # hook that keeps its positive part: both conditions, in native kernels.
+            out = func(*args, **kwargs)
+            if out.requires_grad:
+                out.register_hook(_positive_part)
+            return out
         inplace = kind == "relu_" or bool(kwargs.get("inplace", args[1] if len(args) > 1 else False))
-        if torch.is_grad_enabled() and isinstance(x, torch.Tensor) and x.is_floating_point():
-            self.relu_calls += 1
-            return _RuleReLU.apply(x, self.rule, inplace)
-        return func(*args, **kwargs)
+        return _DeconvnetReLU.apply(x, inplace)
 
 
 def unsupported_modules(model: nn.Module) -> list[str]:
