@@ -165,8 +165,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--window", type=int, default=32)
     parser.add_argument("--stride", type=int, default=8)
-    parser.add_argument("--captum-batches", default="1,16,64", help="perturbations_per_eval values for Captum")
-    parser.add_argument("--bound-batches", default="16,64", help="chunk sizes of the bare-torch bound")
+    parser.add_argument("--captum-batches", default="1,8,16,64", help="perturbations_per_eval values for Captum")
+    parser.add_argument("--bound-batches", default="4,8,16,64",
+                        help="chunk sizes of the bare-torch bound (on few cores, small chunks can be fastest)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--skip-batched", action="store_true", help="do not time our whole-image engine")
     parser.add_argument("--quick", action="store_true", help="demo and resnet18 at 96 px, window 16, stride 8")

@@ -83,7 +83,6 @@ class _RuleMode(TorchFunctionMode):
     def __init__(self, rule: str) -> None:
         super().__init__()
         self.rule = rule
-        self.relu_calls = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kind = _INTERCEPTED.get(func)
@@ -99,7 +98,6 @@ class _RuleMode(TorchFunctionMode):
         x = args[0]
         if not (torch.is_grad_enabled() and isinstance(x, torch.Tensor) and x.is_floating_point()):
             return func(*args, **kwargs)
-        self.relu_calls += 1
         if self.rule == "guided":
             # The ReLU itself, whose own backward keeps the gradient where x > 0, fed by a
             # hook that keeps its positive part: both conditions, in native kernels.
