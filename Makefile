@@ -31,7 +31,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 demo: install
-	$(BIN)/nnvis report examples/demo/images -o nnvis-report
+	$(BIN)/nnvis report examples/demo/images --masks examples/demo/masks --plugins all -o nnvis-report
 	@echo "open nnvis-report/index.html"
 
 test: install-test $(CHROMIUM)
