@@ -44,7 +44,7 @@ def test_perplexity_is_lowered_for_small_folders():
 def test_cosine_neighbours_against_brute_force():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(37, 5)).astype(np.float32)
-    indices, sims = cosine_neighbours(x, k=4, block=8)
+    indices, sims = cosine_neighbours(x, k=4, block_elements=8 * 37)  # blocks of 8 rows
     unit = x / np.linalg.norm(x, axis=1, keepdims=True)
     full = unit @ unit.T
     np.fill_diagonal(full, -np.inf)
