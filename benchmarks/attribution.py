@@ -16,16 +16,12 @@ Best of --repeats runs after one warm-up, the contenders interleaved. Not part o
 from __future__ import annotations
 
 import argparse
-import math
-import time
 import warnings
 from typing import Callable
 
 import torch
 
-from nnvis_core.demo import DemoNet
 from nnvis_core.models.layers import find_layer
-from nnvis_core.tv import torchvision_models
 from nnvis_plugins.attribution import (
     deconvnet,
     gradcam,
@@ -37,23 +33,11 @@ from nnvis_plugins.attribution import (
 )
 from nnvis_plugins.attribution.backprop import gradient
 
+from common import best_times, load_model
+
 
 def best_time(fn: Callable[[], object], repeats: int) -> float:
     return best_times([fn], repeats)[0]
-
-
-def best_times(fns: list[Callable[[], object]], repeats: int) -> list[float]:
-    """Best time of each function; the runs are interleaved so that drift in the machine's
-    load affects every contender alike. One warm-up each (allocator, oneDNN primitive caches)."""
-    for fn in fns:
-        fn()
-    best = [math.inf] * len(fns)
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            fn()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
 
 
 def bare_passes(model: torch.nn.Module, x: torch.Tensor, target: int, passes: int, chunk: int) -> None:
@@ -64,18 +48,6 @@ def bare_passes(model: torch.nn.Module, x: torch.Tensor, target: int, passes: in
         batch = x.expand(n, *x.shape[1:]).clone().requires_grad_(True)
         torch.autograd.grad(model(batch)[:, target].sum(), batch)
         done += n
-
-
-def load(name: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    if name == "demo":
-        try:
-            from nnvis_core.demo import load_demo_model
-
-            return load_demo_model()
-        except FileNotFoundError:
-            return DemoNet().eval()
-    return getattr(torchvision_models(), name)(weights=None).eval()
 
 
 def main() -> None:
@@ -95,7 +67,7 @@ def main() -> None:
     from captum.attr import NoiseTunnel
 
     warnings.simplefilter("ignore")
-    model = load(args.model)
+    model = load_model(args.model)
     for p in model.parameters():  # as in a report: gradients for the input only
         p.requires_grad_(True)
     x = torch.randn(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))

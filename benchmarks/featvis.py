@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import math
-import time
 from typing import Callable
 
 import numpy as np
@@ -45,19 +43,18 @@ from nnvis_plugins.featvis.parameterizations import fourier_image
 from nnvis_plugins.featvis.render import evaluate, optimize
 from nnvis_plugins.featvis.transforms import standard_transforms
 
+from common import best_times
 
-def best_times(runs: dict[str, Callable[[], np.ndarray]], repeats: int) -> tuple[dict[str, float], dict]:
+
+def timed_runs(runs: dict[str, Callable[[], np.ndarray]], repeats: int) -> tuple[dict[str, float], dict]:
     """Best time of each run, and what each run returned last."""
-    for run in runs.values():  # warm-up: allocator, oneDNN primitive caches
-        run()
-    best = {name: math.inf for name in runs}
     outputs = {}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            outputs[name] = run()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best, outputs
+
+    def keeping(name: str, run: Callable[[], np.ndarray]) -> Callable[[], None]:
+        return lambda: outputs.__setitem__(name, run())
+
+    times = best_times([keeping(name, run) for name, run in runs.items()], repeats)
+    return dict(zip(runs, times)), outputs
 
 
 def main() -> None:
@@ -133,7 +130,7 @@ def main() -> None:
         "nnvis": nnvis_run(stop_early=True),
         "nnvis, full forward": nnvis_run(stop_early=False),
     }
-    times, images = best_times(runs, args.repeats)
+    times, images = timed_runs(runs, args.repeats)
     # All optimized the same objective: how far each got (the channel's mean on the final image).
     reached = {name: float(evaluate(model, objectives.channel(args.layer, args.channel), images[name],
                                     mean=IMAGENET_MEAN, std=IMAGENET_STD)[0]) for name in runs}

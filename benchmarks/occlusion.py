@@ -27,38 +27,19 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 import warnings
 from typing import Callable
 
 import torch
 from torch import nn
 
-from nnvis_core.tv import torchvision_models
 from nnvis_plugins import occlusion
 from nnvis_plugins.occlusion.incremental import FULL, STATIC
 from nnvis_plugins.occlusion.patches import Region
 from nnvis_plugins.occlusion.runners import IncrementalRunner
 from nnvis_plugins.occlusion.windows import Windows, fill_values
 
-
-def load(name: str) -> nn.Module:
-    torch.manual_seed(0)
-    if name == "demo":
-        from nnvis_core.demo import load_demo_model
-
-        return load_demo_model()
-    return getattr(torchvision_models(), name)(weights=None).eval()
-
-
-def best_times(fns: list[Callable[[], object]], repeats: int) -> list[float]:
-    best = [math.inf] * len(fns)
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            fn()
-            best[i] = min(best[i], time.perf_counter() - start)
-    return best
+from common import best_times, load_model
 
 
 def bare_passes(model: nn.Module, x: torch.Tensor, count: int, chunk: int, channels_last: bool) -> None:
@@ -93,7 +74,7 @@ def multiply_accumulates(runner: IncrementalRunner) -> tuple[float, float]:
 
 
 def run_model(name: str, args) -> None:
-    model = load(name)
+    model = load_model(name)
     x = torch.randn(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         target = int(model(x).argmax())
@@ -141,7 +122,7 @@ def run_model(name: str, args) -> None:
             label = f"bound, {'channels-last' if layout else 'NCHW'}, batch {chunk}"
             contenders[label] = lambda c=chunk, cl=layout: bare_passes(model, x, count, c, cl)
     ours("incremental")()  # warm-up: oneDNN primitives for the patch shapes
-    times = dict(zip(contenders, best_times(list(contenders.values()), args.repeats)))
+    times = dict(zip(contenders, best_times(list(contenders.values()), args.repeats, warm_up=False)))
     for label, seconds in times.items():
         print(f"  {label:45s} {seconds:8.2f} s")
     fast = times["ours, incremental"]
