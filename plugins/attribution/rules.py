@@ -11,9 +11,11 @@ How: while the forward pass runs inside :func:`relu_rule`, a ``TorchFunctionMode
 intercepts every ReLU call (``nn.ReLU`` modules, in-place or not, reused or not,
 since they call ``F.relu``; ``F.relu``, ``torch.relu``, ``Tensor.relu`` and their
 in-place forms called inside ``forward``). Guided: the ReLU runs as it is and a
-hook on its output keeps the positive part of the incoming gradient. Deconvnet:
-an autograd function with the ReLU's value and the rule's backward. Nothing is attached to the model: no hooks, no
-swapped modules, no flags, so there is nothing to forget to undo. Activations
+hook on its output tensor keeps the positive part of the incoming gradient.
+Deconvnet: an autograd function with the ReLU's value and the rule's backward.
+Nothing is attached to the model (the tensor hooks live and die with the pass's
+own activations): no module hooks, no swapped modules, no flags, so there is
+nothing to forget to undo. Activations
 for which no rule is defined (GELU, SiLU, LeakyReLU, ...) raise
 :class:`UnsupportedActivation` naming the modules or functions, rather than
 silently giving a plain gradient through them. TorchScript models cannot be

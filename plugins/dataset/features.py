@@ -95,12 +95,12 @@ def collect_features(ctx: RunContext, items: Iterable[ImageItem], layer: str = P
     stream the folder again. Raises LayerNotFound for an unknown layer,
     ValueError when there is no image.
     """
-    module = resolve_feature_layer(ctx.module, layer)
+    module, read_input = resolve_feature_layer(ctx.module, layer)
     store = shared_store(items)
-    key = ("pooled features", id(module[0]), module[1])
+    key = ("pooled features", id(module), read_input)
     if store is not None and key in store:
         return store[key]
-    features = _stream_features(ctx, items, layer, module)
+    features = _stream_features(ctx, items, layer, (module, read_input))
     if store is not None:
         features.features.setflags(write=False)  # shared: no plugin may change another's input
         store[key] = features
