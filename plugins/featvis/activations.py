@@ -21,7 +21,7 @@ from torch import nn
 
 from nnvis_core import Gallery, Param, Plugin, Result, Scope, Text, hookimpl
 from nnvis_plugins.featvis.layers import LayerError, middle_rectified_layer, rectifier_layers, spread
-from nnvis_plugins.featvis.render import frozen, layer_outputs
+from nnvis_plugins.featvis.render import Recorder, frozen
 
 
 @contextmanager
@@ -47,6 +47,19 @@ def layer_sparsity(model: nn.Module, inputs: torch.Tensor) -> dict[str, float]:
     names = rectifier_layers(model)
     with torch.no_grad(), frozen(model), counting_zeros(model, names) as counts:
         model(inputs)
+    return _shares(counts)
+
+
+def layer_maps_and_sparsity(model: nn.Module, inputs: torch.Tensor, layer: str) -> tuple[torch.Tensor, dict[str, float]]:
+    """The output of `layer` and layer_sparsity(model, inputs), from one forward pass."""
+    names = rectifier_layers(model)
+    with torch.no_grad(), frozen(model), counting_zeros(model, names) as counts, \
+            Recorder(model, [layer]) as recorder:
+        outputs, _ = recorder.run(model, inputs)
+    return outputs[layer], _shares(counts)
+
+
+def _shares(counts: dict[str, list[int]]) -> dict[str, float]:
     return {name: zeros / total for name, (zeros, total) in counts.items() if total}
 
 
@@ -79,13 +92,13 @@ class Activations(Plugin):
         layer = middle_rectified_layer(ctx.module) if params["layer"] == "auto" else params["layer"]
         ctx.layer(layer)
         inputs = ctx.input(item)
-        output = layer_outputs(ctx.module, inputs, [layer])[layer][0]
+        output, sparsity = layer_maps_and_sparsity(ctx.module, inputs, layer)
+        output = output[0]
         if output.dim() != 3:
             raise LayerError(f"layer {layer!r} outputs shape {tuple(output.shape)}; feature maps need (C, H, W)")
         channels = spread(params["max_maps"], output.shape[0])
         maps = feature_maps(output, channels)
         own = float((output == 0).float().mean())
-        sparsity = layer_sparsity(ctx.module, inputs)
         metrics = {f"sparsity:{name}": share for name, share in sparsity.items()}
         metrics["sparsity"] = own
         c, h, w = output.shape

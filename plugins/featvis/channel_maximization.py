@@ -63,11 +63,33 @@ def maximize_units(model: nn.Module, layer: str, units: Sequence[int], settings:
         spread_at = obj.diversity(diversity_layer or layer, group_size=facets)
         objective = goal + diversity * spread_at if diversity and facets > 1 else goal
         made = render(model, objective, len(chunk), settings, mean=mean, std=std, device=device)
-        # the reported score leaves out the diversity term: it measures the unit alone
+        # the reported score leaves out the diversity term: it measures the unit alone (render
+        # already scored the final images on `objective`, which is `goal` without diversity)
         images.append(made.images)
-        scores.append(evaluate(model, goal, made.images, mean=mean, std=std, device=device))
+        scores.append(made.scores if objective is goal else
+                      evaluate(model, goal, made.images, mean=mean, std=std, device=device))
         order += chunk
     return UnitImages(layer, order, np.concatenate(images), np.concatenate(scores))
+
+
+def unit_pictures(model: nn.Module, layer: str, units: Sequence[int], settings: Settings, *,
+                  kind: str = "channel", mean: Sequence[float] = (0.0, 0.0, 0.0),
+                  std: Sequence[float] = (1.0, 1.0, 1.0), device: torch.device | str = "cpu",
+                  cache: VisualizationCache | None = None, batch: int = 16) -> tuple[dict[int, np.ndarray], int]:
+    """({unit: picture}, how many were rendered rather than read from the cache) for units of `layer`.
+
+    One recipe for every plugin, so that channel_maximization and semantic_dictionary share pictures.
+    """
+    recipe = {"objective": kind, "settings": settings.as_dict()}
+    rendered = 0
+
+    def make(chunk: list[int]) -> np.ndarray:
+        nonlocal rendered
+        rendered += len(chunk)
+        return render(model, unit_objective(kind, layer, chunk), len(chunk), settings,
+                      mean=mean, std=std, device=device).images
+
+    return cached_units(cache, layer, units, recipe, make, batch), rendered
 
 
 def unit_labels(units: Sequence[int], scores: Sequence[float]) -> list[str]:
@@ -139,12 +161,8 @@ class ChannelMaximization(Plugin):
             units = self._units(params, count, layer)
             where = "" if layer == named else f"optimized at the ReLU's input {layer}; "
             if facets == 1 and kind != "layer":
-                recipe = {"objective": kind, "settings": settings.as_dict()}
-                pictures = cached_units(
-                    cache, layer, units, recipe,
-                    lambda chunk: render(model, unit_objective(kind, layer, chunk), len(chunk), settings,
-                                         **common).images,
-                    ctx.batch_size)
+                pictures, _ = unit_pictures(model, layer, units, settings, kind=kind, cache=cache,
+                                            batch=ctx.batch_size, **common)
                 images = np.stack([pictures[u] for u in units])
                 scores = evaluate(model, unit_objective(kind, layer, units), images, **common)
                 order = units

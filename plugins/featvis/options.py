@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from nnvis_core import Param
-from nnvis_plugins.featvis.render import PARAMETERIZATIONS, Rendering, Settings
+from nnvis_plugins.featvis.render import PARAMETERIZATIONS, Settings
 
 
 def optimization_params(steps: int = 256) -> tuple[Param, ...]:
@@ -53,23 +51,6 @@ def settings_from(ctx, params: dict[str, Any], size: int | None = None) -> Setti
 
 def plain_settings(settings: Settings) -> Settings:
     return Settings.plain(size=settings.size, steps=settings.steps, lr=settings.lr, seed=settings.seed)
-
-
-def render_for(ctx, objective, batch: int, settings: Settings) -> Rendering:
-    """render() with the context's model, normalization and device."""
-    from nnvis_plugins.featvis.render import render
-
-    preprocess = ctx.model.preprocess
-    return render(ctx.module, objective, batch, settings, mean=preprocess.mean, std=preprocess.std,
-                  device=ctx.device)
-
-
-def probabilities(rendering: Rendering) -> np.ndarray | None:
-    if rendering.logits is None:
-        return None
-    logits = rendering.logits - rendering.logits.max(axis=1, keepdims=True)
-    exp = np.exp(logits)
-    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def describe(settings: Settings) -> str:

@@ -20,11 +20,11 @@ from torch import nn
 
 from nnvis_core import Param, Plugin, Result, Scope, SemanticDictionary, hookimpl
 from nnvis_plugins.attribution.backprop import default_layer
-from nnvis_plugins.featvis.cache import VisualizationCache, cached_units, default_cache_dir, model_fingerprint
-from nnvis_plugins.featvis.channel_maximization import unit_objective
+from nnvis_plugins.featvis.cache import VisualizationCache, default_cache_dir, model_fingerprint
+from nnvis_plugins.featvis.channel_maximization import unit_pictures
 from nnvis_plugins.featvis.layers import LayerError, preactivation
 from nnvis_plugins.featvis.options import describe, optimization_params, settings_from
-from nnvis_plugins.featvis.render import Settings, layer_outputs, render
+from nnvis_plugins.featvis.render import Settings, layer_outputs
 
 THUMBNAILS = ("neuron", "channel")
 
@@ -47,17 +47,8 @@ def channel_thumbnails(model: nn.Module, layer: str, channels: Sequence[int], se
 
     The picture of a channel of an activation layer is optimized at the layer's input (see layers.preactivation).
     """
-    target = preactivation(model, layer)
-    recipe = {"objective": thumbnail, "settings": settings.as_dict()}
-    rendered = 0
-
-    def make(chunk: list[int]) -> np.ndarray:
-        nonlocal rendered
-        rendered += len(chunk)
-        return render(model, unit_objective(thumbnail, target, chunk), len(chunk), settings,
-                      mean=mean, std=std, device=device).images
-
-    return cached_units(cache, target, channels, recipe, make, batch), rendered
+    return unit_pictures(model, preactivation(model, layer), channels, settings, kind=thumbnail, mean=mean,
+                         std=std, device=device, cache=cache, batch=batch)
 
 
 class SemanticDictionaryPlugin(Plugin):
