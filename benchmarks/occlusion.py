@@ -85,7 +85,7 @@ def run_model(name: str, args) -> None:
         runner = IncrementalRunner(model, x, windows, fill)
     macs, full_macs = multiply_accumulates(runner)
     print(f"\n{name}: input 1x3x{args.size}x{args.size}, window {args.window}, stride {args.stride}, "
-          f"{count} positions; incremental batch {int(occlusion.method.MEMORY_MB * 2**20 // runner.bytes_per_position)}"
+          f"{count} positions; incremental batch {occlusion.method.positions_per_batch(runner, count)}"
           f" at the default {occlusion.method.MEMORY_MB} MiB budget")
     print(f"  conv+linear multiply-accumulates per position: incremental {macs / 1e9:.3f} G, whole image "
           f"{full_macs / 1e9:.3f} G: theoretical speed-up {full_macs / macs:.2f}x")
@@ -107,7 +107,7 @@ def run_model(name: str, args) -> None:
                     strides=(3, args.stride, args.stride), baselines=fill, perturbations_per_eval=per_eval)
         return call
 
-    check = ours("incremental")()
+    check = ours("incremental")()  # also the warm-up: oneDNN primitives for the patch shapes
     reference = captum(max(args.captum_batches))()[:, :1]
     print(f"  max |ours - Captum| = {float((check - reference).abs().max()):.2e} "
           f"(largest drop {float(reference.abs().max()):.2e})")
@@ -121,7 +121,6 @@ def run_model(name: str, args) -> None:
         for chunk in args.bound_batches:
             label = f"bound, {'channels-last' if layout else 'NCHW'}, batch {chunk}"
             contenders[label] = lambda c=chunk, cl=layout: bare_passes(model, x, count, c, cl)
-    ours("incremental")()  # warm-up: oneDNN primitives for the patch shapes
     times = dict(zip(contenders, best_times(list(contenders.values()), args.repeats, warm_up=False)))
     for label, seconds in times.items():
         print(f"  {label:45s} {seconds:8.2f} s")

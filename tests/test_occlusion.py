@@ -17,6 +17,7 @@ from torch import nn
 from nnvis_core.demo import DemoNet, load_demo_model
 from nnvis_core.tv import torchvision_models
 from nnvis_plugins import occlusion
+from nnvis_plugins.attribution.backprop import AttributionError
 from nnvis_plugins.attribution.guard import model_state
 from nnvis_plugins.occlusion.incremental import FULL
 from nnvis_plugins.occlusion.patches import Region
@@ -343,5 +344,5 @@ def test_a_layer_run_twice_is_refused():
     relu = nn.ReLU()
     model.features[1] = relu
     model.features[4] = relu
-    with pytest.raises(Exception, match="runs more than once"):
+    with pytest.raises(AttributionError, match="runs more than once"):
         occlusion.occlusion_maps(model, x, window=32, stride=32, layer="features.1")

@@ -73,6 +73,13 @@ class OcclusionMaps:
         return self.windows.to_pixels(grid)
 
 
+def positions_per_batch(runner, positions: int, memory_mb: float = MEMORY_MB, batch_size: int | None = None) -> int:
+    """How many occluder positions go through the model at once: `batch_size`, else as many as
+    `memory_mb` holds by the runner's estimate, at least one and at most all of them."""
+    batch = batch_size or max(1, int(memory_mb * 2**20 // runner.bytes_per_position))
+    return min(batch, positions)
+
+
 def _runner(model, image, windows, fill, layer, layer_name, engine, full_share):
     if engine == "batched":
         return BatchedRunner(model, image, windows, fill, layer, layer_name), ""
@@ -142,8 +149,7 @@ def occlusion_maps(
                 raise OcclusionError(f"channel {channel} is not one of the {totals.numel()} of layer {layer_name}")
         else:
             channel = None
-        batch = batch_size or max(1, int(memory_mb * 2**20 // runner.bytes_per_position))
-        batch = min(batch, windows.count)
+        batch = positions_per_batch(runner, windows.count, memory_mb, batch_size)
         probability, top_class, top_probability, feature = [], [], [], []
         for start in range(0, windows.count, batch):
             index = torch.arange(start, min(start + batch, windows.count))

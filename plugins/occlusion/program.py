@@ -245,13 +245,11 @@ class Program:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise Unsupported(f"torch.fx cannot trace {type(model).__name__}: {first}") from None
         self.model = model
-        self.graph = graph
         self.steps = [_step(model, node) for node in graph.nodes]
         inputs = [s for s in self.steps if s.op == "input"]
         if len(inputs) != 1:
             raise Unsupported(f"the forward pass takes {len(inputs)} inputs; occlusion needs exactly one")
         self.input = inputs[0].name
-        self.index = {step.name: i for i, step in enumerate(self.steps)}
         # Last step that reads each value, so that a batch can free it right after.
         self.last_use: dict[str, int] = {}
         for i, step in enumerate(self.steps):

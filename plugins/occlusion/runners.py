@@ -105,6 +105,7 @@ class IncrementalRunner:
             self.base_feature = _feature_map(self.engine.base[self.node], layer_name)
         self.bytes_per_position = image.element_size() * self._peak_elements()
         self._integral: dict[int, torch.Tensor] = {}
+        self._base_totals: dict[int, float] = {}  # the unoccluded total of each tapped channel
 
     def _layer_node(self, program: Program, expected: torch.Tensor | None, layer_name: str) -> str:
         """The graph node whose value is the layer's output, as a forward hook saw it."""
@@ -159,8 +160,10 @@ class IncrementalRunner:
             return logits, None
         value = tapped[self.node]
         if isinstance(value, Patch):
-            base_total = float(self.base_feature[0, channel].double().sum())
-            totals = base_total - self._region_sums(channel, value) + _channel_totals(value.values, channel)
+            if channel not in self._base_totals:
+                self._base_totals[channel] = float(self.base_feature[0, channel].double().sum())
+            totals = (self._base_totals[channel] - self._region_sums(channel, value)
+                      + _channel_totals(value.values, channel))
         else:
             totals = _channel_totals(value, channel)
         return logits, totals
