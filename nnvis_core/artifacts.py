@@ -33,6 +33,14 @@ def _finite(name: str, array: np.ndarray) -> None:
         raise ArtifactError(f"{name} contains NaN or infinite values")
 
 
+def _check_rgb(pixels, shape_label: str, finite_label: str) -> None:
+    """An (H, W, 3) picture of finite values; the labels name it in the error."""
+    p = np.asarray(pixels)
+    if p.ndim != 3 or p.shape[2] != 3:
+        raise ArtifactError(f"{shape_label} must be (H, W, 3), got {p.shape}")
+    _finite(finite_label, p.astype(np.float64))
+
+
 @dataclass
 class Image(Artifact):
     """An RGB picture: uint8 array of shape (H, W, 3), or float in [0, 1]."""
@@ -41,10 +49,7 @@ class Image(Artifact):
     kind = "image"
 
     def validate(self) -> None:
-        p = np.asarray(self.pixels)
-        if p.ndim != 3 or p.shape[2] != 3:
-            raise ArtifactError(f"image '{self.title}' must be (H, W, 3), got {p.shape}")
-        _finite(f"image '{self.title}'", p.astype(np.float64))
+        _check_rgb(self.pixels, f"image '{self.title}'", f"image '{self.title}'")
 
 
 @dataclass
@@ -190,10 +195,7 @@ class Gallery(Artifact):
                 if not self.image_ids or self.image_ids[number] is None:
                     raise ArtifactError(f"gallery '{self.title}': tile {number} has neither pixels nor an image id")
                 continue
-            p = np.asarray(pixels)
-            if p.ndim != 3 or p.shape[2] != 3:
-                raise ArtifactError(f"gallery '{self.title}': tile {number} must be (H, W, 3), got {p.shape}")
-            _finite(f"gallery '{self.title}' tile {number}", p.astype(np.float64))
+            _check_rgb(pixels, f"gallery '{self.title}': tile {number}", f"gallery '{self.title}' tile {number}")
 
 
 @dataclass
@@ -229,10 +231,7 @@ class SemanticDictionary(Artifact):
             raise ArtifactError(f"{name}: no thumbnail for units {missing[:10]}")
         pictures = {"image": self.image, **dict(self.thumbnails)}
         for unit, pixels in pictures.items():
-            p = np.asarray(pixels)
-            if p.ndim != 3 or p.shape[2] != 3:
-                raise ArtifactError(f"{name}: picture {unit} must be (H, W, 3), got {p.shape}")
-            _finite(f"{name} picture {unit}", p.astype(np.float64))
+            _check_rgb(pixels, f"{name}: picture {unit}", f"{name} picture {unit}")
 
 
 @dataclass

@@ -101,7 +101,7 @@ def demo_items(folder: Path, images: int = 4, seed: int = 0) -> tuple[RunContext
     """
     from nnvis_core.images import discover_images
     from nnvis_core.models import ModelOptions, load_model
-    from nnvis_core.runner import stream_items
+    from nnvis_core.stream import stream_items
 
     image_dir, mask_dir = write_demo_images(folder, images)
     model = load_model("demo", ModelOptions(), _demo_registry(), "cpu")

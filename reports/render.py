@@ -101,10 +101,6 @@ def _environment() -> jinja2.Environment:
 SCRIPTS = ("scatter.js", "dictionary.js")
 
 
-def render_html(report: dict) -> str:
-    return "".join(_render_chunks(report))
-
-
 def write_html(report: dict, path) -> None:
     """Render index.html straight to a file, chunk by chunk: a page for thousands of images is
     never held whole in memory."""
