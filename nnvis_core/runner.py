@@ -22,6 +22,7 @@ from nnvis_core.config import ReportConfig
 from nnvis_core.context import ImageItem, RunContext
 from nnvis_core.images import ImageRecord, discover_images
 from nnvis_core.models import LayerNotFound, ModelLoadError, ModelOptions, find_layer, load_model
+from nnvis_core.models.layers import LAYER_KEYWORDS
 from nnvis_core.params import ParamError, resolve_params
 from nnvis_core.plugin import Plugin, Scope
 from nnvis_core.registry import Registry, one_line
@@ -160,16 +161,11 @@ def prepare(config: ReportConfig, registry: Registry):
     return runs, records, ctx
 
 
-# Layer values the plugins resolve themselves: auto (the plugin's own default), last_conv,
-# and penultimate (the input of the last Linear layer, for feature-space views).
-SPECIAL_LAYER_NAMES = ("auto", "last_conv", "penultimate")
-
-
 def check_layers(runs: list[PluginRun], ctx: RunContext) -> None:
     """A `layer` parameter naming no layer is a usage error, not a failure on every image."""
     for run in runs:
         layer = run.params.get("layer")
-        if isinstance(layer, str) and layer not in SPECIAL_LAYER_NAMES:
+        if isinstance(layer, str) and layer not in LAYER_KEYWORDS:
             try:
                 find_layer(ctx.module, layer)
             except LayerNotFound as error:

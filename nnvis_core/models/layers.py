@@ -7,6 +7,13 @@ import difflib
 import torch
 
 
+# Words a `layer` parameter may hold instead of a module name, resolved by the plugins:
+# auto (the plugin's own default), last_conv, and penultimate (the input of the last
+# Linear layer, for feature-space views). The run checks every other value up front.
+PENULTIMATE = "penultimate"
+LAYER_KEYWORDS = ("auto", "last_conv", PENULTIMATE)
+
+
 class LayerNotFound(KeyError):
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])

@@ -18,10 +18,9 @@ import torch
 from torch import nn
 
 from nnvis_core.context import ImageItem, RunContext
-from nnvis_core.models.layers import LayerNotFound, find_layer, last_conv_layer
+from nnvis_core.models.layers import PENULTIMATE, LayerNotFound, find_layer, last_conv_layer
 from nnvis_core.stream import shared_store
 
-PENULTIMATE = "penultimate"
 LAYER_HELP = ("layer whose pooled output is the feature vector: penultimate (input of the last Linear), "
               "last_conv, or a named module (see nnvis layers)")
 
