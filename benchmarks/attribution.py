@@ -31,7 +31,7 @@ from nnvis_plugins.attribution import (
     integrated_gradients,
     smoothgrad,
 )
-from nnvis_plugins.attribution.backprop import gradient
+from nnvis_core.toolkit import gradient
 
 from common import best_times, load_model
 

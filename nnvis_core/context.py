@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from nnvis_core.images import ImageRecord
-from nnvis_core.models.layers import find_layer, last_conv_layer
 from nnvis_core.models.loaded import LoadedModel
 from nnvis_core.targets import resolve_target
+from nnvis_core.toolkit.layers import resolve_layer
 
 
 @dataclass
@@ -58,8 +58,8 @@ class RunContext:
         return resolve_target(spec, item.predicted, item.true_class, self.class_names)
 
     def layer(self, name: str) -> torch.nn.Module:
-        """A submodule by its named_modules() name; 'last_conv' picks the last Conv2d."""
-        return find_layer(self.module, last_conv_layer(self.module) if name == "last_conv" else name)
+        """A submodule by its named_modules() name, or 'auto' / 'last_conv' (see nnvis_core.toolkit.layers)."""
+        return resolve_layer(self.module, name)
 
     def seed_for(self, item: ImageItem | None, plugin_name: str) -> int:
         """A seed that depends on the run seed, the image and the plugin, not the order of work."""

@@ -23,7 +23,7 @@ See docs/plugins.md for the whole contract.
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping, Sequence
 
 import pluggy
 
@@ -34,7 +34,10 @@ if TYPE_CHECKING:
     from nnvis_core.context import ImageItem, RunContext
 
 PROJECT = "nnvis"
-PLUGIN_API_VERSION = 1
+PLUGIN_API_VERSION = 2
+# Version 1 plugins run unchanged: version 2 added the method toolkit (nnvis_core.toolkit),
+# Plugin.check_declaration and Plugin.check_params, all optional for a plugin.
+SUPPORTED_API_VERSIONS = (1, 2)
 
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
@@ -58,6 +61,20 @@ class Plugin:
     params: ClassVar[Sequence[Param]] = ()
     api_version: ClassVar[int] = PLUGIN_API_VERSION
     default_enabled: ClassVar[bool] = False  # run when the user names no plugins
+
+    def check_declaration(self) -> None:
+        """Raise ValueError saying what the declaration lacks; called when the plugin registers.
+
+        A base class overrides it to require what its run methods rely on (the
+        attribution base requires `target` and `faithfulness_steps` parameters).
+        """
+
+    def check_params(self, params: dict[str, Any], plugins: Mapping[str, "Plugin"]) -> None:
+        """Raise ValueError for parameter values that need the other installed plugins to judge.
+
+        Called before the run with the resolved parameters and every registered
+        plugin by name (the sanity check's `methods` names other plugins).
+        """
 
     def run_image(self, ctx: "RunContext", item: "ImageItem", params: dict[str, Any]) -> list[Artifact]:
         """Scope.IMAGE: artifacts for one image."""

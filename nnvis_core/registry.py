@@ -16,7 +16,7 @@ import pluggy
 
 from nnvis_core import hookspecs
 from nnvis_core.params import Param
-from nnvis_core.plugin import PLUGIN_API_VERSION, PROJECT, Plugin, Scope
+from nnvis_core.plugin import PROJECT, SUPPORTED_API_VERSIONS, Plugin, Scope
 
 ENTRY_POINT_GROUP = "nnvis"
 BUILTIN_DISTRIBUTION = "nnvis"
@@ -81,10 +81,10 @@ def check_plugin(plugin: Any) -> None:
         raise ValueError(f"plugin name {plugin.name!r} must match {PLUGIN_NAME.pattern}")
     if not isinstance(plugin.scope, Scope):
         raise ValueError(f"plugin {plugin.name}: scope must be a nnvis_core.Scope")
-    if plugin.api_version != PLUGIN_API_VERSION:
+    if plugin.api_version not in SUPPORTED_API_VERSIONS:
         raise ValueError(
-            f"plugin {plugin.name} targets plugin API {plugin.api_version}, "
-            f"this nnvis provides {PLUGIN_API_VERSION} (install a version of one that matches the other)"
+            f"plugin {plugin.name} targets plugin API {plugin.api_version}, this nnvis runs versions "
+            f"{', '.join(map(str, SUPPORTED_API_VERSIONS))} (install a version of one that matches the other)"
         )
     for param in plugin.params:
         if not isinstance(param, Param):
@@ -92,6 +92,7 @@ def check_plugin(plugin: Any) -> None:
     names = [p.name for p in plugin.params]
     if len(set(names)) != len(names):
         raise ValueError(f"plugin {plugin.name} declares a parameter twice")
+    plugin.check_declaration()
 
 
 def _entry_points() -> list[metadata.EntryPoint]:

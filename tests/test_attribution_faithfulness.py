@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from nnvis_plugins.attribution.faithfulness import deletion_insertion, mask_share, pixel_order
-from nnvis_plugins.attribution.imaging import gaussian_blur
+from nnvis_core.toolkit import deletion_insertion, mask_share, pixel_order
+from nnvis_core.toolkit import gaussian_blur
 
 
 class LooksAtTheCorner(nn.Module):

@@ -18,7 +18,7 @@ from nnvis_plugins.attribution import (
     integrated_gradients,
     smoothgrad,
 )
-from nnvis_plugins.attribution.backprop import AttributionError, gradient, reduce_channels
+from nnvis_core.toolkit import AttributionError, gradient, reduce_channels
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_integrated_gradients_of_a_quadratic_is_exact():
 
 @pytest.mark.parametrize("baseline", ["black", "blur", "noise"])
 def test_integrated_gradients_completeness_on_a_smooth_convnet(baseline):
-    from nnvis_plugins.attribution.imaging import pixel_baseline
+    from nnvis_core.toolkit import pixel_baseline
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Softplus(), nn.Conv2d(8, 8, 3, stride=2), nn.Tanh(),
@@ -172,7 +172,7 @@ METHODS = {
 
 @pytest.mark.parametrize("name", list(METHODS))
 def test_batch_consistency_targets_and_an_untouched_model(demo64, name):
-    from nnvis_plugins.attribution.guard import model_state
+    from nnvis_core.toolkit import model_state
 
     method = METHODS[name]
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(4))

@@ -24,7 +24,7 @@ from nnvis_plugins.attribution import (
     integrated_gradients,
     smoothgrad,
 )
-from nnvis_plugins.attribution.backprop import gradient
+from nnvis_core.toolkit import gradient
 
 captum_attr = pytest.importorskip("captum.attr")
 from captum.attr._core.noise_tunnel import NoiseTunnel  # noqa: E402

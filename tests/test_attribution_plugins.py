@@ -17,7 +17,7 @@ from nnvis_core.images import ImageRecord
 from nnvis_core.models.loaded import LoadedModel, Preprocess
 from nnvis_core.params import resolve_params
 from nnvis_core.registry import load_registry
-from nnvis_plugins.attribution.guard import model_state
+from nnvis_core.toolkit import model_state
 
 ATTRIBUTION = ("deconvnet", "guided_backprop", "smoothgrad", "integrated_gradients", "gradcam", "guided_gradcam",
                "gradient_x_input", "occlusion")

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnvis_plugins.attribution import deconvnet, gradcam, guided_backprop
-from nnvis_plugins.attribution.backprop import gradient
-from nnvis_plugins.attribution.guard import model_state, preserved
-from nnvis_plugins.attribution.rules import UnsupportedActivation, relu_rule
+from nnvis_core.toolkit import gradient
+from nnvis_core.toolkit import model_state, preserved
+from nnvis_core.toolkit import UnsupportedActivation, relu_rule
 
 RULES = {"guided": guided_backprop.attribute, "deconvnet": deconvnet.attribute}
 

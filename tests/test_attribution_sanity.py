@@ -11,7 +11,7 @@ from nnvis_core import Chart, Image, Table
 from nnvis_core.demo import DemoNet
 from nnvis_core.demo.model import WEIGHTS_PATH
 from nnvis_plugins.attribution import sanity
-from nnvis_plugins.attribution.guard import model_state
+from nnvis_core.toolkit import model_state
 
 
 def test_rank_averages_ties():

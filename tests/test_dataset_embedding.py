@@ -17,7 +17,8 @@ from nnvis_plugins.dataset.embedding import (
     snap_to_grid,
     tsne_embed,
 )
-from nnvis_plugins.dataset.features import PENULTIMATE, captured, pool, resolve_feature_layer
+from nnvis_core.toolkit import PENULTIMATE, captured, feature_source
+from nnvis_plugins.dataset.features import pool
 
 
 def test_pca_matches_the_covariance_eigenvectors():
@@ -111,9 +112,9 @@ class _Tiny(nn.Module):
 def test_feature_layers_are_pooled_hooks_that_leave_no_trace():
     model = _Tiny().eval()
     x = torch.randn(2, 3, 8, 8)
-    module, read_input = resolve_feature_layer(model, PENULTIMATE)
+    module, read_input = feature_source(model, PENULTIMATE)
     assert module is model.head[2] and read_input
-    conv, conv_input = resolve_feature_layer(model, "last_conv")
+    conv, conv_input = feature_source(model, "last_conv")
     assert conv is model.conv and not conv_input
     with captured([(module, True), (conv, False)]) as record:
         model(x)

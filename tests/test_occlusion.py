@@ -17,8 +17,8 @@ from torch import nn
 from nnvis_core.demo import DemoNet, load_demo_model
 from nnvis_core.tv import torchvision_models
 from nnvis_plugins import occlusion
-from nnvis_plugins.attribution.backprop import AttributionError
-from nnvis_plugins.attribution.guard import model_state
+from nnvis_core.toolkit import AttributionError
+from nnvis_core.toolkit import model_state
 from nnvis_plugins.occlusion.incremental import FULL
 from nnvis_plugins.occlusion.patches import Region
 from nnvis_plugins.occlusion.runners import IncrementalRunner, occluded_images

@@ -22,7 +22,7 @@ from nnvis_core.models.loaded import LoadedModel, Preprocess
 from nnvis_core.params import ParamError, resolve_params
 from nnvis_core.registry import load_registry
 from nnvis_plugins import occlusion
-from nnvis_plugins.attribution.guard import model_state
+from nnvis_core.toolkit import model_state
 from nnvis_reports import build_report
 
 ROOT = Path(__file__).resolve().parents[1] / "examples" / "demo"

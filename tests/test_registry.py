@@ -149,7 +149,7 @@ def test_an_api_version_mismatch_is_listed_with_the_cause(fake_distribution):
             name = "future"
             title = "Future"
             description = "Written for a later plugin API."
-            api_version = 2
+            api_version = 3
 
             def run_image(self, ctx, item, params):
                 return []
@@ -161,7 +161,7 @@ def test_an_api_version_mismatch_is_listed_with_the_cause(fake_distribution):
     code, rows, _ = _listing()
     assert code == 0
     assert "nnvis-plugin-future" in rows["future"]
-    assert "failed: plugin future targets plugin API 2, this nnvis provides 1" in rows["future"]
+    assert "failed: plugin future targets plugin API 3, this nnvis runs versions 1, 2" in rows["future"]
     assert "future" not in load_registry().plugins
 
 

@@ -18,5 +18,4 @@ from nnvis_plugins.attribution import (  # noqa: F401
     integrated_gradients,
     smoothgrad,
 )
-from nnvis_plugins.attribution.backprop import AttributionError  # noqa: F401
-from nnvis_plugins.attribution.rules import UnsupportedActivation, relu_rule  # noqa: F401
+from nnvis_core.toolkit import AttributionError, UnsupportedActivation, relu_rule

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from nnvis_core import hookimpl
-from nnvis_plugins.attribution.backprop import Target
+from nnvis_core.toolkit import Target
 from nnvis_plugins.attribution.projection import Projection, RulePlugin, class_attribution
 from nnvis_plugins.attribution import projection
 

@@ -13,21 +13,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnvis_core import Param, hookimpl
-from nnvis_plugins.attribution.backprop import (  # noqa: F401 - default_layer is part of this module's API
+from nnvis_core.toolkit import (
     AttributionError,
-    Target,
-    captured_output,
-    default_layer,
-    resolve_layer,
-    target_scores,
-)
-from nnvis_plugins.attribution.base import (
+    AttributionPlugin,
+    Explanation,
     FAITHFULNESS_STEPS,
     LAYER_PARAM_HELP,
     TARGET,
-    AttributionPlugin,
-    Explanation,
+    Target,
+    captured_output,
+    default_layer,
     layer_name,
+    resolve_layer,
+    target_scores,
 )
 
 UPSAMPLING = ("bilinear", "nearest")

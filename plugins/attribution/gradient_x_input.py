@@ -10,8 +10,15 @@ import torch
 from torch import nn
 
 from nnvis_core import hookimpl
-from nnvis_plugins.attribution.backprop import Target, gradient
-from nnvis_plugins.attribution.base import FAITHFULNESS_STEPS, TARGET, AttributionPlugin, Explanation, reduce_param
+from nnvis_core.toolkit import (
+    AttributionPlugin,
+    Explanation,
+    FAITHFULNESS_STEPS,
+    TARGET,
+    Target,
+    gradient,
+    reduce_param,
+)
 
 
 def attribute(model: nn.Module, inputs: torch.Tensor, target: Target, batch_size: int | None = None) -> torch.Tensor:

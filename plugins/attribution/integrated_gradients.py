@@ -15,15 +15,19 @@ import torch
 from torch import nn
 
 from nnvis_core import Param, hookimpl
-from nnvis_plugins.attribution.backprop import (
+from nnvis_core.toolkit import (
+    AttributionPlugin,
+    Explanation,
+    FAITHFULNESS_STEPS,
+    TARGET,
     Target,
-    check_target,
+    check_target_count,
     fresh_input_gradient,
+    pixel_baseline,
+    reduce_param,
     select_target,
     target_scores,
 )
-from nnvis_plugins.attribution.base import FAITHFULNESS_STEPS, TARGET, AttributionPlugin, Explanation, reduce_param
-from nnvis_plugins.attribution.imaging import pixel_baseline
 
 METHODS = ("gausslegendre", "riemann_trapezoid", "riemann_middle", "riemann_left", "riemann_right")
 
@@ -76,7 +80,7 @@ def attribute(
     per_row = (-1,) + (1,) * (x.dim() - 1)
     # Path points are built chunk by chunk (input-major: row r is input r // steps at point r % steps),
     # so memory stays at `batch_size` images however many steps are asked for.
-    check_target(target, n)
+    check_target_count(target, n)
     rows = n * steps
     chunk = rows if not batch_size or batch_size >= rows else batch_size
     total = torch.zeros_like(x)

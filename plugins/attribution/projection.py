@@ -19,18 +19,22 @@ import torch
 from torch import nn
 
 from nnvis_core import Image, Param
-from nnvis_plugins.attribution.backprop import AttributionError, Target, forward_until, gradient, resolve_layer
-from nnvis_plugins.attribution.base import (
+from nnvis_core.toolkit import (
+    AttributionError,
+    AttributionPlugin,
+    Explanation,
     FAITHFULNESS_STEPS,
     LAYER_PARAM_HELP,
     TARGET,
-    AttributionPlugin,
-    Explanation,
+    Target,
+    forward_until,
+    gradient,
     layer_name,
     reduce_param,
+    relu_rule,
+    resolve_layer,
+    rgb_view,
 )
-from nnvis_plugins.attribution.imaging import rgb_view
-from nnvis_plugins.attribution.rules import relu_rule
 
 
 def class_attribution(

@@ -25,8 +25,7 @@ from torch import nn
 
 from nnvis_core import Chart, Image, Param, Plugin, Result, Scope, Table, hookimpl
 from nnvis_plugins.attribution import gradcam, guided_gradcam, integrated_gradients, smoothgrad
-from nnvis_plugins.attribution.backprop import Target, gradient, reduce_channels
-from nnvis_plugins.attribution.guard import preserved
+from nnvis_core.toolkit import Target, gradient, preserved, reduce_channels
 
 MapFunction = Callable[[nn.Module, torch.Tensor, Target, dict], torch.Tensor]
 

@@ -18,8 +18,16 @@ from torch import nn
 
 from nnvis_core import Param, hookimpl
 from nnvis_plugins.attribution import integrated_gradients
-from nnvis_plugins.attribution.backprop import Target, gradient, repeat_target
-from nnvis_plugins.attribution.base import FAITHFULNESS_STEPS, TARGET, AttributionPlugin, Explanation, reduce_param
+from nnvis_core.toolkit import (
+    AttributionPlugin,
+    Explanation,
+    FAITHFULNESS_STEPS,
+    TARGET,
+    Target,
+    gradient,
+    reduce_param,
+    repeat_target,
+)
 
 BASES = ("gradient", "guided_backprop", "integrated_gradients")
 VARIANTS = ("mean", "squared", "vargrad")

@@ -9,7 +9,6 @@ last Conv2d. Spatial maps (N, C, H, W) are averaged over H and W.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
@@ -18,7 +17,7 @@ import torch
 from torch import nn
 
 from nnvis_core.context import ImageItem, RunContext
-from nnvis_core.models.layers import PENULTIMATE, LayerNotFound, find_layer, last_conv_layer
+from nnvis_core.toolkit import PENULTIMATE, LayerNotFound, captured, feature_source
 from nnvis_core.stream import shared_store
 
 LAYER_HELP = ("layer whose pooled output is the feature vector: penultimate (input of the last Linear), "
@@ -35,44 +34,11 @@ class FeatureSet:
     true: list[int | None]
 
 
-def resolve_feature_layer(model: nn.Module, name: str) -> tuple[nn.Module, bool]:
-    """(module, read_input): the module to hook, and whether its input (not output) is the feature."""
-    if name == PENULTIMATE:
-        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-        if linears:
-            return linears[-1], True
-        return find_layer(model, last_conv_layer(model)), False
-    if name == "last_conv":
-        name = last_conv_layer(model)
-    return find_layer(model, name), False
-
-
 def pool(values: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, C) by the spatial mean; (B, C) unchanged; anything else flattened."""
     if values.dim() == 4:
         return values.mean(dim=(2, 3))
     return values.reshape(values.shape[0], -1)
-
-
-@contextmanager
-def captured(modules: Sequence[tuple[nn.Module, bool]]) -> Iterator[list[torch.Tensor | None]]:
-    """Record the input (flag True) or output of each module on every forward pass; hooks removed after."""
-    record: list[torch.Tensor | None] = [None] * len(modules)
-    handles = []
-
-    def keeper(slot: int, read_input: bool):
-        if read_input:
-            return lambda module, args: record.__setitem__(slot, args[0].detach())
-        return lambda module, args, output: record.__setitem__(slot, output.detach())
-
-    try:
-        for slot, (module, read_input) in enumerate(modules):
-            hook = keeper(slot, read_input)
-            handles.append(module.register_forward_pre_hook(hook) if read_input else module.register_forward_hook(hook))
-        yield record
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def batches(items: Iterable[ImageItem], size: int) -> Iterator[list[ImageItem]]:
@@ -94,7 +60,7 @@ def collect_features(ctx: RunContext, items: Iterable[ImageItem], layer: str = P
     stream the folder again. Raises LayerNotFound for an unknown layer,
     ValueError when there is no image.
     """
-    module, read_input = resolve_feature_layer(ctx.module, layer)
+    module, read_input = feature_source(ctx.module, layer)
     store = shared_store(items)
     key = ("pooled features", id(module), read_input)
     if store is not None and key in store:

@@ -20,12 +20,18 @@ from torch import nn
 from nnvis_core import Gallery, Param, Plugin, Scope, hookimpl
 from nnvis_core.artifacts import Result
 from nnvis_core.context import ImageItem, RunContext
-from nnvis_core.models.layers import LayerNotFound, find_layer, last_conv_layer
 from nnvis_core.stream import only
-from nnvis_plugins.attribution.backprop import forward_until
-from nnvis_plugins.attribution.imaging import rgb_view
-from nnvis_plugins.attribution.rules import relu_rule
-from nnvis_plugins.dataset.features import batches, captured
+from nnvis_core.toolkit import (
+    LayerNotFound,
+    captured,
+    conv_layers,
+    find_layer,
+    forward_until,
+    relu_rule,
+    resolve_layer_name,
+    rgb_view,
+)
+from nnvis_plugins.dataset.features import batches
 
 _CHANNELS = re.compile(r"^(all|top:\d+|\d+(,\d+)*)$")
 
@@ -38,7 +44,7 @@ def check_channels(spec: str) -> str | None:
 
 def default_layers(model: nn.Module) -> list[str]:
     """A middle and the last Conv2d: mid-level parts and whole-object detectors."""
-    convs = [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
+    convs = conv_layers(model)
     if not convs:
         raise LayerNotFound(f"{type(model).__name__} has no Conv2d layer")
     return list(dict.fromkeys([convs[(len(convs) - 1) // 2], convs[-1]]))
@@ -47,7 +53,7 @@ def default_layers(model: nn.Module) -> list[str]:
 def layer_names(model: nn.Module, spec: str) -> list[str]:
     if spec == "auto":
         return default_layers(model)
-    names = [last_conv_layer(model) if n == "last_conv" else n for n in (s.strip() for s in spec.split(",")) if n]
+    names = [resolve_layer_name(model, n) for n in (s.strip() for s in spec.split(",")) if n]
     for name in names:
         find_layer(model, name)  # LayerNotFound names near matches
     return names

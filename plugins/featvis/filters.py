@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from nnvis_core import Gallery, Param, Plugin, Scope, hookimpl
-from nnvis_plugins.featvis.layers import LayerError, first_conv
+from nnvis_core.toolkit import first_conv
+from nnvis_plugins.featvis.layers import LayerError
 
 SCALES = ("layer", "filter")
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnvis_core.models.layers import find_layer
+from nnvis_core.toolkit import find_layer
 from nnvis_plugins.featvis import objectives as obj
 from nnvis_plugins.featvis.parameterizations import ImageParam, fourier_image, pixel_image
 from nnvis_plugins.featvis.transforms import Transform, identity, standard_transforms

@@ -24,8 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnvis_plugins.attribution.backprop import resolve_layer
-from nnvis_plugins.attribution.guard import preserved
+from nnvis_core.toolkit import MEMORY_MB, chunk_size, preserved, resolve_layer
 from nnvis_plugins.occlusion.program import Unsupported
 from nnvis_plugins.occlusion.runners import BatchedRunner, IncrementalRunner
 from nnvis_plugins.occlusion.windows import (
@@ -37,7 +36,6 @@ from nnvis_plugins.occlusion.windows import (
 )
 
 ENGINES = ("auto", "incremental", "batched")
-MEMORY_MB = 128
 
 
 @dataclass
@@ -76,8 +74,7 @@ class OcclusionMaps:
 def positions_per_batch(runner, positions: int, memory_mb: float = MEMORY_MB, batch_size: int | None = None) -> int:
     """How many occluder positions go through the model at once: `batch_size`, else as many as
     `memory_mb` holds by the runner's estimate, at least one and at most all of them."""
-    batch = batch_size or max(1, int(memory_mb * 2**20 // runner.bytes_per_position))
-    return min(batch, positions)
+    return min(batch_size, positions) if batch_size else chunk_size(runner.bytes_per_position, memory_mb, positions)
 
 
 def _runner(model, image, windows, fill, layer, layer_name, engine, full_share):

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from nnvis_core import CategoricalMap, Heatmap, Param, hookimpl
-from nnvis_plugins.attribution.base import FAITHFULNESS_STEPS, LAYER_PARAM_HELP, TARGET, AttributionPlugin, Explanation
+from nnvis_core.toolkit import FAITHFULNESS_STEPS, LAYER_PARAM_HELP, TARGET, AttributionPlugin, Explanation
 from nnvis_plugins.occlusion.method import ENGINES, MEMORY_MB, occlusion_maps
 from nnvis_plugins.occlusion.windows import OCCLUDERS, grey
 

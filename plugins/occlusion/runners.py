@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nnvis_plugins.attribution.backprop import captured_output
+from nnvis_core.toolkit import captured_output
 from nnvis_plugins.occlusion.incremental import FULL, STATIC, IncrementalEngine, check_program, close
 from nnvis_plugins.occlusion.patches import Patch, Region
 from nnvis_plugins.occlusion.program import Program, Unsupported

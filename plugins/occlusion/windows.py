@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nnvis_plugins.attribution.imaging import gaussian_blur
+from nnvis_core.toolkit import gaussian_blur
 
 OCCLUDERS = ("grey", "mean", "blur", "zero")
 MIN_POSITIONS = 16  # per side, for the default stride

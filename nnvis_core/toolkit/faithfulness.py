@@ -6,7 +6,7 @@ map; the target class probability should fall fast (low AUC is good).
 Insertion: pixels of the image are put back into a blurred copy in the same
 order; the probability should rise fast (high AUC is good). Each curve has
 `steps + 1` points (0 %, 1/steps, ..., 100 % of the pixels); all images of both
-curves go through the model in batches of `batch_size`, without gradients.
+curves go through the model without gradients, in chunks sized by memory.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnvis_plugins.attribution.imaging import gaussian_blur
+from nnvis_core.toolkit.imaging import gaussian_blur
+from nnvis_core.toolkit.scoring import MEMORY_MB, target_probabilities
 
 
 @dataclass
@@ -48,15 +49,6 @@ def pixel_order(saliency: torch.Tensor) -> torch.Tensor:
     return rank.view_as(saliency)
 
 
-def _probabilities(model: nn.Module, images: torch.Tensor, target: int, batch_size: int) -> np.ndarray:
-    out = []
-    with torch.no_grad():
-        for start in range(0, images.shape[0], batch_size):
-            logits = model(images[start:start + batch_size])
-            out.append(torch.softmax(logits.float(), dim=1)[:, target].cpu())
-    return torch.cat(out).numpy().astype(np.float64)
-
-
 def deletion_insertion(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -64,13 +56,15 @@ def deletion_insertion(
     saliency: torch.Tensor,
     deleted: torch.Tensor,
     steps: int = 32,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     blur_sigma: float | None = None,
+    memory_mb: float = MEMORY_MB,
 ) -> Curves:
     """Deletion and insertion curves for one input (1, C, H, W) and its (H, W) map.
 
     deleted: the (C, H, W) or (1, C, H, W) value a deleted pixel takes (black in model space).
     blur_sigma: blur of the insertion start image; default 1/32 of the larger side.
+    batch_size: images per forward pass; by default as many as `memory_mb` holds.
     """
     x = inputs.detach()[:1]
     h, w = x.shape[-2:]
@@ -81,7 +75,8 @@ def deletion_insertion(
     blurred = gaussian_blur(x, blur_sigma if blur_sigma is not None else max(h, w) / 32)
     deletion_images = torch.where(masks, deleted, x)
     insertion_images = torch.where(masks, x, blurred)
-    probs = _probabilities(model, torch.cat([deletion_images, insertion_images]), target, batch_size)
+    probs = target_probabilities(model, torch.cat([deletion_images, insertion_images]), target,
+                                 memory_mb=memory_mb, batch_size=batch_size)
     return Curves(counts / (h * w), probs[: steps + 1], probs[steps + 1:])
 
 

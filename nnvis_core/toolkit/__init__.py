@@ -1,0 +1,75 @@
+"""The method toolkit: what the built-in methods are made of, public for plugin authors.
+
+Everything here takes a model and a normalized ``(N, C, H, W)`` batch (or a
+plugin's ``ctx`` and ``item``) and leaves the model as it found it. The
+built-in plugin families use only this toolkit and import nothing from one
+another, so a third-party method gets exactly what a built-in gets.
+docs/plugins.md (plugin API version 2) walks through it.
+
+- attribution: :class:`AttributionPlugin`, :class:`Explanation`, :data:`TARGET`,
+  :data:`FAITHFULNESS_STEPS`, :func:`reduce_param`
+- targets: :data:`Target`, :func:`target_scores`, :func:`resolve_target` (predicted/true/index/name)
+- layers: :func:`resolve_layer`, :func:`default_layer`, :func:`feature_source`, :func:`find_layer`, ...
+- hooks: :func:`captured_output`, :func:`forward_until`, :func:`captured`
+- the guard: :func:`preserved`
+- gradients and backward rules: :func:`gradient`, :func:`relu_rule`
+- images: :func:`model_baseline` (black, grey, blur, noise), :func:`gaussian_blur`, :func:`rgb_view`
+- scoring: :func:`target_probabilities` (chunked by a memory budget), :func:`chunk_size`
+- faithfulness: :func:`deletion_insertion`, :func:`mask_share`
+"""
+
+from nnvis_core.targets import TargetError, resolve_target
+from nnvis_core.toolkit.attribution import (
+    FAITHFULNESS_STEPS,
+    LAYER_PARAM_HELP,
+    TARGET,
+    AttributionPlugin,
+    Explanation,
+    layer_name,
+    reduce_param,
+)
+from nnvis_core.toolkit.faithfulness import Curves, deletion_insertion, mask_share, pixel_order
+from nnvis_core.toolkit.gradients import fresh_input_gradient, gradient, reduce_channels
+from nnvis_core.toolkit.guard import model_state, preserved
+from nnvis_core.toolkit.hooks import captured, captured_output, forward_until
+from nnvis_core.toolkit.imaging import BASELINES, gaussian_blur, model_baseline, normalizer, pixel_baseline, rgb_view, to_numpy
+from nnvis_core.toolkit.layers import (
+    ACTIVATIONS,
+    LAYER_KEYWORDS,
+    PENULTIMATE,
+    RECTIFIERS,
+    LayerNotFound,
+    conv_layers,
+    default_layer,
+    feature_source,
+    find_layer,
+    first_conv,
+    last_conv_layer,
+    preactivation,
+    rectified_output,
+    resolve_layer,
+    resolve_layer_name,
+)
+from nnvis_core.toolkit.rules import UnsupportedActivation, relu_rule
+from nnvis_core.toolkit.scoring import MEMORY_MB, bytes_per_image, chunk_size, target_probabilities
+from nnvis_core.toolkit.targets import (
+    AttributionError,
+    Target,
+    check_target_count,
+    chunk_target,
+    repeat_target,
+    select_target,
+    target_scores,
+)
+
+__all__ = [
+    "ACTIVATIONS", "AttributionError", "AttributionPlugin", "BASELINES", "Curves", "Explanation",
+    "FAITHFULNESS_STEPS", "LAYER_KEYWORDS", "LAYER_PARAM_HELP", "LayerNotFound", "MEMORY_MB", "PENULTIMATE",
+    "RECTIFIERS", "TARGET", "Target", "TargetError", "UnsupportedActivation", "bytes_per_image", "captured",
+    "captured_output", "check_target_count", "chunk_size", "chunk_target", "conv_layers", "default_layer",
+    "deletion_insertion", "feature_source", "find_layer", "first_conv", "forward_until", "fresh_input_gradient",
+    "gaussian_blur", "gradient", "last_conv_layer", "layer_name", "mask_share", "model_baseline", "model_state",
+    "normalizer", "pixel_baseline", "pixel_order", "preactivation", "preserved", "rectified_output",
+    "reduce_channels", "reduce_param", "relu_rule", "repeat_target", "resolve_layer", "resolve_layer_name",
+    "resolve_target", "rgb_view", "select_target", "target_probabilities", "target_scores", "to_numpy",
+]

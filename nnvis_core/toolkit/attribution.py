@@ -1,0 +1,121 @@
+"""The base of attribution methods: target, heatmap, faithfulness metrics, the model left as found.
+
+A method subclasses :class:`AttributionPlugin`, declares :data:`TARGET` and
+:data:`FAITHFULNESS_STEPS` among its params, and implements one step,
+:meth:`AttributionPlugin.explain`, returning an :class:`Explanation`. The base
+resolves the target, turns the attribution into the report's heatmap, adds
+deletion/insertion AUC (Petsiuk et al. 2018) and, when the image has a
+ground-truth mask, the mask share; it guarantees the model is left as it was
+found; and it lets the sanity check (``sanity_check.methods=NAME``) recompute
+the method's map on a randomized copy of the model (:meth:`AttributionPlugin.heatmap`).
+
+    class Rise(AttributionPlugin):
+        name, title, description = "rise", "RISE", "..."
+        params = (TARGET, Param("masks", int, 2000, "random masks"), FAITHFULNESS_STEPS)
+
+        def explain(self, ctx, item, inputs, target, params):
+            return Explanation(my_map(ctx.module, inputs, target))   # (H, W) or (C, H, W)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from nnvis_core.artifacts import Artifact, Heatmap, Result
+from nnvis_core.params import Param
+from nnvis_core.plugin import Plugin, Scope
+from nnvis_core.toolkit.faithfulness import deletion_insertion, mask_share
+from nnvis_core.toolkit.gradients import reduce_channels
+from nnvis_core.toolkit.guard import preserved
+from nnvis_core.toolkit.imaging import to_numpy
+from nnvis_core.toolkit.layers import resolve_layer_name
+
+TARGET = Param("target", str, "predicted", "class to explain: predicted, true, an index or a class name")
+FAITHFULNESS_STEPS = Param(
+    "faithfulness_steps", int, 32,
+    "points on the deletion/insertion curves (Petsiuk et al. 2018); 0 skips them", minimum=0, maximum=1024,
+)
+REDUCE = ("abs_max", "abs_sum", "sum", "l2")
+LAYER_PARAM_HELP = ("the layer (named as in `nnvis layers`); auto = the rectified output of the last Conv2d "
+                    "(its activation, or the block it ends, e.g. layer4 of a ResNet); last_conv = the last Conv2d itself")
+
+
+def layer_name(ctx, name: str) -> str:
+    """The layer a plugin's `layer` parameter names, with 'auto' and 'last_conv' resolved for this model."""
+    return resolve_layer_name(ctx.module, name)
+
+
+def reduce_param(default: str) -> Param:
+    """The `reduce` parameter: how a (C, H, W) attribution becomes the card's (H, W) map."""
+    return Param("reduce", str, default, "how colour channels become one map: abs_max, abs_sum, sum (signed) or l2",
+                 choices=REDUCE)
+
+
+@dataclass
+class Explanation:
+    """What a method computed for one image."""
+
+    attribution: torch.Tensor  # (C, H, W) over the input, or (H, W) already one map
+    caption: str = ""
+    artifacts: list[Artifact] = field(default_factory=list)  # extra pictures after the main map
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class AttributionPlugin(Plugin):
+    """Base of the per-image attribution plugins; subclasses implement `explain`."""
+
+    scope = Scope.IMAGE
+    label = "attribution"  # what the colour bar measures
+
+    def explain(self, ctx, item, inputs: torch.Tensor, target: int, params: dict[str, Any]) -> Explanation:
+        """The attribution of class `target` for `inputs` (1, C, H, W), the image `item` on ctx's model."""
+        raise NotImplementedError
+
+    def check_declaration(self) -> None:
+        names = {param.name for param in self.params}
+        for param, purpose in ((TARGET, "the class to explain"),
+                               (FAITHFULNESS_STEPS, "the deletion/insertion metrics")):
+            if param.name not in names:
+                raise ValueError(
+                    f"attribution plugin {self.name} declares no '{param.name}' parameter ({purpose}): add "
+                    f"nnvis_core.toolkit.{'TARGET' if param is TARGET else 'FAITHFULNESS_STEPS'} to its params"
+                )
+
+    def _heat(self, attribution: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, bool]:
+        """(H, W) map of an attribution, and whether it is signed."""
+        attribution = attribution.detach()
+        how = params.get("reduce", "sum")
+        heat = attribution if attribution.dim() == 2 else reduce_channels(attribution, how)
+        return heat, attribution.dim() == 3 and how == "sum" or bool(heat.min() < 0)
+
+    def heatmap(self, ctx, item, target: int, params: dict[str, Any]) -> torch.Tensor:
+        """The (H, W) map the card shows for class `target`, without metrics or extra pictures.
+
+        The sanity check calls it with a ctx whose model is a randomized copy.
+        """
+        with preserved(ctx.module):
+            return self._heat(self.explain(ctx, item, ctx.input(item), target, params).attribution, params)[0]
+
+    def run_image(self, ctx, item, params) -> Result:
+        target = ctx.target(item, params["target"])
+        inputs = ctx.input(item)
+        with preserved(ctx.module):
+            explanation = self.explain(ctx, item, inputs, target, params)
+            heat, signed = self._heat(explanation.attribution, params)
+            metrics = dict(explanation.metrics)  # the target class is in the caption: a mean class index means nothing
+            steps = params.get("faithfulness_steps", 0)
+            if steps:
+                black = ctx.model.preprocess.normalize(item.pixels * 0)
+                curves = deletion_insertion(ctx.module, inputs, target, heat, black, steps, ctx.batch_size)
+                metrics["deletion_auc"] = curves.deletion_auc
+                metrics["insertion_auc"] = curves.insertion_auc
+        heat_np = to_numpy(heat)
+        if item.mask is not None and item.mask.shape == heat_np.shape:
+            metrics.update(mask_share(heat_np, item.mask))
+        caption = f"towards {ctx.class_names[target]}" + (f"; {explanation.caption}" if explanation.caption else "")
+        label = self.label + (" (signed)" if signed else "")
+        artifacts = [Heatmap(self.name, heat_np, signed=signed, label=label, caption=caption)]
+        return Result(artifacts + explanation.artifacts, metrics)
