@@ -47,7 +47,7 @@ import json, resource, sys, time
 from pathlib import Path
 from nnvis_core.config import ReportConfig
 from nnvis_core.registry import load_registry
-from nnvis_reports.build import build_report
+from nnvis_reports import build_report
 images, out, plugins = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split(",")
 start = time.perf_counter()
 outcome = build_report(ReportConfig(images, out, plugins=plugins), load_registry())

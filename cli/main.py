@@ -1,4 +1,4 @@
-"""`nnvis` commands. Logic lives in nnvis_core and nnvis_reports; this module parses and prints.
+"""`nnvis` commands. The core runs (nnvis_core.runner) into the HTML report sink; this module parses and prints.
 
 Exit codes: 0 success; 1 the report was written but some images or plugin calls
 failed (details in the report); 2 usage error (bad options or inputs, nothing written);
@@ -96,8 +96,7 @@ def _merge_config(path: Path | None, cli_values: dict, assignments: tuple[str, .
 def report(image_dir, out_dir, model, weights, arch, trust_checkpoint, labels, masks, plugin_names, assignments,
            config_path, device, batch_size, seed, resize, crop, mean, std, plugin_timeout, resume, force, quiet) -> None:
     """Write an HTML report for the images in IMAGE_DIR (searched recursively)."""
-    from nnvis_core.runner import UsageError
-    from nnvis_reports import build_report
+    from nnvis_core.runner import UsageError, run
 
     cli_values = {
         "model": model, "weights": weights, "arch": arch, "labels": labels, "masks": masks, "trust_checkpoint": trust_checkpoint,
@@ -129,7 +128,9 @@ def report(image_dir, out_dir, model, weights, arch, trust_checkpoint, labels, m
             return bar.update
 
         try:
-            outcome = build_report(config, registry, progress, log)
+            if "html" not in registry.sinks:
+                raise UsageError("the HTML report (nnvis_reports) did not load: see nnvis plugins")
+            outcome = run(config, registry, registry.sinks["html"].item.create(config, log), progress, log)
         except UsageError as error:
             fail_usage(str(error))
         except KeyboardInterrupt:

@@ -25,20 +25,17 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 import nnvis_core
 from nnvis_core.artifacts import ARTIFACT_TYPES, Result
-
-if TYPE_CHECKING:
-    from nnvis_core.context import ImageItem, RunContext
-    from nnvis_core.runner import PluginRun
+from nnvis_core.context import ImageItem, RunContext
+from nnvis_core.plan import CallOutcome, PluginRun
 
 CACHE_FORMAT = 1
-Outcome = tuple  # (Result | None, seconds, error line | None, traceback | None), as runner.call_plugin returns
 _ARTIFACTS_BY_NAME = {cls.__name__: cls for cls in ARTIFACT_TYPES}
 
 
@@ -73,7 +70,7 @@ def model_digest(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def run_fingerprint(ctx: "RunContext") -> str:
+def run_fingerprint(ctx: RunContext) -> str:
     """What every result of a run depends on besides the image and the plugin."""
     model = ctx.model
     parts = {
@@ -168,7 +165,7 @@ class ResultCache:
         self.stored = 0
         self._item_digests: dict[str, str] = {}  # relpath -> digest: a short string per image
 
-    def item_digest(self, item: "ImageItem", masks_dir: Path | None = None) -> str:
+    def item_digest(self, item: ImageItem, masks_dir: Path | None = None) -> str:
         """Digest of one image as a plugin sees it: path, image bytes, mask bytes."""
         mask = masks_dir / item.record.relpath if masks_dir is not None else None
         mask = mask if mask is not None and mask.is_file() else None
@@ -176,10 +173,10 @@ class ResultCache:
         self._item_digests[item.record.relpath] = digest
         return digest
 
-    def image_key(self, run: "PluginRun", item_digest: str) -> str:
+    def image_key(self, run: PluginRun, item_digest: str) -> str:
         return _hash([self.fingerprint, "image", *_plugin_identity(run), item_digest])
 
-    def global_key(self, run: "PluginRun") -> str:
+    def global_key(self, run: PluginRun) -> str:
         """Key of a dataset- or model-scope result; a dataset result depends on every image seen."""
         images = sorted(self._item_digests.items()) if run.plugin.scope.value == "dataset" else []
         return _hash([self.fingerprint, run.plugin.scope.value, *_plugin_identity(run), images])
@@ -223,17 +220,16 @@ class ResultCache:
         self.stored += 1
         return True
 
-    def call(self, key: str, compute: Callable[[], Outcome]) -> Outcome:
+    def call(self, key: str, compute: Callable[[], CallOutcome]) -> CallOutcome:
         """A cached outcome when there is one, else compute() and keep a successful result."""
         hit = self.load(key)
         if hit is not None:
             self.hits += 1
-            result, seconds = hit
-            return result, seconds, None, None
+            return CallOutcome(*hit)
         outcome = compute()
-        result, seconds, error = outcome[0], outcome[1], outcome[2]
-        if error is None and result is not None:
-            self.store(key, result, seconds)
+        if outcome.ok:
+            assert outcome.result is not None
+            self.store(key, outcome.result, outcome.seconds)
         return outcome
 
 
@@ -242,20 +238,20 @@ class NoCache:
 
     hits = stored = 0
 
-    def item_digest(self, item: "ImageItem", masks_dir: Path | None = None) -> str:
+    def item_digest(self, item: ImageItem, masks_dir: Path | None = None) -> str:
         return ""
 
-    def image_key(self, run: "PluginRun", item_digest: str) -> str:
+    def image_key(self, run: PluginRun, item_digest: str) -> str:
         return ""
 
-    def global_key(self, run: "PluginRun") -> str:
+    def global_key(self, run: PluginRun) -> str:
         return ""
 
-    def call(self, key: str, compute: Callable[[], Outcome]) -> Outcome:
+    def call(self, key: str, compute: Callable[[], CallOutcome]) -> CallOutcome:
         return compute()
 
 
-def _plugin_identity(run: "PluginRun") -> list:
+def _plugin_identity(run: PluginRun) -> list:
     plugin = run.plugin
     return [plugin.name, type(plugin).__module__, type(plugin).__qualname__, run.origin,
             getattr(plugin, "api_version", None), sorted((k, repr(v)) for k, v in run.params.items())]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -12,7 +13,7 @@ import torch
 from nnvis_core.images import ImageRecord
 from nnvis_core.models.loaded import LoadedModel
 from nnvis_core.targets import resolve_target
-from nnvis_core.toolkit.layers import resolve_layer
+from nnvis_core.models.layers import resolve_layer
 
 
 @dataclass
@@ -40,6 +41,9 @@ class RunContext:
     seed: int = 0
     batch_size: int = 16
     masks_dir: Path | None = None  # ground-truth masks, same relative paths as the images
+    # Every registered plugin by name (nnvis_core.Plugin instances; typed loosely so that the
+    # contract module, which names RunContext in its signatures, is not imported back).
+    plugins: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def module(self) -> torch.nn.Module:

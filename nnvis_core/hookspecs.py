@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Callable
 
 import pluggy
 
-from nnvis_core.plugin import PROJECT
+from nnvis_core.markers import PROJECT
 
 if TYPE_CHECKING:
-    from nnvis_core.models.sources import ModelSource
+    from nnvis_core.models.source import ModelSource
     from nnvis_core.plugin import Plugin
+    from nnvis_core.sink import SinkFactory
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 
@@ -46,4 +47,16 @@ def nnvis_register_model_sources(register: Callable[["ModelSource"], None]) -> N
     and must be unique; its `load(target, options)` receives the text after the
     colon and a `ModelOptions`, and returns a `LoadedModel` or raises
     `ModelLoadError` with a one-line message for the user.
+    """
+
+
+@hookspec
+def nnvis_register_sinks(register: Callable[["SinkFactory"], None]) -> None:
+    """Register places a run's results can go.
+
+    Called once, when nnvis loads its plugins. Call `register(factory)` with an
+    instance of a `nnvis_core.sink.SinkFactory` subclass; return nothing. Its
+    `create(config)` returns a sink for one run: an object with the methods of
+    the `nnvis_core.sink.Sink` protocol, which the core calls as results
+    arrive. The HTML report is the built-in sink `html`.
     """

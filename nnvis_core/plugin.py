@@ -25,21 +25,18 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping, Sequence
 
-import pluggy
-
 from nnvis_core.artifacts import Artifact
+from nnvis_core.markers import PROJECT, hookimpl  # noqa: F401 - part of this module's API
 from nnvis_core.params import Param
 
 if TYPE_CHECKING:
     from nnvis_core.context import ImageItem, RunContext
 
-PROJECT = "nnvis"
 PLUGIN_API_VERSION = 2
 # Version 1 plugins run unchanged: version 2 added the method toolkit (nnvis_core.toolkit),
 # Plugin.check_declaration and Plugin.check_params, all optional for a plugin.
 SUPPORTED_API_VERSIONS = (1, 2)
 
-hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 class Scope(str, enum.Enum):

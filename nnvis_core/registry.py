@@ -10,13 +10,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Collection, Iterable
 
 import pluggy
 
 from nnvis_core import hookspecs
+from nnvis_core.models.source import check_model_source
 from nnvis_core.params import Param
 from nnvis_core.plugin import PROJECT, SUPPORTED_API_VERSIONS, Plugin, Scope
+from nnvis_core.sink import check_sink_factory
 
 ENTRY_POINT_GROUP = "nnvis"
 BUILTIN_DISTRIBUTION = "nnvis"
@@ -57,6 +59,7 @@ class LoadFailure:
 class Registry:
     plugins: dict[str, Registered] = field(default_factory=dict)
     model_sources: dict[str, Registered] = field(default_factory=dict)
+    sinks: dict[str, Registered] = field(default_factory=dict)  # where a run's results can go (SinkFactory)
     failures: list[LoadFailure] = field(default_factory=list)
 
     def plugin(self, name: str) -> Plugin:
@@ -154,11 +157,13 @@ def load_registry(
     use_entry_points: bool = True,
     extra: Iterable[tuple[str, object]] = (),
     strict: bool = False,
+    only: Collection[str] | None = None,
 ) -> Registry:
-    """Load every plugin module and collect the plugins and model sources they register.
+    """Load every plugin module and collect the plugins, model sources and sinks they register.
 
     extra: (name, module-or-object) pairs registered directly, for tests and
     embedding. strict: raise RegistryError on the first failure instead of skipping.
+    only: load just the entry points with these names (nnvis's own come first).
     """
     registry = Registry()
     pm = pluggy.PluginManager(PROJECT)
@@ -172,7 +177,7 @@ def load_registry(
     if use_entry_points:
         missing_by_distribution: dict[str, list[str]] = {}
         for ep in _entry_points():
-            if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name) or (only is not None and ep.name not in only):
                 continue
             if _distribution(ep) not in missing_by_distribution:
                 missing_by_distribution[_distribution(ep)] = missing_requirements(ep.dist)
@@ -233,8 +238,7 @@ def load_registry(
             except Exception as error:  # noqa: BLE001
                 fail(impl.plugin_name, origin.distribution, one_line(error))
 
-    from nnvis_core.models.sources import check_model_source
-
     collect("nnvis_register_model_sources", registry.model_sources, check_model_source)
     collect("nnvis_register_plugins", registry.plugins, check_plugin)
+    collect("nnvis_register_sinks", registry.sinks, check_sink_factory)
     return registry

@@ -1,58 +1,42 @@
-"""One report run: load the model, stream the images, call each plugin, hand results to the writer.
+"""The core owns the run: check the options, load the model, stream the images, call each plugin,
+and emit every result to a sink (nnvis_core.sink).
 
 Failures are contained where they happen: an unreadable image is listed and
-skipped, a plugin that raises on one image gets an error entry for that image
+skipped, a plugin that raises on one image gets an error outcome for that image
 and runs on the others. Only usage errors (bad options, no images, a model
-that cannot load) stop the run before it starts.
+that cannot load) stop the run before it starts, before the sink writes anything.
+
+    plan = prepare(config, registry)            # UsageError: one line, nothing written
+    outcome = execute(plan, sink, cache)        # results stream to the sink
+    outcome = run(config, registry, sink)       # both, with the sink's begin/finish/close
 """
 
 from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
 from nnvis_core.artifacts import ArtifactError, Result, as_result
-from nnvis_core.cache import NoCache, ResultCache
+from nnvis_core.cache import NoCache, ResultCache, run_fingerprint
 from nnvis_core.config import ReportConfig
 from nnvis_core.context import ImageItem, RunContext
 from nnvis_core.images import ImageRecord, discover_images
 from nnvis_core.models import LayerNotFound, ModelLoadError, ModelOptions, find_layer, load_model
 from nnvis_core.models.layers import LAYER_KEYWORDS
 from nnvis_core.params import ParamError, resolve_params
+from nnvis_core.plan import CallOutcome, PluginRun, RunOutcome, RunPlan, UsageError
 from nnvis_core.plugin import Plugin, Scope
 from nnvis_core.registry import Registry, one_line
-from nnvis_core.targets import TargetError, check_target
+from nnvis_core.sink import Sink
 from nnvis_core.stream import ImageStream, stream_items
+from nnvis_core.targets import TargetError, check_target
 from nnvis_core.timeout import CallTimeout, call_with_time_limit
 
-
-class UsageError(Exception):
-    """Bad options or inputs found before any work: exit code 2, one line."""
-
-
-@dataclass
-class PluginRun:
-    plugin: Plugin
-    params: dict
-    origin: str
-    time_limit: float | None = None  # seconds per call; None: no limit
-    stuck: bool = False  # a call ran past the limit and could not be stopped: skip the rest
-
-
-@dataclass
-class RunOutcome:
-    out_dir: Path
-    failed_images: int
-    failed_calls: int
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.failed_images or self.failed_calls else 0
+__all__ = ["UsageError", "PluginRun", "RunOutcome", "RunPlan", "CallOutcome", "prepare", "execute", "run"]
 
 
 def select_plugins(registry: Registry, names: Sequence[str] | None) -> list[Plugin]:
@@ -76,11 +60,13 @@ def plugin_runs(registry: Registry, plugins: list[Plugin], given: dict[str, dict
     for name in given:
         if name not in registry.plugins:
             raise UsageError(f"parameters given for unknown plugin {name!r}; installed: {', '.join(registry.plugins)}")
+    installed = {name: reg.item for name, reg in registry.plugins.items()}
     runs = []
     for plugin in plugins:
         try:
             params = resolve_params(plugin.name, plugin.params, given.get(plugin.name, {}))
-        except ParamError as error:
+            plugin.check_params(params, installed)
+        except (ParamError, ValueError) as error:
             raise UsageError(str(error)) from None
         runs.append(PluginRun(plugin, params, str(registry.plugins[plugin.name].origin), time_limit))
     return runs
@@ -106,31 +92,29 @@ def plugin_traceback(error: BaseException) -> str:
     return "".join(traceback.format_exception(type(error), error, tb))
 
 
-def call_plugin(ctx: RunContext, run: PluginRun, item: ImageItem | None, call: Callable[[], object]):
-    """Run one plugin call in isolation: (Result | None, seconds, error line, traceback).
-
-    With run.time_limit, a call that runs longer is stopped (see nnvis_core.timeout).
-    """
+def call_plugin(ctx: RunContext, run: PluginRun, item: ImageItem | None, call: Callable[[], object]) -> CallOutcome:
+    """Run one plugin call in isolation; with run.time_limit, a longer call is stopped (nnvis_core.timeout)."""
     if run.stuck:
-        return None, 0.0, "skipped: an earlier call ran past the time limit and could not be stopped", None
+        return CallOutcome(None, 0.0, "skipped: an earlier call ran past the time limit and could not be stopped")
     torch.manual_seed(ctx.seed_for(item, run.plugin.name))
     start = time.perf_counter()
+    result: Result | None = None
+    error = trace = None
     try:
-        result: Result | None = as_result(call_with_time_limit(call, run.time_limit))
-        error, trace = None, None
+        result = as_result(call_with_time_limit(call, run.time_limit))
     except CallTimeout as failure:
-        result, error, trace = None, str(failure), failure.stack
+        error, trace = str(failure), failure.stack
         run.stuck = not failure.stopped
     except ArtifactError as failure:
-        result, error, trace = None, f"bad output: {failure}", traceback.format_exc()
+        error, trace = f"bad output: {failure}", traceback.format_exc()
     except Exception as failure:  # noqa: BLE001 - a plugin must not take the report down
-        result, error, trace = None, one_line(failure), plugin_traceback(failure)
+        error, trace = one_line(failure), plugin_traceback(failure)
     finally:
         ctx.module.zero_grad(set_to_none=True)
-    return result, time.perf_counter() - start, error, trace
+    return CallOutcome(result, time.perf_counter() - start, error, trace)
 
 
-def prepare(config: ReportConfig, registry: Registry):
+def prepare(config: ReportConfig, registry: Registry) -> RunPlan:
     """Everything that can fail as a usage error, before any output is written."""
     if config.plugin_timeout is not None and not config.plugin_timeout > 0:
         raise UsageError(f"plugin timeout must be a positive number of seconds, got {config.plugin_timeout}")
@@ -148,32 +132,36 @@ def prepare(config: ReportConfig, registry: Registry):
     except ModelLoadError as error:
         raise UsageError(str(error)) from None
     model = model.with_preprocess(resize=config.resize, crop=config.crop, mean=config.mean, std=config.std)
-    for run in runs:
-        if "target" in run.params:
+    for plugin_run in runs:
+        if "target" in plugin_run.params:
             try:
-                check_target(str(run.params["target"]), model.class_names)
+                check_target(str(plugin_run.params["target"]), model.class_names)
             except TargetError as error:
-                raise UsageError(f"{run.plugin.name}.target: {error}") from None
+                raise UsageError(f"{plugin_run.plugin.name}.target: {error}") from None
     if config.masks is not None and not config.masks.is_dir():
         raise UsageError(f"--masks {config.masks}: not a folder")
-    ctx = RunContext(model, device, config.seed, config.batch_size, config.masks)
+    plugins = {name: reg.item for name, reg in registry.plugins.items()}
+    ctx = RunContext(model, device, config.seed, config.batch_size, config.masks, plugins)
     check_layers(runs, ctx)
-    return runs, records, ctx
+    plan = RunPlan(config, runs, records, ctx, list(registry.failures))
+    check_input_size(plan)
+    return plan
 
 
 def check_layers(runs: list[PluginRun], ctx: RunContext) -> None:
     """A `layer` parameter naming no layer is a usage error, not a failure on every image."""
-    for run in runs:
-        layer = run.params.get("layer")
+    for plugin_run in runs:
+        layer = plugin_run.params.get("layer")
         if isinstance(layer, str) and layer not in LAYER_KEYWORDS:
             try:
                 find_layer(ctx.module, layer)
             except LayerNotFound as error:
-                raise UsageError(f"{run.plugin.name}.layer: {error}") from None
+                raise UsageError(f"{plugin_run.plugin.name}.layer: {error}") from None
 
 
-def check_input_size(ctx: RunContext, records: list[ImageRecord]) -> None:
+def check_input_size(plan: RunPlan) -> None:
     """A model that rejects its own preprocessed input size is a usage error, not 1000 failures."""
+    ctx = plan.ctx
     size = ctx.model.preprocess.crop or ctx.model.preprocess.resize or 224
     try:
         with torch.no_grad():
@@ -183,58 +171,83 @@ def check_input_size(ctx: RunContext, records: list[ImageRecord]) -> None:
 
 
 def execute(
-    config: ReportConfig,
-    registry: Registry,
-    writer,
-    runs: list[PluginRun],
-    records: list[ImageRecord],
-    ctx: RunContext,
+    plan: RunPlan,
+    sink: Sink,
+    cache: ResultCache | NoCache | None = None,
     advance: Callable[[int], None] = lambda n: None,
     log: Callable[[str], None] = lambda line: None,
-    cache: ResultCache | NoCache | None = None,
 ) -> RunOutcome:
-    """Stream the images through every plugin and hand each result to the writer.
+    """Stream the images through every plugin and emit each result to the sink.
 
     With a cache, a result already computed for the same inputs is taken from it.
     """
     cache = cache or NoCache()
-    per_image = [r for r in runs if r.plugin.scope is Scope.IMAGE]
-    others = [r for r in runs if r.plugin.scope is not Scope.IMAGE]
+    ctx = plan.ctx
+    per_image = plan.image_runs
+    others = [r for r in plan.runs if r.plugin.scope is not Scope.IMAGE]
     failed_images = failed_calls = 0
 
     def unreadable(record: ImageRecord, reason: str) -> None:
         nonlocal failed_images
         failed_images += 1
-        writer.add_unreadable(record, reason)
+        sink.add_unreadable(record, reason)
         log(f"{record.relpath}: {reason}")
         advance(max(1, len(per_image)))
 
-    for batch in stream_items(records, ctx, unreadable):
+    for batch in stream_items(plan.records, ctx, unreadable):
         for item in batch:
-            writer.add_image(item, ctx.class_names)
+            sink.add_image(item)
             digest = cache.item_digest(item, ctx.masks_dir)
-            for run in per_image:
-                result, seconds, error, trace = cache.call(cache.image_key(run, digest), lambda: call_plugin(
-                    ctx, run, item, lambda: run.plugin.run_image(ctx, item, dict(run.params))
+            for plugin_run in per_image:
+                outcome = cache.call(cache.image_key(plugin_run, digest), lambda: call_plugin(
+                    ctx, plugin_run, item, lambda: plugin_run.plugin.run_image(ctx, item, dict(plugin_run.params))
                 ))
-                if error:
+                if outcome.error:
                     failed_calls += 1
-                    log(f"{item.record.relpath}: plugin {run.plugin.name} failed: {error}")
-                writer.add_image_result(item, run, result, seconds, error, trace)
+                    log(f"{item.record.relpath}: plugin {plugin_run.plugin.name} failed: {outcome.error}")
+                sink.add_image_result(item, plugin_run, outcome)
                 advance(1)
             if not per_image:
                 advance(1)
 
-    items = ImageStream(records, ctx)  # one for all dataset plugins: they share what they derive
-    for run in others:
-        if run.plugin.scope is Scope.DATASET:
-            call = lambda: run.plugin.run_dataset(ctx, items, dict(run.params))  # noqa: E731
+    items = ImageStream(plan.records, ctx)  # one for all dataset plugins: they share what they derive
+    for plugin_run in others:
+        if plugin_run.plugin.scope is Scope.DATASET:
+            call = lambda: plugin_run.plugin.run_dataset(ctx, items, dict(plugin_run.params))  # noqa: E731
         else:
-            call = lambda: run.plugin.run_model(ctx, dict(run.params))  # noqa: E731
-        result, seconds, error, trace = cache.call(cache.global_key(run), lambda: call_plugin(ctx, run, None, call))
-        if error:
+            call = lambda: plugin_run.plugin.run_model(ctx, dict(plugin_run.params))  # noqa: E731
+        outcome = cache.call(cache.global_key(plugin_run), lambda: call_plugin(ctx, plugin_run, None, call))
+        if outcome.error:
             failed_calls += 1
-            log(f"plugin {run.plugin.name} failed: {error}")
-        writer.add_global_result(run, result, seconds, error, trace)
+            log(f"plugin {plugin_run.plugin.name} failed: {outcome.error}")
+        sink.add_global_result(plugin_run, outcome)
         advance(1)
-    return RunOutcome(config.out_dir, failed_images, failed_calls)
+    return RunOutcome(plan.config.out_dir, failed_images, failed_calls, cache.hits)
+
+
+def run(
+    config: ReportConfig,
+    registry: Registry,
+    sink: Sink,
+    progress: Callable[[int], Callable[[int], None]] | None = None,
+    log: Callable[[str], None] = lambda line: None,
+) -> RunOutcome:
+    """Prepare and execute one run into `sink`: the whole of `nnvis report` but the page.
+
+    progress(total) returns an `advance(n)` callable (None: no progress).
+    Raises UsageError before the sink writes anything when the options are wrong.
+    When the sink names a cache folder, every result is kept there as it
+    arrives, and with config.resume the results of an interrupted run are reused.
+    """
+    plan = prepare(config, registry)
+    cache_dir = sink.begin(plan)
+    try:
+        cache = ResultCache(cache_dir, run_fingerprint(plan.ctx)) if cache_dir is not None else NoCache()
+        advance = progress(plan.steps) if progress else (lambda n: None)
+        outcome = execute(plan, sink, cache, advance, log)
+        sink.finish(outcome)
+    finally:
+        sink.close()  # after a failure a report sink keeps its work folder, for --resume
+    if outcome.reused:
+        log(f"reused {outcome.reused} results of an interrupted run")
+    return outcome

@@ -43,6 +43,7 @@ from nnvis_core.context import ImageItem, RunContext
 from nnvis_core.plugin import Plugin, Scope, hookimpl
 from nnvis_core.registry import Registered, Registry, check_plugin as check_registration, load_registry
 
+BUILTIN_SERVICES = ("model_sources", "html_report")  # nnvis's entry points that are not visualization plugins
 RUN_METHOD = {Scope.IMAGE: "run_image", Scope.DATASET: "run_dataset", Scope.MODEL: "run_model"}
 _PARAM_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -163,8 +164,7 @@ def check_plugin(
     when the check passes and named in the error when it does not.
     Returns a PluginCheck; raises ContractError listing every problem.
     """
-    from nnvis_core.runner import UsageError
-    from nnvis_reports import build_report
+    from nnvis_core.runner import UsageError, run
 
     check_declaration(plugin)
     given = dict(params or {})
@@ -176,7 +176,7 @@ def check_plugin(
     config = ReportConfig(image_dir, work / "report", plugins=[plugin.name], params={plugin.name: given},
                           masks=mask_dir, device=device, seed=seed, plugin_timeout=time_limit, quiet=True)
     try:
-        build_report(config, registry)
+        run(config, registry, registry.sinks["html"].item.create(config))
     except UsageError as error:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -212,13 +212,13 @@ def check_installed(name: str) -> Registered:
 
 
 def _demo_registry(*plugins: Plugin) -> Registry:
-    """The built-in model sources and the given plugins, without any installed entry point."""
-    from nnvis_core.models import sources
-
+    """The built-in model sources, the HTML report and the given plugins; no other installed plugin."""
     holder = types.SimpleNamespace(nnvis_register_plugins=hookimpl(lambda register: [register(p) for p in plugins]))
-    registry = load_registry(use_entry_points=False, extra=[("nnvis-model-sources", sources), ("checked", holder)])
+    registry = load_registry(only=BUILTIN_SERVICES, extra=[("checked", holder)])
     if registry.failures:
         raise ContractError("; ".join(f.error for f in registry.failures))
+    if "html" not in registry.sinks:
+        raise ContractError("nnvis's HTML report (entry point html_report) is not installed: reinstall nnvis")
     return registry
 
 

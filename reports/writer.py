@@ -16,11 +16,9 @@ from pathlib import Path
 import numpy as np
 
 import nnvis_core
-from nnvis_core.artifacts import Result
-from nnvis_core.context import ImageItem, RunContext
+from nnvis_core.context import ImageItem
 from nnvis_core.images import ImageRecord
-from nnvis_core.registry import LoadFailure
-from nnvis_core.runner import PluginRun
+from nnvis_core.plan import CallOutcome, PluginRun, RunPlan
 from nnvis_reports.assets import save_artifact, save_png, save_sprite
 
 SCHEMA_VERSION = 1
@@ -42,8 +40,8 @@ def _versions() -> dict:
 
 
 class ReportWriter:
-    def __init__(self, out_dir: Path, image_dir: Path, ctx: RunContext, runs: list[PluginRun],
-                 records: list[ImageRecord], load_failures: list[LoadFailure]):
+    def __init__(self, out_dir: Path, plan: RunPlan):
+        ctx, runs, records = plan.ctx, plan.runs, plan.records
         self.root = out_dir
         self.assets = out_dir / "assets"
         self.assets.mkdir(parents=True, exist_ok=True)
@@ -58,9 +56,9 @@ class ReportWriter:
         self.header = {
             "format": REPORT_FORMAT,
             "schema_version": SCHEMA_VERSION,
-            "input": {"root": str(image_dir), "image_count": len(records)},
+            "input": {"root": str(plan.config.image_dir), "image_count": len(records)},
             "model": {**ctx.model.describe(), "device": str(ctx.device), "notes": list(ctx.model.notes)},
-            "load_failures": [vars(f) for f in load_failures],
+            "load_failures": [vars(f) for f in plan.load_failures],
         }
 
     @staticmethod
@@ -74,7 +72,8 @@ class ReportWriter:
     def add_unreadable(self, record: ImageRecord, reason: str) -> None:
         self.images[record.index].update(status="unreadable", error=reason)
 
-    def add_image(self, item: ImageItem, class_names: list[str]) -> None:
+    def add_image(self, item: ImageItem) -> None:
+        class_names = self.ctx.class_names
         folder = self._folder(item.record)
         save_png(item.pixels, folder / "input.png")
         probabilities = item.probabilities
@@ -90,13 +89,13 @@ class ReportWriter:
              "probability": round(float(probabilities[item.true_class]), 6)},
         )
 
-    def _result_entry(self, run: PluginRun, result: Result | None, seconds: float, error: str | None,
-                      trace: str | None, folder: Path, base: np.ndarray | None) -> dict:
+    def _result_entry(self, run: PluginRun, outcome: CallOutcome, folder: Path, base: np.ndarray | None) -> dict:
+        result, seconds, error = outcome.result, outcome.seconds, outcome.error
         stats = self.stats[run.plugin.name]
         stats["seconds"] += seconds
         stats["calls"] += 1
         entry: dict = {"status": "ok" if error is None else "error", "seconds": round(seconds, 4),
-                       "artifacts": [], "metrics": {}, "error": error, "traceback": trace}
+                       "artifacts": [], "metrics": {}, "error": error, "traceback": outcome.traceback}
         if error is not None:
             stats["failures"] += 1
             return entry
@@ -121,9 +120,9 @@ class ReportWriter:
             inputs.append(self.root / self.images[image_id]["input"] if known else None)
         return {"path": path.relative_to(self.root).as_posix(), **save_sprite(inputs, path)}
 
-    def _add_image_artifacts(self, run: PluginRun, result: Result) -> None:
+    def _add_image_artifacts(self, run: PluginRun, image_artifacts: dict) -> None:
         """A dataset plugin's per-image artifacts, written into each image's folder and section."""
-        for image_id, artifacts in sorted(result.image_artifacts.items()):
+        for image_id, artifacts in sorted(image_artifacts.items()):
             if not 0 <= image_id < len(self.images) or self.images[image_id]["status"] != "ok":
                 continue
             folder = self.assets / f"img-{image_id:05d}"
@@ -141,17 +140,15 @@ class ReportWriter:
                             "max": float(array.max()), "n": int(array.size)}
         return summary
 
-    def add_image_result(self, item: ImageItem, run: PluginRun, result: Result | None, seconds: float,
-                         error: str | None, trace: str | None) -> None:
-        entry = self._result_entry(run, result, seconds, error, trace, self._folder(item.record), item.pixels)
+    def add_image_result(self, item: ImageItem, run: PluginRun, outcome: CallOutcome) -> None:
+        entry = self._result_entry(run, outcome, self._folder(item.record), item.pixels)
         self.images[item.record.index]["results"][run.plugin.name] = entry
 
-    def add_global_result(self, run: PluginRun, result: Result | None, seconds: float,
-                          error: str | None, trace: str | None) -> None:
+    def add_global_result(self, run: PluginRun, outcome: CallOutcome) -> None:
         folder = self.assets / f"{run.plugin.scope.value}-{run.plugin.name}"
-        entry = self._result_entry(run, result, seconds, error, trace, folder, None)
-        if result is not None and result.image_artifacts:
-            self._add_image_artifacts(run, result)
+        entry = self._result_entry(run, outcome, folder, None)
+        if outcome.result is not None and outcome.result.image_artifacts:
+            self._add_image_artifacts(run, outcome.result.image_artifacts)
         target = self.dataset_results if run.plugin.scope.value == "dataset" else self.model_results
         target[run.plugin.name] = entry
 

@@ -8,7 +8,7 @@ import pytest
 
 from nnvis_core.config import ReportConfig
 from nnvis_core.registry import load_registry
-from nnvis_reports.build import build_report
+from nnvis_reports import build_report
 
 
 def load_every_image(page) -> list[str]:

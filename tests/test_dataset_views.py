@@ -23,7 +23,7 @@ from nnvis_core.stream import ImageStream
 from nnvis_plugins.dataset.embedding import cosine_neighbours, knn_agreement
 from nnvis_plugins.dataset.features import collect_features
 from nnvis_plugins.dataset.tsne import tsne_result
-from nnvis_reports.build import build_report
+from nnvis_reports import build_report
 
 jsonschema = pytest.importorskip("jsonschema")
 SCHEMA = json.loads(resources.files("nnvis_reports").joinpath("report.schema.json").read_text())
@@ -93,8 +93,8 @@ def test_neighbour_strips_are_the_cosine_nearest_images(demo_report):
 
 def test_tsne_on_a_larger_generated_folder(tmp_path):
     write_bundle(tmp_path, per_class=40, seed=11)
-    runs, records, ctx = prepare(ReportConfig(tmp_path / "images", tmp_path / "out", plugins=["tsne"]),
-                                 load_registry())
+    plan = prepare(ReportConfig(tmp_path / "images", tmp_path / "out", plugins=["tsne"]), load_registry())
+    records, ctx = plan.records, plan.ctx
     features = collect_features(ctx, ImageStream(records, ctx))
     assert features.features.shape == (320, 128)
     result = tsne_result(features, ctx.class_names, "penultimate", seed=0, threads=1)
@@ -123,8 +123,8 @@ def test_tsne_and_neighbours_share_one_feature_pass(few_demo_images, tmp_path, m
 def test_only_decodes_just_the_images_asked_for(few_demo_images, tmp_path, monkeypatch):
     from nnvis_core import stream
 
-    runs, records, ctx = prepare(ReportConfig(few_demo_images, tmp_path / "out", plugins=["tsne"]),
-                                 load_registry())
+    plan = prepare(ReportConfig(few_demo_images, tmp_path / "out", plugins=["tsne"]), load_registry())
+    records, ctx = plan.records, plan.ctx
     decoded = []
     real = stream.load_rgb
     monkeypatch.setattr(stream, "load_rgb", lambda path, **kw: decoded.append(path) or real(path, **kw))

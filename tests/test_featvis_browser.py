@@ -6,7 +6,7 @@ import json
 
 from nnvis_core.config import ReportConfig
 from nnvis_core.registry import load_registry
-from nnvis_reports.build import build_report
+from nnvis_reports import build_report
 
 
 def shown_units(page, section: str) -> list[dict]:

@@ -83,11 +83,11 @@ def test_a_run_that_fails_half_way_leaves_the_earlier_report(few_demo_images, tm
     before = file_bytes(out)
     calls = []
 
-    def fail_on_the_third_image(self, item, class_names):
+    def fail_on_the_third_image(self, item):
         calls.append(item.record.relpath)
         if len(calls) == 3:
             raise MemoryError("out of memory half-way")
-        return original(self, item, class_names)
+        return original(self, item)
 
     original = ReportWriter.add_image
     monkeypatch.setattr(ReportWriter, "add_image", fail_on_the_third_image)

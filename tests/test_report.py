@@ -230,17 +230,14 @@ def test_true_and_named_targets(few_demo_images, tmp_path):
 
 def test_model_is_left_as_it_was(few_demo_images, tmp_path):
     from nnvis_core.runner import execute, prepare
+    from nnvis_core.sink import MemorySink
 
     registry = load_registry()
     config = ReportConfig(few_demo_images, tmp_path / "out")
-    runs, records, ctx = prepare(config, registry)
+    plan = prepare(config, registry)
+    ctx = plan.ctx
     before = {k: v.clone() for k, v in ctx.module.state_dict().items()}
-
-    class NullWriter:
-        def __getattr__(self, name):
-            return lambda *args, **kwargs: None
-
-    execute(config, registry, NullWriter(), runs, records, ctx)
+    execute(plan, MemorySink())
     assert not ctx.module.training
     assert all(p.grad is None for p in ctx.module.parameters())
     assert all(torch.equal(before[k], v) for k, v in ctx.module.state_dict().items())

@@ -26,6 +26,7 @@ import torch
 from nnvis_core import CategoricalMap, Chart, Gallery, Heatmap, Image, Result, Scatter, Table, Text
 from nnvis_core.cache import ResultCache, decode_result, encode_result, model_digest, run_fingerprint
 from nnvis_core.config import ReportConfig
+from nnvis_core.plan import CallOutcome
 from nnvis_core.registry import load_registry
 from nnvis_reports import build_report
 from nnvis_reports.output import work_folder
@@ -265,24 +266,26 @@ def test_a_damaged_entry_is_a_miss_and_is_recomputed(tmp_path):
     path = next((tmp_path / "cache").rglob("*.npz"))
     path.write_bytes(path.read_bytes()[:100])
     computed = []
-    outcome = cache.call(key, lambda: computed.append(1) or (every_artifact(), 0.2, None, None))
-    assert computed == [1] and outcome[1] == 0.2
+    outcome = cache.call(key, lambda: computed.append(1) or CallOutcome(every_artifact(), 0.2))
+    assert computed == [1] and outcome.seconds == 0.2
     assert cache.load(key) is not None  # rewritten
 
 
 def test_failures_are_not_cached(tmp_path):
     cache = ResultCache(tmp_path / "cache", "fingerprint")
-    cache.call("34" * 32, lambda: (None, 0.1, "ValueError: no", "Traceback"))
+    cache.call("34" * 32, lambda: CallOutcome(None, 0.1, "ValueError: no", "Traceback"))
     assert cache.load("34" * 32) is None and cache.stored == 0
 
 
 def test_keys_change_with_everything_a_result_depends_on(few_demo_images, tmp_path):
-    from nnvis_core.runner import prepare, stream_items
+    from nnvis_core.runner import prepare
+    from nnvis_core.stream import stream_items
 
     registry = load_registry()
 
     def keys(images: Path, **settings) -> tuple[str, str]:
-        runs, records, ctx = prepare(ReportConfig(images, tmp_path / "out", **settings), registry)
+        plan = prepare(ReportConfig(images, tmp_path / "out", **settings), registry)
+        runs, records, ctx = plan.runs, plan.records, plan.ctx
         cache = ResultCache(tmp_path / "cache", run_fingerprint(ctx))
         item = next(iter(stream_items(records, ctx)))[0]
         return cache.image_key(runs[0], cache.item_digest(item)), run_fingerprint(ctx)

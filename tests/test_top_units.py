@@ -21,7 +21,7 @@ from nnvis_plugins.dataset.top_units import (
     influence_boxes,
     square,
 )
-from nnvis_reports.build import build_report
+from nnvis_reports import build_report
 
 
 def test_running_top_examples_match_brute_force():
@@ -85,7 +85,8 @@ def test_top_units_plugin_on_the_demo_images(few_demo_images, tmp_path):
     assert [a["title"] for a in artifacts] == ["features.15 channel 3", "features.15 channel 3: deconvnet",
                                                "features.15 channel 0", "features.15 channel 0: deconvnet"]
     # Independent check: the peak of each channel over each image, by a plain forward pass.
-    _, records, ctx = prepare(config, load_registry())
+    plan = prepare(config, load_registry())
+    records, ctx = plan.records, plan.ctx
     with torch.no_grad():
         inputs = torch.stack([item.tensor for item in ImageStream(records, ctx)])
         peaks = ctx.module.features[:16](inputs).amax(dim=(2, 3))

@@ -2,7 +2,8 @@
 
 from nnvis_core.models.layers import LayerNotFound, find_layer, last_conv_layer
 from nnvis_core.models.loaded import LoadedModel, ModelLoadError, ModelOptions, Preprocess
-from nnvis_core.models.sources import ModelSource, load_model
+from nnvis_core.models.source import ModelSource
+from nnvis_core.models.sources import load_model
 
 __all__ = [
     "LayerNotFound",

@@ -1,15 +1,24 @@
-"""Layers are addressed by the names `model.named_modules()` gives."""
+"""Which layer a method reads: the one place that turns a `layer` parameter into a module.
+
+Names are those of ``model.named_modules()`` (see ``nnvis layers``). Besides a
+name, a `layer` parameter may hold one of :data:`LAYER_KEYWORDS`:
+
+- ``auto``: the rectified output of the last Conv2d (:func:`default_layer`), the
+  layer Grad-CAM and the feature projections read by default;
+- ``last_conv``: the last Conv2d itself;
+- ``penultimate``: the input of the last Linear layer, the vector the classifier
+  reads (:func:`feature_source`; for folder views).
+"""
 
 from __future__ import annotations
 
 import difflib
 
 import torch
+from torch import nn
 
 
-# Words a `layer` parameter may hold instead of a module name, resolved by the plugins:
-# auto (the plugin's own default), last_conv, and penultimate (the input of the last
-# Linear layer, for feature-space views). The run checks every other value up front.
+# The run checks every other value of a `layer` parameter against the model up front.
 PENULTIMATE = "penultimate"
 LAYER_KEYWORDS = ("auto", "last_conv", PENULTIMATE)
 
@@ -36,3 +45,130 @@ def last_conv_layer(model: torch.nn.Module) -> str:
     if not convs:
         raise LayerNotFound(f"{type(model).__name__} has no Conv2d layer")
     return convs[-1]
+
+
+# Element-wise activation modules: what "rectified output" and "pre-activation" look for.
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Mish, nn.Softplus)
+RECTIFIERS = (nn.ReLU, nn.ReLU6)  # outputs with exact zeros: what sparsity counts
+
+
+def conv_layers(model: nn.Module) -> list[str]:
+    """Names of the Conv2d layers, in definition order."""
+    return [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
+
+
+def first_conv(model: nn.Module) -> str:
+    convs = conv_layers(model)
+    if not convs:
+        raise LayerNotFound(f"{type(model).__name__} has no Conv2d layer")
+    return convs[0]
+
+
+def _siblings(model: nn.Module, name: str) -> tuple[str, list[str]] | None:
+    """(parent name, child names) when `name` sits in a Sequential, else None."""
+    parent_name, _, _ = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    if not isinstance(parent, nn.Sequential):
+        return None
+    return parent_name, [child for child, _ in parent.named_children()]
+
+
+def _join(parent: str, child: str) -> str:
+    return f"{parent}.{child}" if parent else child
+
+
+def _runs_once(model: nn.Module, module: nn.Module) -> bool:
+    return sum(m is module for _, m in model.named_modules(remove_duplicate=False)) == 1
+
+
+def rectified_output(model: nn.Module, conv: str) -> str:
+    """The activation module right after `conv` (past a BatchNorm) in its Sequential, else `conv` itself."""
+    found = _siblings(model, conv)
+    if found is None:
+        return conv
+    parent, children = found
+    for child in children[children.index(conv.rpartition(".")[2]) + 1:]:
+        module = model.get_submodule(_join(parent, child))
+        if isinstance(module, (nn.BatchNorm2d, nn.Identity)):
+            continue
+        if isinstance(module, ACTIVATIONS) and _runs_once(model, module):
+            return _join(parent, child)
+        break
+    return conv
+
+
+def preactivation(model: nn.Module, name: str) -> str:
+    """For an element-wise activation module that follows another module in a Sequential, that module.
+
+    Optimizing a rectified output gets no gradient while the unit is off (a
+    channel that is zero on the starting image stays zero); its pre-activation
+    is the same unit without that dead zone (Olah et al. optimize pre-ReLU layers).
+    Any other layer is returned unchanged.
+    """
+    module = find_layer(model, name)
+    found = _siblings(model, name)
+    if not isinstance(module, ACTIVATIONS) or found is None:
+        return name
+    parent, children = found
+    position = children.index(name.rpartition(".")[2])
+    return _join(parent, children[position - 1]) if position > 0 else name
+
+
+def default_layer(model: nn.Module) -> str:
+    """The layer Grad-CAM uses by default: the rectified output of the last Conv2d.
+
+    The paper weights the last conv layer's *rectified* feature maps; at the raw
+    conv output the negative parts cancel the positive ones and many maps are
+    all zero (on the demo model, 70% of images). So: the activation module that
+    directly follows the last Conv2d in its Sequential, past a BatchNorm, as in
+    VGG, AlexNet, MobileNet and the demo net (:func:`rectified_output`); else the
+    outermost block that holds the last conv as its final part (a ResNet stage,
+    whose last block ends with its ReLU; a whole Inception module; a DenseNet
+    block); else the last Conv2d itself. (A layer that turns out to run twice per
+    forward pass is refused when it is captured.)
+    """
+    conv_name = last_conv_layer(model)
+    parent_name = conv_name.rpartition(".")[0]
+    parent = model.get_submodule(parent_name) if parent_name else model
+    if isinstance(parent, nn.Sequential):
+        return rectified_output(model, conv_name)
+    if not parent_name or isinstance(parent, nn.ModuleList):
+        return conv_name
+    # Climb while the block is the last child of its container: a ResNet block -> its stage,
+    # an Inception branch -> the whole Inception module (all branches), a dense layer -> its block.
+    block = parent_name
+    while "." in block:
+        container_name, _, child_name = block.rpartition(".")
+        container = model.get_submodule(container_name)
+        if isinstance(container, nn.ModuleList) or list(dict(container.named_children()))[-1] != child_name:
+            break
+        block = container_name
+    return block
+
+
+def resolve_layer_name(model: nn.Module, name: str) -> str:
+    """The module name a `layer` parameter means: 'auto' and 'last_conv' resolved for this model."""
+    if name == "auto":
+        return default_layer(model)
+    if name == "last_conv":
+        return last_conv_layer(model)
+    return name
+
+
+def resolve_layer(model: nn.Module, layer: nn.Module | str) -> nn.Module:
+    """A submodule given as itself, its named_modules() name, 'last_conv' or 'auto' (default_layer)."""
+    if isinstance(layer, nn.Module):
+        return layer
+    return find_layer(model, resolve_layer_name(model, layer))
+
+
+def feature_source(model: nn.Module, name: str) -> tuple[nn.Module, bool]:
+    """(module, read_input) for a feature-space view: the module to hook, and whether its
+    input (not its output) is the feature. 'penultimate' is the input of the last Linear
+    layer (the last Conv2d's output when there is none)."""
+    if name == PENULTIMATE:
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if linears:
+            return linears[-1], True
+        return find_layer(model, last_conv_layer(model)), False
+    return resolve_layer(model, name), False

@@ -9,34 +9,20 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Mapping, Protocol
 
 import torch
 
 from nnvis_core.models.checkpoints import apply_state_dict, load_checkpoint, num_classes_of, unwrap_state_dict
 from nnvis_core.models.loaded import LoadedModel, ModelLoadError, ModelOptions, Preprocess, read_labels
-from nnvis_core.plugin import hookimpl
-
-if TYPE_CHECKING:
-    from nnvis_core.registry import Registry
+from nnvis_core.models.source import ModelSource, check_model_source  # noqa: F401 - public here too
+from nnvis_core.markers import hookimpl
 
 
-class ModelSource:
-    """Loads models whose `--model` value starts with `name:` (or equals `name`)."""
+class HasModelSources(Protocol):
+    """A registry, or anything with its registered model sources by name."""
 
-    name: str
-    description: str
-
-    def load(self, target: str, options: ModelOptions) -> LoadedModel:
-        raise NotImplementedError
-
-
-def check_model_source(source: Any) -> None:
-    if not isinstance(source, ModelSource):
-        raise ValueError(f"{source!r} is not an instance of nnvis_core.models.ModelSource")
-    if not getattr(source, "name", "") or ":" in source.name:
-        raise ValueError(f"model source {source!r} needs a name without ':'")
-
+    model_sources: Mapping[str, Any]  # name -> Registered(item=ModelSource, ...)
 
 class DemoSource(ModelSource):
     name = "demo"
@@ -136,7 +122,7 @@ def _class_count(module: torch.nn.Module, preprocess: Preprocess) -> int | None:
     return int(out.shape[-1]) if out.ndim == 2 else None
 
 
-def load_model(spec: str, options: ModelOptions, registry: "Registry", device: str = "cpu") -> LoadedModel:
+def load_model(spec: str, options: ModelOptions, registry: HasModelSources, device: str = "cpu") -> LoadedModel:
     """Resolve `--model` against the registered sources and load it on `device`."""
     sources = {name: reg.item for name, reg in registry.model_sources.items()}
     prefix, colon, rest = spec.partition(":")

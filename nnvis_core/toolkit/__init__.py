@@ -33,7 +33,7 @@ from nnvis_core.toolkit.gradients import fresh_input_gradient, gradient, reduce_
 from nnvis_core.toolkit.guard import model_state, preserved
 from nnvis_core.toolkit.hooks import captured, captured_output, forward_until
 from nnvis_core.toolkit.imaging import BASELINES, gaussian_blur, model_baseline, normalizer, pixel_baseline, rgb_view, to_numpy
-from nnvis_core.toolkit.layers import (
+from nnvis_core.models.layers import (
     ACTIVATIONS,
     LAYER_KEYWORDS,
     PENULTIMATE,

@@ -31,7 +31,7 @@ from nnvis_core.toolkit.faithfulness import deletion_insertion, mask_share
 from nnvis_core.toolkit.gradients import reduce_channels
 from nnvis_core.toolkit.guard import preserved
 from nnvis_core.toolkit.imaging import to_numpy
-from nnvis_core.toolkit.layers import resolve_layer_name
+from nnvis_core.models.layers import resolve_layer_name
 
 TARGET = Param("target", str, "predicted", "class to explain: predicted, true, an index or a class name")
 FAITHFULNESS_STEPS = Param(

@@ -1,0 +1,110 @@
+"""Where a run's results go: the small protocol the core emits to, and an in-memory sink.
+
+The core owns the run (nnvis_core.runner) and calls a sink as results arrive,
+the way pytest's runner hands reports to its terminal reporter: the sink only
+consumes. The HTML report is one sink (nnvis_reports registers it through the
+`nnvis_register_sinks` hook); :class:`MemorySink` keeps everything in memory,
+for tests and for code that wants the results rather than a page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from nnvis_core.config import ReportConfig
+from nnvis_core.context import ImageItem
+from nnvis_core.images import ImageRecord
+from nnvis_core.plan import CallOutcome, PluginRun, RunOutcome, RunPlan
+
+
+class Sink(Protocol):
+    """Receives one run's results. The core calls `begin` once, then the `add_*` methods
+    in stream order, then `finish` (only when the run completed) and always `close`."""
+
+    def begin(self, plan: RunPlan) -> Path | None:
+        """Prepare for the run; return a folder where results may be cached for --resume, or None.
+
+        Raise nnvis_core.plan.UsageError for a destination that cannot be written.
+        """
+
+    def add_image(self, item: ImageItem) -> None:
+        """A readable image, before its image-scope results."""
+
+    def add_unreadable(self, record: ImageRecord, reason: str) -> None:
+        """An image that could not be read (reason is one line)."""
+
+    def add_image_result(self, item: ImageItem, run: PluginRun, outcome: CallOutcome) -> None:
+        """One image-scope plugin call on `item`."""
+
+    def add_global_result(self, run: PluginRun, outcome: CallOutcome) -> None:
+        """The one call of a dataset- or model-scope plugin."""
+
+    def finish(self, outcome: RunOutcome) -> None:
+        """Every call is done: write what the sink writes."""
+
+    def close(self) -> None:
+        """Release what begin took, whether or not the run finished."""
+
+
+class SinkFactory:
+    """A registered kind of sink (`nnvis_register_sinks`): makes the sink for one run's settings."""
+
+    name: str
+    description: str
+
+    def create(self, config: ReportConfig, log: Callable[[str], None] = lambda line: None) -> Sink:
+        """The sink for one run; `log` takes one-line messages for the user."""
+        raise NotImplementedError
+
+
+def check_sink_factory(factory: Any) -> None:
+    if not isinstance(factory, SinkFactory):
+        raise ValueError(f"{factory!r} is not an instance of nnvis_core.sink.SinkFactory")
+    if not getattr(factory, "name", ""):
+        raise ValueError(f"sink {factory!r} needs a name")
+
+
+@dataclass
+class MemorySink:
+    """Keeps every result in memory: `images[relpath][plugin]` and `global_results[plugin]`."""
+
+    plan: RunPlan | None = None
+    items: list[ImageItem] = field(default_factory=list)
+    unreadable: dict[str, str] = field(default_factory=dict)
+    images: dict[str, dict[str, CallOutcome]] = field(default_factory=dict)
+    global_results: dict[str, CallOutcome] = field(default_factory=dict)
+    outcome: RunOutcome | None = None
+    closed: bool = False
+
+    def begin(self, plan: RunPlan) -> Path | None:
+        self.plan = plan
+        return None
+
+    def add_image(self, item: ImageItem) -> None:
+        self.items.append(item)
+        self.images[item.record.relpath] = {}
+
+    def add_unreadable(self, record: ImageRecord, reason: str) -> None:
+        self.unreadable[record.relpath] = reason
+
+    def add_image_result(self, item: ImageItem, run: PluginRun, outcome: CallOutcome) -> None:
+        self.images[item.record.relpath][run.plugin.name] = outcome
+
+    def add_global_result(self, run: PluginRun, outcome: CallOutcome) -> None:
+        self.global_results[run.plugin.name] = outcome
+
+    def finish(self, outcome: RunOutcome) -> None:
+        self.outcome = outcome
+
+    def close(self) -> None:
+        self.closed = True
+
+    def outcomes(self, plugin: str) -> dict[str | None, CallOutcome]:
+        """Every call of one plugin: by image path, or None for its dataset/model call."""
+        found: dict[str | None, CallOutcome] = {
+            path: results[plugin] for path, results in self.images.items() if plugin in results}
+        if plugin in self.global_results:
+            found[None] = self.global_results[plugin]
+        return found
