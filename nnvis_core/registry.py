@@ -135,8 +135,16 @@ def missing_requirements(distribution: metadata.Distribution | None) -> list[str
     return missing
 
 
+# Helper modules a version-1 plugin may have imported from the built-ins; plugin API 2 moved them.
+MOVED_TO_TOOLKIT = {f"nnvis_plugins.attribution.{name}" for name in
+                    ("backprop", "rules", "guard", "imaging", "faithfulness")}
+
+
 def import_failure(error: BaseException, module: str) -> str:
     """One line on why a plugin module did not import, naming a missing dependency as such."""
+    if isinstance(error, ModuleNotFoundError) and error.name in MOVED_TO_TOOLKIT:
+        return (f"{module} imports {error.name}, which plugin API 2 moved to nnvis_core.toolkit: "
+                f"import the same names from nnvis_core.toolkit")
     if isinstance(error, ModuleNotFoundError) and error.name:
         own = module.split(".")[0]
         if error.name.split(".")[0] != own:

@@ -87,10 +87,18 @@ def test_the_plugin_draws_a_chart_a_table_and_the_maps():
 
 
 def test_unknown_methods_are_a_parameter_error():
+    """A name is checked against the built-in methods and the installed attribution plugins
+    (third-party ones included) before the run: Plugin.check_params."""
     from nnvis_core.params import ParamError, resolve_params
+    from nnvis_core.registry import load_registry
 
-    with pytest.raises(ParamError, match="methods are"):
-        resolve_params("sanity_check", sanity.SanityCheck.params, {"methods": "gradient,lime"})
+    with pytest.raises(ParamError, match="name at least one method"):
+        resolve_params("sanity_check", sanity.SanityCheck.params, {"methods": " , "})
+    params = resolve_params("sanity_check", sanity.SanityCheck.params, {"methods": "gradient,lime"})
+    installed = {name: reg.item for name, reg in load_registry().plugins.items()}
+    with pytest.raises(ValueError, match="lime is neither a built-in method nor an installed attribution plugin"):
+        sanity.SanityCheck().check_params(params, installed)
+    sanity.SanityCheck().check_params({**params, "methods": "gradient,occlusion"}, installed)
 
 
 @pytest.mark.skipif(not WEIGHTS_PATH.is_file(), reason="trained demo weights not built yet")

@@ -16,8 +16,9 @@ decorrelate quickly; guided backprop (and guided Grad-CAM) largely do not.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -25,7 +26,8 @@ from torch import nn
 
 from nnvis_core import Chart, Image, Param, Plugin, Result, Scope, Table, hookimpl
 from nnvis_plugins.attribution import gradcam, guided_gradcam, integrated_gradients, smoothgrad
-from nnvis_core.toolkit import Target, gradient, preserved, reduce_channels
+from nnvis_core.params import resolve_params
+from nnvis_core.toolkit import AttributionPlugin, Target, gradient, preserved, reduce_channels
 
 MapFunction = Callable[[nn.Module, torch.Tensor, Target, dict], torch.Tensor]
 
@@ -111,16 +113,20 @@ def cascading_randomization(
     max_levels: int = 24,
     seed: int = 0,
     options: dict | None = None,
+    more_methods: dict[str, MapFunction] | None = None,
 ) -> Cascade:
     """Maps of each method as the copy's layers are re-initialised from the top down.
 
     The model itself is never modified: the work is done on a deep copy. target:
     the trained model's classes are kept at every level. options: batch_size,
     samples (SmoothGrad), steps and baselines (IG), layer (Grad-CAM; a name).
+    more_methods: map functions for names beyond METHODS (plugin_method makes one
+    from any attribution plugin).
     """
-    unknown = [m for m in methods if m not in METHODS]
+    known = {**METHODS, **(more_methods or {})}
+    unknown = [m for m in methods if m not in known]
     if unknown:
-        raise ValueError(f"unknown method {', '.join(unknown)}; use {', '.join(METHODS)}")
+        raise ValueError(f"unknown method {', '.join(unknown)}; use {', '.join(known)}")
     options = dict(options or {})
     work = copy.deepcopy(model)
     layers = weighted_layers(work)[::-1]
@@ -134,7 +140,7 @@ def cascading_randomization(
     def compute() -> None:
         for method in methods:
             generator = torch.Generator().manual_seed(seed + 1)  # the same noise at every level
-            maps[method].append(METHODS[method](work, inputs, target, {**options, "generator": generator}).detach().cpu())
+            maps[method].append(known[method](work, inputs, target, {**options, "generator": generator}).detach().cpu())
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -151,6 +157,27 @@ def cascading_randomization(
             [spearman(trained[i], level[i].numpy()) for i in range(trained.shape[0])] for level in per_level
         ])
     return Cascade(levels, correlations, maps)
+
+
+def plugin_method(plugin: AttributionPlugin, params: dict, ctx, items: Sequence) -> MapFunction:
+    """A map function for any attribution plugin: its card's map of each of `items`, absolute,
+    computed on whatever model the cascade passes (a randomized copy) through plugin.heatmap."""
+
+    def compute(model: nn.Module, inputs: torch.Tensor, target: Target, options: dict) -> torch.Tensor:
+        work = dataclasses.replace(ctx, model=dataclasses.replace(ctx.model, module=model))
+        targets = torch.as_tensor(target).reshape(-1).tolist()
+        targets = targets * len(items) if len(targets) == 1 else targets
+        # The same random draws at every level, without moving the stream the re-initialisations use.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(options["generator"].initial_seed())
+            return torch.stack([plugin.heatmap(work, item, int(t), params).abs() for item, t in zip(items, targets)])
+
+    return compute
+
+
+def attribution_plugins(plugins: Mapping[str, object]) -> dict[str, AttributionPlugin]:
+    """The installed attribution plugins by name (built-in or third-party)."""
+    return {name: plugin for name, plugin in plugins.items() if isinstance(plugin, AttributionPlugin)}
 
 
 def _grid(cascade: Cascade, index: int = 0, columns: int = 6) -> np.ndarray:
@@ -182,9 +209,9 @@ class SanityCheck(Plugin):
     )
     scope = Scope.DATASET
     params = (
-        Param("methods", str, ",".join(DEFAULT_METHODS), "comma-separated methods: " + ", ".join(METHODS),
-              check=lambda v: (None if all(m.strip() in METHODS for m in v.split(",") if m.strip())
-                               and any(m.strip() for m in v.split(",")) else f"methods are {', '.join(METHODS)}")),
+        Param("methods", str, ",".join(DEFAULT_METHODS),
+              "comma-separated methods: " + ", ".join(METHODS) + ", or any installed attribution plugin by name",
+              check=lambda v: None if _names(v) else "name at least one method"),
         Param("images", int, 4, "images used, one per class first", minimum=1, maximum=64),
         Param("target", str, "predicted", "class to explain: predicted, true, an index or a class name"),
         Param("max_levels", int, 12, "randomization levels measured (evenly spread over the layers)",
@@ -193,19 +220,29 @@ class SanityCheck(Plugin):
         Param("steps", int, 16, "Integrated Gradients: points per path", minimum=2, maximum=1000),
     )
 
+    def check_params(self, params, plugins) -> None:
+        usable = {*METHODS, *attribution_plugins(plugins)}
+        unknown = [m for m in _names(params["methods"]) if m not in usable]
+        if unknown:
+            raise ValueError(f"sanity_check.methods: {', '.join(unknown)} is neither a built-in method nor an "
+                             f"installed attribution plugin; use {', '.join(sorted(usable))}")
+
     def run_dataset(self, ctx, items, params) -> Result:
         chosen = _pick(items, params["images"])
         if not chosen:
             raise ValueError("no readable image")
         inputs = torch.cat([ctx.input(item) for item in chosen])
         targets = [ctx.target(item, params["target"]) for item in chosen]
-        methods = [m.strip() for m in params["methods"].split(",") if m.strip()]
+        methods = _names(params["methods"])
+        plugins = attribution_plugins(ctx.plugins)
+        more = {name: plugin_method(plugins[name], resolve_params(name, plugins[name].params, {}), ctx, chosen)
+                for name in methods if name not in METHODS and name in plugins}
         black = torch.stack([ctx.model.preprocess.normalize(item.pixels * 0) for item in chosen]).to(inputs)
         options = {"batch_size": ctx.batch_size, "samples": params["samples"], "steps": params["steps"],
                    "baselines": black}
         with preserved(ctx.module):
             cascade = cascading_randomization(ctx.module, inputs, targets, methods, params["max_levels"],
-                                              ctx.seed, options)
+                                              ctx.seed, options, more)
         x = list(range(len(cascade.levels)))
         series = {m: [float(v) for v in c.mean(axis=1)] for m, c in cascade.correlations.items()}
         rows = [[m, *(f"{v:.3f}" for v in values)] for m, values in series.items()]
@@ -221,6 +258,10 @@ class SanityCheck(Plugin):
         ]
         metrics = {f"{m}_final_spearman": values[-1] for m, values in series.items()}
         return Result(artifacts, metrics)
+
+
+def _names(methods: str) -> list[str]:
+    return [m.strip() for m in methods.split(",") if m.strip()]
 
 
 def _pick(items, count: int) -> list:
