@@ -35,6 +35,7 @@ demo: install
 	@echo "open nnvis-report/index.html"
 
 test: install-test $(CHROMIUM)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q --durations=15
 
 clean:
