@@ -17,6 +17,7 @@ import nnvis_core
 from nnvis_core.config import ConfigError, ReportConfig, read_config_file
 from nnvis_core.params import ParamError, parse_assignments
 from nnvis_core.registry import load_registry
+from nnvis_core.scaffold import KINDS
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 EXIT_USAGE = 2
@@ -172,20 +173,38 @@ def plugins_group(context: click.Context, strict: bool) -> None:
         sys.exit(1)
 
 
+@plugins_group.command(name="show", context_settings=CONTEXT)
+@click.argument("name")
+def show_plugin(name: str) -> None:
+    """Describe installed plugin NAME: where it comes from, what it does, its parameters."""
+    from nnvis_core.describe import describe_plugin
+
+    registry = load_registry()
+    if name not in registry.plugins:
+        failed = next((f for f in registry.failures if f.name == name), None)
+        if failed is not None:
+            fail_usage(f"plugin {name} ({failed.distribution}) failed to load: {failed.error}")
+        fail_usage(f"no plugin named {name!r}; installed: {', '.join(sorted(registry.plugins))}")
+    click.echo(describe_plugin(registry.plugins[name]))
+
+
 @plugins_group.command(name="new", context_settings=CONTEXT)
 @click.argument("name")
+@click.option("--kind", type=click.Choice(list(KINDS)), default="image",
+              show_default=True, help="image: a map per image; attribution: a method on "
+              "nnvis_core.toolkit.AttributionPlugin; dataset: one view of the folder; model: the model alone.")
 @click.option("-o", "--output", "parent", type=click.Path(path_type=Path, file_okay=False), default=Path("."),
               show_default=True, help="Folder in which to create nnvis-plugin-NAME/.")
-def new_plugin(name: str, parent: Path) -> None:
-    """Write a plugin package NAME (pyproject, module, test) that passes its own test."""
-    from nnvis_core.scaffold import ScaffoldError, write_plugin_package
+def new_plugin(name: str, kind: str, parent: Path) -> None:
+    """Write a plugin package NAME (pyproject, module, tests) that passes its own tests."""
+    from nnvis_core.scaffold import ScaffoldError, try_it, write_plugin_package
 
     try:
-        root = write_plugin_package(name, parent)
+        root = write_plugin_package(name, parent, kind)
     except ScaffoldError as error:
         fail_usage(str(error))
-    click.echo(f"wrote {root}\nnext:\n  pip install -e '{root}[test]'\n  nnvis plugins\n"
-               f"  python -m pytest {root}\n  nnvis report IMAGES --plugins {name}")
+    click.echo(f"wrote {root}\nnext:\n  pip install -e '{root}[test]'\n  nnvis plugins show {name}\n"
+               f"  python -m pytest {root}\n  {try_it(name, kind)}")
 
 
 @cli.command(context_settings=CONTEXT)
