@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO_IMAGES = ROOT / "examples" / "demo" / "images"
 TINY_PLUGIN = Path(__file__).parent / "fixtures" / "nnvis-plugin-tiny"
 EXAMPLE_PLUGIN = ROOT / "examples" / "nnvis-plugin-example"
+RISE_PLUGIN = ROOT / "examples" / "nnvis-plugin-rise"
 
 
 def pip_install_offline(sources: list[Path], workdir: Path) -> dict[str, str]:
@@ -46,14 +47,26 @@ def run_nnvis(env: dict, *args: str, cwd: Path | None = None) -> subprocess.Comp
 
 @pytest.fixture(scope="session")
 def plugin_packages(tmp_path_factory) -> dict[str, str]:
-    """The tiny fixture, the example package and a `nnvis plugins new brightness` skeleton,
-    installed together in one pip call; the environment that sees them."""
+    """The tiny fixture, the example packages (mean-activations and RISE), a `nnvis plugins new
+    brightness` skeleton and a `nnvis plugins new mymethod --kind attribution` one (written by the
+    command, in an empty folder), installed together in one pip call (pip is slow: add packages
+    here rather than calling it again); the environment that sees them."""
+    from click.testing import CliRunner
+
+    from nnvis_cli.main import cli
     from nnvis_core.scaffold import write_plugin_package
 
     workdir = tmp_path_factory.mktemp("plugin-packages")
     skeleton = write_plugin_package("brightness", workdir / "generated")
-    env = pip_install_offline([TINY_PLUGIN, EXAMPLE_PLUGIN, skeleton], workdir)
+    empty = workdir / "empty"
+    empty.mkdir()
+    written = CliRunner().invoke(cli, ["plugins", "new", "mymethod", "--kind", "attribution", "-o", str(empty)])
+    assert written.exit_code == 0, written.output
+    attribution = empty / "nnvis-plugin-mymethod"
+    env = pip_install_offline([TINY_PLUGIN, EXAMPLE_PLUGIN, RISE_PLUGIN, skeleton, attribution], workdir)
+    env["NNVIS_TEST_RISE"] = str(workdir / "src" / RISE_PLUGIN.name)
     env["NNVIS_TEST_SKELETON"] = str(workdir / "src" / skeleton.name)
+    env["NNVIS_TEST_ATTRIBUTION"] = str(workdir / "src" / attribution.name)
     env["NNVIS_TEST_EXAMPLE"] = str(workdir / "src" / EXAMPLE_PLUGIN.name)
     return env
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 from importlib import resources
 from pathlib import Path
 
-from nnvis_core import artifacts, hookspecs
+from nnvis_core import artifacts, hookspecs, toolkit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,3 +35,24 @@ def test_every_top_level_key_of_the_schema_is_documented():
         assert f"| `{key}` |" in text, key
     for kind in schema["$defs"]["artifact"]["properties"]["kind"]["enum"]:
         assert f"| `{kind}` |" in text, kind
+
+
+def test_every_public_name_of_the_toolkit_is_in_the_guide():
+    guide = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
+    reference = guide.split("## Plugin API version 2: the method toolkit", 1)[1].split("\n## ", 1)[0]
+    for name in toolkit.__all__:
+        assert re.search(rf"`{name}[`(]", reference), f"docs/plugins.md does not document nnvis_core.toolkit.{name}"
+
+
+def test_the_rise_walkthrough_quotes_the_example_package():
+    guide = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
+    walkthrough = guide.split("### Worked example: RISE as a package", 1)[1].split("\n## ", 1)[0]
+    package = ROOT / "examples" / "nnvis-plugin-rise"
+    source = {line.strip() for path in (package / "nnvis_rise" / "__init__.py", package / "tests" / "test_rise.py")
+              for line in path.read_text(encoding="utf-8").splitlines()}
+    blocks = re.findall(r"```python\n(.*?)```", walkthrough, re.S)
+    assert len(blocks) >= 3
+    for block in blocks:
+        for line in block.splitlines():
+            if line.strip() and line.strip() != "...":
+                assert line.strip() in source, f"the guide quotes a line the RISE package does not have: {line}"
