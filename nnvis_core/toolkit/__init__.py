@@ -51,7 +51,14 @@ from nnvis_core.models.layers import (
     resolve_layer_name,
 )
 from nnvis_core.toolkit.rules import UnsupportedActivation, relu_rule
-from nnvis_core.toolkit.scoring import MEMORY_MB, bytes_per_image, chunk_size, target_probabilities
+from nnvis_core.toolkit.scoring import (
+    MEMORY_MB,
+    bytes_per_image,
+    chunk_size,
+    inference_bytes,
+    leaf_output_sizes,
+    target_probabilities,
+)
 from nnvis_core.toolkit.targets import (
     AttributionError,
     Target,
@@ -68,7 +75,7 @@ __all__ = [
     "RECTIFIERS", "TARGET", "Target", "TargetError", "UnsupportedActivation", "bytes_per_image", "captured",
     "captured_output", "check_target_count", "chunk_size", "chunk_target", "conv_layers", "default_layer",
     "deletion_insertion", "feature_source", "find_layer", "first_conv", "forward_until", "fresh_input_gradient",
-    "gaussian_blur", "gradient", "last_conv_layer", "layer_name", "mask_share", "model_baseline", "model_state",
+    "gaussian_blur", "gradient", "inference_bytes", "last_conv_layer", "leaf_output_sizes", "layer_name", "mask_share", "model_baseline", "model_state",
     "normalizer", "pixel_baseline", "pixel_order", "preactivation", "preserved", "rectified_output",
     "reduce_channels", "reduce_param", "relu_rule", "repeat_target", "resolve_layer", "resolve_layer_name",
     "resolve_target", "rgb_view", "select_target", "target_probabilities", "target_scores", "to_numpy",

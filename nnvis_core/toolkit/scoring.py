@@ -9,6 +9,9 @@ image's no-grad forward pass keeps alive.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import numpy as np
 import torch
 from torch import nn
@@ -24,24 +27,36 @@ def chunk_size(bytes_per_item: int, memory_mb: float = MEMORY_MB, limit: int | N
     return size if limit is None else max(1, min(size, limit))
 
 
-@torch.no_grad()
-def bytes_per_image(model: nn.Module, image: torch.Tensor) -> int:
-    """An estimate of the memory one image's no-grad forward pass needs.
-
-    No-grad inference keeps a few activations alive at a time and the largest
-    dominates, so: three times the largest output of any leaf module, plus the
-    input. One forward pass of `image` (1, C, H, W) measures it.
-    """
+@contextmanager
+def leaf_output_sizes(model: nn.Module) -> Iterator[list[int]]:
+    """The element counts of every leaf module's output in the forward passes inside the block."""
     sizes: list[int] = []
     hooks = [m.register_forward_hook(lambda m, a, out: sizes.append(out.numel())
                                      if isinstance(out, torch.Tensor) else None)
              for m in model.modules() if not list(m.children())]
     try:
-        model(image[:1])
+        yield sizes
     finally:
         for hook in hooks:
             hook.remove()
-    return image.element_size() * (3 * max(sizes, default=image[:1].numel()) + image[:1].numel())
+
+
+def inference_bytes(sizes: list[int], image: torch.Tensor) -> int:
+    """Memory one image's no-grad forward pass needs, from its leaf output sizes.
+
+    No-grad inference keeps a few activations alive at a time and the largest
+    dominates, so: three times the largest output of any leaf module, plus the input.
+    """
+    one = image[:1].numel()
+    return image.element_size() * (3 * max(sizes, default=one) + one)
+
+
+@torch.no_grad()
+def bytes_per_image(model: nn.Module, image: torch.Tensor) -> int:
+    """:func:`inference_bytes` measured by one forward pass of `image` (1, C, H, W)."""
+    with leaf_output_sizes(model) as sizes:
+        model(image[:1])
+    return inference_bytes(sizes, image)
 
 
 @torch.no_grad()

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nnvis_core.toolkit import captured_output
+from nnvis_core.toolkit import captured_output, inference_bytes, leaf_output_sizes
 from nnvis_plugins.occlusion.incremental import FULL, STATIC, IncrementalEngine, check_program, close
 from nnvis_plugins.occlusion.patches import Patch, Region
 from nnvis_plugins.occlusion.program import Program, Unsupported
@@ -53,18 +53,10 @@ class BatchedRunner:
     def __init__(self, model: nn.Module, image: torch.Tensor, windows: Windows, fill: torch.Tensor,
                  layer: nn.Module | None = None, layer_name: str = "") -> None:
         self.model, self.image, self.windows, self.fill, self.layer = model, image, windows, fill, layer
-        sizes: list[int] = []
-        hooks = [m.register_forward_hook(lambda m, a, out: sizes.append(out.numel())
-                                         if isinstance(out, torch.Tensor) else None)
-                 for m in model.modules() if not list(m.children())]
-        try:
+        with leaf_output_sizes(model) as sizes:
             self.base_logits, activation = self._forward(image)
-        finally:
-            for hook in hooks:
-                hook.remove()
         self.base_feature = None if layer is None else _feature_map(activation, layer_name)
-        # No-grad inference keeps a few activations alive at a time; the largest dominates.
-        self.bytes_per_position = image.element_size() * (3 * max(sizes, default=image.numel()) + image.numel())
+        self.bytes_per_position = inference_bytes(sizes, image)
 
     def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.layer is None:
