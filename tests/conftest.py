@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,15 @@ def pip_install_offline(sources: list[Path], workdir: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(target), env.get("PYTHONPATH", "")])
     return env
+
+
+def registry_with(*plugins):
+    """The installed plugins plus `plugins`, registered as a module would register them."""
+    from nnvis_core import hookimpl
+    from nnvis_core.registry import load_registry
+
+    holder = types.SimpleNamespace(nnvis_register_plugins=hookimpl(lambda register: [register(p) for p in plugins]))
+    return load_registry(extra=[("test-plugins", holder)])
 
 
 def run_nnvis(env: dict, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -4,12 +4,12 @@ report is one sink among others (nnvis_core.runner, nnvis_core.sink)."""
 from __future__ import annotations
 
 import json
-import types
 
 import numpy as np
 import pytest
 
-from nnvis_core import Heatmap, Plugin, Scope, hookimpl
+from conftest import registry_with
+from nnvis_core import Heatmap, Plugin, Scope
 from nnvis_core.config import ReportConfig
 from nnvis_core.plan import CallOutcome, UsageError
 from nnvis_core.registry import load_registry
@@ -40,11 +40,6 @@ class Counter(Plugin):
         from nnvis_core import Text
 
         return [Text("count", str(sum(1 for _ in items)))]
-
-
-def registry_with(*plugins):
-    holder = types.SimpleNamespace(nnvis_register_plugins=hookimpl(lambda register: [register(p) for p in plugins]))
-    return load_registry(extra=[("test-plugins", holder)])
 
 
 class OrderSink(MemorySink):

@@ -6,14 +6,14 @@ import json
 import re
 import threading
 import time
-import types
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from nnvis_cli.main import cli
-from nnvis_core import Heatmap, Plugin, Scope, Text, hookimpl
+from conftest import registry_with
+from nnvis_core import Heatmap, Plugin, Scope, Text
 from nnvis_core import timeout as timeout_module
 from nnvis_core.config import ReportConfig
 from nnvis_core.registry import load_registry
@@ -146,11 +146,6 @@ class SlowModel(Plugin):
             time.sleep(0.001)
 
 
-def _registry_with(*plugins):
-    holder = types.SimpleNamespace(nnvis_register_plugins=hookimpl(lambda register: [register(p) for p in plugins]))
-    return load_registry(extra=[("isolation-test-plugins", holder)])
-
-
 def _hook_count(module) -> int:
     return sum(len(m._forward_hooks) for m in module.modules())
 
@@ -160,7 +155,7 @@ def test_each_failure_kind_gets_an_error_card_and_the_rest_carries_on(few_demo_i
     lines: list[str] = []
     config = ReportConfig(few_demo_images, out, plugins=["misbehaves", "saliency", "slow-model"],
                           plugin_timeout=LIMIT)
-    registry = _registry_with(Misbehaves(), SlowModel())
+    registry = registry_with(Misbehaves(), SlowModel())
     outcome = build_report(config, registry, log=lines.append)
     assert outcome.exit_code == 1 and outcome.failed_calls == 6
 
@@ -206,7 +201,7 @@ def test_the_runaway_call_leaves_the_models_hooks_as_they_were(few_demo_images, 
             return []
 
     config = ReportConfig(few_demo_images, tmp_path / "out", plugins=["misbehaves", "watcher"], plugin_timeout=LIMIT)
-    build_report(config, _registry_with(plugin, Watcher()))
+    build_report(config, registry_with(plugin, Watcher()))
     assert seen == [0] * 6
 
 
@@ -215,7 +210,7 @@ def test_a_plugin_that_cannot_be_stopped_is_skipped_for_the_remaining_images(few
     try:
         config = ReportConfig(few_demo_images, tmp_path / "out", plugins=["hangs", "saliency"], plugin_timeout=LIMIT)
         start = time.perf_counter()
-        outcome = build_report(config, _registry_with(Hangs()))
+        outcome = build_report(config, registry_with(Hangs()))
         elapsed = time.perf_counter() - start
     finally:
         Hangs.release.set()

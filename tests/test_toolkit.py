@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from nnvis_core import Param, Plugin, hookimpl
+from conftest import registry_with
+from nnvis_core import Param, Plugin
 from nnvis_core.config import ReportConfig
 from nnvis_core.registry import check_plugin, load_registry
 from nnvis_core.toolkit import (
@@ -37,11 +38,6 @@ class InputTimesGradient(AttributionPlugin):
 
     def explain(self, ctx, item, inputs, target, params):
         return Explanation((inputs * gradient(ctx.module, inputs, target))[0])
-
-
-def registry_with(*plugins):
-    holder = types.SimpleNamespace(nnvis_register_plugins=hookimpl(lambda register: [register(p) for p in plugins]))
-    return load_registry(extra=[("test-plugins", holder)])
 
 
 @pytest.mark.parametrize("missing, advice", [

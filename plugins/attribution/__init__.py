@@ -18,4 +18,4 @@ from nnvis_plugins.attribution import (  # noqa: F401
     integrated_gradients,
     smoothgrad,
 )
-from nnvis_core.toolkit import AttributionError, UnsupportedActivation, relu_rule
+from nnvis_core.toolkit import AttributionError, UnsupportedActivation, relu_rule  # noqa: F401 - part of this API

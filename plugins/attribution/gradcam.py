@@ -22,7 +22,7 @@ from nnvis_core.toolkit import (
     TARGET,
     Target,
     captured_output,
-    default_layer,
+    default_layer,  # noqa: F401 - gradcam.default_layer(model) is part of this module's API
     layer_name,
     resolve_layer,
     target_scores,

@@ -10,7 +10,7 @@ last Conv2d. Spatial maps (N, C, H, W) are averaged over H and W.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
