@@ -131,11 +131,11 @@ def test_a_failing_plugin_leaves_the_model_untouched(registry, ctx):
 
 
 def test_unsupported_activations_fail_with_the_module_names(registry):
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.GELU(), torch.nn.AdaptiveAvgPool2d(1),
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Tanh(), torch.nn.AdaptiveAvgPool2d(1),
                                 torch.nn.Flatten(), torch.nn.Linear(4, len(CLASS_NAMES))).eval()
     preprocess = Preprocess(None, None, DEMO_SPEC["mean"], DEMO_SPEC["std"])
-    gelu_ctx = RunContext(LoadedModel(model, "gelu", "random", list(CLASS_NAMES), preprocess, "test"),
+    tanh_ctx = RunContext(LoadedModel(model, "tanh", "random", list(CLASS_NAMES), preprocess, "test"),
                           torch.device("cpu"))
-    with pytest.raises(TypeError, match=r"1 \(GELU\)"):
-        run(registry, gelu_ctx, "guided_backprop", make_item(gelu_ctx))
-    assert run(registry, gelu_ctx, "integrated_gradients", make_item(gelu_ctx), faithfulness_steps=0)
+    with pytest.raises(TypeError, match=r"1 \(Tanh\)"):
+        run(registry, tanh_ctx, "guided_backprop", make_item(tanh_ctx))
+    assert run(registry, tanh_ctx, "integrated_gradients", make_item(tanh_ctx), faithfulness_steps=0)
