@@ -13,9 +13,12 @@ name, a `layer` parameter may hold one of :data:`LAYER_KEYWORDS`:
 from __future__ import annotations
 
 import difflib
+import weakref
 
 import torch
 from torch import nn
+
+from nnvis_core.models.outputs import MAP, TOKENS, LayoutError, output_layout, patch_size
 
 
 # The run checks every other value of a `layer` parameter against the model up front.
@@ -115,18 +118,29 @@ def preactivation(model: nn.Module, name: str) -> str:
 
 
 def default_layer(model: nn.Module) -> str:
-    """The layer Grad-CAM uses by default: the rectified output of the last Conv2d.
+    """The layer Grad-CAM and the other layer readers use by default, per architecture family.
 
-    The paper weights the last conv layer's *rectified* feature maps; at the raw
-    conv output the negative parts cancel the positive ones and many maps are
-    all zero (on the demo model, 70% of images). So: the activation module that
-    directly follows the last Conv2d in its Sequential, past a BatchNorm, as in
-    VGG, AlexNet, MobileNet and the demo net (:func:`rectified_output`); else the
-    outermost block that holds the last conv as its final part (a ResNet stage,
-    whose last block ends with its ReLU; a whole Inception module; a DenseNet
-    block); else the last Conv2d itself. (A layer that turns out to run twice per
-    forward pass is refused when it is captured.)
+    Models that start with a patch embedding (a Conv2d whose kernel equals its
+    stride: ViT, DeiT, Swin, ConvNeXt) are read from their last block, found
+    from one probe pass (:func:`block_default_layer`): for token models the last
+    block's first LayerNorm (the normalized tokens its attention reads; after the
+    last block only the class token reaches the head, so later token layers
+    carry no gradient on the patches), for Swin and ConvNeXt the last stage. Their
+    last Conv2d is the patch embedding or a depthwise conv inside a block: never
+    the default.
+
+    Convnets: the rectified output of the last Conv2d. The paper weights the last
+    conv layer's *rectified* feature maps; at the raw conv output the negative
+    parts cancel the positive ones and many maps are all zero (on the demo model,
+    70% of images). So: the activation module that directly follows the last
+    Conv2d in its Sequential, past a BatchNorm, as in VGG, AlexNet, MobileNet and
+    the demo net (:func:`rectified_output`); else the outermost block that holds
+    the last conv as its final part (a ResNet stage, whose last block ends with its
+    ReLU; a whole Inception module; a DenseNet block); else the last Conv2d itself.
+    (A layer that turns out to run twice per forward pass is refused when it is captured.)
     """
+    if patch_size(model) is not None:
+        return block_default_layer(model)
     conv_name = last_conv_layer(model)
     parent_name = conv_name.rpartition(".")[0]
     parent = model.get_submodule(parent_name) if parent_name else model
@@ -143,6 +157,80 @@ def default_layer(model: nn.Module) -> str:
         if isinstance(container, nn.ModuleList) or list(dict(container.named_children()))[-1] != child_name:
             break
         block = container_name
+    return block
+
+
+_BLOCK_DEFAULTS: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
+
+
+def probe_size(model: nn.Module) -> tuple[int, int]:
+    """An input size the model accepts: torchvision ViT's image_size, timm's configured size, else 224."""
+    size = getattr(model, "image_size", None)
+    if isinstance(size, int):
+        return size, size
+    config = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+    if isinstance(config, dict) and len(config.get("input_size", ())) == 3:
+        return int(config["input_size"][1]), int(config["input_size"][2])
+    return 224, 224
+
+
+def block_default_layer(model: nn.Module) -> str:
+    """The default layer of a model built of repeated blocks after a patch embedding (see default_layer).
+
+    One no-grad pass at :func:`probe_size` records every module's output; the
+    blocks are the same-class children of one container whose outputs are
+    spatial (tokens, channels-last or feature maps), two or more of one class, and
+    of all such runs the one whose last block finishes last ends in the model's
+    last block (a stage of Swin or ConvNeXt, a ViT encoder block). Cached per model.
+    """
+    if model in _BLOCK_DEFAULTS:
+        return _BLOCK_DEFAULTS[model]
+    height, width = probe_size(model)
+    parameter = next(model.parameters(), None)
+    probe = torch.zeros(1, 3, height, width, device=parameter.device if parameter is not None else "cpu")
+    order: dict[str, int] = {}
+    layouts: dict[str, str] = {}
+    names = {module: name for name, module in model.named_modules()}
+
+    def record(module: nn.Module, args, output) -> None:
+        name = names.get(module, "")
+        if name and isinstance(output, torch.Tensor) and output.dim() in (3, 4):
+            try:
+                layout = output_layout(model, output, (height, width))
+            except LayoutError:
+                return
+            if layout.kind != MAP or min(output.shape[-2:]) > 1:
+                order[name] = len(order)
+                layouts[name] = layout.kind
+
+    handles = [module.register_forward_hook(record) for module in names if names[module]]
+    try:
+        with torch.no_grad():
+            model(probe)
+    except Exception as error:  # noqa: BLE001 - the message below says what to do instead
+        raise LayerNotFound(f"cannot pick a default layer for {type(model).__name__}: a {height}x{width} probe "
+                            f"failed ({type(error).__name__}); name one (see nnvis layers)") from None
+    finally:
+        for handle in handles:
+            handle.remove()
+    best: tuple[int, str] | None = None
+    for container_name, container in model.named_modules():
+        by_class: dict[type, list[str]] = {}
+        for child_name, child in container.named_children():
+            name = f"{container_name}.{child_name}" if container_name else child_name
+            if name in order:
+                by_class.setdefault(type(child), []).append(name)
+        for blocks in by_class.values():
+            if len(blocks) >= 2 and (best is None or order[blocks[-1]] > best[0]):
+                best = (order[blocks[-1]], blocks[-1])
+    if best is None:
+        raise LayerNotFound(f"{type(model).__name__} has a patch embedding but no repeated blocks with spatial "
+                            "outputs to read by default; name a layer (see nnvis layers)")
+    block = best[1]
+    if layouts[block] == TOKENS:
+        norms = [name for name, child in model.get_submodule(block).named_children() if isinstance(child, nn.LayerNorm)]
+        block = f"{block}.{norms[0]}" if norms else block
+    _BLOCK_DEFAULTS[model] = block
     return block
 
 

@@ -10,6 +10,8 @@ docs/plugins.md (plugin API version 2) walks through it.
   :data:`FAITHFULNESS_STEPS`, :func:`reduce_param`
 - targets: :data:`Target`, :func:`target_scores`, :func:`resolve_target` (predicted/true/index/name)
 - layers: :func:`resolve_layer`, :func:`default_layer`, :func:`feature_source`, :func:`find_layer`, ...
+- layer outputs: :func:`output_layout` (feature maps, tokens with prefix tokens and a patch grid,
+  channels-last), :class:`Layout` with ``to_map``
 - hooks: :func:`captured_output`, :func:`forward_until`, :func:`captured`
 - the guard: :func:`preserved`
 - gradients and backward rules: :func:`gradient`, :func:`relu_rule`
@@ -50,6 +52,7 @@ from nnvis_core.models.layers import (
     resolve_layer,
     resolve_layer_name,
 )
+from nnvis_core.models.outputs import Layout, LayoutError, output_layout, patch_size, token_layout
 from nnvis_core.toolkit.rules import UnsupportedActivation, relu_rule
 from nnvis_core.toolkit.scoring import (
     MEMORY_MB,
@@ -70,13 +73,15 @@ from nnvis_core.toolkit.targets import (
 )
 
 __all__ = [
-    "ACTIVATIONS", "AttributionError", "AttributionPlugin", "BASELINES", "Curves", "Explanation",
-    "FAITHFULNESS_STEPS", "LAYER_KEYWORDS", "LAYER_PARAM_HELP", "LayerNotFound", "MEMORY_MB", "PENULTIMATE",
-    "RECTIFIERS", "TARGET", "Target", "TargetError", "UnsupportedActivation", "bytes_per_image", "captured",
-    "captured_output", "check_target_count", "chunk_size", "chunk_target", "conv_layers", "default_layer",
-    "deletion_insertion", "feature_source", "find_layer", "first_conv", "forward_until", "fresh_input_gradient",
-    "gaussian_blur", "gradient", "inference_bytes", "last_conv_layer", "leaf_output_sizes", "layer_name", "mask_share", "model_baseline", "model_state",
-    "normalizer", "pixel_baseline", "pixel_order", "preactivation", "preserved", "rectified_output",
-    "reduce_channels", "reduce_param", "relu_rule", "repeat_target", "resolve_layer", "resolve_layer_name",
-    "resolve_target", "rgb_view", "select_target", "target_probabilities", "target_scores", "to_numpy",
+    "ACTIVATIONS", "AttributionError", "AttributionPlugin", "BASELINES", "bytes_per_image", "captured",
+    "captured_output", "check_target_count", "chunk_size", "chunk_target", "conv_layers", "Curves",
+    "default_layer", "deletion_insertion", "Explanation", "FAITHFULNESS_STEPS", "feature_source", "find_layer",
+    "first_conv", "forward_until", "fresh_input_gradient", "gaussian_blur", "gradient", "inference_bytes",
+    "last_conv_layer", "LAYER_KEYWORDS", "layer_name", "LAYER_PARAM_HELP", "LayerNotFound", "Layout",
+    "LayoutError", "leaf_output_sizes", "mask_share", "MEMORY_MB", "model_baseline", "model_state",
+    "normalizer", "output_layout", "patch_size", "PENULTIMATE", "pixel_baseline", "pixel_order",
+    "preactivation", "preserved", "rectified_output", "RECTIFIERS", "reduce_channels", "reduce_param",
+    "relu_rule", "repeat_target", "resolve_layer", "resolve_layer_name", "resolve_target", "rgb_view",
+    "select_target", "Target", "TARGET", "target_probabilities", "target_scores", "TargetError", "to_numpy",
+    "token_layout", "UnsupportedActivation",
 ]

@@ -19,11 +19,14 @@ from nnvis_core.toolkit import (
     Explanation,
     FAITHFULNESS_STEPS,
     LAYER_PARAM_HELP,
+    Layout,
+    LayoutError,
     TARGET,
     Target,
     captured_output,
     default_layer,  # noqa: F401 - gradcam.default_layer(model) is part of this module's API
     layer_name,
+    output_layout,
     resolve_layer,
     target_scores,
 )
@@ -34,7 +37,17 @@ LAYER_HELP = LAYER_PARAM_HELP
 
 def layer_attribute(model: nn.Module, inputs: torch.Tensor, target: Target, layer: nn.Module | str = "auto",
                     relu: bool = True) -> torch.Tensor:
-    """(N, 1, h, w) Grad-CAM at the layer's own resolution."""
+    """(N, 1, h, w) Grad-CAM at the layer's own resolution.
+
+    The layer may give feature maps, tokens (a ViT block: the patch tokens on
+    their grid, prefix tokens dropped) or channels-last maps (Swin): its output
+    and its gradient are both read as (N, C, h, w) maps (nnvis_core.toolkit.output_layout).
+    """
+    return _layer_cam(model, inputs, target, layer, relu)[0]
+
+
+def _layer_cam(model: nn.Module, inputs: torch.Tensor, target: Target, layer: nn.Module | str,
+               relu: bool) -> tuple[torch.Tensor, Layout]:
     module = resolve_layer(model, layer)
     x = inputs.detach().clone().requires_grad_(True)  # so the graph exists even with frozen parameters
     with torch.enable_grad():
@@ -43,12 +56,15 @@ def layer_attribute(model: nn.Module, inputs: torch.Tensor, target: Target, laye
         if "output" not in record:
             raise AttributionError(f"layer {type(module).__name__} was not run by the model's forward pass")
         activation = record["output"]
-        if activation.dim() != 4:
-            raise AttributionError(f"Grad-CAM needs a layer with (N, C, H, W) output, got {tuple(activation.shape)}")
+        try:
+            layout = output_layout(model, activation, tuple(inputs.shape[-2:]))
+        except LayoutError as error:
+            raise AttributionError(f"Grad-CAM: {error}") from None
         (grads,) = torch.autograd.grad(target_scores(output, target).sum(), activation)
+    maps, grads = layout.to_map(activation.detach()), layout.to_map(grads)
     weights = grads.mean(dim=(2, 3), keepdim=True)
-    cam = (weights * activation.detach()).sum(dim=1, keepdim=True)
-    return cam.relu() if relu else cam
+    cam = (weights * maps).sum(dim=1, keepdim=True)
+    return (cam.relu() if relu else cam), layout
 
 
 def upsample(cam: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
@@ -85,10 +101,11 @@ class GradCAM(AttributionPlugin):
 
     def explain(self, ctx, item, inputs, target, params) -> Explanation:
         layer = layer_name(ctx, params["layer"])
-        cam = layer_attribute(ctx.module, inputs, target, ctx.layer(layer))
+        cam, layout = _layer_cam(ctx.module, inputs, target, ctx.layer(layer), True)
         h, w = cam.shape[-2:]
         full = upsample(cam, tuple(inputs.shape[-2:]), params["upsample"])
-        return Explanation(full[0, 0], f"layer {layer} ({h}x{w})")
+        read = "" if layout.kind == "map" else f", {layout.describe()}"
+        return Explanation(full[0, 0], f"layer {layer} ({h}x{w}{read})")
 
 
 @hookimpl

@@ -1,0 +1,112 @@
+"""The one place that knows what a layer's output looks like: a map, tokens, or channels-last.
+
+Convnets give (B, C, H, W) feature maps. Vision transformers give (B, N, C)
+token sequences: a few prefix tokens (a class token, DeiT's distillation
+token, register tokens) and then one token per image patch, in raster order
+over a patch grid that follows from the input size. Swin (and the inside of
+ConvNeXt blocks) give (B, H, W, C) channels-last maps. A plugin that reads a
+layer turns its output into (B, C, h, w) with :meth:`Layout.to_map`, whatever
+the model, and names the layout in its caption with :meth:`Layout.describe`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+MAP, TOKENS, CHANNELS_LAST = "map", "tokens", "channels_last"
+MAX_PREFIX = 16  # class + distillation + register tokens: ViTs with registers use 4 to 8
+
+
+class LayoutError(ValueError):
+    """A layer output whose layout cannot be worked out (one line for the user)."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    kind: str  # MAP, TOKENS or CHANNELS_LAST
+    prefix: int = 0  # tokens before the patch tokens
+    grid: tuple[int, int] | None = None  # (h, w) of the patch tokens, for TOKENS
+
+    def to_map(self, values: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) spatial maps of a layer output of this layout (prefix tokens dropped)."""
+        if self.kind == MAP:
+            return values
+        if self.kind == CHANNELS_LAST:
+            return values.permute(0, 3, 1, 2)
+        assert self.grid is not None
+        h, w = self.grid
+        patches = values[:, self.prefix:]
+        return patches.reshape(values.shape[0], h, w, values.shape[-1]).permute(0, 3, 1, 2)
+
+    def describe(self) -> str:
+        if self.kind == MAP:
+            return "feature maps"
+        if self.kind == CHANNELS_LAST:
+            return "channels-last feature maps"
+        assert self.grid is not None
+        prefix = f"{self.prefix} prefix token{'s' * (self.prefix != 1)} dropped, " if self.prefix else ""
+        return f"tokens ({prefix}{self.grid[0]}x{self.grid[1]} patches)"
+
+
+def patch_size(model: nn.Module) -> int | None:
+    """The stride of the model's patch embedding: its first Conv2d when its kernel equals its
+    stride (ViT's conv_proj, timm's patch_embed.proj), else None."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            if module.kernel_size == module.stride and module.stride[0] == module.stride[1] > 1:
+                return int(module.stride[0])
+            return None
+    return None
+
+
+def token_layout(model: nn.Module, input_hw: tuple[int, int], tokens: int) -> Layout:
+    """The layout of a (B, tokens, C) sequence: prefix count and patch grid for this input size.
+
+    The grid is the input divided by the patch size (or by a multiple of it, for
+    models that merge tokens); whatever precedes the patches is prefix. Raises
+    LayoutError when no grid fits.
+    """
+    patch = patch_size(model)
+    if patch is None:
+        raise LayoutError("tokens, but the model has no patch embedding (a Conv2d with kernel = stride) "
+                          "to tell their grid")
+    height, width = input_hw
+    stride = patch
+    while stride <= min(height, width):
+        h, w = height // stride, width // stride
+        prefix = tokens - h * w
+        if 0 <= prefix <= MAX_PREFIX:
+            return Layout(TOKENS, prefix, (h, w))
+        if prefix > MAX_PREFIX:
+            break
+        stride *= 2
+    raise LayoutError(f"{tokens} tokens fit no patch grid of a {height}x{width} input with {patch}-pixel patches")
+
+
+def _grid_like(height: int, width: int, a: int, b: int) -> bool:
+    """Whether (a, b) can be the spatial size of a map downsampled from (height, width)."""
+    if a < 1 or b < 1 or a > height or b > width:
+        return False
+    return math.isclose(height / a, width / b, rel_tol=0.15) or (a == 1 and b == 1)
+
+
+def output_layout(model: nn.Module, output: torch.Tensor, input_hw: tuple[int, int]) -> Layout:
+    """The layout of one layer's output for an input of size `input_hw` (H, W).
+
+    4-D outputs are channels-first unless only the channels-last reading gives
+    a spatial size consistent with the input (Swin's (B, 7, 7, 768) at 224 px);
+    3-D outputs are tokens (see token_layout). Anything else raises LayoutError.
+    """
+    height, width = input_hw
+    if output.dim() == 4:
+        _, c1, c2, c3 = output.shape
+        if not _grid_like(height, width, c2, c3) and _grid_like(height, width, c1, c2):
+            return Layout(CHANNELS_LAST)
+        return Layout(MAP)
+    if output.dim() == 3:
+        return token_layout(model, input_hw, int(output.shape[1]))
+    raise LayoutError(f"a layer output of shape {tuple(output.shape)} has no spatial layout (want a map or tokens)")

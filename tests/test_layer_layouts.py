@@ -1,0 +1,131 @@
+"""Layers as modern classifiers give them: feature maps, tokens with prefix tokens, channels-last
+maps (nnvis_core.models.outputs), and defaults per architecture family that are never the stem."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from nnvis_core.models.layers import LayerNotFound, default_layer
+from nnvis_core.models.outputs import CHANNELS_LAST, MAP, TOKENS, Layout, LayoutError, output_layout, token_layout
+from nnvis_core.tv import torchvision_models
+from nnvis_plugins.attribution import gradcam
+
+
+class TinyViT(nn.Module):
+    """Patch embedding, `prefix` learned tokens (class, distillation, registers), two blocks, class-token head."""
+
+    def __init__(self, prefix: int = 1, patch: int = 8, dim: int = 16, classes: int = 5):
+        super().__init__()
+        self.conv_proj = nn.Conv2d(3, dim, patch, stride=patch)
+        self.prefix = nn.Parameter(torch.randn(1, prefix, dim))
+        self.blocks = nn.Sequential(*[TinyBlock(dim) for _ in range(2)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        tokens = self.conv_proj(x).flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.prefix.expand(x.shape[0], -1, -1), tokens], dim=1)
+        return self.head(self.norm(self.blocks(tokens))[:, 0])
+
+
+class TinyBlock(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attention = nn.MultiheadAttention(dim, 2, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x):
+        y = self.norm1(x)
+        x = x + self.attention(y, y, y, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+@pytest.mark.parametrize("prefix", [1, 2, 5])
+def test_tokens_are_read_on_their_patch_grid_for_non_square_inputs(prefix):
+    torch.manual_seed(0)
+    model = TinyViT(prefix).eval()
+    patches = torch.randn(2, 16, 3 * 5)  # (B, C, h, w) to be laid out as tokens
+    tokens = torch.cat([torch.randn(2, prefix, 16), patches.flatten(2).transpose(1, 2)], dim=1)
+    layout = output_layout(model, tokens, (24, 40))
+    assert layout == Layout(TOKENS, prefix, (3, 5))
+    assert torch.equal(layout.to_map(tokens), patches.view(2, 16, 3, 5))
+    assert f"{prefix} prefix token" in layout.describe() and "3x5 patches" in layout.describe()
+
+
+def test_channels_last_and_channels_first_maps_are_told_apart():
+    model = nn.Conv2d(3, 4, 4, stride=4)
+    swin_like = torch.randn(1, 7, 7, 768)
+    assert output_layout(model, swin_like, (224, 224)).kind == CHANNELS_LAST
+    assert torch.equal(output_layout(model, swin_like, (224, 224)).to_map(swin_like), swin_like.permute(0, 3, 1, 2))
+    assert output_layout(model, torch.randn(1, 768, 7, 7), (224, 224)).kind == MAP
+    assert output_layout(model, torch.randn(1, 64, 14, 21), (224, 336)).kind == MAP
+    assert output_layout(model, torch.randn(1, 14, 21, 64), (224, 336)).kind == CHANNELS_LAST
+
+
+def test_tokens_that_fit_no_grid_are_refused():
+    with pytest.raises(LayoutError, match="fit no patch grid"):
+        token_layout(TinyViT(), (32, 32), 50)
+    with pytest.raises(LayoutError, match="no patch embedding"):
+        token_layout(nn.Sequential(nn.Conv2d(3, 4, 3)), (32, 32), 17)
+
+
+def test_the_default_of_a_token_model_is_its_last_blocks_first_norm():
+    assert default_layer(TinyViT().eval()) == "blocks.1.norm1"
+
+
+def test_a_default_that_cannot_be_found_names_what_to_do():
+    model = nn.Sequential(nn.Conv2d(3, 4, 4, stride=4), nn.Flatten(), nn.Linear(4 * 56 * 56, 3))
+    with pytest.raises(LayerNotFound, match="name a layer"):
+        default_layer(model)
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("vit_b_16", "encoder.layers.encoder_layer_11.ln_1"),
+    ("swin_t", "features.7"),
+    ("convnext_tiny", "features.7"),
+    ("resnet18", "layer4"),
+    ("mobilenet_v3_small", "features.12.2"),
+])
+def test_family_defaults_of_torchvision_classifiers(name, expected):
+    torch.manual_seed(0)
+    model = getattr(torchvision_models(), name)(weights=None).eval()
+    assert default_layer(model) == expected
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, size", [("vit_b_16", 224), ("swin_t", 112), ("convnext_tiny", 96)])
+def test_gradcam_reads_the_last_block_of_transformers_and_convnext(name, size):
+    """Grad-CAM at the default layer of a ViT (tokens), Swin (channels-last) and ConvNeXt: a finite,
+    non-constant map of the input's size, at the block's resolution, not the stem's."""
+    torch.manual_seed(0)
+    model = getattr(torchvision_models(), name)(weights=None).eval()
+    if name == "vit_b_16":  # torchvision starts the ViT head at zero: no gradient would reach any layer
+        nn.init.normal_(model.heads.head.weight, std=0.02)
+    image = torch.randn(1, 3, size, size)
+    layer = default_layer(model)
+    cam = gradcam.layer_attribute(model, image, 3, layer, relu=False)
+    assert cam.shape[-2:] == {"vit_b_16": (14, 14), "swin_t": (4, 4), "convnext_tiny": (3, 3)}[name]
+    full = gradcam.attribute(model, image, 3, layer, relu=False)  # random weights: the rectified map may be 0
+    assert full.shape[-2:] == (size, size) and torch.isfinite(full).all() and full.std() > 0
+
+
+def test_gradcam_on_tokens_equals_gradcam_on_the_same_features_laid_out_as_maps():
+    """The token reading is the convnet Grad-CAM of the patch grid: weights are the mean gradient
+    over patches, prefix tokens take no part."""
+    torch.manual_seed(0)
+    model = TinyViT(prefix=2).eval()
+    image = torch.randn(1, 3, 24, 32)
+    cam = gradcam.layer_attribute(model, image, 1, "blocks.1.norm1", relu=False)
+    record = {}
+    handle = model.blocks[1].norm1.register_forward_hook(lambda m, a, out: record.setdefault("out", out))
+    x = image.clone().requires_grad_(True)
+    score = model(x)[0, 1]
+    handle.remove()
+    (grad,) = torch.autograd.grad(score, record["out"])
+    tokens, grads = record["out"][0, 2:].detach(), grad[0, 2:]  # (12, C): a 3x4 grid
+    expected = (tokens * grads.mean(0)).sum(1).view(3, 4)
+    assert torch.allclose(cam[0, 0], expected, atol=1e-6)
