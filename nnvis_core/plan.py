@@ -42,6 +42,14 @@ class CallOutcome:
         return self.error is None and self.result is not None
 
 
+@dataclass(frozen=True)
+class SkippedPlugin:
+    """A plugin `--plugins all` left out because it does not apply to the model."""
+
+    name: str
+    reason: str
+
+
 @dataclass
 class RunPlan:
     """A run that passed every usage check: what to run, on which images, with which model."""
@@ -51,6 +59,7 @@ class RunPlan:
     records: list[ImageRecord]
     ctx: RunContext
     load_failures: list[Any] = field(default_factory=list)  # registry.LoadFailure: plugins that did not load
+    skipped: list[SkippedPlugin] = field(default_factory=list)
 
     @property
     def image_runs(self) -> list[PluginRun]:

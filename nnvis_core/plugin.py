@@ -73,6 +73,15 @@ class Plugin:
         plugin by name (the sanity check's `methods` names other plugins).
         """
 
+    def applies_to(self, ctx: "RunContext") -> str | None:
+        """Why this plugin cannot run on ctx's model (one line), or None when it can.
+
+        Called once before the run. `--plugins all` leaves out a plugin that does
+        not apply (the report lists it with the reason); a plugin named on its own
+        is a usage error. The transformer methods use it to pass over convnets.
+        """
+        return None
+
     def run_image(self, ctx: "RunContext", item: "ImageItem", params: dict[str, Any]) -> list[Artifact]:
         """Scope.IMAGE: artifacts for one image."""
         raise NotImplementedError

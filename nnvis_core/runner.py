@@ -28,7 +28,7 @@ from nnvis_core.images import ImageRecord, discover_images
 from nnvis_core.models import LayerNotFound, ModelLoadError, ModelOptions, find_layer, load_model
 from nnvis_core.models.layers import LAYER_KEYWORDS
 from nnvis_core.params import ParamError, resolve_params
-from nnvis_core.plan import CallOutcome, PluginRun, RunOutcome, RunPlan, UsageError
+from nnvis_core.plan import CallOutcome, PluginRun, RunOutcome, RunPlan, SkippedPlugin, UsageError
 from nnvis_core.plugin import Plugin, Scope
 from nnvis_core.registry import Registry, one_line
 from nnvis_core.sink import Sink
@@ -142,10 +142,26 @@ def prepare(config: ReportConfig, registry: Registry) -> RunPlan:
         raise UsageError(f"--masks {config.masks}: not a folder")
     plugins = {name: reg.item for name, reg in registry.plugins.items()}
     ctx = RunContext(model, device, config.seed, config.batch_size, config.masks, plugins)
+    runs, skipped = applicable(runs, ctx, everything=list(config.plugins or []) == ["all"])
     check_layers(runs, ctx)
-    plan = RunPlan(config, runs, records, ctx, list(registry.failures))
+    plan = RunPlan(config, runs, records, ctx, list(registry.failures), skipped)
     check_input_size(plan)
     return plan
+
+
+def applicable(runs: list[PluginRun], ctx: RunContext, everything: bool) -> tuple[list[PluginRun], list[SkippedPlugin]]:
+    """The runs whose plugin applies to the model; the others are left out under `--plugins all`
+    and a usage error when named."""
+    kept, skipped = [], []
+    for plugin_run in runs:
+        reason = plugin_run.plugin.applies_to(ctx)
+        if reason is None:
+            kept.append(plugin_run)
+        elif everything:
+            skipped.append(SkippedPlugin(plugin_run.plugin.name, reason))
+        else:
+            raise UsageError(f"{plugin_run.plugin.name} does not apply to model {ctx.model.name}: {reason}")
+    return kept, skipped
 
 
 def check_layers(runs: list[PluginRun], ctx: RunContext) -> None:
@@ -240,6 +256,8 @@ def run(
     arrives, and with config.resume the results of an interrupted run are reused.
     """
     plan = prepare(config, registry)
+    for skipped in plan.skipped:
+        log(f"left out {skipped.name}: {skipped.reason}")
     cache_dir = sink.begin(plan)
     try:
         cache = ResultCache(cache_dir, run_fingerprint(plan.ctx)) if cache_dir is not None else NoCache()

@@ -40,6 +40,8 @@ from PIL import Image as PILImage
 from nnvis_core.artifacts import Artifact, CategoricalMap, Heatmap, Result, Scatter, as_result
 from nnvis_core.config import ReportConfig
 from nnvis_core.context import ImageItem, RunContext
+from nnvis_core.models.loaded import LoadedModel
+from nnvis_core.models.source import ModelSource
 from nnvis_core.plugin import Plugin, Scope, hookimpl
 from nnvis_core.registry import Registered, Registry, check_plugin as check_registration, load_registry
 
@@ -154,6 +156,7 @@ def check_plugin(
     time_limit: float = 120.0,
     device: str = "cpu",
     out_dir: Path | None = None,
+    model: torch.nn.Module | None = None,
 ) -> PluginCheck:
     """Run `plugin` in a report on `images` demo images and check every call against the contract.
 
@@ -162,6 +165,9 @@ def check_plugin(
     device: where the demo model runs (cpu, cuda, ...).
     out_dir: where the report goes (kept); by default a temporary folder, removed
     when the check passes and named in the error when it does not.
+    model: run on this module instead of the demo convnet, for a plugin that applies
+    only to some models (a transformer method): it sees the demo images with the
+    demo's preprocessing (64 px) and class names, so it must give one output per class.
     Returns a PluginCheck; raises ContractError listing every problem.
     """
     from nnvis_core.runner import UsageError, run
@@ -172,8 +178,9 @@ def check_plugin(
     work = Path(out_dir) if keep else Path(tempfile.mkdtemp(prefix=f"nnvis-check-{plugin.name}-"))
     image_dir, mask_dir = write_demo_images(work / "input", images)
     recorder = _Recorder(plugin)
-    registry = _demo_registry(recorder)
+    registry = _demo_registry(recorder, model=model)
     config = ReportConfig(image_dir, work / "report", plugins=[plugin.name], params={plugin.name: given},
+                          model="demo" if model is None else GIVEN_MODEL,
                           masks=mask_dir, device=device, seed=seed, plugin_timeout=time_limit, quiet=True)
     try:
         run(config, registry, registry.sinks["html"].item.create(config))
@@ -211,15 +218,37 @@ def check_installed(name: str) -> Registered:
 # --- internals ----------------------------------------------------------------------------------
 
 
-def _demo_registry(*plugins: Plugin) -> Registry:
-    """The built-in model sources, the HTML report and the given plugins; no other installed plugin."""
+def _demo_registry(*plugins: Plugin, model: torch.nn.Module | None = None) -> Registry:
+    """The built-in model sources, the HTML report and the given plugins; no other installed plugin.
+    With `model`, a source named GIVEN_MODEL serves it."""
     holder = types.SimpleNamespace(nnvis_register_plugins=hookimpl(lambda register: [register(p) for p in plugins]))
+    if model is not None:
+        holder.nnvis_register_model_sources = hookimpl(lambda register: register(_GivenModel(model)))
     registry = load_registry(only=BUILTIN_SERVICES, extra=[("checked", holder)])
     if registry.failures:
         raise ContractError("; ".join(f.error for f in registry.failures))
     if "html" not in registry.sinks:
         raise ContractError("nnvis's HTML report (entry point html_report) is not installed: reinstall nnvis")
     return registry
+
+
+GIVEN_MODEL = "checked-model"
+
+
+class _GivenModel(ModelSource):
+    """The module passed to check_plugin, with the demo's preprocessing and class names."""
+
+    name = GIVEN_MODEL
+    description = "the model given to nnvis_core.testing.check_plugin"
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module
+
+    def load(self, target: str, options) -> LoadedModel:
+        from nnvis_core.demo import CLASS_NAMES
+        from nnvis_core.models.sources import demo_preprocess
+
+        return LoadedModel(self.module, "checked model", "given", list(CLASS_NAMES), demo_preprocess(), "check_plugin")
 
 
 def _summarize(problems: list[tuple[str, str]]) -> list[str]:

@@ -59,6 +59,7 @@ class ReportWriter:
             "input": {"root": str(plan.config.image_dir), "image_count": len(records)},
             "model": {**ctx.model.describe(), "device": str(ctx.device), "notes": list(ctx.model.notes)},
             "load_failures": [vars(f) for f in plan.load_failures],
+            "skipped_plugins": [vars(s) for s in plan.skipped],
         }
 
     @staticmethod

@@ -4,12 +4,13 @@ report is one sink among others (nnvis_core.runner, nnvis_core.sink)."""
 from __future__ import annotations
 
 import json
+import types
 
 import numpy as np
 import pytest
 
 from conftest import registry_with
-from nnvis_core import Heatmap, Plugin, Scope
+from nnvis_core import Heatmap, Plugin, Scope, hookimpl
 from nnvis_core.config import ReportConfig
 from nnvis_core.plan import CallOutcome, UsageError
 from nnvis_core.registry import load_registry
@@ -128,3 +129,39 @@ def test_prepare_gives_a_plan_with_every_plugin_and_the_installed_ones_in_ctx(fe
     assert [r.plugin.name for r in plan.image_runs] == ["saliency"]
     assert plan.steps == 6 * 1 + 1 and len(plan.records) == 6
     assert "occlusion" in plan.ctx.plugins and plan.ctx.plugins["occlusion"].name == "occlusion"
+
+
+class OnlyForTransformers(Plugin):
+    name = "only-transformers"
+    title = "Only transformers"
+    description = "Applies to no convnet."
+    scope = Scope.IMAGE
+
+    def applies_to(self, ctx):
+        return "the model computes no attention"
+
+    def run_image(self, ctx, item, params):
+        raise AssertionError("never called")
+
+
+def test_all_leaves_out_a_plugin_that_does_not_apply_and_the_report_says_why(few_demo_images, tmp_path):
+    from nnvis_reports import build_report
+
+    lines = []
+    holder = types.SimpleNamespace(nnvis_register_plugins=hookimpl(lambda register: register(OnlyForTransformers())))
+    registry = load_registry(only=("model_sources", "html_report", "saliency"), extra=[("test", holder)])
+    outcome = build_report(ReportConfig(few_demo_images, tmp_path / "out", plugins=["all"]), registry,
+                           log=lines.append)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert {"name": "only-transformers", "reason": "the model computes no attention"} in report["skipped_plugins"]
+    assert [p["name"] for p in report["plugins"]] == ["saliency"]
+    assert "left out only-transformers: the model computes no attention" in lines
+    assert outcome.failed_calls == 0
+
+
+def test_a_plugin_named_on_its_own_that_does_not_apply_is_a_usage_error(few_demo_images, tmp_path):
+    sink = OrderSink()
+    with pytest.raises(UsageError, match="only-transformers does not apply to model demo: the model computes no"):
+        run(ReportConfig(few_demo_images, tmp_path / "out", plugins=["saliency", "only-transformers"]),
+            registry_with(OnlyForTransformers()), sink)
+    assert sink.calls == []
