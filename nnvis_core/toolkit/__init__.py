@@ -13,6 +13,7 @@ docs/plugins.md (plugin API version 2) walks through it.
 - layer outputs: :func:`output_layout` (feature maps, tokens with prefix tokens and a patch grid,
   channels-last), :class:`Layout` with ``to_map``
 - hooks: :func:`captured_output`, :func:`forward_until`, :func:`captured`
+- attention: :func:`captured_attention` (weights even from fused kernels), :func:`global_attention`
 - the guard: :func:`preserved`
 - gradients and backward rules: :func:`gradient`, :func:`relu_rule`
 - images: :func:`model_baseline` (black, grey, blur, noise), :func:`gaussian_blur`, :func:`rgb_view`
@@ -21,6 +22,7 @@ docs/plugins.md (plugin API version 2) walks through it.
 """
 
 from nnvis_core.targets import TargetError, resolve_target
+from nnvis_core.toolkit.attention import Attention, captured_attention, global_attention
 from nnvis_core.toolkit.attribution import (
     FAITHFULNESS_STEPS,
     LAYER_PARAM_HELP,
@@ -73,15 +75,15 @@ from nnvis_core.toolkit.targets import (
 )
 
 __all__ = [
-    "ACTIVATIONS", "AttributionError", "AttributionPlugin", "BASELINES", "bytes_per_image", "captured",
-    "captured_output", "check_target_count", "chunk_size", "chunk_target", "conv_layers", "Curves",
-    "default_layer", "deletion_insertion", "Explanation", "FAITHFULNESS_STEPS", "feature_source", "find_layer",
-    "first_conv", "forward_until", "fresh_input_gradient", "gaussian_blur", "gradient", "inference_bytes",
-    "last_conv_layer", "LAYER_KEYWORDS", "layer_name", "LAYER_PARAM_HELP", "LayerNotFound", "Layout",
-    "LayoutError", "leaf_output_sizes", "mask_share", "MEMORY_MB", "model_baseline", "model_state",
-    "normalizer", "output_layout", "patch_size", "PENULTIMATE", "pixel_baseline", "pixel_order",
-    "preactivation", "preserved", "rectified_output", "RECTIFIERS", "reduce_channels", "reduce_param",
-    "relu_rule", "repeat_target", "resolve_layer", "resolve_layer_name", "resolve_target", "rgb_view",
-    "select_target", "Target", "TARGET", "target_probabilities", "target_scores", "TargetError", "to_numpy",
-    "token_layout", "UnsupportedActivation",
+    "ACTIVATIONS", "Attention", "AttributionError", "AttributionPlugin", "BASELINES", "bytes_per_image",
+    "captured", "captured_attention", "captured_output", "check_target_count", "chunk_size", "chunk_target",
+    "conv_layers", "Curves", "default_layer", "deletion_insertion", "Explanation", "FAITHFULNESS_STEPS",
+    "feature_source", "find_layer", "first_conv", "forward_until", "fresh_input_gradient", "gaussian_blur",
+    "global_attention", "gradient", "inference_bytes", "last_conv_layer", "LAYER_KEYWORDS", "layer_name",
+    "LAYER_PARAM_HELP", "LayerNotFound", "Layout", "LayoutError", "leaf_output_sizes", "mask_share",
+    "MEMORY_MB", "model_baseline", "model_state", "normalizer", "output_layout", "patch_size", "PENULTIMATE",
+    "pixel_baseline", "pixel_order", "preactivation", "preserved", "rectified_output", "RECTIFIERS",
+    "reduce_channels", "reduce_param", "relu_rule", "repeat_target", "resolve_layer", "resolve_layer_name",
+    "resolve_target", "rgb_view", "select_target", "Target", "TARGET", "target_probabilities", "target_scores",
+    "TargetError", "to_numpy", "token_layout", "UnsupportedActivation",
 ]

@@ -1,0 +1,66 @@
+"""What the transformer methods share: the attention of one forward pass, and token rows as maps."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nnvis_core.models.outputs import Layout, LayoutError, token_layout
+from nnvis_core.toolkit import AttributionError, AttributionPlugin
+from nnvis_core.toolkit.attention import captured_attention, global_attention
+
+
+def forward_attention(model: nn.Module, inputs: torch.Tensor, method: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The model output and the (N, heads, T, T) self-attention of every layer, without gradients."""
+    with torch.no_grad(), captured_attention(model) as attentions:
+        output = model(inputs)
+    return output, global_attention(attentions, inputs.shape[0], method)
+
+
+class TransformerMethod(AttributionPlugin):
+    """What the three methods share: they apply only to models with global self-attention
+    over one token sequence (checked once per run on a blank image, see applies_to)."""
+
+    def applies_to(self, ctx) -> str | None:
+        preprocess = ctx.model.preprocess
+        size = preprocess.crop or preprocess.resize or 224
+        probe = torch.zeros(1, 3, size, size, device=ctx.device)
+        try:
+            _, weights = forward_attention(ctx.module, probe, self.name)
+            layout_for(ctx.module, probe, weights[0].shape[-1], self.name)
+        except AttributionError as error:
+            return str(error)
+        return None
+
+
+def layout_for(model: nn.Module, inputs: torch.Tensor, tokens: int, method: str) -> Layout:
+    """Prefix count and patch grid of `tokens` tokens for this input size, or a one-line refusal."""
+    try:
+        return token_layout(model, tuple(inputs.shape[-2:]), tokens)
+    except LayoutError as error:
+        raise AttributionError(f"{method}: {error}") from None
+
+
+def query_row(matrix: torch.Tensor, layout: Layout) -> torch.Tensor:
+    """(..., T) from a (..., T, T) token matrix: the class token's row when the model has prefix
+    tokens (the first of them), else the mean over all query rows."""
+    return matrix[..., 0, :] if layout.prefix else matrix.mean(dim=-2)
+
+
+def query_name(layout: Layout) -> str:
+    return "the class token's row" if layout.prefix else "the mean over queries (no class token)"
+
+
+def patch_maps(rows: torch.Tensor, layout: Layout, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """(N, K, h, w) patch maps from (N, K, T) rows over tokens (prefix tokens dropped), upsampled
+    bilinearly to `size` when given."""
+    maps = layout.to_map(rows.transpose(1, 2))
+    if size is None or tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+
+
+def layer_span(count: int) -> str:
+    """'12 attention layers (0-11)' for a caption."""
+    return f"{count} attention layer{'s' * (count != 1)} ({'0' if count == 1 else f'0-{count - 1}'})"
