@@ -129,3 +129,24 @@ def test_gradcam_on_tokens_equals_gradcam_on_the_same_features_laid_out_as_maps(
     tokens, grads = record["out"][0, 2:].detach(), grad[0, 2:]  # (12, C): a 3x4 grid
     expected = (tokens * grads.mean(0)).sum(1).view(3, 4)
     assert torch.allclose(cam[0, 0], expected, atol=1e-6)
+
+
+def test_occlusion_reads_the_feature_map_of_a_token_layer():
+    """Occlusion's feature panel on a ViT block: channel totals over the patch tokens, prefix
+    tokens left out, from the batched engine (the incremental one does not follow tokens)."""
+    from nnvis_plugins import occlusion
+
+    torch.manual_seed(0)
+    model = TinyViT(prefix=2).eval()
+    image = torch.randn(1, 3, 24, 32)
+    maps = occlusion.occlusion_maps(model, image, window=8, stride=8, layer="blocks.1.norm1")
+    assert maps.engine == "batched" and maps.layer == "blocks.1.norm1"
+    record = {}
+    handle = model.blocks[1].norm1.register_forward_hook(lambda m, a, out: record.setdefault("out", out))
+    with torch.no_grad():
+        model(image)
+    handle.remove()
+    totals = record["out"][0, 2:].double().sum(0)  # per channel, over the 3x4 patch tokens only
+    assert maps.channel == int(totals.argmax())
+    assert maps.base_feature == pytest.approx(float(totals.max()), rel=1e-6)
+    assert maps.feature.shape == maps.probability.shape and torch.isfinite(torch.as_tensor(maps.feature)).all()

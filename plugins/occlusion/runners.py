@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nnvis_core.toolkit import captured_output, inference_bytes, leaf_output_sizes
+from nnvis_core.toolkit import Layout, LayoutError, captured_output, inference_bytes, leaf_output_sizes, output_layout
 from nnvis_plugins.occlusion.incremental import FULL, STATIC, IncrementalEngine, check_program, close
 from nnvis_plugins.occlusion.patches import Patch, Region
 from nnvis_plugins.occlusion.program import Program, Unsupported
@@ -37,11 +37,16 @@ def _channel_totals(activation: torch.Tensor, channel: int) -> torch.Tensor:
     return activation[:, channel].double().flatten(1).sum(1)
 
 
-def _feature_map(activation: Any, layer_name: str) -> torch.Tensor:
-    if not isinstance(activation, torch.Tensor) or activation.dim() != 4:
+def _layout(model: nn.Module, activation: Any, image: torch.Tensor, layer_name: str) -> Layout:
+    """How the layer's output reads as (N, C, h, w) feature maps: as it is, tokens on their patch
+    grid (a ViT block) or channels-last (Swin); OcclusionError for anything else."""
+    if not isinstance(activation, torch.Tensor) or activation.dim() not in (3, 4):
         shape = tuple(activation.shape) if isinstance(activation, torch.Tensor) else type(activation).__name__
-        raise OcclusionError(f"layer {layer_name} gives {shape}, not (N, C, H, W) feature maps")
-    return activation
+        raise OcclusionError(f"layer {layer_name} gives {shape}, not (N, C, H, W) feature maps or tokens")
+    try:
+        return output_layout(model, activation, tuple(image.shape[-2:]))
+    except LayoutError as error:
+        raise OcclusionError(f"layer {layer_name}: {error}") from None
 
 
 class BatchedRunner:
@@ -55,7 +60,8 @@ class BatchedRunner:
         self.model, self.image, self.windows, self.fill, self.layer = model, image, windows, fill, layer
         with leaf_output_sizes(model) as sizes:
             self.base_logits, activation = self._forward(image)
-        self.base_feature = None if layer is None else _feature_map(activation, layer_name)
+        self.layout = None if layer is None else _layout(model, activation, image, layer_name)
+        self.base_feature = None if self.layout is None else self.layout.to_map(activation)
         self.bytes_per_position = inference_bytes(sizes, image)
 
     def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -68,7 +74,8 @@ class BatchedRunner:
     @torch.no_grad()
     def run(self, index: torch.Tensor, channel: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         logits, activation = self._forward(occluded_images(self.image, self.fill, self.windows, index))
-        totals = None if activation is None or channel is None else _channel_totals(activation, channel)
+        totals = (None if activation is None or channel is None or self.layout is None
+                  else _channel_totals(self.layout.to_map(activation), channel))
         return logits, totals
 
 
@@ -94,7 +101,11 @@ class IncrementalRunner:
         self.base_feature = None
         if layer is not None:
             self.node = self._layer_node(program, record.get("output"), layer_name)
-            self.base_feature = _feature_map(self.engine.base[self.node], layer_name)
+            value = self.engine.base[self.node]
+            if _layout(model, value, image, layer_name).kind != "map":
+                raise Unsupported(f"layer {layer_name} gives tokens or channels-last maps, which the "
+                                  "incremental engine does not follow")
+            self.base_feature = value
         self.bytes_per_position = image.element_size() * self._peak_elements()
         self._integral: dict[int, torch.Tensor] = {}
         self._base_totals: dict[int, float] = {}  # the unoccluded total of each tapped channel
