@@ -150,3 +150,18 @@ def test_occlusion_reads_the_feature_map_of_a_token_layer():
     assert maps.channel == int(totals.argmax())
     assert maps.base_feature == pytest.approx(float(totals.max()), rel=1e-6)
     assert maps.feature.shape == maps.probability.shape and torch.isfinite(torch.as_tensor(maps.feature)).all()
+
+
+def test_activations_show_a_middle_block_of_a_token_model_on_its_patch_grid(tmp_path):
+    """Not the patch embedding (the only Conv2d, hence 'the middle conv'): the middle block's tokens,
+    prefix tokens dropped, as one map per channel."""
+    from nnvis_core.testing import check_plugin
+    from nnvis_core.registry import load_registry
+
+    torch.manual_seed(0)
+    model = TinyViT(prefix=1).eval()  # 64-px demo images, 8-px patches: an 8x8 grid
+    model.head = nn.Linear(16, 8)  # the demo's eight classes
+    check = check_plugin(load_registry().plugin("activations"), params={"max_maps": 16}, images=2, model=model)
+    [gallery] = [a for a in next(iter(check.results.values())).artifacts if a.kind == "gallery"]
+    assert gallery.title == "feature maps of blocks.1" and "tokens (1 prefix token dropped, 8x8 patches)" in gallery.caption
+    assert len(gallery.images) == 16 and gallery.images[0].shape[:2] == (8, 8)

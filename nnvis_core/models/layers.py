@@ -160,7 +160,7 @@ def default_layer(model: nn.Module) -> str:
     return block
 
 
-_BLOCK_DEFAULTS: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
+_BLOCKS: "weakref.WeakKeyDictionary[nn.Module, tuple[list[str], str]]" = weakref.WeakKeyDictionary()
 
 
 def probe_size(model: nn.Module) -> tuple[int, int]:
@@ -174,17 +174,17 @@ def probe_size(model: nn.Module) -> tuple[int, int]:
     return 224, 224
 
 
-def block_default_layer(model: nn.Module) -> str:
-    """The default layer of a model built of repeated blocks after a patch embedding (see default_layer).
+def repeated_blocks(model: nn.Module) -> tuple[list[str], str]:
+    """The run of blocks a model with a patch embedding is built of, and their output kind.
 
     One no-grad pass at :func:`probe_size` records every module's output; the
     blocks are the same-class children of one container whose outputs are
     spatial (tokens, channels-last or feature maps), two or more of one class, and
-    of all such runs the one whose last block finishes last ends in the model's
-    last block (a stage of Swin or ConvNeXt, a ViT encoder block). Cached per model.
+    of all such runs the one whose last block finishes last is the model's (ViT
+    encoder blocks; Swin's and ConvNeXt's stages). Cached per model.
     """
-    if model in _BLOCK_DEFAULTS:
-        return _BLOCK_DEFAULTS[model]
+    if model in _BLOCKS:
+        return _BLOCKS[model]
     height, width = probe_size(model)
     parameter = next(model.parameters(), None)
     probe = torch.zeros(1, 3, height, width, device=parameter.device if parameter is not None else "cpu")
@@ -213,7 +213,7 @@ def block_default_layer(model: nn.Module) -> str:
     finally:
         for handle in handles:
             handle.remove()
-    best: tuple[int, str] | None = None
+    best: list[str] = []
     for container_name, container in model.named_modules():
         by_class: dict[type, list[str]] = {}
         for child_name, child in container.named_children():
@@ -221,17 +221,31 @@ def block_default_layer(model: nn.Module) -> str:
             if name in order:
                 by_class.setdefault(type(child), []).append(name)
         for blocks in by_class.values():
-            if len(blocks) >= 2 and (best is None or order[blocks[-1]] > best[0]):
-                best = (order[blocks[-1]], blocks[-1])
-    if best is None:
+            if len(blocks) >= 2 and (not best or order[blocks[-1]] > order[best[-1]]):
+                best = blocks
+    if not best:
         raise LayerNotFound(f"{type(model).__name__} has a patch embedding but no repeated blocks with spatial "
                             "outputs to read by default; name a layer (see nnvis layers)")
-    block = best[1]
-    if layouts[block] == TOKENS:
+    _BLOCKS[model] = (best, layouts[best[-1]])
+    return _BLOCKS[model]
+
+
+def block_default_layer(model: nn.Module) -> str:
+    """The default layer of a model built of repeated blocks after a patch embedding (see default_layer):
+    the last block (:func:`repeated_blocks`), and for token models its first LayerNorm."""
+    blocks, kind = repeated_blocks(model)
+    block = blocks[-1]
+    if kind == TOKENS:
         norms = [name for name, child in model.get_submodule(block).named_children() if isinstance(child, nn.LayerNorm)]
         block = f"{block}.{norms[0]}" if norms else block
-    _BLOCK_DEFAULTS[model] = block
     return block
+
+
+def middle_block(model: nn.Module) -> str:
+    """The block halfway through a model with a patch embedding: mid-level features, as the middle
+    conv of a convnet (the activations view's default)."""
+    blocks, _ = repeated_blocks(model)
+    return blocks[len(blocks) // 2]
 
 
 def resolve_layer_name(model: nn.Module, name: str) -> str:

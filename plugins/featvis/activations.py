@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from nnvis_core import Gallery, Param, Plugin, Result, Scope, Text, hookimpl
+from nnvis_core.toolkit import LayoutError, middle_block, output_layout, patch_size
 from nnvis_plugins.featvis.layers import LayerError, middle_rectified_layer, rectifier_layers, spread
 from nnvis_plugins.featvis.render import Recorder, frozen
 
@@ -73,6 +74,12 @@ def feature_maps(values: torch.Tensor, channels: list[int]) -> list[np.ndarray]:
     return [np.repeat(g[..., None], 3, axis=2) for g in grey]
 
 
+def default_activations_layer(model: nn.Module) -> str:
+    """The middle of the network: the rectified output of the middle conv, or the middle block of a
+    model with a patch embedding (ViT, Swin, ConvNeXt), whose middle conv would be its stem."""
+    return middle_block(model) if patch_size(model) is not None else middle_rectified_layer(model)
+
+
 class Activations(Plugin):
     name = "activations"
     title = "Activations"
@@ -83,19 +90,22 @@ class Activations(Plugin):
     )
     scope = Scope.IMAGE
     params = (
-        Param("layer", str, "auto", "the layer (see nnvis layers); auto = the rectified output of the middle conv"),
+        Param("layer", str, "auto", "the layer (see nnvis layers); auto = the rectified output of the middle conv, "
+              "or the middle block of a transformer or ConvNeXt (tokens and channels-last maps are shown as maps)"),
         Param("max_maps", int, 64, "show at most this many channels, spread over the layer", minimum=1,
               maximum=2048),
     )
 
     def run_image(self, ctx, item, params) -> Result:
-        layer = middle_rectified_layer(ctx.module) if params["layer"] == "auto" else params["layer"]
+        layer = default_activations_layer(ctx.module) if params["layer"] == "auto" else params["layer"]
         ctx.layer(layer)
         inputs = ctx.input(item)
         output, sparsity = layer_maps_and_sparsity(ctx.module, inputs, layer)
-        output = output[0]
-        if output.dim() != 3:
-            raise LayerError(f"layer {layer!r} outputs shape {tuple(output.shape)}; feature maps need (C, H, W)")
+        try:
+            layout = output_layout(ctx.module, output, tuple(inputs.shape[-2:]))
+        except LayoutError as error:
+            raise LayerError(f"layer {layer!r}: {error}") from None
+        output = layout.to_map(output)[0]
         channels = spread(params["max_maps"], output.shape[0])
         maps = feature_maps(output, channels)
         own = float((output == 0).float().mean())
@@ -105,7 +115,8 @@ class Activations(Plugin):
         shown = f"{len(channels)} of {c} channels" if len(channels) < c else f"all {c} channels"
         artifacts = [
             Gallery(f"feature maps of {layer}", maps, labels=[str(i) for i in channels],
-                    caption=f"{shown}, {h}x{w}; white = {float(output.max()):.3g}; "
+                    caption=f"{shown}, {h}x{w}{'' if layout.kind == 'map' else ' (' + layout.describe() + ')'}; "
+                            f"white = {float(output.max()):.3g}; "
                             f"{own:.1%} of this layer's activations are zero (metric sparsity); "
                             "sparsity:LAYER is the share of exact zeros in each ReLU's output"),
         ]
