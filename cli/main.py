@@ -212,16 +212,25 @@ def new_plugin(name: str, kind: str, parent: Path) -> None:
 @click.option("--weights", help="As for nnvis report.")
 @click.option("--arch", help="As for nnvis report.")
 def layers(model, weights, arch) -> None:
-    """List a model's layer names, for --set PLUGIN.layer=NAME."""
+    """List a model's layers, for --set PLUGIN.layer=NAME: each one's output for the model's
+    input size (feature maps, tokens with their prefix tokens and patch grid, channels-last
+    maps) and the one that layer=auto picks."""
     from nnvis_core.models import ModelLoadError, ModelOptions, load_model
+    from nnvis_core.models.listing import layer_rows
 
     try:
         loaded = load_model(model, ModelOptions(weights=weights, arch=arch), load_registry())
     except ModelLoadError as error:
         fail_usage(str(error))
-    for name, module in loaded.module.named_modules():
-        if name:
-            click.echo(f"{name:<32} {type(module).__name__}")
+    size = loaded.preprocess.crop or loaded.preprocess.resize or 224
+    try:
+        rows = layer_rows(loaded.module, (size, size))
+    except Exception as error:  # noqa: BLE001 - a model that rejects its own input size
+        fail_usage(f"model {loaded.name} rejects input of size 3x{size}x{size}: {type(error).__name__}: {error}")
+    width = max(len(row.name) for row in rows)
+    kinds = max(len(row.kind) for row in rows)
+    for row in rows:
+        click.echo(f"{row.name:<{width}}  {row.kind:<{kinds}}  {row.output:<24} {row.default_for}".rstrip())
 
 
 @cli.group(context_settings=CONTEXT)

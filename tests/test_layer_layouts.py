@@ -165,3 +165,28 @@ def test_activations_show_a_middle_block_of_a_token_model_on_its_patch_grid(tmp_
     [gallery] = [a for a in next(iter(check.results.values())).artifacts if a.kind == "gallery"]
     assert gallery.title == "feature maps of blocks.1" and "tokens (1 prefix token dropped, 8x8 patches)" in gallery.caption
     assert len(gallery.images) == 16 and gallery.images[0].shape[:2] == (8, 8)
+
+
+def test_the_layer_listing_says_what_each_layer_gives_and_which_auto_picks():
+    from nnvis_core.models.listing import layer_rows
+
+    torch.manual_seed(0)
+    rows = {row.name: row for row in layer_rows(TinyViT(prefix=2).eval(), (24, 32))}
+    assert rows["conv_proj"].output == "map 16x3x4" and rows["conv_proj"].default_for == ""
+    assert rows["blocks.1.norm1"].output == "tokens 2+3x4 x16" and rows["blocks.1.norm1"].default_for == "layer=auto"
+    assert rows["head"].output == "(1, 5)"
+
+
+@pytest.mark.slow
+def test_nnvis_layers_on_a_vit_and_a_swin():
+    from click.testing import CliRunner
+
+    from nnvis_cli.main import cli
+
+    result = CliRunner().invoke(cli, ["layers", "--model", "torchvision:vit_b_16", "--weights", "none"])
+    assert result.exit_code == 0, result.output
+    [line] = [l for l in result.output.splitlines() if l.startswith("encoder.layers.encoder_layer_11.ln_1 ")]
+    assert line.split()[1:] == ["LayerNorm", "tokens", "1+14x14", "x768", "layer=auto"]
+    result = CliRunner().invoke(cli, ["layers", "--model", "torchvision:swin_t", "--weights", "none"])
+    [line] = [l for l in result.output.splitlines() if l.startswith("features.7 ")]
+    assert line.split()[1:] == ["Sequential", "channels-last", "7x7x768", "layer=auto"]
