@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from nnvis_core.models.outputs import Layout, LayoutError, token_layout
 from nnvis_core.toolkit import AttributionError, AttributionPlugin
-from nnvis_core.toolkit.attention import captured_attention, global_attention
+from nnvis_core.toolkit.attention import Attention, captured_attention, global_attention
 
 
 def forward_attention(model: nn.Module, inputs: torch.Tensor, method: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -27,11 +29,25 @@ class TransformerMethod(AttributionPlugin):
         size = preprocess.crop or preprocess.resize or 224
         probe = torch.zeros(1, 3, size, size, device=ctx.device)
         try:
-            _, weights = forward_attention(ctx.module, probe, self.name)
+            weights = global_attention(probe_attention(ctx.module, probe), 1, self.name)
             layout_for(ctx.module, probe, weights[0].shape[-1], self.name)
         except AttributionError as error:
             return str(error)
         return None
+
+
+# model -> (probe size, its attention): the three methods share one probe pass per run.
+_PROBES: "weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], list[Attention]]]" = weakref.WeakKeyDictionary()
+
+
+def probe_attention(model: nn.Module, probe: torch.Tensor) -> list[Attention]:
+    """The attention a blank probe image raises in the model, computed once per model and size."""
+    cached = _PROBES.get(model)
+    if cached is None or cached[0] != tuple(probe.shape):
+        with torch.no_grad(), captured_attention(model) as attentions:
+            model(probe)
+        cached = _PROBES[model] = (tuple(probe.shape), list(attentions))
+    return cached[1]
 
 
 def layout_for(model: nn.Module, inputs: torch.Tensor, tokens: int, method: str) -> Layout:
