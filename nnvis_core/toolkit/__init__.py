@@ -11,7 +11,7 @@ docs/plugins.md (plugin API version 2) walks through it.
 - targets: :data:`Target`, :func:`target_scores`, :func:`resolve_target` (predicted/true/index/name)
 - layers: :func:`resolve_layer`, :func:`default_layer`, :func:`feature_source`, :func:`find_layer`, ...
 - layer outputs: :func:`output_layout` (feature maps, tokens with prefix tokens and a patch grid,
-  channels-last), :class:`Layout` with ``to_map``
+  channels-last), :class:`Layout` with ``to_map``, :func:`as_map`
 - hooks: :func:`captured_output`, :func:`forward_until`, :func:`captured`
 - attention: :func:`captured_attention` (weights even from fused kernels), :func:`global_attention`
 - the guard: :func:`preserved`
@@ -36,6 +36,7 @@ from nnvis_core.toolkit.faithfulness import Curves, deletion_insertion, mask_sha
 from nnvis_core.toolkit.gradients import fresh_input_gradient, gradient, reduce_channels
 from nnvis_core.toolkit.guard import model_state, preserved
 from nnvis_core.toolkit.hooks import captured, captured_output, forward_until
+from nnvis_core.toolkit.maps import as_map
 from nnvis_core.toolkit.imaging import BASELINES, gaussian_blur, model_baseline, normalizer, pixel_baseline, rgb_view, to_numpy
 from nnvis_core.models.layers import (
     ACTIVATIONS,
@@ -52,6 +53,7 @@ from nnvis_core.models.layers import (
     middle_block,
     preactivation,
     rectified_output,
+    repeated_blocks,
     resolve_layer,
     resolve_layer_name,
 )
@@ -76,14 +78,14 @@ from nnvis_core.toolkit.targets import (
 )
 
 __all__ = [
-    "ACTIVATIONS", "Attention", "AttributionError", "AttributionPlugin", "BASELINES", "bytes_per_image",
+    "ACTIVATIONS", "as_map", "Attention", "AttributionError", "AttributionPlugin", "BASELINES", "bytes_per_image",
     "captured", "captured_attention", "captured_output", "check_target_count", "chunk_size", "chunk_target",
     "conv_layers", "Curves", "default_layer", "deletion_insertion", "Explanation", "FAITHFULNESS_STEPS",
     "feature_source", "find_layer", "first_conv", "forward_until", "fresh_input_gradient", "gaussian_blur",
     "global_attention", "gradient", "inference_bytes", "last_conv_layer", "LAYER_KEYWORDS", "layer_name",
     "LAYER_PARAM_HELP", "LayerNotFound", "Layout", "LayoutError", "leaf_output_sizes", "mask_share", "middle_block",
     "MEMORY_MB", "model_baseline", "model_state", "normalizer", "output_layout", "patch_size", "PENULTIMATE",
-    "pixel_baseline", "pixel_order", "preactivation", "preserved", "rectified_output", "RECTIFIERS",
+    "pixel_baseline", "pixel_order", "preactivation", "preserved", "rectified_output", "repeated_blocks", "RECTIFIERS",
     "reduce_channels", "reduce_param", "relu_rule", "repeat_target", "resolve_layer", "resolve_layer_name",
     "resolve_target", "rgb_view", "select_target", "Target", "TARGET", "target_probabilities", "target_scores",
     "TargetError", "to_numpy", "token_layout", "UnsupportedActivation",

@@ -4,7 +4,8 @@ Only the feature vectors are kept (N x C floats per layer), never the images,
 so memory grows with the folder size times the feature size, not the pixels.
 A layer is named as in `model.named_modules()`; 'penultimate' means the input
 of the last Linear layer (the vector the classifier reads), 'last_conv' the
-last Conv2d. Spatial maps (N, C, H, W) are averaged over H and W.
+last Conv2d. Spatial maps (N, C, H, W) are averaged over H and W, and so are
+token sequences (patch tokens only) and channels-last maps.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from nnvis_core.context import ImageItem, RunContext
-from nnvis_core.toolkit import PENULTIMATE, LayerNotFound, captured, feature_source
+from nnvis_core.toolkit import PENULTIMATE, LayerNotFound, LayoutError, as_map, captured, feature_source
 from nnvis_core.stream import shared_store
 
 LAYER_HELP = ("layer whose pooled output is the feature vector: penultimate (input of the last Linear), "
@@ -34,8 +35,18 @@ class FeatureSet:
     true: list[int | None]
 
 
-def pool(values: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C) by the spatial mean; (B, C) unchanged; anything else flattened."""
+def pool(values: torch.Tensor, model: nn.Module | None = None, input_hw: tuple[int, int] | None = None) -> torch.Tensor:
+    """(B, C) features: spatial maps averaged over positions, vectors unchanged, anything else flattened.
+
+    With the model and input size, token sequences and channels-last maps are
+    read as maps first (toolkit.as_map): a ViT token layer pools to the mean of
+    its patch tokens, not a flattening of every token's channels.
+    """
+    if model is not None and input_hw is not None and values.dim() in (3, 4):
+        try:
+            values = as_map(model, values, input_hw)
+        except LayoutError:
+            pass  # not spatial: flattened below
     if values.dim() == 4:
         return values.mean(dim=(2, 3))
     return values.reshape(values.shape[0], -1)
@@ -80,10 +91,11 @@ def _stream_features(ctx: RunContext, items: Iterable[ImageItem], layer: str,
     true: list[int | None] = []
     with captured([module]) as record, torch.no_grad():
         for batch in batches(items, ctx.batch_size):
-            ctx.module(torch.stack([item.tensor for item in batch]).to(ctx.device))
+            inputs = torch.stack([item.tensor for item in batch]).to(ctx.device)
+            ctx.module(inputs)
             if record[0] is None:
                 raise LayerNotFound(f"layer {layer!r} was not run by the model's forward pass")
-            rows.append(pool(record[0]).float().cpu().numpy())
+            rows.append(pool(record[0], ctx.module, tuple(inputs.shape[-2:])).float().cpu().numpy())
             for item in batch:
                 ids.append(item.record.index)
                 predicted.append(item.predicted)

@@ -23,10 +23,15 @@ from nnvis_core.context import ImageItem, RunContext
 from nnvis_core.stream import only
 from nnvis_core.toolkit import (
     LayerNotFound,
+    LayoutError,
+    as_map,
     captured,
     conv_layers,
+    default_layer,
     find_layer,
     forward_until,
+    middle_block,
+    patch_size,
     relu_rule,
     resolve_layer_name,
     rgb_view,
@@ -43,7 +48,13 @@ def check_channels(spec: str) -> str | None:
 
 
 def default_layers(model: nn.Module) -> list[str]:
-    """A middle and the last Conv2d: mid-level parts and whole-object detectors."""
+    """A middle and the last Conv2d: mid-level parts and whole-object detectors.
+
+    On a model with a patch embedding (ViT, Swin, ConvNeXt), whose convs are the
+    stem: its middle block and its default layer (the last block).
+    """
+    if patch_size(model) is not None:
+        return list(dict.fromkeys([middle_block(model), default_layer(model)]))
     convs = conv_layers(model)
     if not convs:
         raise LayerNotFound(f"{type(model).__name__} has no Conv2d layer")
@@ -114,6 +125,16 @@ def choose_channels(spec: str, record: UnitRecord) -> list[int]:
     return chosen
 
 
+def spatial(model: nn.Module, name: str, output: torch.Tensor | None, input_hw) -> torch.Tensor:
+    """A layer's output as (N, C, H, W) maps (tokens and channels-last read as maps), or a clear error."""
+    if output is None or output.dim() not in (3, 4):
+        raise LayerNotFound(f"layer {name!r} gives no feature map or token sequence")
+    try:
+        return as_map(model, output, (int(input_hw[0]), int(input_hw[1])))
+    except LayoutError as error:
+        raise LayerNotFound(f"layer {name!r}: {error}") from None
+
+
 def scan(ctx: RunContext, items: Iterable[ImageItem], layers: list[str], count: int) -> dict[str, UnitRecord]:
     """First pass: stream every image once and keep each channel's top `count` examples."""
     modules = [(find_layer(ctx.module, name), False) for name in layers]
@@ -122,9 +143,8 @@ def scan(ctx: RunContext, items: Iterable[ImageItem], layers: list[str], count: 
         for batch in batches(items, ctx.batch_size):
             ctx.module(torch.stack([item.tensor for item in batch]).to(ctx.device))
             for name, output in zip(layers, outputs):
-                if output is None or output.dim() != 4:
-                    raise LayerNotFound(f"layer {name!r} gives no (N, C, H, W) feature map")
-                records[name].add(output, [item.record.index for item in batch])
+                records[name].add(spatial(ctx.module, name, output, batch[0].tensor.shape[-2:]),
+                                  [item.record.index for item in batch])
     if not all(record.seen for record in records.values()):
         raise ValueError("no readable image to find top-activating examples in")
     return records
@@ -147,6 +167,7 @@ def influence_boxes(model: nn.Module, layer: nn.Module, image: torch.Tensor, uni
         else:
             with relu_rule(model, rule):
                 maps = forward_until(model, layer, inputs)
+        maps = as_map(model, maps, tuple(image.shape[1:]))
         (gradient,) = torch.autograd.grad(maps[rows, channel, y, x].sum(), inputs)
     boxes = []
     height, width = image.shape[1:]
