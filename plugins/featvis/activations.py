@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from nnvis_core import Gallery, Param, Plugin, Result, Scope, Text, hookimpl
-from nnvis_core.toolkit import LayoutError, middle_block, output_layout, patch_size
+from nnvis_core.toolkit import Layout, middle_block, patch_size
 from nnvis_plugins.featvis.layers import LayerError, middle_rectified_layer, rectifier_layers, spread
 from nnvis_plugins.featvis.render import Recorder, frozen
 
@@ -51,13 +51,17 @@ def layer_sparsity(model: nn.Module, inputs: torch.Tensor) -> dict[str, float]:
     return _shares(counts)
 
 
-def layer_maps_and_sparsity(model: nn.Module, inputs: torch.Tensor, layer: str) -> tuple[torch.Tensor, dict[str, float]]:
-    """The output of `layer` and layer_sparsity(model, inputs), from one forward pass."""
+def layer_maps_and_sparsity(model: nn.Module, inputs: torch.Tensor,
+                            layer: str) -> tuple[torch.Tensor, Layout, dict[str, float]]:
+    """The output of `layer` as (N, C, h, w) maps, the layout it was read from, and
+    layer_sparsity(model, inputs), from one forward pass."""
     names = rectifier_layers(model)
     with torch.no_grad(), frozen(model), counting_zeros(model, names) as counts, \
             Recorder(model, [layer]) as recorder:
         outputs, _ = recorder.run(model, inputs)
-    return outputs[layer], _shares(counts)
+    if layer not in recorder.layouts:
+        raise LayerError(f"layer {layer!r} outputs shape {tuple(outputs[layer].shape)}: no feature maps or tokens")
+    return outputs[layer], recorder.layouts[layer], _shares(counts)
 
 
 def _shares(counts: dict[str, list[int]]) -> dict[str, float]:
@@ -100,12 +104,8 @@ class Activations(Plugin):
         layer = default_activations_layer(ctx.module) if params["layer"] == "auto" else params["layer"]
         ctx.layer(layer)
         inputs = ctx.input(item)
-        output, sparsity = layer_maps_and_sparsity(ctx.module, inputs, layer)
-        try:
-            layout = output_layout(ctx.module, output, tuple(inputs.shape[-2:]))
-        except LayoutError as error:
-            raise LayerError(f"layer {layer!r}: {error}") from None
-        output = layout.to_map(output)[0]
+        output, layout, sparsity = layer_maps_and_sparsity(ctx.module, inputs, layer)
+        output = output[0]
         channels = spread(params["max_maps"], output.shape[0])
         maps = feature_maps(output, channels)
         own = float((output == 0).float().mean())

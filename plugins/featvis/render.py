@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnvis_core.toolkit import LayoutError, as_map, find_layer
+from nnvis_core.toolkit import Layout, LayoutError, find_layer, output_layout
 from nnvis_plugins.featvis import objectives as obj
 from nnvis_plugins.featvis.parameterizations import ImageParam, fourier_image, pixel_image
 from nnvis_plugins.featvis.transforms import Transform, identity, standard_transforms
@@ -118,7 +118,7 @@ class Recorder:
     With `stop` set, the pass ends as soon as every named layer has run: an
     objective on a middle layer does not pay for the rest of the network.
     A layer that runs twice in one pass is refused (its output would be ambiguous).
-    Token and channels-last outputs are kept as (N, C, h, w) maps (toolkit.as_map),
+    Token and channels-last outputs are kept as (N, C, h, w) maps (`layouts` says how),
     so that a channel objective means the same on a ViT's tokens as on a conv layer.
     """
 
@@ -126,6 +126,7 @@ class Recorder:
         self.model = model
         self.modules = {name: find_layer(model, name) for name in sorted(layers)}
         self.input_hw: tuple[int, int] = (0, 0)
+        self.layouts: dict[str, Layout] = {}  # how each spatial output was read
         self.outputs: dict[str, torch.Tensor] = {}
         self.stop = False
         self._handles: list = []
@@ -136,20 +137,21 @@ class Recorder:
                 raise obj.ObjectiveError(f"layer {name!r} returns {type(output).__name__}, not a tensor")
             if name in self.outputs:
                 raise obj.ObjectiveError(f"layer {name!r} runs more than once per forward pass; pick one that runs once")
-            self.outputs[name] = self._as_map(output)
+            self.outputs[name] = self._as_map(name, output)
             if self.stop and len(self.outputs) == len(self.modules):
                 raise _Enough
             return output.clone()  # the saved tensor stays intact if a later op works in place
 
         return hook
 
-    def _as_map(self, output: torch.Tensor) -> torch.Tensor:
+    def _as_map(self, name: str, output: torch.Tensor) -> torch.Tensor:
         if output.dim() not in (3, 4):
             return output
         try:
-            return as_map(self.model, output, self.input_hw)
+            self.layouts[name] = output_layout(self.model, output, self.input_hw)
         except LayoutError:
             return output  # the objective names the shape it cannot read
+        return self.layouts[name].to_map(output)
 
     def __enter__(self) -> "Recorder":
         self._handles = [module.register_forward_hook(self._hook(name)) for name, module in self.modules.items()]
