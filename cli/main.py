@@ -214,23 +214,26 @@ def new_plugin(name: str, kind: str, parent: Path) -> None:
 def layers(model, weights, arch) -> None:
     """List a model's layers, for --set PLUGIN.layer=NAME: each one's output for the model's
     input size (feature maps, tokens with their prefix tokens and patch grid, channels-last
-    maps) and the one that layer=auto picks."""
+    maps), the one that layer=auto picks, and the plugins that read each layer by default."""
     from nnvis_core.models import ModelLoadError, ModelOptions, load_model
     from nnvis_core.models.listing import layer_rows
 
+    registry = load_registry()
     try:
-        loaded = load_model(model, ModelOptions(weights=weights, arch=arch), load_registry())
+        loaded = load_model(model, ModelOptions(weights=weights, arch=arch), registry)
     except ModelLoadError as error:
         fail_usage(str(error))
     size = loaded.preprocess.crop or loaded.preprocess.resize or 224
+    plugins = {name: reg.item for name, reg in registry.plugins.items()}
     try:
-        rows = layer_rows(loaded.module, (size, size))
+        rows = layer_rows(loaded.module, (size, size), plugins)
     except Exception as error:  # noqa: BLE001 - a model that rejects its own input size
         fail_usage(f"model {loaded.name} rejects input of size 3x{size}x{size}: {type(error).__name__}: {error}")
     width = max(len(row.name) for row in rows)
     kinds = max(len(row.kind) for row in rows)
     for row in rows:
-        click.echo(f"{row.name:<{width}}  {row.kind:<{kinds}}  {row.output:<24} {row.default_for}".rstrip())
+        used = " ".join(filter(None, [row.default_for, ", ".join(row.plugins)]))
+        click.echo(f"{row.name:<{width}}  {row.kind:<{kinds}}  {row.output:<24} {used}".rstrip())
 
 
 @cli.group(context_settings=CONTEXT)

@@ -30,6 +30,8 @@ from nnvis_core.markers import PROJECT, hookimpl  # noqa: F401 - part of this mo
 from nnvis_core.params import Param
 
 if TYPE_CHECKING:
+    import torch
+
     from nnvis_core.context import ImageItem, RunContext
 
 PLUGIN_API_VERSION = 2
@@ -81,6 +83,23 @@ class Plugin:
         is a usage error. The transformer methods use it to pass over convnets.
         """
         return None
+
+    def default_layers(self, model: "torch.nn.Module") -> list[str]:
+        """The layers this plugin reads on `model` when the user names none (`nnvis layers` shows them).
+
+        The default reads a `layer` parameter: auto (the model family's default
+        layer), last_conv, penultimate (the last Linear, whose input is read) or a
+        name. A plugin whose `auto` means something else overrides this.
+        """
+        from nnvis_core.models.layers import PENULTIMATE, feature_source, resolve_layer_name
+
+        for param in self.params:
+            if param.name == "layer" and isinstance(param.default, str):
+                if param.default == PENULTIMATE:
+                    module, _ = feature_source(model, PENULTIMATE)
+                    return [name for name, candidate in model.named_modules() if candidate is module][:1]
+                return [resolve_layer_name(model, param.default)]
+        return []
 
     def run_image(self, ctx: "RunContext", item: "ImageItem", params: dict[str, Any]) -> list[Artifact]:
         """Scope.IMAGE: artifacts for one image."""

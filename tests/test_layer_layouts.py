@@ -177,6 +177,20 @@ def test_the_layer_listing_says_what_each_layer_gives_and_which_auto_picks():
     assert rows["head"].output == "(1, 5)"
 
 
+def test_the_layer_listing_names_the_plugins_that_read_each_layer_by_default():
+    from nnvis_core.models.listing import layer_rows
+    from nnvis_core.registry import load_registry
+
+    torch.manual_seed(0)
+    plugins = {name: reg.item for name, reg in load_registry().plugins.items()}
+    rows = {row.name: row for row in layer_rows(TinyViT(prefix=1).eval(), (24, 32), plugins)}
+    assert rows["conv_proj"].plugins == ("filters",)  # never a layer reader's default
+    assert rows["blocks.1.norm1"].plugins == ("gradcam", "guided_gradcam", "occlusion", "semantic_dictionary",
+                                              "top_units")
+    assert rows["head"].plugins == ("neighbours", "tsne")  # they read the head's input
+    assert "deconvnet" not in {p for row in rows.values() for p in row.plugins}  # class mode reads no layer
+
+
 @pytest.mark.slow
 def test_nnvis_layers_on_a_vit_and_a_swin():
     from click.testing import CliRunner
@@ -186,7 +200,10 @@ def test_nnvis_layers_on_a_vit_and_a_swin():
     result = CliRunner().invoke(cli, ["layers", "--model", "torchvision:vit_b_16", "--weights", "none"])
     assert result.exit_code == 0, result.output
     [line] = [l for l in result.output.splitlines() if l.startswith("encoder.layers.encoder_layer_11.ln_1 ")]
-    assert line.split()[1:] == ["LayerNorm", "tokens", "1+14x14", "x768", "layer=auto"]
+    assert line.split()[1:5] == ["LayerNorm", "tokens", "1+14x14", "x768"]
+    assert " ".join(line.split()[5:]) == "layer=auto gradcam, guided_gradcam, occlusion, semantic_dictionary, top_units"
+    [line] = [l for l in result.output.splitlines() if l.startswith("encoder.layers.encoder_layer_7.mlp.0 ")]
+    assert line.split()[1:] == ["Linear", "tokens", "1+14x14", "x3072", "channel_maximization"]
     result = CliRunner().invoke(cli, ["layers", "--model", "torchvision:swin_t", "--weights", "none"])
     [line] = [l for l in result.output.splitlines() if l.startswith("features.7 ")]
-    assert line.split()[1:] == ["Sequential", "channels-last", "7x7x768", "layer=auto"]
+    assert line.split()[1:5] == ["Sequential", "channels-last", "7x7x768", "layer=auto"]

@@ -2,12 +2,14 @@
 
 One no-grad pass of a blank image at the model's input size records each
 layer's output; its layout (nnvis_core.models.outputs) says whether a plugin
-reading it sees feature maps, tokens or channels-last maps.
+reading it sees feature maps, tokens or channels-last maps. Each plugin's
+`default_layers` says which layers it reads when the user names none.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -22,6 +24,7 @@ class LayerRow:
     kind: str  # the module's class
     output: str  # what it gives: "map 64x8x8", "tokens 1+14x14 x768", "channels-last 7x7x768", "(1, 10)"
     default_for: str  # "layer=auto" when the layer parameters' auto means it, else ""
+    plugins: tuple[str, ...] = ()  # the plugins that read it when the user names no layer
 
 
 def describe_output(model: nn.Module, output: object, input_hw: tuple[int, int]) -> str:
@@ -42,8 +45,27 @@ def describe_output(model: nn.Module, output: object, input_hw: tuple[int, int])
     return str(tuple(output.shape))
 
 
-def layer_rows(model: nn.Module, input_hw: tuple[int, int]) -> list[LayerRow]:
-    """Every named layer, in definition order, with its output for a blank (1, 3, H, W) image."""
+def plugin_defaults(model: nn.Module, plugins: Mapping[str, Any]) -> dict[str, list[str]]:
+    """{layer: names of the plugins that read it by default}, from each plugin's default_layers.
+
+    A plugin whose defaults cannot be worked out on this model (no conv layer
+    for `filters`, say) is left out: it would refuse the model in a run too.
+    """
+    readers: dict[str, list[str]] = {}
+    for name, plugin in sorted(plugins.items()):
+        try:
+            layers = plugin.default_layers(model)
+        except Exception:  # noqa: BLE001 - the plugin does not apply to this model
+            continue
+        for layer in dict.fromkeys(layers):
+            readers.setdefault(layer, []).append(name)
+    return readers
+
+
+def layer_rows(model: nn.Module, input_hw: tuple[int, int],
+               plugins: Mapping[str, Any] | None = None) -> list[LayerRow]:
+    """Every named layer, in definition order, with its output for a blank (1, 3, H, W) image
+    and, given the installed plugins by name, which of them read it by default."""
     outputs: dict[str, object] = {}
     names = {module: name for name, module in model.named_modules() if name}
     handles = [module.register_forward_hook(lambda m, args, out: outputs.setdefault(names[m], out))
@@ -59,7 +81,8 @@ def layer_rows(model: nn.Module, input_hw: tuple[int, int]) -> list[LayerRow]:
         auto = default_layer(model)
     except LayerNotFound:
         auto = ""
+    readers = plugin_defaults(model, plugins or {})
     return [LayerRow(name, type(module).__name__,
                      describe_output(model, outputs[name], input_hw) if name in outputs else "not run",
-                     "layer=auto" if name == auto else "")
+                     "layer=auto" if name == auto else "", tuple(readers.get(name, ())))
             for module, name in names.items()]

@@ -107,6 +107,10 @@ class RulePlugin(AttributionPlugin):
             FAITHFULNESS_STEPS,
         )
 
+    def default_layers(self, model) -> list[str]:
+        """None: the default class mode propagates to the input; only feature mode reads a layer."""
+        return []
+
     def explain(self, ctx, item, inputs, target, params) -> Explanation:
         if params["mode"] == "class":
             attribution = class_attribution(ctx.module, inputs, target, self.rule)[0]

@@ -252,6 +252,9 @@ class TopUnits(Plugin):
         Param("projection", bool, False, "add the deconvnet projection of each example"),
     )
 
+    def default_layers(self, model) -> list[str]:
+        return default_layers(model)  # the module's function: a middle and the last layer
+
     def run_dataset(self, ctx, items, params):
         layers = layer_names(ctx.module, params["layers"])
         return top_unit_result(ctx, items, layers, params["channels"], params["examples"], params["projection"])

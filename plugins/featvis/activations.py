@@ -100,6 +100,9 @@ class Activations(Plugin):
               maximum=2048),
     )
 
+    def default_layers(self, model) -> list[str]:
+        return [default_activations_layer(model)]
+
     def run_image(self, ctx, item, params) -> Result:
         layer = default_activations_layer(ctx.module) if params["layer"] == "auto" else params["layer"]
         ctx.layer(layer)

@@ -145,6 +145,10 @@ class ChannelMaximization(Plugin):
         *optimization_params(),
     )
 
+    def default_layers(self, model) -> list[str]:
+        sample = next(p.default for p in self.params if p.name == "sample")
+        return sample_layers(model, sample)
+
     def run_model(self, ctx, params) -> Result:
         settings = settings_from(ctx, params)
         model, device, preprocess = ctx.module, ctx.device, ctx.model.preprocess

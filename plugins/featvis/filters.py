@@ -72,6 +72,9 @@ class Filters(Plugin):
         Param("max_filters", int, 64, "show at most this many filters", minimum=1, maximum=1024),
     )
 
+    def default_layers(self, model) -> list[str]:
+        return [first_conv(model)]
+
     def run_model(self, ctx, params) -> list:
         name = first_conv(ctx.module) if params["layer"] == "auto" else params["layer"]
         layer = ctx.layer(name)
