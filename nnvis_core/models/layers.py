@@ -164,10 +164,15 @@ _BLOCKS: "weakref.WeakKeyDictionary[nn.Module, tuple[list[str], str]]" = weakref
 
 
 def probe_size(model: nn.Module) -> tuple[int, int]:
-    """An input size the model accepts: torchvision ViT's image_size, timm's configured size, else 224."""
+    """An input size the model accepts: torchvision ViT's image_size, the size timm's patch embedding
+    was built for (which `img_size=` may have changed from the pretrained config, and which a strict
+    one asserts), timm's configured size, else 224."""
     size = getattr(model, "image_size", None)
     if isinstance(size, int):
         return size, size
+    built = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if isinstance(built, (tuple, list)) and len(built) == 2 and all(isinstance(s, int) for s in built):
+        return int(built[0]), int(built[1])
     config = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
     if isinstance(config, dict) and len(config.get("input_size", ())) == 3:
         return int(config["input_size"][1]), int(config["input_size"][2])
@@ -179,8 +184,8 @@ def repeated_blocks(model: nn.Module) -> tuple[list[str], str]:
 
     One no-grad pass at :func:`probe_size` records every module's output; the
     blocks are the same-class children of one container whose outputs are
-    spatial (tokens, channels-last or feature maps), two or more of one class, and
-    of all such runs the one whose last block finishes last is the model's (ViT
+    spatial (tokens, channels-last or feature maps) and that hold parameters, two or
+    more of one class, and of all such runs the one whose last block finishes last is the model's (ViT
     encoder blocks; Swin's and ConvNeXt's stages). Cached per model.
     """
     if model in _BLOCKS:
@@ -213,16 +218,25 @@ def repeated_blocks(model: nn.Module) -> tuple[list[str], str]:
     finally:
         for handle in handles:
             handle.remove()
-    best: list[str] = []
+    runs: dict[str, list[list[str]]] = {}  # container name -> its runs of blocks
     for container_name, container in model.named_modules():
         by_class: dict[type, list[str]] = {}
         for child_name, child in container.named_children():
             name = f"{container_name}.{child_name}" if container_name else child_name
-            if name in order:
+            # Parameter-free children (timm's Identity placeholders for norm_pre, patch_drop and a
+            # pooled model's final norm; dropouts) can repeat too, but they are no blocks.
+            if name in order and next(child.parameters(), None) is not None:
                 by_class.setdefault(type(child), []).append(name)
-        for blocks in by_class.values():
-            if len(blocks) >= 2 and (not best or order[blocks[-1]] > order[best[-1]]):
-                best = blocks
+        runs[container_name] = [blocks for blocks in by_class.values() if len(blocks) >= 2]
+    candidates = [blocks for found in runs.values() for blocks in found]
+    best = max(candidates, key=lambda blocks: order[blocks[-1]], default=[])
+    # A stem and a trunk of one class (timm's ConvNeXt: Sequential `stem`, Sequential `stages`)
+    # form a run of two whose last "block" is the whole trunk: go down to the longer run it holds.
+    while best:
+        longer = [blocks for blocks in runs.get(best[-1], []) if len(blocks) > len(best)]
+        if not longer:
+            break
+        best = max(longer, key=lambda blocks: order[blocks[-1]])
     if not best:
         raise LayerNotFound(f"{type(model).__name__} has a patch embedding but no repeated blocks with spatial "
                             "outputs to read by default; name a layer (see nnvis layers)")

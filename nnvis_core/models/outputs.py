@@ -54,13 +54,27 @@ class Layout:
 
 def patch_size(model: nn.Module) -> int | None:
     """The stride of the model's patch embedding: its first Conv2d when its kernel equals its
-    stride (ViT's conv_proj, timm's patch_embed.proj), else None."""
+    stride (ViT's conv_proj, timm's patch_embed.proj), else the stride of a timm hybrid's
+    `patch_embed` (a convnet before the tokens), else None."""
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             if module.kernel_size == module.stride and module.stride[0] == module.stride[1] > 1:
                 return int(module.stride[0])
-            return None
-    return None
+            break
+    return _embedding_stride(getattr(model, "patch_embed", None))
+
+
+def _embedding_stride(embed: object) -> int | None:
+    """img_size / grid_size of a timm patch embedding (HybridEmbed: ResNet stem, then a 1x1 projection),
+    when the grid tiles the image exactly (PiT's overlapping ConvEmbedding does not)."""
+    image, grid = getattr(embed, "img_size", None), getattr(embed, "grid_size", None)
+    if not (isinstance(image, tuple) and isinstance(grid, tuple) and len(image) == len(grid) == 2):
+        return None
+    if not all(isinstance(v, int) and v > 0 for v in (*image, *grid)):
+        return None
+    stride = image[0] // grid[0]
+    exact = stride > 1 and image == (grid[0] * stride, grid[1] * stride)
+    return stride if exact else None
 
 
 def token_layout(model: nn.Module, input_hw: tuple[int, int], tokens: int) -> Layout:
