@@ -29,7 +29,7 @@ from nnvis_core.context import ImageItem, RunContext
 from nnvis_core.images import ImageRecord
 from nnvis_core.models.layers import default_layer
 from nnvis_core.models.loaded import LoadedModel, Preprocess
-from nnvis_core.models.outputs import CHANNELS_LAST, MAP, TOKENS, output_layout
+from nnvis_core.models.outputs import CHANNELS_LAST, MAP, TOKENS, Layout, output_layout
 from nnvis_core.testing import check_plugin, model_changes, model_state
 from nnvis_core.toolkit.attention import FUSED, captured_attention
 
@@ -162,13 +162,23 @@ def test_transformer_methods_give_usable_maps(family):
     assert usable(rollout.attribute(model, x), family.size)
     grids = maps.attention_maps(model, x, layers="-1", heads="mean")
     assert list(grids) == [len(model.blocks) - 1] and grids[len(model.blocks) - 1].shape[-2:] == family.grid
-    explained = relevance.attribute(model, x, 3)
-    if "gap" in family.name:
-        # No class token: the methods read the first prefix token's row, a register here, which the
-        # average-pooling head never reads, so the class-specific relevance is flat (to 1e-12).
-        assert tuple(explained.shape[-2:]) == (family.size, family.size) and torch.isfinite(explained).all()
-    else:
-        assert usable(explained, family.size)
+    assert usable(relevance.attribute(model, x, 3), family.size)
+
+
+def test_without_a_class_token_the_methods_read_the_patch_rows_the_head_pools():
+    """A register is no class token: reading its row (what the head never reads) gave a flat relevance."""
+    from nnvis_plugins.transformer.tokens import has_class_token, query_name, query_row
+
+    family = next(f for f in FAMILIES if "gap" in f.name)
+    model = build(family)
+    layout = Layout(TOKENS, family.prefix, family.grid)
+    assert model.cls_token is None and not has_class_token(model, layout)
+    matrix = torch.randn(1, 2, 4 + 16, 4 + 16)
+    assert torch.equal(query_row(matrix, layout, model), matrix[..., 4:, :].mean(dim=-2))
+    assert "patch tokens' rows" in query_name(layout, model)
+    deit = build(FAMILIES[0])
+    assert has_class_token(deit, Layout(TOKENS, 2, (7, 7)))
+    assert torch.equal(query_row(matrix, Layout(TOKENS, 2, (7, 7)), deit), matrix[..., 0, :])
 
 
 def test_transformer_plugins_name_the_prefix_tokens_they_drop():

@@ -84,7 +84,7 @@ def attention_maps(model: nn.Module, inputs: torch.Tensor, layers: str | Sequenc
         ",".join(map(str, layers)), len(weights))
     result = {}
     for layer in chosen:
-        rows = query_row(weights[layer].float(), layout)  # (N, heads, T)
+        rows = query_row(weights[layer].float(), layout, model)  # (N, heads, T)
         if heads == "mean":
             rows = rows.mean(dim=1, keepdim=True)
         elif heads != "all":
@@ -138,7 +138,7 @@ class AttentionMaps(TransformerMethod):
         chosen = parse_layers(params["layers"], len(weights))
         maps, tiles, labels = [], [], []
         for layer in chosen:
-            rows = query_row(weights[layer].float(), layout)[:1]  # (1, heads, T)
+            rows = query_row(weights[layer].float(), layout, ctx.module)[:1]  # (1, heads, T)
             if params["heads"] == "mean":
                 rows = rows.mean(dim=1, keepdim=True)
             grids = patch_maps(rows, layout)[0]  # (heads or 1, h, w)
@@ -150,7 +150,7 @@ class AttentionMaps(TransformerMethod):
                              mode="bilinear", align_corners=False)
         shown = ", ".join(map(str, chosen)) if len(chosen) <= 6 else f"{chosen[0]}-{chosen[-1]}"
         heads = "mean over heads" if params["heads"] == "mean" else f"{len(tiles) // len(chosen)} heads each"
-        caption = (f"class-agnostic (the same maps for every class); {query_name(layout)} in layer"
+        caption = (f"class-agnostic (the same maps for every class); {query_name(layout, ctx.module)} in layer"
                    f"{'s' * (len(chosen) > 1)} {shown} of {len(weights)} ({heads}); {layout.describe()}")
         columns = len(chosen) if params["heads"] == "mean" else len(tiles) // len(chosen)
         gallery = Gallery("attention per layer" + (" and head" if params["heads"] == "all" else ""), tiles,

@@ -76,7 +76,7 @@ def attribute(model: nn.Module, inputs: torch.Tensor, target: Target, upsample: 
     """(N, 1, H, W) transformer attribution of `target` for `inputs`; the patch grid when upsample=False."""
     weights, grads = attention_and_gradients(model, inputs, target)
     layout = layout_for(model, inputs, weights[0].shape[-1], NAME)
-    rows = query_row(relevance_matrix(weights, grads), layout)
+    rows = query_row(relevance_matrix(weights, grads), layout, model)
     return patch_maps(rows[:, None], layout, tuple(inputs.shape[-2:]) if upsample else None).to(inputs.dtype)
 
 
@@ -95,9 +95,9 @@ class TransformerAttribution(TransformerMethod):
     def explain(self, ctx, item, inputs, target, params) -> Explanation:
         weights, grads = attention_and_gradients(ctx.module, inputs, target)
         layout = layout_for(ctx.module, inputs, weights[0].shape[-1], NAME)
-        rows = query_row(relevance_matrix(weights, grads), layout)
+        rows = query_row(relevance_matrix(weights, grads), layout, ctx.module)
         heat = patch_maps(rows[:, None], layout, tuple(inputs.shape[-2:]))
-        caption = f"gradient-weighted attention of {layer_span(len(weights))}; {query_name(layout)}; {layout.describe()}"
+        caption = f"gradient-weighted attention of {layer_span(len(weights))}; {query_name(layout, ctx.module)}; {layout.describe()}"
         if not any(bool(grad.any()) for grad in grads):
             caption += "; the class score does not depend on the attention here (every gradient is zero)"
         return Explanation(heat[0, 0].float(), caption)

@@ -84,7 +84,7 @@ def attribute(model: nn.Module, inputs: torch.Tensor, head_fusion: str = "mean",
     """(N, 1, H, W) attention rollout for `inputs` (N, C, H, W); the patch grid when upsample=False."""
     _, weights = forward_attention(model, inputs, NAME)
     layout = layout_for(model, inputs, weights[0].shape[-1], NAME)
-    rows = query_row(rollout_matrix(weights, head_fusion, discard_ratio), layout)
+    rows = query_row(rollout_matrix(weights, head_fusion, discard_ratio), layout, model)
     maps = patch_maps(rows[:, None], layout, tuple(inputs.shape[-2:]) if upsample else None)
     return maps.to(inputs.dtype)
 
@@ -115,10 +115,10 @@ class AttentionRollout(TransformerMethod):
         _, weights = forward_attention(ctx.module, inputs, NAME)
         layout = layout_for(ctx.module, inputs, weights[0].shape[-1], NAME)
         joint = rollout_matrix(weights, params["head_fusion"], params["discard_ratio"])
-        heat = patch_maps(query_row(joint, layout)[:, None], layout, tuple(inputs.shape[-2:]))
+        heat = patch_maps(query_row(joint, layout, ctx.module)[:, None], layout, tuple(inputs.shape[-2:]))
         caption = (f"class-agnostic (the same map for every class); rollout of {layer_span(len(weights))}, "
                    f"heads fused by {params['head_fusion']}, {params['discard_ratio']:g} of weights discarded; "
-                   f"{query_name(layout)}; {layout.describe()}")
+                   f"{query_name(layout, ctx.module)}; {layout.describe()}")
         return Explanation(heat[0, 0].float(), caption)
 
 

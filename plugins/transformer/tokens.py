@@ -58,14 +58,31 @@ def layout_for(model: nn.Module, inputs: torch.Tensor, tokens: int, method: str)
         raise AttributionError(f"{method}: {error}") from None
 
 
-def query_row(matrix: torch.Tensor, layout: Layout) -> torch.Tensor:
-    """(..., T) from a (..., T, T) token matrix: the class token's row when the model has prefix
-    tokens (the first of them), else the mean over all query rows."""
-    return matrix[..., 0, :] if layout.prefix else matrix.mean(dim=-2)
+def has_class_token(model: nn.Module, layout: Layout) -> bool:
+    """Whether the head reads a class token (the first prefix token).
+
+    timm models say so: ``cls_token`` None, or a ``global_pool`` that pools the
+    patches ('avg', 'map', ...), means the prefix tokens are registers only (or
+    are not read), and the first of them is no class token.
+    """
+    if not layout.prefix or getattr(model, "cls_token", True) is None:
+        return False
+    pool = getattr(model, "global_pool", "token")
+    return not isinstance(pool, str) or pool in ("token", "")
 
 
-def query_name(layout: Layout) -> str:
-    return "the class token's row" if layout.prefix else "the mean over queries (no class token)"
+def query_row(matrix: torch.Tensor, layout: Layout, model: nn.Module) -> torch.Tensor:
+    """(..., T) from a (..., T, T) token matrix: the class token's row when the head reads one,
+    else the mean over the patch tokens' rows (what a pooled head reads)."""
+    if has_class_token(model, layout):
+        return matrix[..., 0, :]
+    return matrix[..., layout.prefix:, :].mean(dim=-2)
+
+
+def query_name(layout: Layout, model: nn.Module) -> str:
+    if has_class_token(model, layout):
+        return "the class token's row"
+    return "the mean over the patch tokens' rows (the head reads no class token)"
 
 
 def patch_maps(rows: torch.Tensor, layout: Layout, size: tuple[int, int] | None = None) -> torch.Tensor:
