@@ -6,8 +6,9 @@
 >>> drops = occlusion.attribute(model, images, target=3)     # (N, 1, H, W)
 
 Modules: windows (positions, fills, maps), program (tracing), patches (per-position
-rectangles), incremental (the engine), runners (incremental or whole-image
-batches), method (the functions above), plugin (the report plugin).
+rectangles), incremental (the engine, exact or approximate), choice (which engine
+`auto` runs), runners (incremental, approximate or whole-image batches), method (the
+functions above), plugin (the report plugin).
 """
 
 from nnvis_plugins.occlusion.method import OcclusionMaps, attribute, occlusion_maps  # noqa: F401

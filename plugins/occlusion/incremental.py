@@ -16,13 +16,24 @@ The results are those of ordinary inference up to floating-point summation order
 
 from __future__ import annotations
 
+import copy
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
-from nnvis_plugins.occlusion.patches import Patch, Region, crop, output_span, paste, union_span, window
+from nnvis_plugins.occlusion.patches import (
+    Patch,
+    Region,
+    centred_span,
+    crop,
+    output_span,
+    paste,
+    union_span,
+    window,
+)
 from nnvis_plugins.occlusion.program import Program, Step, Unsupported, resolve
 from nnvis_plugins.occlusion.windows import Windows
 
@@ -63,14 +74,32 @@ def _spatially_constant(value: Any) -> bool:
     return value.numel() == 1 or (value.dim() >= 3 and value.shape[-2:] == (1, 1))
 
 
-def make_plan(program: Program, base: dict[str, Any], windows: Windows, full_share: float = FULL_SHARE) -> Plan:
-    """Decide, from the geometry alone, which rectangle of each layer every position changes."""
+def make_plan(program: Program, base: dict[str, Any], windows: Windows, full_share: float = FULL_SHARE,
+              threshold: float | None = None) -> Plan:
+    """Decide, from the geometry alone, which rectangle of each layer every position changes.
+
+    threshold: None for the exact plan. Otherwise the approximate plan (Nakandala et al.'s
+    projective-field thresholding): a window op or a residual union keeps at most
+    ceil(threshold x side) rows and columns of its changed rectangle, those centred on the
+    occluder's projection, and treats the rest of its output as unchanged. 1 is exact.
+    """
     kinds: dict[str, Any] = {}
     reads: dict[str, WindowRead] = {}
     same: dict[tuple[str, str], bool] = {}
+    centres: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # where the occluder's projection is centred
 
     def small(region: Region, value: torch.Tensor) -> bool:
         return region.height * region.width < full_share * value.shape[-2] * value.shape[-1]
+
+    def cut(region: Region, centre: tuple[torch.Tensor, torch.Tensor], value: torch.Tensor) -> Region:
+        if threshold is None:
+            return region
+        size = value.shape[-2:]
+        caps = [max(1, math.ceil(threshold * side)) for side in size]
+        height, width = min(region.height, caps[0]), min(region.width, caps[1])
+        top = region.top if height == region.height else centred_span(centre[0], height, size[0])
+        left = region.left if width == region.width else centred_span(centre[1], width, size[1])
+        return Region(top, left, height, width)
 
     for step in program.steps:
         name = step.name
@@ -80,20 +109,22 @@ def make_plan(program: Program, base: dict[str, Any], windows: Windows, full_sha
             k = windows.window
             region = Region(top.clamp(max=windows.height - k), left.clamp(max=windows.width - k), k, k)
             kinds[name] = region if small(region, base[name]) else FULL
+            centres[name] = (top + ((windows.height - top).clamp(max=k) - 1) / 2,
+                             left + ((windows.width - left).clamp(max=k) - 1) / 2)
         elif step.op == "output" or not dynamic:
             kinds[name] = STATIC if not dynamic else FULL
         elif any(not isinstance(kinds[n], Region) for n in dynamic) or not _is_map(base[name]):
             kinds[name] = FULL
         elif step.op == "window":
-            kinds[name] = _plan_window(step, base, kinds, reads, dynamic, small)
+            kinds[name] = _plan_window(step, base, kinds, reads, dynamic, small, cut, centres)
         elif step.op == "elementwise":
-            kinds[name] = _plan_elementwise(step, base, kinds, same, dynamic, small)
+            kinds[name] = _plan_elementwise(step, base, kinds, same, dynamic, small, cut, centres)
         else:
             kinds[name] = FULL
     return Plan(kinds, reads, same)
 
 
-def _plan_window(step: Step, base, kinds, reads, dynamic, small) -> Any:
+def _plan_window(step: Step, base, kinds, reads, dynamic, small, cut, centres) -> Any:
     source = step.node.args[0] if step.node.args else None
     if len(dynamic) != 1 or getattr(source, "name", None) != dynamic[0] or len(step.inputs) != 1:
         return FULL
@@ -109,9 +140,12 @@ def _plan_window(step: Step, base, kinds, reads, dynamic, small) -> Any:
         spans.append(output_span(start, length, op.kernel[axis], op.stride[axis], op.dilation[axis],
                                  op.pad_before[axis], y.shape[2 + axis]))
     (top, height), (left, width) = spans
-    out = Region(top, left, height, width)
+    centre = tuple((c + op.pad_before[axis] - op.dilation[axis] * (op.kernel[axis] - 1) / 2) / op.stride[axis]
+                   for axis, c in enumerate(centres[dynamic[0]]))
+    out = cut(Region(top, left, height, width), centre, y)
     if not small(out, y):
         return FULL
+    top, left, height, width = out.top, out.left, out.height, out.width
     # The input crop (padded coordinates) that gives exactly these output pixels.
     read_h = (height - 1) * op.stride[0] + op.dilation[0] * (op.kernel[0] - 1) + 1
     read_w = (width - 1) * op.stride[1] + op.dilation[1] * (op.kernel[1] - 1) + 1
@@ -120,10 +154,11 @@ def _plan_window(step: Step, base, kinds, reads, dynamic, small) -> Any:
     right = max(0, int((read_left + read_w).max()) - (x.shape[3] + op.pad_before[1]))
     pads = (op.pad_before[1], right, op.pad_before[0], bottom)
     reads[step.name] = WindowRead(read_top, read_left, read_h, read_w, pads, op.pad_value)
+    centres[step.name] = centre
     return out
 
 
-def _plan_elementwise(step: Step, base, kinds, same, dynamic, small) -> Any:
+def _plan_elementwise(step: Step, base, kinds, same, dynamic, small, cut, centres) -> Any:
     y = base[step.name]
     for node in step.inputs:
         value = base[node.name]
@@ -139,8 +174,11 @@ def _plan_elementwise(step: Step, base, kinds, same, dynamic, small) -> Any:
         top, height = union_span([r.top for r in regions], [r.height for r in regions], y.shape[2])
         left, width = union_span([r.left for r in regions], [r.width for r in regions], y.shape[3])
         out = Region(top, left, height, width)
+    centre = tuple(torch.stack([centres[n][axis] for n in dynamic]).mean(0) for axis in (0, 1))
+    out = cut(out, centre, y)
     if not small(out, y):
         return FULL
+    centres[step.name] = centre
     for n, region in zip(dynamic, regions):
         same[(step.name, n)] = region.same_as(out)
     return out
@@ -155,18 +193,40 @@ class IncrementalEngine:
 
     @torch.no_grad()
     def __init__(self, program: Program, image: torch.Tensor, windows: Windows, fill: torch.Tensor,
-                 full_share: float = FULL_SHARE) -> None:
+                 full_share: float = FULL_SHARE, threshold: float | None = None) -> None:
         if image.dim() != 4 or image.shape[0] != 1:
             raise ValueError(f"expected one image (1, C, H, W), got {tuple(image.shape)}")
         self.program = program
         self.windows = windows
+        self.full_share = full_share
         # Channels-last throughout: CPU convolutions and poolings on it are up to 10x faster.
         self.image = image.contiguous(memory_format=torch.channels_last)
         self.fill = fill.contiguous(memory_format=torch.channels_last)
-        self.base = program.run(self.image)
-        self.plan = make_plan(program, self.base, windows, full_share)
+        self.flops: dict[str, float] = {}  # of each node on the unoccluded image
+        self.base = program.run(self.image, self.flops)
+        self.plan = make_plan(program, self.base, windows, full_share, threshold)
         self._padded: dict[tuple, torch.Tensor] = {}
         self.corner_top, self.corner_left = (t.to(image.device) for t in windows.corners())
+
+    def replanned(self, threshold: float | None) -> IncrementalEngine:
+        """The same engine and cached activations with another plan (exact for None)."""
+        other = copy.copy(self)
+        other.plan = make_plan(self.program, self.base, self.windows, self.full_share, threshold)
+        return other
+
+    def work(self) -> float:
+        """Floating-point operations one position costs under the plan (a node on a rectangle
+        costs its share of the whole map's), as a share of one whole image's."""
+        whole = sum(self.flops.values())
+        spent = 0.0
+        for name, flops in self.flops.items():
+            kind = self.plan.kinds[name]
+            if kind == FULL:
+                spent += flops
+            elif isinstance(kind, Region):
+                value = self.base[name]
+                spent += flops * kind.height * kind.width / (value.shape[-2] * value.shape[-1])
+        return spent / whole if whole else 1.0
 
     @property
     def count(self) -> int:

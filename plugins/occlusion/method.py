@@ -20,13 +20,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
 
 from nnvis_core.toolkit import MEMORY_MB, chunk_size, preserved, resolve_layer
+from nnvis_plugins.occlusion.choice import AUTO_WORK, NoReuse
 from nnvis_plugins.occlusion.program import Unsupported
-from nnvis_plugins.occlusion.runners import BatchedRunner, IncrementalRunner
+from nnvis_plugins.occlusion.runners import ApproximateRunner, BatchedRunner, IncrementalRunner
 from nnvis_plugins.occlusion.windows import (
     OcclusionError,
     Windows,
@@ -35,7 +38,24 @@ from nnvis_plugins.occlusion.windows import (
     fill_values,
 )
 
-ENGINES = ("auto", "incremental", "batched")
+ENGINES = ("auto", "incremental", "batched", "approximate")
+THRESHOLD = 0.5  # the approximate engine's default projective-field threshold
+CHECK = 1 / 16  # the share of positions the approximate engine also runs exactly, to measure its error
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """How far the approximate engine's results are from exact inference, at the positions run both ways."""
+
+    positions: np.ndarray  # flat (row-major) indices of those positions
+    max_abs: float  # largest |approximate - exact| target-probability drop
+    relative_l2: float  # L2 norm of the drop's error over that of the exact drop
+    top_class_agreement: float  # share of them at which the most probable class is the same
+
+    def describe(self, count: int) -> str:
+        return (f"against exact inference at {len(self.positions)} of {count} positions: max error "
+                f"{self.max_abs:.2g} in the probability drop, relative L2 error {self.relative_l2:.1%}, "
+                f"same top class at {self.top_class_agreement:.0%}")
 
 
 @dataclass
@@ -53,9 +73,24 @@ class OcclusionMaps:
     channel: int | None = None  # the feature map of `layer` whose totals `feature` holds
     base_feature: float | None = None  # its total activation without occluder
     feature: np.ndarray | None = None  # its total activation with the occluder at each position
-    engine: str = "batched"  # "incremental" or "batched"
+    engine: str = "batched"  # "incremental", "batched" or "approximate"
     note: str = ""  # why the batched engine ran, when "auto" could not use the incremental one
     batch_size: int = 0
+    work: float | None = None  # incremental engines: one position's work as a share of a whole image's
+    threshold: float | None = None  # approximate engine: its projective-field threshold
+    deviation: Deviation | None = None  # approximate engine: its measured error
+
+    def describe_engine(self) -> str:
+        """Which engine ran and why, in words: 'incremental inference (49% of a whole image's work
+        per position)', 'batched inference (incremental inference skipped: ...)'."""
+        details = [self.note] if self.note else []
+        if self.threshold is not None:
+            details.append(f"projective-field threshold {self.threshold:g}")
+        if self.work is not None:
+            details.append(f"{self.work:.0%} of a whole image's work per position")
+        if self.deviation is not None:
+            details.append(self.deviation.describe(self.windows.count))
+        return f"{self.engine} inference" + (f" ({'; '.join(details)})" if details else "")
 
     @property
     def drop(self) -> np.ndarray:
@@ -77,11 +112,20 @@ def positions_per_batch(runner, positions: int, memory_mb: float = MEMORY_MB, ba
     return min(batch_size, positions) if batch_size else chunk_size(runner.bytes_per_position, memory_mb, positions)
 
 
-def _runner(model, image, windows, fill, layer, layer_name, engine, full_share):
+def _runner(model, image, windows, fill, layer, layer_name, engine, full_share, threshold):
     if engine == "batched":
         return BatchedRunner(model, image, windows, fill, layer, layer_name), ""
+    if engine == "approximate":
+        try:
+            return ApproximateRunner(model, image, windows, fill, layer, layer_name, full_share, threshold), ""
+        except Unsupported as why:
+            raise OcclusionError(f"approximate occlusion cannot run on {type(model).__name__}: {why}") from None
     try:
-        return IncrementalRunner(model, image, windows, fill, layer, layer_name, full_share), ""
+        # auto: only where the plan reuses enough work (see choice.py)
+        return IncrementalRunner(model, image, windows, fill, layer, layer_name, full_share,
+                                 max_work=AUTO_WORK if engine == "auto" else None), ""
+    except NoReuse as why:
+        return BatchedRunner(model, image, windows, fill, layer, layer_name), f"incremental inference skipped: {why}"
     except Unsupported as why:
         if engine == "incremental":
             raise OcclusionError(f"incremental occlusion cannot run on {type(model).__name__}: {why}") from None
@@ -102,6 +146,8 @@ def occlusion_maps(
     memory_mb: float = MEMORY_MB,
     batch_size: int | None = None,
     full_share: float | None = None,
+    threshold: float = THRESHOLD,
+    check: float = CHECK,
 ) -> OcclusionMaps:
     """Slide an occluder over one image (1, C, H, W) or (C, H, W) and record the model's response.
 
@@ -114,10 +160,15 @@ def occlusion_maps(
     the last conv; "last_conv", a module name or a module; None: skip it).
     channel: that layer's feature map (default: the strongest, by total activation, unoccluded).
     engine: "incremental" (exact incremental inference; an error if the model cannot be
-    traced), "batched" (whole occluded images), "auto" (incremental, else batched with a note).
+    traced), "batched" (whole occluded images), "auto" (incremental where its plan reuses
+    work, else batched with a note), "approximate" (projective-field thresholding; an
+    error where it cannot reuse work).
     memory_mb: the memory one batch of positions may take; batch_size overrides it.
     full_share: the incremental engine computes a layer on whole maps once the changed
     rectangle covers this share of the map (default 0.75).
+    threshold: the approximate engine recomputes at most this share of each layer's side (1: exact).
+    check: the share of positions the approximate engine also runs exactly, to measure its
+    error (`deviation`); at least one.
     """
     if engine not in ENGINES:
         raise OcclusionError(f"unknown engine {engine!r}: use {', '.join(ENGINES)}")
@@ -133,7 +184,7 @@ def occlusion_maps(
     with torch.no_grad(), preserved(model):
         module = None if layer is None else resolve_layer(model, layer)
         layer_name = None if module is None else _module_name(model, module)
-        runner, note = _runner(model, x, windows, fill, module, layer_name, engine, full_share)
+        runner, note = _runner(model, x, windows, fill, module, layer_name, engine, full_share, threshold)
         base_probs = _softmax(runner.base_logits)[0]
         classes = base_probs.shape[0]
         target = int(base_probs.argmax()) if target is None else int(target)
@@ -158,6 +209,10 @@ def occlusion_maps(
             top_probability.append(best.values.double().cpu())
             if totals is not None:
                 feature.append(totals.cpu())
+        deviation = None
+        if isinstance(runner, ApproximateRunner):
+            deviation = _deviation(runner, torch.cat(probability), torch.cat(top_class), target, check,
+                                   memory_mb, batch_size)
     grid = windows.shape
     return OcclusionMaps(
         windows=windows, target=target, base_probability=float(base_probs[target]),
@@ -168,7 +223,36 @@ def occlusion_maps(
         layer=layer_name, channel=channel,
         base_feature=None if channel is None else float(runner.base_feature[0, channel].double().sum()),
         feature=torch.cat(feature).numpy().reshape(grid) if feature else None,
-        engine=runner.name, note=note, batch_size=batch,
+        engine=runner.name, note=note, batch_size=batch, work=getattr(runner, "work", None),
+        threshold=runner.threshold if isinstance(runner, ApproximateRunner) else None, deviation=deviation,
+    )
+
+
+def checked_positions(count: int, share: float) -> torch.Tensor:
+    """The positions the approximate engine also runs exactly: ceil(share x count) of them (at least
+    one), drawn with a fixed seed so that they spread over the grid and repeat from run to run."""
+    if not 0 < share <= 1:
+        raise OcclusionError(f"check share {share} must be above 0 and at most 1")
+    chosen = torch.randperm(count, generator=torch.Generator().manual_seed(0))[:max(1, math.ceil(share * count))]
+    return chosen.sort().values
+
+
+def _deviation(runner: ApproximateRunner, probability: torch.Tensor, top_class: torch.Tensor, target: int,
+               check: float, memory_mb: float, batch_size: int | None) -> Deviation:
+    """Run the checked positions exactly and compare the target-probability drops and top classes."""
+    index = checked_positions(probability.shape[0], check)
+    batch = (min(batch_size, index.numel()) if batch_size
+             else chunk_size(runner.exact_bytes_per_position, memory_mb, index.numel()))
+    exact = torch.cat([_softmax(runner.run_exact(index[start:start + batch]))
+                       for start in range(0, index.numel(), batch)])
+    base = float(_softmax(runner.base_logits)[0, target])
+    exact_drop = base - exact[:, target].double().cpu()
+    error = (probability[index] - exact[:, target].double().cpu()).abs()
+    norm = float(exact_drop.norm())
+    return Deviation(
+        positions=index.numpy(), max_abs=float(error.max()),
+        relative_l2=float(error.norm()) / max(norm, 1e-12),
+        top_class_agreement=float((top_class[index] == exact.argmax(1).cpu()).double().mean()),
     )
 
 
@@ -195,6 +279,7 @@ def attribute(
     engine: str = "auto",
     memory_mb: float = MEMORY_MB,
     batch_size: int | None = None,
+    threshold: float = THRESHOLD,
 ) -> torch.Tensor:
     """(N, 1, H, W) probability drop maps of a batch (N, C, H, W), one image at a time.
 
@@ -209,7 +294,8 @@ def attribute(
     maps = []
     for image, one_target in zip(inputs, targets):
         result = occlusion_maps(model, image[None], one_target, window=window, stride=stride, occluder=occluder,
-                                layer=None, engine=engine, memory_mb=memory_mb, batch_size=batch_size)
+                                layer=None, engine=engine, memory_mb=memory_mb, batch_size=batch_size,
+                                threshold=threshold)
         maps.append(torch.from_numpy(result.drop_map()))
     dtype = inputs.dtype if inputs.dtype == torch.float64 else torch.float32
     return torch.stack(maps)[:, None].to(device=inputs.device, dtype=dtype)

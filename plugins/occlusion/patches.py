@@ -127,3 +127,9 @@ def union_span(starts: list[torch.Tensor], lengths: list[int], size: int) -> tup
     last = torch.stack([s + n - 1 for s, n in zip(starts, lengths)]).amax(0)
     length = min(size, int((last - first + 1).max()))
     return first.clamp(max=size - length), length
+
+
+def centred_span(centre: torch.Tensor, length: int, size: int) -> torch.Tensor:
+    """First row of the `length` rows centred on each position's `centre` (float), kept inside 0..size."""
+    first = torch.floor(centre - (length - 1) / 2 + 0.5).long()
+    return first.clamp(0, size - length)

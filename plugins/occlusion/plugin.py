@@ -8,7 +8,7 @@ import torch
 
 from nnvis_core import CategoricalMap, Heatmap, Param, hookimpl
 from nnvis_core.toolkit import FAITHFULNESS_STEPS, LAYER_PARAM_HELP, TARGET, AttributionPlugin, Explanation
-from nnvis_plugins.occlusion.method import ENGINES, MEMORY_MB, occlusion_maps
+from nnvis_plugins.occlusion.method import ENGINES, MEMORY_MB, THRESHOLD, occlusion_maps
 from nnvis_plugins.occlusion.windows import OCCLUDERS, grey
 
 
@@ -24,7 +24,8 @@ class Occlusion(AttributionPlugin):
         "covered. Shown: the target probability drop per pixel (the attribution map, as Captum's Occlusion), "
         "the target probability and the most probable class with the square centred at each point, and the "
         "total activation of the feature map that is strongest in the unoccluded image. Exact incremental "
-        "inference (Nakandala et al. 2019) recomputes each layer only where the square can reach."
+        "inference (Nakandala et al. 2019) recomputes each layer only where the square can reach; the caption "
+        "says which engine ran and why."
     )
     label = "probability drop"
     params = (
@@ -37,7 +38,9 @@ class Occlusion(AttributionPlugin):
         Param("layer", str, "auto", "layer of the feature-map panel; " + LAYER_PARAM_HELP),
         Param("channel", int, -1, "feature map of that layer; -1 = the strongest in the unoccluded image", minimum=-1),
         Param("engine", str, "auto", "incremental (recompute only what the square reaches), batched (whole "
-              "occluded images), auto (incremental where the model can be traced)", choices=ENGINES),
+              "occluded images), auto (incremental where its traced plan reuses enough work, else batched), "
+              f"approximate (opt-in: projective-field thresholding at {THRESHOLD:g}, faster, with its error "
+              "against exact inference in the caption)", choices=ENGINES),
         Param("memory_mb", int, MEMORY_MB, "memory one batch of positions may use, in MiB", minimum=1),
         FAITHFULNESS_STEPS,
     )
@@ -53,7 +56,7 @@ class Occlusion(AttributionPlugin):
         names = ctx.class_names
         w = maps.windows
         caption = (f"{params['occluder']} {w.window}x{w.window} square, stride {w.stride}, {w.count} positions, "
-                   f"{maps.engine} inference" + (f" ({maps.note})" if maps.note else ""))
+                   + maps.describe_engine())
         artifacts = [
             Heatmap(f"{self.name}: P({names[target]})", maps.pixels(maps.probability), value_range=(0.0, 1.0),
                     label=f"P({names[target]})",
@@ -75,6 +78,9 @@ class Occlusion(AttributionPlugin):
             "max_probability_drop": float(maps.drop.max()),
             "class_change_share": float((maps.top_class != maps.base_class).mean()),
         }
+        if maps.deviation is not None:  # the approximate engine's error against exact inference
+            metrics["approximate_max_abs_error"] = maps.deviation.max_abs
+            metrics["approximate_relative_l2_error"] = maps.deviation.relative_l2
         return Explanation(torch.from_numpy(maps.drop_map()).float(), caption, artifacts, metrics)
 
 

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import inspect
 import operator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+from torch.utils.flop_counter import FlopCounterMode
 
 
 class Unsupported(Exception):
@@ -256,15 +258,23 @@ class Program:
             for node in step.inputs:
                 self.last_use[node.name] = i
 
-    def run(self, image: torch.Tensor) -> dict[str, Any]:
-        """Every node's value for `image`, computed step by step (the cache of the engine)."""
+    def run(self, image: torch.Tensor, flops: dict[str, float] | None = None) -> dict[str, Any]:
+        """Every node's value for `image`, computed step by step (the cache of the engine).
+
+        flops: if given, filled with the floating-point operations of each step (matrix
+        products and convolutions, as torch's FlopCounterMode counts them).
+        """
         values: dict[str, Any] = {}
-        for step in self.steps:
-            if step.op == "input":
-                values[step.name] = image
-                continue
-            args, kwargs = resolve(step.node, values)
-            values[step.name] = step.call(*args, **kwargs)
+        with counted_flops() if flops is not None else nullcontext() as counter:
+            for step in self.steps:
+                if step.op == "input":
+                    values[step.name] = image
+                    continue
+                before = counter.get_total_flops() if counter is not None else 0
+                args, kwargs = resolve(step.node, values)
+                values[step.name] = step.call(*args, **kwargs)
+                if counter is not None:
+                    flops[step.name] = float(counter.get_total_flops() - before)
         return values
 
     def module_nodes(self, name: str) -> list[str]:
@@ -275,6 +285,22 @@ class Program:
             if any(key.split("@")[0] == name for key in stack):
                 found.append(step.name)
         return found
+
+
+@contextmanager
+def counted_flops():
+    """A FlopCounterMode, with nn.MultiheadAttention's fused inference path switched off while it
+    counts: the fused kernel hides its matrix products from the counter."""
+    mha = getattr(torch.backends, "mha", None)
+    fused = mha.get_fastpath_enabled() if mha is not None else None
+    try:
+        if mha is not None:
+            mha.set_fastpath_enabled(False)
+        with FlopCounterMode(display=False) as counter:
+            yield counter
+    finally:
+        if mha is not None:
+            mha.set_fastpath_enabled(fused)
 
 
 def resolve(node: fx.Node, values: dict[str, Any]) -> tuple[tuple, dict]:

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from nnvis_core.toolkit import Layout, LayoutError, captured_output, inference_bytes, leaf_output_sizes, output_layout
-from nnvis_plugins.occlusion.incremental import FULL, STATIC, IncrementalEngine, check_program, close
+from nnvis_plugins.occlusion.choice import AUTO_WORK, check_reuse
+from nnvis_plugins.occlusion.incremental import FULL, STATIC, IncrementalEngine, Plan, check_program, close
 from nnvis_plugins.occlusion.patches import Patch, Region
 from nnvis_plugins.occlusion.program import Program, Unsupported
 from nnvis_plugins.occlusion.windows import OcclusionError, Windows
@@ -80,22 +81,30 @@ class BatchedRunner:
 
 
 class IncrementalRunner:
-    """The incremental engine, with the layer's feature map totals tapped on the way."""
+    """The incremental engine, with the layer's feature map totals tapped on the way.
+
+    max_work: raise NoReuse (an Unsupported) when one position would cost more than this
+    share of a whole image's work (what `engine="auto"` passes); None runs it anyway.
+    `work` is that share.
+    """
 
     name = "incremental"
+    threshold: float | None = None  # the approximate plan's projective-field threshold
 
     @torch.no_grad()
     def __init__(self, model: nn.Module, image: torch.Tensor, windows: Windows, fill: torch.Tensor,
-                 layer: nn.Module | None = None, layer_name: str = "", full_share: float | None = None) -> None:
+                 layer: nn.Module | None = None, layer_name: str = "", full_share: float | None = None,
+                 max_work: float | None = None) -> None:
         program = Program(model)
         kwargs = {} if full_share is None else {"full_share": full_share}
-        self.engine = IncrementalEngine(program, image, windows, fill, **kwargs)
+        self.engine = IncrementalEngine(program, image, windows, fill, threshold=self.threshold, **kwargs)
         # The model's own pass, to check the traced graph against it and to find the layer in it.
         with captured_output(layer) if layer is not None else nullcontext({}) as record:
             output = model(image)
         check_program(program, output, self.engine.base)
         if self.engine.plan.kinds[program.input] == FULL:
             raise Unsupported(f"the {windows.window}-pixel window covers most of the image")
+        self.work = self.engine.work() if max_work is None else check_reuse(self.engine, max_work)
         self.base_logits = self.engine.output
         self.node = None
         self.base_feature = None
@@ -106,7 +115,7 @@ class IncrementalRunner:
                 raise Unsupported(f"layer {layer_name} gives tokens or channels-last maps, which the "
                                   "incremental engine does not follow")
             self.base_feature = value
-        self.bytes_per_position = image.element_size() * self._peak_elements()
+        self.bytes_per_position = image.element_size() * self._peak_elements(self.engine.plan)
         self._integral: dict[int, torch.Tensor] = {}
         self._base_totals: dict[int, float] = {}  # the unoccluded total of each tapped channel
 
@@ -120,9 +129,9 @@ class IncrementalRunner:
                 return name
         raise Unsupported(f"the output of layer {layer_name} is not a node of the traced graph")
 
-    def _peak_elements(self) -> int:
+    def _peak_elements(self, plan: Plan) -> int:
         """Most elements per position alive at once: patches, whole maps and the crop a window op reads."""
-        plan, base, program = self.engine.plan, self.engine.base, self.engine.program
+        base, program = self.engine.base, self.engine.program
 
         def size(name: str) -> int:
             kind, value = plan.kinds.get(name), base.get(name)
@@ -170,3 +179,28 @@ class IncrementalRunner:
         else:
             totals = _channel_totals(value, channel)
         return logits, totals
+
+
+class ApproximateRunner(IncrementalRunner):
+    """Approximate incremental inference (Nakandala et al.'s projective-field thresholding): each
+    layer recomputes at most `threshold` of its side around the occluder's projection. Refuses
+    (NoReuse) models where even that leaves nothing to reuse. `exact` runs the exact plan on the
+    same cached activations, to measure the deviation."""
+
+    name = "approximate"
+
+    @torch.no_grad()
+    def __init__(self, model: nn.Module, image: torch.Tensor, windows: Windows, fill: torch.Tensor,
+                 layer: nn.Module | None = None, layer_name: str = "", full_share: float | None = None,
+                 threshold: float = 0.5) -> None:
+        if not 0 < threshold <= 1:
+            raise OcclusionError(f"approximate threshold {threshold} must be above 0 and at most 1")
+        self.threshold = threshold
+        super().__init__(model, image, windows, fill, layer, layer_name, full_share, max_work=AUTO_WORK)
+        self.exact = self.engine.replanned(None)
+        self.exact_bytes_per_position = image.element_size() * self._peak_elements(self.exact.plan)
+
+    @torch.no_grad()
+    def run_exact(self, index: torch.Tensor) -> torch.Tensor:
+        """The exact engine's logits for positions `index`."""
+        return self.exact.run(index.to(self.engine.image.device))
