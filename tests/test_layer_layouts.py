@@ -89,6 +89,9 @@ def test_a_default_that_cannot_be_found_names_what_to_do():
     ("convnext_tiny", "features.7"),
     ("resnet18", "layer4"),
     ("mobilenet_v3_small", "features.12.2"),
+    # Their auxiliary classifiers are defined last but run only in training: never the default.
+    ("googlenet", "inception5b"),
+    ("inception_v3", "Mixed_7c"),
 ])
 def test_family_defaults_of_torchvision_classifiers(name, expected):
     torch.manual_seed(0)

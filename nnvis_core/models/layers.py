@@ -43,8 +43,8 @@ def find_layer(model: torch.nn.Module, name: str) -> torch.nn.Module:
 
 
 def last_conv_layer(model: torch.nn.Module) -> str:
-    """Name of the last Conv2d in definition order: the usual Grad-CAM layer."""
-    convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    """Name of the last Conv2d in definition order that runs in inference: the usual Grad-CAM layer."""
+    convs = conv_layers(model)
     if not convs:
         raise LayerNotFound(f"{type(model).__name__} has no Conv2d layer")
     return convs[-1]
@@ -56,8 +56,44 @@ RECTIFIERS = (nn.ReLU, nn.ReLU6)  # outputs with exact zeros: what sparsity coun
 
 
 def conv_layers(model: nn.Module) -> list[str]:
-    """Names of the Conv2d layers, in definition order."""
-    return [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
+    """Names of the Conv2d layers that run in inference, in definition order.
+
+    GoogLeNet and Inception v3 define auxiliary classifiers last, and run them
+    only in training: their convs would otherwise be "the last conv". When the
+    model rejects the probe input, every Conv2d is listed.
+    """
+    convs = [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
+    ran = modules_run(model)
+    running = [name for name in convs if ran is None or name in ran]
+    return running or convs
+
+
+_RUN: "weakref.WeakKeyDictionary[nn.Module, frozenset[str] | None]" = weakref.WeakKeyDictionary()
+
+
+def modules_run(model: nn.Module) -> frozenset[str] | None:
+    """Names of the modules an eval-mode forward pass at probe_size runs (cached per model),
+    or None when the model rejects that input."""
+    if model in _RUN:
+        return _RUN[model]
+    names = {module: name for name, module in model.named_modules() if name}
+    ran: set[str] = set()
+    handles = [module.register_forward_hook(lambda m, args, out: ran.add(names[m])) for module in names]
+    parameter = next(model.parameters(), None)
+    modes = {module: module.training for module in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, *probe_size(model), device=parameter.device if parameter is not None else "cpu"))
+        _RUN[model] = frozenset(ran)
+    except Exception:  # noqa: BLE001 - an input size the model rejects: nothing known
+        _RUN[model] = None
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, training in modes.items():
+            module.training = training
+    return _RUN[model]
 
 
 def first_conv(model: nn.Module) -> str:
