@@ -1,6 +1,6 @@
 """Sanity check by cascading model randomization (Adebayo et al. 2018, "Sanity Checks for Saliency Maps").
 
-The layers with weights (Conv2d, Linear) of a *copy* of the model are
+The layers with weights (convolutions, Linear, attention projections) of a *copy* of the model are
 re-initialised one after another from the top (the classifier) down; after each
 step every method's map is computed again and compared with the trained
 model's map by Spearman rank correlation of the absolute values. A method whose
@@ -77,14 +77,23 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float((ra * rb).sum() / denominator) if denominator > 0 else 0.0
 
 
+WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.MultiheadAttention)
+
+
 def weighted_layers(model: nn.Module) -> list[str]:
-    """Conv and linear layers in definition order (randomized last to first)."""
-    return [name for name, m in model.named_modules()
-            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and name]
+    """Conv, linear and attention layers in definition order (randomized last to first).
+
+    nn.MultiheadAttention keeps its query/key/value projection in its own
+    parameters, not in a Linear: without it a torchvision ViT's attention
+    would stay trained at every level.
+    """
+    return [name for name, m in model.named_modules() if isinstance(m, WEIGHTED) and name]
 
 
 def _reinitialize(module: nn.Module) -> None:
-    if hasattr(module, "reset_parameters"):
+    if isinstance(module, nn.MultiheadAttention):
+        module._reset_parameters()  # the in-projection; its out_proj is a Linear of its own level
+    elif hasattr(module, "reset_parameters"):
         module.reset_parameters()
     else:  # pragma: no cover - every conv/linear has it
         for p in module.parameters(recurse=False):
