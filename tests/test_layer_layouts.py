@@ -210,3 +210,16 @@ def test_nnvis_layers_on_a_vit_and_a_swin():
     result = CliRunner().invoke(cli, ["layers", "--model", "torchvision:swin_t", "--weights", "none"])
     [line] = [l for l in result.output.splitlines() if l.startswith("features.7 ")]
     assert line.split()[1:5] == ["Sequential", "channels-last", "7x7x768", "layer=auto"]
+
+
+def test_gradcam_refuses_a_one_by_one_layer_rather_than_paint_a_constant():
+    from nnvis_core.toolkit import AttributionError
+    from nnvis_plugins.attribution import guided_gradcam
+
+    torch.manual_seed(0)
+    model = getattr(torchvision_models(), "resnet18")(weights=None).eval()
+    x = torch.randn(1, 3, 32, 32)  # layer4 is 1x1 at 32 px
+    for method in (gradcam.attribute, guided_gradcam.attribute):
+        with pytest.raises(AttributionError, match="layer layer4 is 1x1 at this input size"):
+            method(model, x, 3, "layer4")
+    assert gradcam.attribute(model, torch.randn(1, 3, 64, 64), 3, "layer4").shape == (1, 1, 64, 64)

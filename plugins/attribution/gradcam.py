@@ -67,6 +67,14 @@ def _layer_cam(model: nn.Module, inputs: torch.Tensor, target: Target, layer: nn
     return (cam.relu() if relu else cam), layout
 
 
+def check_resolution(cam: torch.Tensor, layer: object) -> None:
+    """Refuse a 1x1 map: upsampled, it is the same value everywhere, a picture that only looks like Grad-CAM
+    (Inception v3's last block at 96 px, any global-pooled layer)."""
+    if cam.shape[-2:] == (1, 1):
+        raise AttributionError(f"Grad-CAM: layer {layer} is 1x1 at this input size, so its map would be constant; "
+                               "use a larger input or name an earlier layer (see nnvis layers)")
+
+
 def upsample(cam: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
     if mode not in UPSAMPLING:
         raise ValueError(f"unknown upsampling {mode!r}; use bilinear or nearest")
@@ -80,7 +88,10 @@ def attribute(model: nn.Module, inputs: torch.Tensor, target: Target, layer: nn.
               upsampling: str | None = "bilinear", relu: bool = True) -> torch.Tensor:
     """(N, 1, H, W) Grad-CAM upsampled to the input size (upsampling=None: the layer's size)."""
     cam = layer_attribute(model, inputs, target, layer, relu)
-    return cam if upsampling is None else upsample(cam, tuple(inputs.shape[-2:]), upsampling)
+    if upsampling is None:
+        return cam
+    check_resolution(cam, layer if isinstance(layer, str) else type(layer).__name__)
+    return upsample(cam, tuple(inputs.shape[-2:]), upsampling)
 
 
 class GradCAM(AttributionPlugin):
@@ -102,6 +113,7 @@ class GradCAM(AttributionPlugin):
     def explain(self, ctx, item, inputs, target, params) -> Explanation:
         layer = layer_name(ctx, params["layer"])
         cam, layout = _layer_cam(ctx.module, inputs, target, ctx.layer(layer), True)
+        check_resolution(cam, layer)
         h, w = cam.shape[-2:]
         full = upsample(cam, tuple(inputs.shape[-2:]), params["upsample"])
         read = "" if layout.kind == "map" else f", {layout.describe()}"

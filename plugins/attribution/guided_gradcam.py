@@ -51,7 +51,8 @@ class GuidedGradCAM(AttributionPlugin):
 
     def explain(self, ctx, item, inputs, target, params) -> Explanation:
         layer = layer_name(ctx, params["layer"])
-        maps = attribute(ctx.module, inputs, target, ctx.layer(layer), params["upsample"])
+        ctx.layer(layer)  # a clear error for an unknown name
+        maps = attribute(ctx.module, inputs, target, layer, params["upsample"])
         picture = Image("guided Grad-CAM (RGB)", rgb_view(maps[0]), caption="as a picture, grey = 0")
         return Explanation(maps[0], f"layer {layer}", [picture])
 

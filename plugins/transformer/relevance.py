@@ -72,11 +72,23 @@ def relevance_matrix(weights: list[torch.Tensor], grads: list[torch.Tensor]) -> 
     return relevance
 
 
+def propagated(relevance: torch.Tensor) -> torch.Tensor:
+    """R - I: the relevance that reached each token through attention, without the identity it starts from.
+
+    The class token's row over the patches never holds the identity's 1, so
+    nothing changes there; read from patch rows (a model without a class token)
+    the identity would add the same 1/patches to every patch and, with weak
+    gradients, bury the map under a constant.
+    """
+    eye = torch.eye(relevance.shape[-1], dtype=relevance.dtype, device=relevance.device)
+    return relevance - eye
+
+
 def attribute(model: nn.Module, inputs: torch.Tensor, target: Target, upsample: bool = True) -> torch.Tensor:
     """(N, 1, H, W) transformer attribution of `target` for `inputs`; the patch grid when upsample=False."""
     weights, grads = attention_and_gradients(model, inputs, target)
     layout = layout_for(model, inputs, weights[0].shape[-1], NAME)
-    rows = query_row(relevance_matrix(weights, grads), layout, model)
+    rows = query_row(propagated(relevance_matrix(weights, grads)), layout, model)
     return patch_maps(rows[:, None], layout, tuple(inputs.shape[-2:]) if upsample else None).to(inputs.dtype)
 
 
@@ -95,7 +107,7 @@ class TransformerAttribution(TransformerMethod):
     def explain(self, ctx, item, inputs, target, params) -> Explanation:
         weights, grads = attention_and_gradients(ctx.module, inputs, target)
         layout = layout_for(ctx.module, inputs, weights[0].shape[-1], NAME)
-        rows = query_row(relevance_matrix(weights, grads), layout, ctx.module)
+        rows = query_row(propagated(relevance_matrix(weights, grads)), layout, ctx.module)
         heat = patch_maps(rows[:, None], layout, tuple(inputs.shape[-2:]))
         caption = f"gradient-weighted attention of {layer_span(len(weights))}; {query_name(layout, ctx.module)}; {layout.describe()}"
         if not any(bool(grad.any()) for grad in grads):
