@@ -91,6 +91,8 @@ def test_a_default_that_cannot_be_found_names_what_to_do():
     ("mobilenet_v3_small", "features.12.2"),
     # Their auxiliary classifiers are defined last but run only in training: never the default.
     ("googlenet", "inception5b"),
+    # The last conv ends a residual branch (conv + BatchNorm, then add and ReLU in the block): the trunk.
+    ("regnet_x_400mf", "trunk_output"),
     ("inception_v3", "Mixed_7c"),
 ])
 def test_family_defaults_of_torchvision_classifiers(name, expected):

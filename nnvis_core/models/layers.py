@@ -181,19 +181,29 @@ def default_layer(model: nn.Module) -> str:
     parent_name = conv_name.rpartition(".")[0]
     parent = model.get_submodule(parent_name) if parent_name else model
     if isinstance(parent, nn.Sequential):
-        return rectified_output(model, conv_name)
+        rectified = rectified_output(model, conv_name)
+        if rectified != conv_name:
+            return rectified
+        # conv + BatchNorm and no activation (RegNet's last conv): that is a residual branch, read its block
     if not parent_name or isinstance(parent, nn.ModuleList):
         return conv_name
-    # Climb while the block is the last child of its container: a ResNet block -> its stage,
-    # an Inception branch -> the whole Inception module (all branches), a dense layer -> its block.
+    # Climb while the block ends its container (nothing after it but activations): a ResNet block ->
+    # its stage, a RegNet branch -> its block (add, then ReLU) -> the trunk, an Inception branch -> the
+    # whole Inception module (all branches), a dense layer -> its block.
     block = parent_name
     while "." in block:
         container_name, _, child_name = block.rpartition(".")
         container = model.get_submodule(container_name)
-        if isinstance(container, nn.ModuleList) or list(dict(container.named_children()))[-1] != child_name:
+        if isinstance(container, nn.ModuleList) or not _ends(container, child_name):
             break
         block = container_name
     return block
+
+
+def _ends(container: nn.Module, child: str) -> bool:
+    """Whether `child` is the last child of `container` but for activation modules after it."""
+    names = list(dict(container.named_children()))
+    return all(isinstance(getattr(container, name), ACTIVATIONS) for name in names[names.index(child) + 1:])
 
 
 _BLOCKS: "weakref.WeakKeyDictionary[nn.Module, tuple[list[str], str]]" = weakref.WeakKeyDictionary()
