@@ -68,8 +68,9 @@ def _layer_cam(model: nn.Module, inputs: torch.Tensor, target: Target, layer: nn
 
 
 def check_resolution(cam: torch.Tensor, layer: object) -> None:
-    """Refuse a 1x1 map: upsampled, it is the same value everywhere, a picture that only looks like Grad-CAM
-    (Inception v3's last block at 96 px, any global-pooled layer)."""
+    """Refuse a 1x1 layer: upsampled, its map is the same value everywhere, a picture that only looks like
+    a Grad-CAM (Inception v3's last block at 96 px, any global-pooled layer). A map that is zero everywhere
+    is kept: towards a class the image shows no evidence for, that is the answer."""
     if cam.shape[-2:] == (1, 1):
         raise AttributionError(f"Grad-CAM: layer {layer} is 1x1 at this input size, so its map would be constant; "
                                "use a larger input or name an earlier layer (see nnvis layers)")
@@ -85,13 +86,15 @@ def upsample(cam: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -
 
 
 def attribute(model: nn.Module, inputs: torch.Tensor, target: Target, layer: nn.Module | str = "auto",
-              upsampling: str | None = "bilinear", relu: bool = True) -> torch.Tensor:
-    """(N, 1, H, W) Grad-CAM upsampled to the input size (upsampling=None: the layer's size)."""
+              upsampling: str | None = "bilinear", relu: bool = True, strict: bool = False) -> torch.Tensor:
+    """(N, 1, H, W) Grad-CAM upsampled to the input size (upsampling=None: the layer's size).
+
+    strict: refuse maps that would be constant (check_resolution), as the plugins do; off for
+    callers that compare maps, such as the sanity check, where a zero map is a finding."""
     cam = layer_attribute(model, inputs, target, layer, relu)
-    if upsampling is None:
-        return cam
-    check_resolution(cam, layer if isinstance(layer, str) else type(layer).__name__)
-    return upsample(cam, tuple(inputs.shape[-2:]), upsampling)
+    if strict:
+        check_resolution(cam, layer if isinstance(layer, str) else type(layer).__name__)
+    return cam if upsampling is None else upsample(cam, tuple(inputs.shape[-2:]), upsampling)
 
 
 class GradCAM(AttributionPlugin):

@@ -26,9 +26,10 @@ from nnvis_core.toolkit import (
 
 
 def attribute(model: nn.Module, inputs: torch.Tensor, target: Target, layer: nn.Module | str = "auto",
-              upsampling: str = "bilinear", batch_size: int | None = None) -> torch.Tensor:
-    """(N, C, H, W): guided backprop of `target` times its Grad-CAM at `layer`, upsampled."""
-    cam = gradcam.attribute(model, inputs, target, layer, upsampling)
+              upsampling: str = "bilinear", batch_size: int | None = None, strict: bool = False) -> torch.Tensor:
+    """(N, C, H, W): guided backprop of `target` times its Grad-CAM at `layer`, upsampled
+    (strict: refuse a Grad-CAM that would be constant, see gradcam.check_resolution)."""
+    cam = gradcam.attribute(model, inputs, target, layer, upsampling, strict=strict)
     return gradient(model, inputs, target, rule="guided", batch_size=batch_size) * cam
 
 
@@ -52,7 +53,7 @@ class GuidedGradCAM(AttributionPlugin):
     def explain(self, ctx, item, inputs, target, params) -> Explanation:
         layer = layer_name(ctx, params["layer"])
         ctx.layer(layer)  # a clear error for an unknown name
-        maps = attribute(ctx.module, inputs, target, layer, params["upsample"])
+        maps = attribute(ctx.module, inputs, target, layer, params["upsample"], strict=True)
         picture = Image("guided Grad-CAM (RGB)", rgb_view(maps[0]), caption="as a picture, grey = 0")
         return Explanation(maps[0], f"layer {layer}", [picture])
 
