@@ -1,0 +1,41 @@
+"""The architecture sweep (tests/architecture_sweep.py) against docs/architectures.md.
+
+Every image-scope method on every torchvision classifier and a dozen timm
+families either gives finite, non-constant maps of the input's size or refuses
+in one line; the page says which, and fails here the moment it stops being true.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import architecture_sweep as sweep
+
+ARCHITECTURES = sweep.architectures()
+
+
+def page_lines() -> list[str]:
+    assert sweep.PAGE.is_file(), "docs/architectures.md is missing: python tests/architecture_sweep.py --write"
+    return sweep.PAGE.read_text().splitlines()
+
+
+def test_the_page_lists_exactly_the_architectures_swept():
+    listed = [m.group(1) for m in (re.match(r"^\| `([^`]+)` \|", line) for line in page_lines()) if m]
+    assert listed == ARCHITECTURES
+
+
+def marks(name: str) -> list:
+    return ([pytest.mark.slow] if name in sweep.SLOW else []) + ([] if name in sweep.IN_CI else [pytest.mark.sweep])
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=marks(n)) for n in ARCHITECTURES])
+def test_every_method_gives_maps_or_refuses_as_the_page_says(name):
+    size, outcomes = sweep.sweep(name)
+    failed = {plugin: o.reason for plugin, o in outcomes.items() if o.status == "failed"}
+    assert not failed, f"{name}: {failed}"
+    lines = page_lines()
+    assert sweep.row(name, size, outcomes) in lines, f"{name}: the page's row is out of date"
+    listed = [line for line in lines if line.startswith(f"- `{name}` ")]
+    assert listed == sweep.reasons(name, outcomes), f"{name}: the page's refusals are out of date"
