@@ -110,3 +110,8 @@ def test_channel_maximization_auto_on_a_vit_optimizes_mlp_hidden_units():
     [result] = check.results.values()
     assert [a.title for a in result.artifacts] == ["channel maximization at encoder.layers.encoder_layer_3.mlp.0"]
     assert np.isfinite(list(result.metrics.values())).all()
+
+
+def test_an_image_size_the_model_rejects_is_a_one_line_objective_error():
+    with pytest.raises(obj.ObjectiveError, match=r"the model rejects 32x32 images .*set size to its input size"):
+        render(tiny_vit(), obj.channel(HIDDEN, 0), 1, Settings(size=32, steps=2))

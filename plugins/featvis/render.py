@@ -233,7 +233,15 @@ def optimize(model: nn.Module, objective: obj.Objective, image: ImageParam, *, t
     with frozen(model), Recorder(model, layers) as recorder:
         with torch.no_grad():  # a full pass first: checks every layer runs, once
             picture = image.image()
-            objective(_activations(recorder, model, picture, normalize(picture)))
+            try:
+                objective(_activations(recorder, model, picture, normalize(picture)))
+            except obj.ObjectiveError:
+                raise
+            except Exception as error:  # noqa: BLE001 - a ViT built for one input size, say
+                side = "x".join(map(str, picture.shape[-2:]))
+                raise obj.ObjectiveError(f"the model rejects {side} images ({type(error).__name__}: "
+                                         f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}); "
+                                         "set size to its input size (size=0)") from None
         recorder.stop = stop_early and obj.LOGITS not in objective.layers
         for step in range(steps):
             optimizer.zero_grad(set_to_none=True)
