@@ -109,7 +109,8 @@ def tile(picture: np.ndarray, heat: torch.Tensor) -> np.ndarray:
     size = (max(1, round(height * scale)), max(1, round(width * scale)))
     small = F.interpolate(torch.from_numpy(picture).permute(2, 0, 1)[None].float(), size=size, mode="area")[0]
     grey = small.mean(dim=0).numpy()[..., None] / 255.0
-    values = F.interpolate(heat[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
+    heat = heat.detach().float().cpu()  # the maps come from the model's device; the tile is drawn on the CPU
+    values = F.interpolate(heat[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
     values = values - values.min()
     values = (values / values.max().clamp_min(1e-12)).numpy()
     return np.clip(0.35 * grey + 0.65 * colour(values), 0, 1)
