@@ -30,6 +30,7 @@ from nnvis_core.models.layers import LAYER_KEYWORDS
 from nnvis_core.params import ParamError, resolve_params
 from nnvis_core.plan import CallOutcome, PluginRun, RunOutcome, RunPlan, SkippedPlugin, UsageError
 from nnvis_core.plugin import Plugin, Scope
+from nnvis_core.toolkit.precision import exact_float32
 from nnvis_core.registry import Registry, one_line
 from nnvis_core.sink import Sink
 from nnvis_core.stream import ImageStream, stream_items
@@ -254,7 +255,13 @@ def run(
     Raises UsageError before the sink writes anything when the options are wrong.
     When the sink names a cache folder, every result is kept there as it
     arrives, and with config.resume the results of an interrupted run are reused.
+    On a GPU the run computes in full float32 with deterministic cuDNN (toolkit.exact_float32).
     """
+    with exact_float32():
+        return _run(config, registry, sink, progress, log)
+
+
+def _run(config, registry, sink, progress, log) -> RunOutcome:
     plan = prepare(config, registry)
     for skipped in plan.skipped:
         log(f"left out {skipped.name}: {skipped.reason}")

@@ -168,3 +168,39 @@ def test_a_version_1_plugin_that_imports_a_moved_helper_is_told_where_it_went(fa
     """})
     [failure] = [f for f in load_registry().failures if f.name == "old"]
     assert "nnvis_plugins.attribution.backprop" in failure.error and "nnvis_core.toolkit" in failure.error
+
+
+def test_exact_float32_turns_off_tf32_and_cudnn_autotuning_and_puts_the_flags_back():
+    from nnvis_core.toolkit import exact_float32
+
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark)
+    try:
+        cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark = True, True, False, True
+        with exact_float32():
+            assert (cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark) == (False, False, True,
+                                                                                                    False)
+        assert (cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark) == (True, True, False, True)
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark = saved
+
+
+def test_a_run_computes_inside_exact_float32(monkeypatch, tmp_path):
+    """The runner, not each plugin, asks for float32 as written: a plugin sees the flags set."""
+    from nnvis_core import Plugin, Scope
+    from nnvis_core.testing import check_plugin
+
+    seen = []
+
+    class Flags(Plugin):
+        name = "flags"
+        title = "Flags"
+        description = "records cuDNN's flags during a call"
+        scope = Scope.IMAGE
+
+        def run_image(self, ctx, item, params):
+            seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cudnn.deterministic))
+            return []
+
+    check_plugin(Flags(), images=1)
+    assert seen and all(flags == (False, True) for flags in seen)

@@ -19,6 +19,7 @@ docs/plugins.md (plugin API version 2) walks through it.
 - images: :func:`model_baseline` (black, grey, blur, noise), :func:`gaussian_blur`, :func:`rgb_view`
 - scoring: :func:`target_probabilities` (chunked by a memory budget), :func:`chunk_size`
 - faithfulness: :func:`deletion_insertion`, :func:`mask_share`
+- precision: :func:`exact_float32` (no TF32, deterministic cuDNN: what a run uses on a GPU)
 """
 
 from nnvis_core.targets import TargetError, resolve_target
@@ -37,6 +38,7 @@ from nnvis_core.toolkit.gradients import fresh_input_gradient, gradient, reduce_
 from nnvis_core.toolkit.guard import model_state, preserved
 from nnvis_core.toolkit.hooks import captured, captured_output, forward_until
 from nnvis_core.toolkit.maps import as_map
+from nnvis_core.toolkit.precision import exact_float32
 from nnvis_core.toolkit.imaging import BASELINES, gaussian_blur, model_baseline, normalizer, pixel_baseline, rgb_view, to_numpy
 from nnvis_core.models.layers import (
     ACTIVATIONS,
@@ -78,6 +80,7 @@ from nnvis_core.toolkit.targets import (
 )
 
 __all__ = [
+    "exact_float32",
     "ACTIVATIONS", "as_map", "Attention", "AttributionError", "AttributionPlugin", "BASELINES", "bytes_per_image",
     "captured", "captured_attention", "captured_output", "check_target_count", "chunk_size", "chunk_target",
     "conv_layers", "Curves", "default_layer", "deletion_insertion", "Explanation", "FAITHFULNESS_STEPS",
