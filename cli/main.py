@@ -66,7 +66,8 @@ def _merge_config(path: Path | None, cli_values: dict, assignments: tuple[str, .
 @click.argument("image_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), default=Path("nnvis-report"),
               show_default=True, help="Folder for index.html, assets/ and report.json.")
-@click.option("--model", help="demo (default), torchvision:NAME, a model file (TorchScript or state_dict), "
+@click.option("--model", help="demo (default, a small convnet), demo-vit (a small ViT), torchvision:NAME, "
+                             "a model file (TorchScript or state_dict), "
                              "or PREFIX:NAME for a model source a plugin adds (see nnvis plugins).")
 @click.option("--weights", help="For torchvision: DEFAULT, a weights name, none, or a local PATH.")
 @click.option("--arch", help="Architecture of a state_dict file: demo or torchvision:NAME.")
@@ -242,18 +243,28 @@ def demo() -> None:
 
 
 @demo.command(context_settings=CONTEXT)
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("demo_net.pt"), show_default=True,
-              help="Where to save the trained state_dict.")
+@click.option("--arch", type=click.Choice(["convnet", "vit"]), default="convnet", show_default=True,
+              help="convnet: the demo model (--model demo); vit: the demo ViT (--model demo-vit).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Where to save the trained state_dict.  [default: demo_net.pt, or demo_vit.pt for --arch vit]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Training epochs (default: the shipped run's).")
-def train(output, seed, epochs) -> None:
-    """Train the demo convnet on freshly generated shapes (deterministic for a seed)."""
+@click.option("--stop-after", type=click.IntRange(1), default=None,
+              help="End after this epoch; the learning-rate schedule stays that of --epochs.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N (the ViT wants a GPU).")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="Processes drawing the ViT's sharded training set.")
+def train(arch, output, seed, epochs, stop_after, device, workers) -> None:
+    """Train a demo model on freshly generated shapes (deterministic for a seed)."""
     from nnvis_core.demo.train import train_demo_model
 
-    kwargs = {"epochs": epochs} if epochs else {}
-    accuracy = train_demo_model(output, seed=seed, log=lambda line: click.echo(line, err=True), **kwargs)
+    output = output or Path("demo_vit.pt" if arch == "vit" else "demo_net.pt")
+    accuracy = train_demo_model(output, seed=seed, epochs=epochs, arch=arch, stop_after=stop_after, device=device,
+                                workers=workers,
+                                log=lambda line: click.echo(line, err=True))
+    model = "demo-vit" if arch == "vit" else "demo"
     click.echo(f"held-out accuracy {accuracy:.4f}; weights written to {output} "
-               f"(use with: nnvis report DIR --model demo --weights {output})")
+               f"(use with: nnvis report DIR --model {model} --weights {output})")
 
 
 @demo.command(context_settings=CONTEXT)

@@ -2,7 +2,7 @@
 
 Sources are registered through the `nnvis_register_model_sources` hook, so a
 plugin can add `--model timm:...` without changing nnvis. The built-ins are:
-`demo`, `torchvision:NAME` and `file:PATH` (a bare existing path means `file:`).
+`demo`, `demo-vit`, `torchvision:NAME` and `file:PATH` (a bare existing path means `file:`).
 """
 
 from __future__ import annotations
@@ -36,6 +36,24 @@ class DemoSource(ModelSource):
         except FileNotFoundError as error:
             raise ModelLoadError(str(error)) from None
         return LoadedModel(module, "demo", options.weights or "embedded", list(CLASS_NAMES), demo_preprocess(), "demo")
+
+
+class DemoVitSource(ModelSource):
+    name = "demo-vit"
+    description = "the embedded demo ViT (torchvision's VisionTransformer) trained on generated shapes (no download)"
+
+    def load(self, target: str, options: ModelOptions) -> LoadedModel:
+        from nnvis_core.demo import CLASS_NAMES
+        from nnvis_core.demo.vit import load_demo_vit
+
+        try:
+            module = load_demo_vit(options.weights)
+        except FileNotFoundError as error:
+            raise ModelLoadError(str(error)) from None
+        except RuntimeError as error:  # a state_dict of another architecture
+            raise ModelLoadError(f"--model demo-vit --weights {options.weights}: {str(error).splitlines()[0]}") from None
+        return LoadedModel(module, "demo-vit", options.weights or "embedded", list(CLASS_NAMES), demo_preprocess(),
+                           "demo-vit")
 
 
 def demo_preprocess() -> Preprocess:
@@ -108,6 +126,7 @@ class FileSource(ModelSource):
 @hookimpl
 def nnvis_register_model_sources(register) -> None:
     register(DemoSource())
+    register(DemoVitSource())
     register(TorchvisionSource())
     register(FileSource())
 
@@ -133,7 +152,7 @@ def load_model(spec: str, options: ModelOptions, registry: HasModelSources, devi
     elif Path(spec).expanduser().exists() and "file" in sources:
         source, target = sources["file"], spec
     else:
-        known = ", ".join(sorted(f"{n}:" if n != "demo" else n for n in sources))
+        known = ", ".join(sorted(f"{n}:" if n not in ("demo", "demo-vit") else n for n in sources))
         raise ModelLoadError(f"--model {spec!r}: not a file, and no model source matches (sources: {known})")
     loaded = source.load(target, options)
     if options.labels is not None:
