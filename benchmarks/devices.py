@@ -64,8 +64,8 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_plugins(model_name: str, size: int, device: str, count: int, names: list[str]) -> dict[str, float | str]:
-    registry = load_registry()
+def time_plugins(registry, model_name: str, size: int, device: str, count: int,
+                 names: list[str]) -> dict[str, float | str]:
     ctx = RunContext(loaded(model_name, device), torch.device(device), 0, 16, None,
                      {name: reg.item for name, reg in registry.plugins.items()})
     images = items(ctx, count + 1, size)
@@ -111,7 +111,8 @@ def main() -> None:
     table = {}
     for spec in args.models.split(","):
         model_name, _, size = spec.partition(":")
-        table[model_name] = {d: time_plugins(model_name, int(size or 224), d, args.images, names) for d in devices}
+        table[model_name] = {d: time_plugins(registry, model_name, int(size or 224), d, args.images, names)
+                             for d in devices}
     if args.json:
         args.json.write_text(json.dumps(table, indent=1), encoding="utf-8")
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"

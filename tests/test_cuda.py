@@ -75,7 +75,7 @@ def log(record: dict) -> None:
 def context_on(device: str, folder: Path, model: torch.nn.Module | None) -> tuple[RunContext, list[ImageItem]]:
     """The demo model (or `model`, with the demo's preprocessing) on `device`, and its items."""
     image_dir, mask_dir = folder / "input" / "images", folder / "input" / "masks"
-    registry = _demo_registry(model=None if model is None else model)
+    registry = _demo_registry(model=model)
     loaded = load_model("demo" if model is None else GIVEN_MODEL, ModelOptions(), registry, device)
     ctx = RunContext(loaded, torch.device(device), 0, 16, mask_dir,
                      {name: reg.item for name, reg in REGISTRY.plugins.items()})

@@ -72,18 +72,23 @@ class DemoNet(nn.Module):
         return self.classifier(self.pool(self.features(x)))
 
 
-def load_demo_model(weights: str | Path | None = None) -> DemoNet:
-    """The trained demo net in eval mode on the CPU (shipped weights by default)."""
-    path = Path(weights) if weights is not None else WEIGHTS_PATH
+def load_weights(model: nn.Module, weights: str | Path | None, default: Path, what: str,
+                 train_command: str) -> nn.Module:
+    """`model` with the state_dict at `weights` (`default` when None), in eval mode on the CPU;
+    FileNotFoundError naming the command that trains them when the file is missing."""
+    path = Path(weights) if weights is not None else default
     if not path.is_file():
         raise FileNotFoundError(
-            f"demo model weights not found at {path}; "
-            "train them with `nnvis demo train` (nnvis_core.demo.train.train_demo_model)"
+            f"{what} weights not found at {path}; "
+            f"train them with `{train_command}` (nnvis_core.demo.train.train_demo_model)"
         )
-    model = DemoNet()
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.eval()
+
+
+def load_demo_model(weights: str | Path | None = None) -> DemoNet:
+    """The trained demo net in eval mode on the CPU (shipped weights by default)."""
+    return load_weights(DemoNet(), weights, WEIGHTS_PATH, "demo model", "nnvis demo train")
 
 
 def normalize(images: np.ndarray) -> torch.Tensor:
@@ -91,7 +96,11 @@ def normalize(images: np.ndarray) -> torch.Tensor:
     arr = np.asarray(images)
     if arr.ndim != 4 or arr.shape[-1] != 3:
         raise ValueError(f"expected NxHxWx3 images, got shape {arr.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float().div_(255)
-    mean = torch.tensor(DEMO_SPEC["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(DEMO_SPEC["std"]).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous()
+    return normalize_pixels(torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2))
+
+
+def normalize_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, H, W) pixels on any device -> float, normalized with DEMO_SPEC, on that device."""
+    mean = torch.tensor(DEMO_SPEC["mean"], device=pixels.device).view(1, 3, 1, 1)
+    std = torch.tensor(DEMO_SPEC["std"], device=pixels.device).view(1, 3, 1, 1)
+    return ((pixels.float().div_(255) - mean) / std).contiguous()

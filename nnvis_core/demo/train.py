@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnvis_core.demo.model import DEMO_SPEC, DemoNet, normalize
+from nnvis_core.demo.model import DemoNet, normalize, normalize_pixels
 from nnvis_core.demo.shapes import generate_dataset
 from nnvis_core.demo.vit import build_demo_vit
 
@@ -172,8 +172,6 @@ def train_demo_model(
         # uint8 on the device (a quarter of float32's memory), normalized batch by batch
         pixels = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(target)
         y_all = torch.from_numpy(labels).to(target)
-        mean = torch.tensor(DEMO_SPEC["mean"], device=target).view(1, 3, 1, 1)
-        std = torch.tensor(DEMO_SPEC["std"], device=target).view(1, 3, 1, 1)
         log(f"generated {train_size} training images in {time.perf_counter() - started:.1f}s")
 
         model = recipe.build().to(target, memory_format=memory_format)
@@ -191,8 +189,7 @@ def train_demo_model(
             correct = torch.zeros((), dtype=torch.long, device=target)
             for start in range(0, train_size, batch_size):
                 idx = order[start:start + batch_size]
-                x = (pixels[idx].float().div_(255) - mean) / std
-                x = _augment(x, gen).contiguous(memory_format=memory_format)
+                x = _augment(normalize_pixels(pixels[idx]), gen).contiguous(memory_format=memory_format)
                 y = y_all[idx]
                 logits = model(x)
                 loss = loss_fn(logits, y)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from nnvis_core.demo.model import load_weights
 from nnvis_core.demo.shapes import CLASS_NAMES
 
 # 8 x 8 patches give an 8 x 8 token grid plus the class token (65 tokens):
@@ -74,13 +75,4 @@ def build_demo_vit(num_classes: int = len(CLASS_NAMES)) -> nn.Module:
 
 def load_demo_vit(weights: str | Path | None = None) -> nn.Module:
     """The trained demo ViT in eval mode on the CPU (shipped weights by default)."""
-    path = Path(weights) if weights is not None else VIT_WEIGHTS_PATH
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"demo ViT weights not found at {path}; "
-            "train them with `nnvis demo train --arch vit` (nnvis_core.demo.train.train_demo_model)"
-        )
-    model = build_demo_vit()
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-    return model.eval()
+    return load_weights(build_demo_vit(), weights, VIT_WEIGHTS_PATH, "demo ViT", "nnvis demo train --arch vit")

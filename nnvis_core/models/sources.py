@@ -29,31 +29,32 @@ class DemoSource(ModelSource):
     description = "the embedded demo convnet trained on generated shapes (no download)"
 
     def load(self, target: str, options: ModelOptions) -> LoadedModel:
-        from nnvis_core.demo import CLASS_NAMES, load_demo_model
+        from nnvis_core.demo import CLASS_NAMES
 
         try:
-            module = load_demo_model(options.weights)
+            module = self.module(options.weights)
         except FileNotFoundError as error:
             raise ModelLoadError(str(error)) from None
-        return LoadedModel(module, "demo", options.weights or "embedded", list(CLASS_NAMES), demo_preprocess(), "demo")
+        return LoadedModel(module, self.name, options.weights or "embedded", list(CLASS_NAMES), demo_preprocess(),
+                           self.name)
+
+    def module(self, weights: str | None) -> torch.nn.Module:
+        from nnvis_core.demo import load_demo_model
+
+        return load_demo_model(weights)
 
 
-class DemoVitSource(ModelSource):
+class DemoVitSource(DemoSource):
     name = "demo-vit"
     description = "the embedded demo ViT (torchvision's VisionTransformer) trained on generated shapes (no download)"
 
-    def load(self, target: str, options: ModelOptions) -> LoadedModel:
-        from nnvis_core.demo import CLASS_NAMES
+    def module(self, weights: str | None) -> torch.nn.Module:
         from nnvis_core.demo.vit import load_demo_vit
 
         try:
-            module = load_demo_vit(options.weights)
-        except FileNotFoundError as error:
-            raise ModelLoadError(str(error)) from None
+            return load_demo_vit(weights)
         except RuntimeError as error:  # a state_dict of another architecture
-            raise ModelLoadError(f"--model demo-vit --weights {options.weights}: {str(error).splitlines()[0]}") from None
-        return LoadedModel(module, "demo-vit", options.weights or "embedded", list(CLASS_NAMES), demo_preprocess(),
-                           "demo-vit")
+            raise ModelLoadError(f"--model demo-vit --weights {weights}: {str(error).splitlines()[0]}") from None
 
 
 def demo_preprocess() -> Preprocess:
