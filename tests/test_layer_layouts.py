@@ -227,3 +227,20 @@ def test_gradcam_refuses_a_one_by_one_layer_rather_than_paint_a_constant():
         assert method(model, x, 3, "layer4").shape[-2:] == (32, 32)  # what the sanity check compares
     assert gradcam.attribute(model, torch.randn(1, 3, 64, 64), 3, "layer4").shape == (1, 1, 64, 64)
 
+
+
+def test_gradcam_refuses_a_layer_the_gradient_does_not_reach_rather_than_paint_zero():
+    """After a ViT's last attention only the class token feeds the head: Grad-CAM at the last
+    block's MLP would be zero for every image, whatever the model saw."""
+    from nnvis_core.demo.vit import load_demo_vit
+    from nnvis_core.toolkit import AttributionError
+    from nnvis_plugins.attribution import guided_gradcam
+
+    vit = load_demo_vit()
+    x = torch.rand(1, 3, 64, 64)
+    last_mlp = "encoder.layers.encoder_layer_3.ln_2"
+    for method in (gradcam.attribute, guided_gradcam.attribute):
+        with pytest.raises(AttributionError, match=f"gradient is zero at every position of layer {last_mlp}"):
+            method(vit, x, 3, last_mlp, strict=True)
+    assert not gradcam.attribute(vit, x, 3, last_mlp, relu=False).any()  # the reason for the refusal
+    assert gradcam.attribute(vit, x, 3, "encoder.layers.encoder_layer_3.ln_1", strict=True).shape == (1, 1, 64, 64)

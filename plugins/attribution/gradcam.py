@@ -47,7 +47,8 @@ def layer_attribute(model: nn.Module, inputs: torch.Tensor, target: Target, laye
 
 
 def _layer_cam(model: nn.Module, inputs: torch.Tensor, target: Target, layer: nn.Module | str,
-               relu: bool) -> tuple[torch.Tensor, Layout]:
+               relu: bool) -> tuple[torch.Tensor, Layout, bool]:
+    """The cam, the layer's layout, and whether the target's gradient reaches any position of it."""
     module = resolve_layer(model, layer)
     x = inputs.detach().clone().requires_grad_(True)  # so the graph exists even with frozen parameters
     with torch.enable_grad():
@@ -64,16 +65,22 @@ def _layer_cam(model: nn.Module, inputs: torch.Tensor, target: Target, layer: nn
     maps, grads = layout.to_map(activation.detach()), layout.to_map(grads)
     weights = grads.mean(dim=(2, 3), keepdim=True)
     cam = (weights * maps).sum(dim=1, keepdim=True)
-    return (cam.relu() if relu else cam), layout
+    return (cam.relu() if relu else cam), layout, bool(grads.abs().amax() > 0)
 
 
-def check_resolution(cam: torch.Tensor, layer: object) -> None:
-    """Refuse a 1x1 layer: upsampled, its map is the same value everywhere, a picture that only looks like
-    a Grad-CAM (Inception v3's last block at 96 px, any global-pooled layer). A map that is zero everywhere
-    is kept: towards a class the image shows no evidence for, that is the answer."""
+def check_resolution(cam: torch.Tensor, layer: object, reached: bool = True) -> None:
+    """Refuse a map that could only be constant. A 1x1 layer upsamples to the same value everywhere
+    (Inception v3's last block at 96 px, any global-pooled layer). A layer whose positions the target's
+    gradient does not reach gives zero whatever the image (a ViT's last MLP: after the last attention only
+    the class token feeds the head). A rectified map that is zero where the gradient does reach is kept:
+    towards a class the image shows no evidence for, that is the answer."""
     if cam.shape[-2:] == (1, 1):
         raise AttributionError(f"Grad-CAM: layer {layer} is 1x1 at this input size, so its map would be constant; "
                                "use a larger input or name an earlier layer (see nnvis layers)")
+    if not reached:
+        raise AttributionError(f"Grad-CAM: the target's gradient is zero at every position of layer {layer} "
+                               "(nothing after it reads them: in a ViT, only the class token reaches the head "
+                               "after the last attention); name an earlier layer (see nnvis layers)")
 
 
 def upsample(cam: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
@@ -91,9 +98,9 @@ def attribute(model: nn.Module, inputs: torch.Tensor, target: Target, layer: nn.
 
     strict: refuse maps that would be constant (check_resolution), as the plugins do; off for
     callers that compare maps, such as the sanity check, where a zero map is a finding."""
-    cam = layer_attribute(model, inputs, target, layer, relu)
+    cam, _, reached = _layer_cam(model, inputs, target, layer, relu)
     if strict:
-        check_resolution(cam, layer if isinstance(layer, str) else type(layer).__name__)
+        check_resolution(cam, layer if isinstance(layer, str) else type(layer).__name__, reached)
     return cam if upsampling is None else upsample(cam, tuple(inputs.shape[-2:]), upsampling)
 
 
@@ -115,8 +122,8 @@ class GradCAM(AttributionPlugin):
 
     def explain(self, ctx, item, inputs, target, params) -> Explanation:
         layer = layer_name(ctx, params["layer"])
-        cam, layout = _layer_cam(ctx.module, inputs, target, ctx.layer(layer), True)
-        check_resolution(cam, layer)
+        cam, layout, reached = _layer_cam(ctx.module, inputs, target, ctx.layer(layer), True)
+        check_resolution(cam, layer, reached)
         h, w = cam.shape[-2:]
         full = upsample(cam, tuple(inputs.shape[-2:]), params["upsample"])
         read = "" if layout.kind == "map" else f", {layout.describe()}"
