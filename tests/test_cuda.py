@@ -37,6 +37,7 @@ from nnvis_core.testing import (
     check_plugin,
     write_demo_images,
 )
+from nnvis_core.toolkit import exact_float32
 
 # Another accelerator (mps, xpu) can be checked the same way: NNVIS_TEST_DEVICE=mps pytest -m cuda.
 DEVICE = os.environ.get("NNVIS_TEST_DEVICE", "cuda")
