@@ -130,7 +130,7 @@ def centre_share(mask: np.ndarray) -> float:
 @pytest.mark.slow
 def test_the_maps_put_more_mass_on_the_object_than_uniform_and_the_transformer_methods_beat_the_centre(report):
     """Measured on the shipped weights (docs/transformers.md): Grad-CAM at the default layer
-    0.22, attention rollout 0.33, Transformer Attribution 0.48, against a mask share of 0.16
+    0.25, attention rollout 0.33, Transformer Attribution 0.50, against a mask share of 0.16
     and a centred Gaussian's 0.28. Grad-CAM on a ViT beats uniform but not the centre, as
     Chefer et al. (2021) found Grad-CAM weak on ViTs; the transformer-native methods beat both."""
     data, _ = report
@@ -180,23 +180,21 @@ def real_image_confidence(vit) -> list[float]:
 
 
 @pytest.mark.slow
-def test_class_maximization_convinces_the_vit_as_much_as_real_images_do(vit):
-    """Label smoothing 0.1 over 8 classes caps this model's confidence at 0.9125 (its real
-    images score 0.91), so the measure is relative to that ceiling: every class's picture is
-    classified as that class with at least 90% of the confidence real images get (measured
-    on the shipped weights: 0.85-0.92 against 0.91)."""
+def test_class_maximization_convinces_the_vit_of_every_class(vit):
+    """The issue's target: every class's picture is classified as that class with p >= 0.9,
+    read back from the 8-bit pictures the report shows (measured on the shipped weights:
+    0.983-0.987, against 0.982-0.983 for the median real image of each class)."""
     from nnvis_plugins.featvis.class_maximization import maximize_classes
     from nnvis_plugins.featvis.render import Settings, normalizer
 
     classes = list(range(len(CLASS_NAMES)))
     made = maximize_classes(vit, classes, Settings(size=64), mean=MEAN, std=STD)
-    # the 8-bit pictures the report shows, classified again
     pixels = torch.from_numpy((made.images * 255).round() / 255).permute(0, 3, 1, 2).float()
     with torch.no_grad():
         probabilities = torch.softmax(vit(normalizer(MEAN, STD, torch.device("cpu"))(pixels)), dim=1)
-    ceiling = real_image_confidence(vit)
-    assert all(0.9 < c < 0.92 for c in ceiling), ceiling  # the cap the docstring describes
     for row, target in enumerate(classes):
         assert int(probabilities[row].argmax()) == target, (CLASS_NAMES[target], probabilities[row].tolist())
-        assert probabilities[row, target] >= 0.9 * ceiling[target], (CLASS_NAMES[target], ceiling[target],
-                                                                    probabilities[row].tolist())
+        assert probabilities[row, target] >= 0.9, (CLASS_NAMES[target], probabilities[row].tolist())
+    # and no more than real images get, give or take: the optimizer found the class, not a glitch
+    ceiling = real_image_confidence(vit)
+    assert all(probabilities[row, target] <= ceiling[target] + 0.01 for row, target in enumerate(classes))
