@@ -169,6 +169,29 @@ def test_transforms_shapes_determinism_and_gradient():
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+
+GRID = torch.rand(2, 20, 24, 2, generator=torch.Generator().manual_seed(1)) * 2 - 1
+
+
+@pytest.mark.parametrize("resample", [
+    lambda x: torch.nn.functional.grid_sample(x, GRID, align_corners=False, padding_mode="reflection"),
+    lambda x: torch.nn.functional.interpolate(x, size=(37, 29), mode="bilinear", align_corners=False),
+    lambda x: torch.nn.functional.pad(x, (3, 3, 3, 3), mode="reflect"),
+], ids=["grid_sample", "interpolate", "reflect_pad"])
+def test_the_repeatable_resampling_has_the_plain_ops_values_and_gradient(resample):
+    """On a GPU the transforms send resampling's backward to the CPU (fixed-order adds): the
+    detour must change nothing but the order. Forced here on the CPU, where it can be compared."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 16, 16, requires_grad=True)
+    weights = torch.rand_like(resample(x))
+    plain_out = resample(x)
+    (plain_grad,) = torch.autograd.grad((plain_out * weights).sum(), x)
+    detour_out = t.repeatable(resample, x, always=True)
+    (detour_grad,) = torch.autograd.grad((detour_out * weights).sum(), x)
+    torch.testing.assert_close(detour_out, plain_out, rtol=0, atol=0)
+    torch.testing.assert_close(detour_grad, plain_grad, rtol=0, atol=0)
+    assert plain_grad.abs().sum() > 0
+
 def test_high_frequency_share_of_known_images():
     assert high_frequency_share(np.full((16, 16, 3), 7.0)) == 0.0
     checkerboard = (np.indices((16, 16)).sum(axis=0) % 2).astype(float)

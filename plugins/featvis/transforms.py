@@ -49,7 +49,7 @@ def pad(width: int, mode: str = "reflect", value: float = 0.5) -> Transform:
     def padded(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if mode == "constant":
             return F.pad(images, (width,) * 4, mode="constant", value=value)
-        return F.pad(images, (width,) * 4, mode=mode)
+        return repeatable(lambda x: F.pad(x, (width,) * 4, mode=mode), images)  # reflect: scatters too
 
     return padded
 
@@ -67,9 +67,47 @@ def jitter(distance: int) -> Transform:
     return jittered
 
 
+class _BackwardOnCpu(torch.autograd.Function):
+    """Resampling forward where the images are, its backward on the CPU.
+
+    The backward of bilinear resampling scatters each output pixel's gradient onto
+    four input pixels; CUDA kernels add those with atomics, in no fixed order, and an
+    optimizer that runs hundreds of steps turns the last-bit differences into a
+    different picture. The CPU kernels add in a fixed order, so a seed gives the same
+    picture on a GPU too, at the cost of moving one small gradient each way a step."""
+
+    @staticmethod
+    def forward(ctx, images: torch.Tensor, resample: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        ctx.resample = resample
+        ctx.save_for_backward(images)
+        return resample(images)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (images,) = ctx.saved_tensors
+        with torch.enable_grad():
+            on_cpu = images.detach().cpu().requires_grad_(True)
+            (grad_images,) = torch.autograd.grad(ctx.resample(on_cpu), on_cpu, grad.cpu())
+        return grad_images.to(images.device), None
+
+
+def repeatable(resample: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+               always: bool = False) -> torch.Tensor:
+    """resample(images), with a backward that adds in a fixed order on any device (_BackwardOnCpu).
+    `resample` must work on the images wherever they are, moving its own constants to them.
+    always: take the CPU path even for CPU images (tests)."""
+    if images.device.type == "cpu" and not always:
+        return resample(images)
+    return _BackwardOnCpu.apply(images, resample)
+
+
 def _affine(images: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
     grid = F.affine_grid(matrices.to(images), list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+    def sample(x: torch.Tensor) -> torch.Tensor:
+        return F.grid_sample(x, grid.to(x.device), mode="bilinear", padding_mode="reflection", align_corners=False)
+
+    return repeatable(sample, images)
 
 
 def random_scale(scales: Sequence[float]) -> Transform:
@@ -107,7 +145,7 @@ def resize(size: int | tuple[int, int]) -> Transform:
     def resized(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if tuple(images.shape[-2:]) == target:
             return images
-        return F.interpolate(images, size=target, mode="bilinear", align_corners=False)
+        return repeatable(lambda x: F.interpolate(x, size=target, mode="bilinear", align_corners=False), images)
 
     return resized
 
