@@ -2,14 +2,22 @@
 
 The map is |d score_c / d x|, maximised over colour channels: how much a small
 change of each pixel would move the class score (the logit, before softmax, as
-in the paper, so that other classes do not enter the map).
+in the paper, so that other classes do not enter the map). It is an attribution
+plugin like the others, so its card carries the deletion/insertion and mask metrics
+and it takes its row in the report's method leaderboard.
 """
 
 from __future__ import annotations
 
 import torch
 
-from nnvis_core import Heatmap, Param, Plugin, Scope, hookimpl
+from nnvis_core import hookimpl
+from nnvis_core.toolkit import (
+    FAITHFULNESS_STEPS,
+    TARGET,
+    AttributionPlugin,
+    Explanation,
+)
 
 
 def input_gradient(model: torch.nn.Module, inputs: torch.Tensor, target: int) -> torch.Tensor:
@@ -26,7 +34,7 @@ def saliency_map(model: torch.nn.Module, inputs: torch.Tensor, target: int) -> t
     return input_gradient(model, inputs, target).abs().amax(dim=1)
 
 
-class GradientSaliency(Plugin):
+class GradientSaliency(AttributionPlugin):
     name = "saliency"
     title = "Gradient saliency"
     description = (
@@ -34,17 +42,12 @@ class GradientSaliency(Plugin):
         "colour channels (Simonyan et al. 2013). Bright pixels are those whose small change would move "
         "the score most; it shows sensitivity, not evidence, and is often noisy."
     )
-    scope = Scope.IMAGE
     default_enabled = True
-    params = (
-        Param("target", str, "predicted", "class to explain: predicted, true, an index or a class name"),
-    )
+    label = "|gradient|"
+    params = (TARGET, FAITHFULNESS_STEPS)
 
-    def run_image(self, ctx, item, params) -> list[Heatmap]:
-        target = ctx.target(item, params["target"])
-        values = saliency_map(ctx.module, ctx.input(item), target)[0]
-        name = ctx.class_names[target]
-        return [Heatmap("saliency", values.cpu().numpy(), label="|gradient|", caption=f"towards {name}")]
+    def explain(self, ctx, item, inputs, target, params) -> Explanation:
+        return Explanation(saliency_map(ctx.module, inputs, target)[0])
 
 
 @hookimpl
