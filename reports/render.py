@@ -5,6 +5,7 @@ from __future__ import annotations
 import jinja2
 
 from nnvis_reports.colormaps import DIVERGING, SEQUENTIAL, category_colour, css_gradient
+from nnvis_reports.leaderboard import COLUMNS, best
 
 
 def _scatter_points(entry: dict, size: int = 400, margin: int = 12) -> list[dict]:
@@ -77,6 +78,18 @@ def _chart_lines(entry: dict, width: int = 400, height: int = 240, margin: int =
             "margin": margin, "y_low": py(low), "y_high": py(high)}
 
 
+def wrong_prediction(image: dict) -> bool:
+    """Whether the model's top class differs from the image's known class (False when unknown)."""
+    truth, predictions = image.get("true_class"), image.get("predictions")
+    return bool(truth and predictions and predictions[0]["index"] != truth["index"])
+
+
+def _folder_counts(report: dict) -> dict:
+    shown = [image for image in report["images"] if image["status"] == "ok"]
+    return {"shown": len(shown), "known": sum(1 for image in shown if image.get("true_class")),
+            "wrong": sum(1 for image in shown if wrong_prediction(image))}
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("nnvis_reports", "templates"),
@@ -91,6 +104,9 @@ def _environment() -> jinja2.Environment:
         scatter_points=_scatter_points,
         scatter_view=_scatter_view,
         chart_lines=_chart_lines,
+        folder_counts=_folder_counts,
+        wrong_prediction=wrong_prediction,
+        leaderboard_columns=COLUMNS,
     )
     env.filters["pct"] = lambda p: f"{100 * p:.1f}%"
     env.filters["num"] = lambda v: f"{v:.4g}" if isinstance(v, float) else v
@@ -98,7 +114,8 @@ def _environment() -> jinja2.Environment:
 
 
 # Our own scripts, inlined like the stylesheet (the page loads nothing from elsewhere).
-SCRIPTS = ("scatter.js", "dictionary.js")
+SCRIPTS = ("scatter.js", "dictionary.js", "leaderboard.js", "matrix.js")
+STYLES = ("report.css", "matrix.css")
 
 
 def write_html(report: dict, path) -> None:
@@ -112,8 +129,9 @@ def _render_chunks(report: dict):
     from importlib import resources
 
     static = resources.files("nnvis_reports").joinpath("static")
-    css = static.joinpath("report.css").read_text(encoding="utf-8")
+    css = "\n".join(static.joinpath(name).read_text(encoding="utf-8") for name in STYLES)
     scripts = "\n".join(static.joinpath(name).read_text(encoding="utf-8") for name in SCRIPTS)
     template = _environment().get_template("index.html.j2")
     plugins = {p["name"]: p for p in report["plugins"]}
-    return template.generate(report=report, plugins=plugins, css=css, scripts=scripts)
+    return template.generate(report=report, plugins=plugins, css=css, scripts=scripts,
+                             leaderboard_best=best(report.get("leaderboard") or []))

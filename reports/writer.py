@@ -19,7 +19,9 @@ import nnvis_core
 from nnvis_core.context import ImageItem
 from nnvis_core.images import ImageRecord
 from nnvis_core.plan import CallOutcome, PluginRun, RunPlan
+from nnvis_core.toolkit import AttributionPlugin
 from nnvis_reports.assets import save_artifact, save_png, save_sprite
+from nnvis_reports.leaderboard import leaderboard
 
 SCHEMA_VERSION = 1
 REPORT_FORMAT = "nnvis-report"  # marks a folder as an nnvis report (nnvis_reports.output.is_report)
@@ -160,14 +162,15 @@ class ReportWriter:
             p = run.plugin
             plugins.append({
                 "name": p.name, "title": p.title, "description": p.description, "scope": p.scope.value,
-                "origin": run.origin, "params": dict(run.params),
+                "origin": run.origin, "params": dict(run.params), "attribution": isinstance(p, AttributionPlugin),
                 "param_help": {param.name: param.help for param in p.params},
                 "metrics_summary": self._metrics_summary(p.name),
                 **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.stats[p.name].items()},
             })
         readable = sum(1 for e in self.images if e["status"] == "ok")
-        return {
+        report = {
             **self.header,
+            "models": [self.header["model"]],
             "input": {**self.header["input"], "readable": readable, "unreadable": len(self.images) - readable},
             "versions": _versions(),
             "seed": self.ctx.seed,
@@ -178,6 +181,8 @@ class ReportWriter:
             "dataset": self.dataset_results,
             "model_results": self.model_results,
         }
+        report["leaderboard"] = leaderboard(report)
+        return report
 
     def finish(self) -> dict:
         """Write report.json and index.html, each streamed to its file; return the report dict."""

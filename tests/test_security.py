@@ -15,6 +15,7 @@ from nnvis_core import CategoricalMap, Chart, Gallery, Heatmap, Param, Plugin, R
 from nnvis_core.config import ReportConfig
 from nnvis_core.demo import load_demo_model
 from nnvis_core.registry import load_registry
+from nnvis_core.toolkit import FAITHFULNESS_STEPS, TARGET, AttributionPlugin, Explanation
 from nnvis_reports import build_report
 
 # Each payload, run as script, would call alert(); each must show up in the page as plain text.
@@ -54,6 +55,18 @@ class Hostile(Plugin):
         ], {p[1]: 0.5})
 
 
+class HostileMethod(AttributionPlugin):
+    """An attribution method with a payload for a title: it gets a row in the leaderboard."""
+
+    name = "hostile_method"
+    title = "Method " + PAYLOADS[4]
+    description = "An attribution plugin named in markup. " + PAYLOADS[0]
+    params = (TARGET, FAITHFULNESS_STEPS)
+
+    def explain(self, ctx, item, inputs, target, params):
+        return Explanation(inputs[0].abs().sum(0))
+
+
 def registry_with(*plugins):
     holder = types.SimpleNamespace(nnvis_register_plugins=hookimpl(lambda register: [register(p) for p in plugins]))
     return load_registry(extra=[("test-plugins", holder)])
@@ -75,7 +88,8 @@ def hostile_report(few_demo_images, tmp_path):
     torch.jit.script(load_demo_model()).save(str(model))
     out = tmp_path / "out"
     build_report(ReportConfig(few_demo_images, out, model=str(model), labels=labels, resize=64, crop=64,
-                              plugins=["hostile", "saliency"]), registry_with(Hostile()))
+                              plugins=["hostile", "hostile_method", "saliency"]),
+                 registry_with(Hostile(), HostileMethod()))
     return out, class_names
 
 
@@ -119,6 +133,8 @@ def test_hostile_names_and_output_run_no_script_and_keep_the_markup(hostile_repo
     assert sections == [f"img-{i['index']}" for i in report["images"]]
     tooltips = page.evaluate("[...document.querySelectorAll('[title]')].map(e => e.getAttribute('title'))")
     assert Hostile.description in tooltips and f"help {PAYLOADS[2]}" in tooltips
+    leaderboard = page.evaluate("[...document.querySelectorAll('table.leaderboard tbody th')].map(th => th.textContent)")
+    assert HostileMethod.title in leaderboard
 
 
 @pytest.fixture

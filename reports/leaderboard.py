@@ -1,0 +1,101 @@
+"""The method leaderboard: one row per model and attribution method, the figures that say which to trust.
+
+Every row is computed from the report itself (report.json's `plugins`, `images`
+and `dataset`), so it needs no plugin code and reads a third party's method like a
+built-in: a method is any image plugin the run marked `attribution`. Its figures
+are means over the images where the method succeeded:
+
+- deletion and insertion AUCs (Petsiuk et al. 2018: the class probability as the
+  map's most important pixels are removed from, or revealed on, a black image);
+- mask share and gain, where masks were given (the map's positive mass on the object,
+  and that share over the object's area);
+- the sanity check's final rank correlation (Adebayo et al. 2018: the map's Spearman
+  correlation with the trained model's map once every layer is re-initialised) and
+  its reading: pass when it falls below SANITY_PASS_BELOW;
+- seconds per image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+SANITY_PASS_BELOW = 0.5
+# The sanity check's built-in "gradient" method draws the saliency card's map.
+SANITY_NAMES = {"gradient": "saliency"}
+SANITY_SUFFIX = "_final_spearman"
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    label: str
+    better: str  # "lower" or "higher"
+    meaning: str
+
+
+COLUMNS = (
+    Column("deletion_auc", "deletion AUC", "lower",
+           "class probability as the most important pixels are removed first, averaged over the curve"),
+    Column("insertion_auc", "insertion AUC", "higher",
+           "class probability as the most important pixels are revealed first on a black image"),
+    Column("mask_share", "mass on object", "higher", "share of the map's positive mass inside the object mask"),
+    Column("mask_gain", "mask gain", "higher", "mass on the object over the object's share of the image (1: chance)"),
+    Column("sanity_spearman", "sanity rank corr.", "lower",
+           f"rank correlation with the trained model's map once every layer is random; pass below "
+           f"{SANITY_PASS_BELOW:g}"),
+    Column("seconds_per_image", "s / image", "lower", "mean time of one call"),
+)
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def sanity_by_method(report: Mapping[str, Any]) -> dict[str, float]:
+    """{method: final rank correlation} from the sanity check's metrics, when it ran and succeeded."""
+    sanity = (report.get("dataset") or {}).get("sanity_check")
+    if not sanity or sanity.get("status") != "ok":
+        return {}
+    found = {}
+    for key, value in sanity["metrics"].items():
+        if key.endswith(SANITY_SUFFIX):
+            method = key[: -len(SANITY_SUFFIX)]
+            found[SANITY_NAMES.get(method, method)] = float(value)
+    return found
+
+
+def leaderboard(report: Mapping[str, Any]) -> list[dict]:
+    """One row per attribution method of the report's model, in the order the methods ran."""
+    model = report["model"]["name"]
+    sanity = sanity_by_method(report)
+    rows = []
+    for plugin in report["plugins"]:
+        if not plugin.get("attribution"):
+            continue
+        name = plugin["name"]
+        results = [image["results"][name] for image in report["images"] if name in image["results"]]
+        ok = [result for result in results if result["status"] == "ok"]
+        row: dict[str, Any] = {"model": model, "method": name, "title": plugin["title"], "images": len(ok),
+                               "failures": len(results) - len(ok)}
+        for column in COLUMNS:
+            if column.key == "sanity_spearman":
+                row[column.key] = sanity.get(name)
+            elif column.key == "seconds_per_image":
+                row[column.key] = _mean([result["seconds"] for result in ok])
+            else:
+                row[column.key] = _mean([result["metrics"][column.key] for result in ok if column.key in result["metrics"]])
+        spearman = row["sanity_spearman"]
+        row["sanity"] = None if spearman is None else ("pass" if spearman < SANITY_PASS_BELOW else "fail")
+        rows.append(row)
+    return rows
+
+
+def best(rows: list[dict]) -> dict[str, float]:
+    """{column key: the best value any row has}, for the columns where at least two rows have a value."""
+    marked = {}
+    for column in COLUMNS:
+        values = [row[column.key] for row in rows if row.get(column.key) is not None]
+        if len(values) >= 2:
+            marked[column.key] = min(values) if column.better == "lower" else max(values)
+    return marked

@@ -1,0 +1,1 @@
+// The method x image matrix (to come).
