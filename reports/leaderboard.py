@@ -17,8 +17,9 @@ are means over the images where the method succeeded:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 SANITY_PASS_BELOW = 0.5
 # The sanity check's built-in "gradient" method draws the saliency card's map.

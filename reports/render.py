@@ -5,6 +5,7 @@ from __future__ import annotations
 import jinja2
 
 from nnvis_reports.colormaps import DIVERGING, SEQUENTIAL, category_colour, css_gradient
+from nnvis_reports.confusion import confusion
 from nnvis_reports.leaderboard import COLUMNS, best
 
 
@@ -107,6 +108,7 @@ def _environment() -> jinja2.Environment:
         folder_counts=_folder_counts,
         wrong_prediction=wrong_prediction,
         leaderboard_columns=COLUMNS,
+        confusion=confusion,
     )
     env.filters["pct"] = lambda p: f"{100 * p:.1f}%"
     env.filters["num"] = lambda v: f"{v:.4g}" if isinstance(v, float) else v
@@ -114,7 +116,7 @@ def _environment() -> jinja2.Environment:
 
 
 # Our own scripts, inlined like the stylesheet (the page loads nothing from elsewhere).
-SCRIPTS = ("scatter.js", "dictionary.js", "leaderboard.js", "matrix.js")
+SCRIPTS = ("scatter.js", "dictionary.js", "leaderboard.js", "matrix.js", "confusion.js")
 STYLES = ("report.css", "matrix.css")
 
 

@@ -7,11 +7,11 @@ from importlib import resources
 
 import numpy as np
 import pytest
+from nnvis_reports import build_report
+from nnvis_reports.leaderboard import COLUMNS, SANITY_PASS_BELOW, best, leaderboard
 
 from nnvis_core.config import ReportConfig
 from nnvis_core.registry import load_registry
-from nnvis_reports import build_report
-from nnvis_reports.leaderboard import COLUMNS, SANITY_PASS_BELOW, best, leaderboard
 
 jsonschema = pytest.importorskip("jsonschema")
 SCHEMA = json.loads(resources.files("nnvis_reports").joinpath("report.schema.json").read_text())
@@ -160,3 +160,20 @@ def test_the_folder_at_a_glance_marks_wrong_predictions(demo_report, open_report
     assert [cls for cls, _ in tiles] == expected and expected.count("wrong") == 1
     wrong = page.evaluate("document.querySelector('#folder li.wrong .said').textContent")
     assert wrong.startswith("✗ ")
+
+
+def test_a_confusion_count_lists_those_images_in_the_matrix(demo_report, open_report):
+    report, out = demo_report
+    opened = open_report(out / "index.html")
+    page = opened.page
+    images = [image for image in report["images"] if image["status"] == "ok"]
+    [misfiled] = [image for image in images if image["predictions"][0]["index"] != image["true_class"]["index"]]
+    counts = page.evaluate("[...document.querySelectorAll('.confusion-matrix td.off button')].map(b => b.textContent)")
+    assert counts == ["1"]
+    page.click(".confusion-matrix td.off button")
+    rows = page.evaluate("[...document.querySelectorAll('#matrix tbody tr')].map(r => r.textContent)")
+    assert len(rows) == 1 and misfiled["path"].split("/")[-1] in rows[0]
+    assert page.evaluate("document.querySelector('#matrix').getBoundingClientRect().top") < 50
+    diagonal = page.evaluate("document.querySelectorAll('.confusion-matrix td.diagonal button').length")
+    assert diagonal == len({image["true_class"]["index"] for image in images})
+    assert opened.console_errors == [] and opened.page_errors == []
