@@ -39,7 +39,7 @@ def test_report_writes_files_and_exits_zero(runner, few_demo_images, tmp_path):
     result = runner.invoke(cli, ["report", str(few_demo_images), "-o", str(out), "--set", "saliency.target=true"])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
-    assert report["plugins"][0]["params"] == {"target": "true"}
+    assert report["plugins"][0]["params"] == {"target": "true", "faithfulness_steps": 32}
     assert (out / "index.html").is_file()
 
 
@@ -52,13 +52,13 @@ def test_config_file_and_flags(runner, few_demo_images, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert report["seed"] == 9  # the flag wins over the file
-    assert report["plugins"][0]["params"] == {"target": "predicted"}
+    assert report["plugins"][0]["params"] == {"target": "predicted", "faithfulness_steps": 32}
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--set", "saliency.nope=1"], "unknown parameter saliency.nope: saliency accepts target"),
+        (["--set", "saliency.nope=1"], "unknown parameter saliency.nope: saliency accepts faithfulness_steps, target"),
         (["--set", "saliency.target=unicorn"], "target 'unicorn' is not a class"),
         (["--set", "justtext"], "--set expects PLUGIN.PARAM=VALUE"),
         (["--plugins", "nope"], "unknown plugin nope"),

@@ -70,13 +70,14 @@ def test_columns_line_up(runner):
             assert all(line[start - 1] == " " and line[start] != " " for start in starts[:2]), line
 
 
-def test_saliency_is_not_an_attribution_plugin_and_runs_by_default(runner):
+def test_saliency_is_an_attribution_plugin_and_runs_by_default(runner):
     output = show(runner, "saliency")
     assert output.startswith("saliency: Gradient saliency\n")
     assert facts(output)["scope"] == "image (runs when no plugins are named)"
-    assert facts(output)["attribution"] == "no"
+    assert facts(output)["attribution"] == "yes (nnvis_core.toolkit.AttributionPlugin)"
     assert facts(output)["module"] == "nnvis_plugins.saliency"
-    assert parameter_rows(output) == {"target": ["target", "str", "predicted"]}
+    assert parameter_rows(output) == {"target": ["target", "str", "predicted"],
+                                      "faithfulness_steps": ["faithfulness_steps", "int", "32", "0 to 1024"]}
     assert "class to explain: predicted, true, an index or a class name" in output
 
 
