@@ -85,12 +85,6 @@ def wrong_prediction(image: dict) -> bool:
     return bool(truth and predictions and predictions[0]["index"] != truth["index"])
 
 
-def _folder_counts(report: dict) -> dict:
-    shown = [image for image in report["images"] if image["status"] == "ok"]
-    return {"shown": len(shown), "known": sum(1 for image in shown if image.get("true_class")),
-            "wrong": sum(1 for image in shown if wrong_prediction(image))}
-
-
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("nnvis_reports", "templates"),
@@ -105,7 +99,6 @@ def _environment() -> jinja2.Environment:
         scatter_points=_scatter_points,
         scatter_view=_scatter_view,
         chart_lines=_chart_lines,
-        folder_counts=_folder_counts,
         wrong_prediction=wrong_prediction,
         leaderboard_columns=COLUMNS,
         confusion=confusion,

@@ -49,6 +49,25 @@ def registry_with(*plugins):
     return load_registry(extra=[("test-plugins", holder)])
 
 
+# File and folder names cannot hold "/", so these payloads leave closing tags out.
+NAME_PAYLOADS = ["<img src=x onerror=alert(1)>", '"><script>alert(2)', "'><svg onload=alert(3)>"]
+
+
+def add_hostile_names(images: Path, labels: Path, payloads: list[str]) -> list[str]:
+    """Copy an image of `images` into a folder and a file named after each NAME_PAYLOADS entry, and
+    write to `labels` 8 class names made of `payloads`, class 0 matching the first hostile folder
+    (so a hostile true class is shown too). Returns the class names."""
+    source = sorted(images.rglob("*.png"))
+    for number, name in enumerate(NAME_PAYLOADS):
+        folder = images / f"{name} folder"
+        folder.mkdir()
+        shutil.copy(source[number], folder / f"{name}.png")
+    class_names = [f"{payloads[i % len(payloads)]} {i}" for i in range(8)]
+    class_names[0] = f"{NAME_PAYLOADS[0]} folder"
+    labels.write_text("\n".join(class_names) + "\n", encoding="utf-8")
+    return class_names
+
+
 def run_nnvis(env: dict, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The nnvis command in a fresh interpreter that sees `env`'s PYTHONPATH."""
     return subprocess.run([sys.executable, "-m", "nnvis_cli.main", *args], env=env, capture_output=True,
@@ -87,15 +106,19 @@ def demo_images() -> Path:
     return DEMO_IMAGES
 
 
+def copy_demo(demo_images: Path, target: Path, classes: int = 3, per_class: int = 2) -> Path:
+    """The first `per_class` images of the first `classes` demo classes, in class folders under `target`."""
+    for folder in sorted(p for p in demo_images.iterdir() if p.is_dir())[:classes]:
+        (target / folder.name).mkdir(parents=True)
+        for image in sorted(folder.glob("*.png"))[:per_class]:
+            shutil.copy(image, target / folder.name / image.name)
+    return target
+
+
 @pytest.fixture
 def few_demo_images(tmp_path: Path, demo_images: Path) -> Path:
     """Two images of each of the first three classes, in class folders, in a temp dir."""
-    target = tmp_path / "images"
-    for folder in sorted(p for p in demo_images.iterdir() if p.is_dir())[:3]:
-        (target / folder.name).mkdir(parents=True)
-        for image in sorted(folder.glob("*.png"))[:2]:
-            shutil.copy(image, target / folder.name / image.name)
-    return target
+    return copy_demo(demo_images, tmp_path / "images")
 
 
 @pytest.fixture

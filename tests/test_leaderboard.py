@@ -7,6 +7,7 @@ from importlib import resources
 
 import numpy as np
 import pytest
+from conftest import copy_demo
 from nnvis_reports import build_report
 from nnvis_reports.leaderboard import COLUMNS, SANITY_PASS_BELOW, best, leaderboard
 
@@ -71,11 +72,7 @@ def test_best_follows_each_columns_direction_and_needs_two_values():
 def demo_report(tmp_path_factory, demo_images):
     """Three methods and the sanity check on a few demo images, with their masks."""
     root = tmp_path_factory.mktemp("leaderboard")
-    images = root / "images"
-    for folder in sorted(p for p in demo_images.iterdir() if p.is_dir())[:3]:
-        (images / folder.name).mkdir(parents=True)
-        for image in sorted(folder.glob("*.png"))[:2]:
-            (images / folder.name / image.name).write_bytes(image.read_bytes())
+    images = copy_demo(demo_images, root / "images")
     classes = sorted(p.name for p in images.iterdir())
     misfiled = sorted((images / classes[2]).glob("*.png"))[0]  # filed under the wrong class: a wrong prediction
     (images / classes[0] / "misfiled.png").write_bytes(misfiled.read_bytes())

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import types
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import NAME_PAYLOADS, add_hostile_names, copy_demo, registry_with
 from nnvis_reports import build_report
 
-from nnvis_core import Heatmap, Plugin, Result, Scope, Text, hookimpl
+from nnvis_core import Heatmap, Plugin, Result, Scope, Text
 from nnvis_core.config import ReportConfig
 from nnvis_core.registry import load_registry
 
@@ -47,18 +46,6 @@ class Notes(Plugin):
 
     def run_image(self, ctx, item, params):
         return Result([Text("note", "nothing to draw")])
-
-
-def registry_with(*plugins):
-    holder = types.SimpleNamespace(nnvis_register_plugins=hookimpl(lambda register: [register(p) for p in plugins]))
-    return load_registry(extra=[("test-plugins", holder)])
-
-
-def copy_demo(demo_images: Path, target: Path, classes: int, per_class: int) -> None:
-    for folder in sorted(p for p in demo_images.iterdir() if p.is_dir())[:classes]:
-        (target / folder.name).mkdir(parents=True)
-        for image in sorted(folder.glob("*.png"))[:per_class]:
-            shutil.copy(image, target / folder.name / image.name)
 
 
 @pytest.fixture(scope="module")
@@ -333,7 +320,6 @@ def test_rows_and_pictures_come_as_the_matrix_scrolls(many_images, open_report):
 # Each payload, run as script, would call alert(); each must show in the matrix as plain text.
 PAYLOADS = ["<img src=x onerror=alert(1)>", '"><script>alert(2)</script>', "'><svg onload=alert(3)>",
             "</td></tr><b onmouseover=alert(4)>"]
-NAME_PAYLOADS = ["<img src=x onerror=alert(1)>", '"><script>alert(2)', "'><svg onload=alert(3)>"]  # no "/" in names
 
 
 class HostileMap(Plugin):
@@ -351,15 +337,8 @@ class HostileMap(Plugin):
 
 
 def test_hostile_names_stay_text_in_the_matrix(few_demo_images, tmp_path, open_report):
-    source = sorted(few_demo_images.rglob("*.png"))
-    for number, name in enumerate(NAME_PAYLOADS):
-        folder = few_demo_images / f"{name} folder"
-        folder.mkdir()
-        shutil.copy(source[number], folder / f"{name}.png")
     labels = tmp_path / "labels.txt"
-    class_names = [f"{PAYLOADS[i % len(PAYLOADS)]} {i}" for i in range(8)]
-    class_names[0] = f"{NAME_PAYLOADS[0]} folder"  # a folder that matches a class: a hostile true class
-    labels.write_text("\n".join(class_names) + "\n", encoding="utf-8")
+    class_names = add_hostile_names(few_demo_images, labels, PAYLOADS)
     out = tmp_path / "out"
     build_report(ReportConfig(few_demo_images, out, labels=labels, plugins=["hostile_map", "saliency"],
                               params={"saliency": {"faithfulness_steps": 0}}, quiet=True), registry_with(HostileMap()))

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import shutil
 import socket
-import types
 
 import numpy as np
 import pytest
 import torch
 
-from nnvis_core import CategoricalMap, Chart, Gallery, Heatmap, Param, Plugin, Result, Scatter, Scope, Table, Text, hookimpl
+from conftest import NAME_PAYLOADS, add_hostile_names, registry_with
+from nnvis_core import CategoricalMap, Chart, Gallery, Heatmap, Param, Plugin, Result, Scatter, Scope, Table, Text
 from nnvis_core.config import ReportConfig
 from nnvis_core.demo import load_demo_model
 from nnvis_core.registry import load_registry
@@ -27,8 +27,6 @@ PAYLOADS = [
     "javascript:alert(5)",
     "{{ 7*7 }}<b onmouseover=alert(6)>",
 ]
-# File and folder names cannot hold "/", so the closing tags are left out there.
-NAME_PAYLOADS = ["<img src=x onerror=alert(1)>", '"><script>alert(2)', "'><svg onload=alert(3)>"]
 
 
 class Hostile(Plugin):
@@ -67,23 +65,11 @@ class HostileMethod(AttributionPlugin):
         return Explanation(inputs[0].abs().sum(0))
 
 
-def registry_with(*plugins):
-    holder = types.SimpleNamespace(nnvis_register_plugins=hookimpl(lambda register: [register(p) for p in plugins]))
-    return load_registry(extra=[("test-plugins", holder)])
-
-
 @pytest.fixture
 def hostile_report(few_demo_images, tmp_path):
     """A report whose file names, folder names, class names, model name and plugin output are all payloads."""
-    source = sorted(few_demo_images.rglob("*.png"))
-    for number, name in enumerate(NAME_PAYLOADS):
-        folder = few_demo_images / f"{name} folder"
-        folder.mkdir()
-        shutil.copy(source[number], folder / f"{name}.png")
     labels = tmp_path / "labels.txt"
-    class_names = [f"{PAYLOADS[i % len(PAYLOADS)]} {i}" for i in range(8)]
-    class_names[0] = f"{NAME_PAYLOADS[0]} folder"  # a folder that matches a class: the true class is shown too
-    labels.write_text("\n".join(class_names) + "\n", encoding="utf-8")
+    class_names = add_hostile_names(few_demo_images, labels, PAYLOADS)
     model = tmp_path / f"{NAME_PAYLOADS[2]}.pt"
     torch.jit.script(load_demo_model()).save(str(model))
     out = tmp_path / "out"
