@@ -48,10 +48,11 @@ from pathlib import Path
 from nnvis_core.config import ReportConfig
 from nnvis_core.registry import load_registry
 from nnvis_reports import build_report
+from nnvis_reports.reader import read_report
 images, out, plugins = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split(",")
 start = time.perf_counter()
 outcome = build_report(ReportConfig(images, out, plugins=plugins), load_registry())
-report = json.loads((out / "report.json").read_text())
+report = read_report(out)
 print(json.dumps({"exit_code": outcome.exit_code, "seconds": time.perf_counter() - start,
                   "plugin_seconds": {p["name"]: p["seconds"] for p in report["plugins"]},
                   "metrics": {k: v["metrics"] for k, v in report["dataset"].items()},

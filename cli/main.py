@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 import nnvis_core
-from nnvis_core.config import ConfigError, ReportConfig, read_config_file
+from nnvis_core.config import ConfigError, ReportConfig, read_config_file, split_models
 from nnvis_core.params import ParamError, parse_assignments
 from nnvis_core.registry import load_registry
 from nnvis_core.scaffold import KINDS
@@ -66,11 +66,15 @@ def _merge_config(path: Path | None, cli_values: dict, assignments: tuple[str, .
 @click.argument("image_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), default=Path("nnvis-report"),
               show_default=True, help="Folder for index.html, assets/ and report.json.")
-@click.option("--model", help="demo (default, a small convnet), demo-vit (a small ViT), torchvision:NAME, "
-                             "a model file (TorchScript or state_dict), "
-                             "or PREFIX:NAME for a model source a plugin adds (see nnvis plugins).")
-@click.option("--weights", help="For torchvision: DEFAULT, a weights name, none, or a local PATH.")
-@click.option("--arch", help="Architecture of a state_dict file: demo or torchvision:NAME.")
+@click.option("--model", "models", multiple=True,
+              help="demo (default, a small convnet), demo-vit (a small ViT), torchvision:NAME, "
+                   "a model file (TorchScript or state_dict), "
+                   "or PREFIX:NAME for a model source a plugin adds (see nnvis plugins). "
+                   "Give it more than once to compare models side by side.")
+@click.option("--weights", multiple=True, help="For torchvision: DEFAULT, a weights name, none, or a local PATH. "
+                                               "Once for every model, or once per --model.")
+@click.option("--arch", multiple=True, help="Architecture of a state_dict file: demo or torchvision:NAME. "
+                                            "Once for every model, or once per --model.")
 @click.option("--trust-checkpoint", is_flag=True, default=None,
               help="Allow a checkpoint holding pickled Python objects (can run code: only for files you trust).")
 @click.option("--labels", type=click.Path(path_type=Path), help="Class names: text file (one per line) or JSON list.")
@@ -95,19 +99,21 @@ def _merge_config(path: Path | None, cli_values: dict, assignments: tuple[str, .
 @click.option("--force", is_flag=True,
               help="Write into an existing folder that is not an nnvis report (its other files are kept).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-file messages.")
-def report(image_dir, out_dir, model, weights, arch, trust_checkpoint, labels, masks, plugin_names, assignments,
+def report(image_dir, out_dir, models, weights, arch, trust_checkpoint, labels, masks, plugin_names, assignments,
            config_path, device, batch_size, seed, resize, crop, mean, std, plugin_timeout, resume, force, quiet) -> None:
     """Write an HTML report for the images in IMAGE_DIR (searched recursively)."""
     from nnvis_core.runner import UsageError, run
 
     cli_values = {
-        "model": model, "weights": weights, "arch": arch, "labels": labels, "masks": masks, "trust_checkpoint": trust_checkpoint,
+        "model": list(models) or None, "weights": list(weights) or None, "arch": list(arch) or None, "labels": labels, "masks": masks, "trust_checkpoint": trust_checkpoint,
         "plugins": [p.strip() for p in plugin_names.split(",") if p.strip()] if plugin_names else None,
         "device": device, "batch_size": batch_size, "seed": seed, "resize": resize, "crop": crop,
         "mean": _floats(mean, "--mean"), "std": _floats(std, "--std"), "plugin_timeout": plugin_timeout,
     }
     try:
         settings = _merge_config(config_path, cli_values, assignments)
+        settings.update(split_models(settings.pop("model", None), settings.pop("weights", None),
+                                     settings.pop("arch", None)))
         for key in ("labels", "masks"):
             if isinstance(settings.get(key), str):
                 settings[key] = Path(settings[key])

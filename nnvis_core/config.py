@@ -6,6 +6,10 @@ go in `[params.PLUGIN]` tables. Command-line values win over the file.
     model = "torchvision:resnet18"
     weights = "DEFAULT"
     plugins = ["saliency"]
+
+Several models are compared side by side when `model` is a list (`--model` given
+more than once); `weights` and `arch` are then one value for every model, or a
+list with one value per model.
     [params.saliency]
     target = "predicted"
 """
@@ -20,7 +24,7 @@ from typing import Any
 from nnvis_core.params import ParamError
 
 FILE_KEYS = {
-    "model": str, "weights": str, "arch": str, "labels": str, "plugins": list, "device": str,
+    "model": (str, list), "weights": (str, list), "arch": (str, list), "labels": str, "plugins": list, "device": str,
     "batch_size": int, "seed": int, "masks": str, "resize": int, "crop": int, "params": dict,
     "plugin_timeout": float,
 }
@@ -28,6 +32,15 @@ FILE_KEYS = {
 
 class ConfigError(ValueError):
     """A config file that cannot be read or holds unknown settings."""
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One model of a run: the --model spec with its --weights and --arch."""
+
+    model: str
+    weights: str | None = None
+    arch: str | None = None
 
 
 @dataclass
@@ -53,6 +66,51 @@ class ReportConfig:
     plugin_timeout: float | None = None  # seconds each plugin call may take; None: no limit
     force: bool = False  # write into an existing folder that is not an nnvis report
     resume: bool = False  # reuse the results an interrupted run for the same OUT left behind
+    more_models: tuple[ModelChoice, ...] = ()  # models compared with the first (`model`), in order
+
+    @property
+    def models(self) -> list[ModelChoice]:
+        """Every model of the run, the first one (`model`, `weights`, `arch`) first."""
+        return [ModelChoice(self.model, self.weights, self.arch), *self.more_models]
+
+
+def split_models(models: str | list[str] | None, weights: str | list[str] | None,
+                 arch: str | list[str] | None) -> dict[str, Any]:
+    """ReportConfig's model settings from one or several --model, --weights and --arch values.
+
+    One value of --weights (or --arch) applies to every model; several pair with the
+    models by position, so there must then be exactly one per model.
+    """
+    names = [models] if isinstance(models, str) else list(models or [])
+    if not names:
+        return {k: v for k, v in {"weights": _single(weights, "weights"), "arch": _single(arch, "arch")}.items()
+                if v is not None}
+    paired = {"weights": _per_model(weights, len(names), "weights"), "arch": _per_model(arch, len(names), "arch")}
+    if len(set(zip(names, paired["weights"], paired["arch"]))) < len(names):
+        raise ConfigError("the same model is given twice (same --model, --weights and --arch)")
+    choices = [ModelChoice(*values) for values in zip(names, paired["weights"], paired["arch"])]
+    first = choices[0]
+    settings: dict[str, Any] = {"model": first.model, "more_models": tuple(choices[1:])}
+    settings.update({k: v for k, v in (("weights", first.weights), ("arch", first.arch)) if v is not None})
+    return settings
+
+
+def _single(value: str | list[str] | None, option: str) -> str | None:
+    if isinstance(value, list):
+        if len(value) > 1:
+            raise ConfigError(f"--{option} is given {len(value)} times but --model is not given")
+        return value[0] if value else None
+    return value
+
+
+def _per_model(value: str | list[str] | None, count: int, option: str) -> list[str | None]:
+    values = [value] if isinstance(value, str) else list(value or [])
+    if len(values) <= 1:
+        return (values or [None]) * count
+    if len(values) != count:
+        raise ConfigError(f"--{option} is given {len(values)} times for {count} models: give it once "
+                          f"(for every model) or once per --model, in the same order")
+    return values
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -68,8 +126,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
             raise ConfigError(f"{path}: unknown setting {key!r}; allowed: {', '.join(sorted(FILE_KEYS))}")
         if FILE_KEYS[key] is float and isinstance(value, int) and not isinstance(value, bool):
             data[key] = value = float(value)
-        if not isinstance(value, FILE_KEYS[key]) or isinstance(value, bool) and FILE_KEYS[key] is int:
-            raise ConfigError(f"{path}: setting {key!r} must be a {FILE_KEYS[key].__name__}")
+        kinds = FILE_KEYS[key] if isinstance(FILE_KEYS[key], tuple) else (FILE_KEYS[key],)
+        if not isinstance(value, kinds) or isinstance(value, bool) and int in kinds:
+            raise ConfigError(f"{path}: setting {key!r} must be a {' or '.join(k.__name__ for k in kinds)}")
+        if list in kinds and str in kinds and isinstance(value, list) and not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{path}: setting {key!r} must be a str or a list of str")
     for plugin, table in data.get("params", {}).items():
         if not isinstance(table, dict):
             raise ParamError(f"{path}: [params.{plugin}] must be a table of parameter = value")

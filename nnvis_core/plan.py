@@ -60,6 +60,8 @@ class RunPlan:
     ctx: RunContext
     load_failures: list[Any] = field(default_factory=list)  # registry.LoadFailure: plugins that did not load
     skipped: list[SkippedPlugin] = field(default_factory=list)
+    model_index: int = 0  # this plan's model among the run's models (config.models)
+    model_count: int = 1
 
     @property
     def image_runs(self) -> list[PluginRun]:

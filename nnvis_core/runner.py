@@ -9,6 +9,10 @@ that cannot load) stop the run before it starts, before the sink writes anything
     plan = prepare(config, registry)            # UsageError: one line, nothing written
     outcome = execute(plan, sink, cache)        # results stream to the sink
     outcome = run(config, registry, sink)       # both, with the sink's begin/finish/close
+
+Several models (`--model` more than once) are run one after the other, each with
+its own plan (prepare_all); the sink's `begin` is called once per model, before
+that model's results.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import torch
 
 from nnvis_core.artifacts import ArtifactError, Result, as_result
 from nnvis_core.cache import NoCache, ResultCache, run_fingerprint
-from nnvis_core.config import ReportConfig
+from nnvis_core.config import ModelChoice, ReportConfig
 from nnvis_core.context import ImageItem, RunContext
 from nnvis_core.images import ImageRecord, discover_images
 from nnvis_core.models import LayerNotFound, ModelLoadError, ModelOptions, find_layer, load_model
@@ -37,7 +41,7 @@ from nnvis_core.stream import ImageStream, stream_items
 from nnvis_core.targets import TargetError, check_target
 from nnvis_core.timeout import CallTimeout, call_with_time_limit
 
-__all__ = ["UsageError", "PluginRun", "RunOutcome", "RunPlan", "CallOutcome", "prepare", "execute", "run"]
+__all__ = ["UsageError", "PluginRun", "RunOutcome", "RunPlan", "CallOutcome", "prepare", "prepare_all", "execute", "run"]
 
 
 def select_plugins(registry: Registry, names: Sequence[str] | None) -> list[Plugin]:
@@ -116,7 +120,17 @@ def call_plugin(ctx: RunContext, run: PluginRun, item: ImageItem | None, call: C
 
 
 def prepare(config: ReportConfig, registry: Registry) -> RunPlan:
-    """Everything that can fail as a usage error, before any output is written."""
+    """Everything that can fail as a usage error, before any output is written (the first model's plan)."""
+    return prepare_all(config, registry)[0]
+
+
+def prepare_all(config: ReportConfig, registry: Registry) -> list[RunPlan]:
+    """One plan per model (config.models), all checked before any output is written.
+
+    With several models, a plugin named on the command line that does not apply to
+    one of them (a transformer method and a convnet) is left out for that model
+    only; it is a usage error when it applies to none.
+    """
     if config.plugin_timeout is not None and not config.plugin_timeout > 0:
         raise UsageError(f"plugin timeout must be a positive number of seconds, got {config.plugin_timeout}")
     runs = plugin_runs(registry, select_plugins(registry, config.plugins), config.params, config.plugin_timeout)
@@ -126,10 +140,30 @@ def prepare(config: ReportConfig, registry: Registry) -> RunPlan:
         raise UsageError(str(error)) from None
     if not records:
         raise UsageError(f"{config.image_dir}: no image files found (looked for JPEG, PNG, WebP, BMP, TIFF, GIF...)")
+    if config.masks is not None and not config.masks.is_dir():
+        raise UsageError(f"--masks {config.masks}: not a folder")
     device = choose_device(config.device)
-    options = ModelOptions(config.weights, config.arch, config.trust_checkpoint, config.labels, config.seed)
+    choices = config.models
+    everything = list(config.plugins or []) == ["all"] or len(choices) > 1
+    plans = []
+    for index, choice in enumerate(choices):
+        ctx = _context(config, choice, registry, device, runs, several=len(choices) > 1)
+        kept, skipped = applicable(runs, ctx, everything)
+        check_layers(kept, ctx)
+        plan = RunPlan(config, kept, records, ctx, list(registry.failures), skipped, index, len(choices))
+        check_input_size(plan)
+        plans.append(plan)
+    if len(plans) > 1:
+        _check_each_plugin_runs(runs, plans, named=list(config.plugins or []) != ["all"])
+    return plans
+
+
+def _context(config: ReportConfig, choice: ModelChoice, registry: Registry, device: torch.device,
+             runs: list[PluginRun], several: bool = False) -> RunContext:
+    """One model loaded and checked against the plugins' targets."""
+    options = ModelOptions(choice.weights, choice.arch, config.trust_checkpoint, config.labels, config.seed)
     try:
-        model = load_model(config.model, options, registry, str(device))
+        model = load_model(choice.model, options, registry, str(device))
     except ModelLoadError as error:
         raise UsageError(str(error)) from None
     model = model.with_preprocess(resize=config.resize, crop=config.crop, mean=config.mean, std=config.std)
@@ -138,16 +172,22 @@ def prepare(config: ReportConfig, registry: Registry) -> RunPlan:
             try:
                 check_target(str(plugin_run.params["target"]), model.class_names)
             except TargetError as error:
-                raise UsageError(f"{plugin_run.plugin.name}.target: {error}") from None
-    if config.masks is not None and not config.masks.is_dir():
-        raise UsageError(f"--masks {config.masks}: not a folder")
+                which = f" (model {model.name})" if several else ""
+                raise UsageError(f"{plugin_run.plugin.name}.target{which}: {error}") from None
     plugins = {name: reg.item for name, reg in registry.plugins.items()}
-    ctx = RunContext(model, device, config.seed, config.batch_size, config.masks, plugins)
-    runs, skipped = applicable(runs, ctx, everything=list(config.plugins or []) == ["all"])
-    check_layers(runs, ctx)
-    plan = RunPlan(config, runs, records, ctx, list(registry.failures), skipped)
-    check_input_size(plan)
-    return plan
+    return RunContext(model, device, config.seed, config.batch_size, config.masks, plugins)
+
+
+def _check_each_plugin_runs(runs: list[PluginRun], plans: list[RunPlan], named: bool) -> None:
+    """With several models, a named plugin must apply to at least one of them."""
+    if not named:
+        return
+    for plugin_run in runs:
+        name = plugin_run.plugin.name
+        if not any(name in {r.plugin.name for r in plan.runs} for plan in plans):
+            reasons = "; ".join(f"{plan.ctx.model.name}: {s.reason}" for plan in plans for s in plan.skipped
+                                if s.name == name)
+            raise UsageError(f"{name} applies to none of the models ({reasons})")
 
 
 def applicable(runs: list[PluginRun], ctx: RunContext, everything: bool) -> tuple[list[PluginRun], list[SkippedPlugin]]:
@@ -262,14 +302,22 @@ def run(
 
 
 def _run(config, registry, sink, progress, log) -> RunOutcome:
-    plan = prepare(config, registry)
-    for skipped in plan.skipped:
-        log(f"left out {skipped.name}: {skipped.reason}")
-    cache_dir = sink.begin(plan)
+    plans = prepare_all(config, registry)
+    for plan in plans:
+        for skipped in plan.skipped:
+            where = f" for {plan.ctx.model.name}" if len(plans) > 1 else ""
+            log(f"left out {skipped.name}{where}: {skipped.reason}")
+    outcomes = []
+    advance = lambda n: None  # noqa: E731
     try:
-        cache = ResultCache(cache_dir, run_fingerprint(plan.ctx)) if cache_dir is not None else NoCache()
-        advance = progress(plan.steps) if progress else (lambda n: None)
-        outcome = execute(plan, sink, cache, advance, log)
+        for plan in plans:  # model by model: each model's results reach the sink in one block
+            cache_dir = sink.begin(plan)
+            if plan.model_index == 0 and progress:
+                advance = progress(sum(plan.steps for plan in plans))
+            cache = ResultCache(cache_dir, run_fingerprint(plan.ctx)) if cache_dir is not None else NoCache()
+            outcomes.append(execute(plan, sink, cache, advance, log))
+        outcome = RunOutcome(config.out_dir, max(o.failed_images for o in outcomes),
+                             sum(o.failed_calls for o in outcomes), sum(o.reused for o in outcomes))
         sink.finish(outcome)
     finally:
         sink.close()  # after a failure a report sink keeps its work folder, for --resume

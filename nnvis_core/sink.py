@@ -20,13 +20,17 @@ from nnvis_core.plan import CallOutcome, PluginRun, RunOutcome, RunPlan
 
 
 class Sink(Protocol):
-    """Receives one run's results. The core calls `begin` once, then the `add_*` methods
-    in stream order, then `finish` (only when the run completed) and always `close`."""
+    """Receives one run's results. For each of the run's models in turn the core calls
+    `begin` with that model's plan, then the `add_*` methods in stream order for that
+    model; at the end `finish` (only when the run completed) and always `close`."""
 
     def begin(self, plan: RunPlan) -> Path | None:
-        """Prepare for the run; return a folder where results may be cached for --resume, or None.
+        """Prepare for a model's results (`plan.model_index` of `plan.model_count`; the first
+        call prepares the whole run). Return a folder where results may be cached for
+        --resume, or None.
 
-        Raise nnvis_core.plan.UsageError for a destination that cannot be written.
+        Raise nnvis_core.plan.UsageError for a destination that cannot be written; a sink
+        that shows only one model raises it when `plan.model_count` > 1.
         """
 
     def add_image(self, item: ImageItem) -> None:
@@ -67,39 +71,13 @@ def check_sink_factory(factory: Any) -> None:
 
 
 @dataclass
-class MemorySink:
-    """Keeps every result in memory: `images[relpath][plugin]` and `global_results[plugin]`."""
+class ModelResults:
+    """One model's results in a MemorySink: `images[relpath][plugin]` and `global_results[plugin]`."""
 
-    plan: RunPlan | None = None
+    plan: RunPlan
     items: list[ImageItem] = field(default_factory=list)
-    unreadable: dict[str, str] = field(default_factory=dict)
     images: dict[str, dict[str, CallOutcome]] = field(default_factory=dict)
     global_results: dict[str, CallOutcome] = field(default_factory=dict)
-    outcome: RunOutcome | None = None
-    closed: bool = False
-
-    def begin(self, plan: RunPlan) -> Path | None:
-        self.plan = plan
-        return None
-
-    def add_image(self, item: ImageItem) -> None:
-        self.items.append(item)
-        self.images[item.record.relpath] = {}
-
-    def add_unreadable(self, record: ImageRecord, reason: str) -> None:
-        self.unreadable[record.relpath] = reason
-
-    def add_image_result(self, item: ImageItem, run: PluginRun, outcome: CallOutcome) -> None:
-        self.images[item.record.relpath][run.plugin.name] = outcome
-
-    def add_global_result(self, run: PluginRun, outcome: CallOutcome) -> None:
-        self.global_results[run.plugin.name] = outcome
-
-    def finish(self, outcome: RunOutcome) -> None:
-        self.outcome = outcome
-
-    def close(self) -> None:
-        self.closed = True
 
     def outcomes(self, plugin: str) -> dict[str | None, CallOutcome]:
         """Every call of one plugin: by image path, or None for its dataset/model call."""
@@ -108,3 +86,61 @@ class MemorySink:
         if plugin in self.global_results:
             found[None] = self.global_results[plugin]
         return found
+
+
+@dataclass
+class MemorySink:
+    """Keeps every result in memory, per model (`models`); `plan`, `items`, `images`,
+    `global_results` and `outcomes` are the first model's: the only one of most runs."""
+
+    models: list[ModelResults] = field(default_factory=list)
+    unreadable: dict[str, str] = field(default_factory=dict)
+    outcome: RunOutcome | None = None
+    closed: bool = False
+
+    def begin(self, plan: RunPlan) -> Path | None:
+        self.models.append(ModelResults(plan))
+        return None
+
+    @property
+    def _current(self) -> ModelResults:
+        return self.models[-1]
+
+    @property
+    def plan(self) -> RunPlan | None:
+        return self.models[0].plan if self.models else None
+
+    @property
+    def items(self) -> list[ImageItem]:
+        return self.models[0].items if self.models else []
+
+    @property
+    def images(self) -> dict[str, dict[str, CallOutcome]]:
+        return self.models[0].images if self.models else {}
+
+    @property
+    def global_results(self) -> dict[str, CallOutcome]:
+        return self.models[0].global_results if self.models else {}
+
+    def add_image(self, item: ImageItem) -> None:
+        self._current.items.append(item)
+        self._current.images[item.record.relpath] = {}
+
+    def add_unreadable(self, record: ImageRecord, reason: str) -> None:
+        self.unreadable[record.relpath] = reason
+
+    def add_image_result(self, item: ImageItem, run: PluginRun, outcome: CallOutcome) -> None:
+        self._current.images[item.record.relpath][run.plugin.name] = outcome
+
+    def add_global_result(self, run: PluginRun, outcome: CallOutcome) -> None:
+        self._current.global_results[run.plugin.name] = outcome
+
+    def finish(self, outcome: RunOutcome) -> None:
+        self.outcome = outcome
+
+    def close(self) -> None:
+        self.closed = True
+
+    def outcomes(self, plugin: str) -> dict[str | None, CallOutcome]:
+        """The first model's calls of one plugin: by image path, or None for its dataset/model call."""
+        return self.models[0].outcomes(plugin) if self.models else {}

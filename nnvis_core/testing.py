@@ -58,6 +58,9 @@ class ContractError(AssertionError):
 class PluginCheck:
     """What a passing check saw: each call's Result, report.json, and the report folder.
 
+    report is report.json with the model's section (`by_model[0]`) laid over its top level,
+    so that report["images"] and report["plugins"] are the model's.
+
     results is keyed by image path relative to the image folder ('circle/circle_00.png'),
     or by None for the one call of a dataset- or model-scope plugin.
     out_dir is removed after a passing check unless you passed one.
@@ -189,6 +192,7 @@ def check_plugin(
             shutil.rmtree(work, ignore_errors=True)
         raise ContractError(f"plugin {plugin.name!r} cannot run: {error}") from None
     report = json.loads((work / "report" / "report.json").read_text(encoding="utf-8"))
+    report = {**report, **report["by_model"][0]}  # the one model's section at the top level (schema 2)
     problems = _failed_calls(plugin, report) + recorder.problems + _unlinked_points(recorder.results, report)
     if problems:
         raise ContractError(_message(plugin, _summarize(problems), work / "report", len(problems)))

@@ -67,8 +67,9 @@ def sanity_by_method(report: Mapping[str, Any]) -> dict[str, float]:
 
 
 def leaderboard(report: Mapping[str, Any]) -> list[dict]:
-    """One row per attribution method of the report's model, in the order the methods ran."""
-    model = report["model"]["name"]
+    """One row per attribution method of one model, in the order the methods ran (`report` is
+    one model's view, nnvis_reports.reader.model_view)."""
+    model = report["model"].get("label") or report["model"]["name"]
     sanity = sanity_by_method(report)
     rows = []
     for plugin in report["plugins"]:

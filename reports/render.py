@@ -7,6 +7,7 @@ import jinja2
 from nnvis_reports.colormaps import DIVERGING, SEQUENTIAL, category_colour, css_gradient
 from nnvis_reports.confusion import confusion
 from nnvis_reports.leaderboard import COLUMNS, best
+from nnvis_reports.reader import model_label, model_view, upgrade
 
 
 def _scatter_points(entry: dict, size: int = 400, margin: int = 12) -> list[dict]:
@@ -85,6 +86,30 @@ def wrong_prediction(image: dict) -> bool:
     return bool(truth and predictions and predictions[0]["index"] != truth["index"])
 
 
+def top_class(image: dict) -> str | None:
+    """The name of the model's top class for one image entry (None when it has no predictions)."""
+    return image["predictions"][0]["name"] if image.get("predictions") else None
+
+
+def disagreements(views: list[dict]) -> set[int]:
+    """The indices of the readable images whose top class (by name) is not the same for every model."""
+    return {image["index"] for image in views[0]["images"] if image["status"] == "ok"
+            and len({top_class(view["images"][image["index"]]) for view in views}) > 1}
+
+
+def wrong_anywhere(index: int, views: list[dict]) -> bool:
+    """Whether some model's top class for image `index` differs from its known class."""
+    return any(wrong_prediction(view["images"][index]) for view in views)
+
+
+def matrix_columns(views: list[dict], labels: list[str]) -> list[dict]:
+    """The matrix's method columns: every model's image-scope plugins, model by model, titled with
+    the model's label when there are several."""
+    return [{"model": k, "plugin": plugin, "title": f"{labels[k]} · {plugin['title']}" if len(views) > 1
+             else plugin["title"]}
+            for k, view in enumerate(views) for plugin in view["plugins"] if plugin["scope"] == "image"]
+
+
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("nnvis_reports", "templates"),
@@ -100,9 +125,11 @@ def _environment() -> jinja2.Environment:
         scatter_view=_scatter_view,
         chart_lines=_chart_lines,
         wrong_prediction=wrong_prediction,
+        wrong_anywhere=wrong_anywhere,
         leaderboard_columns=COLUMNS,
         confusion=confusion,
     )
+    env.filters["item"] = lambda sequence, index: sequence[index]
     env.filters["pct"] = lambda p: f"{100 * p:.1f}%"
     env.filters["num"] = lambda v: f"{v:.4g}" if isinstance(v, float) else v
     return env
@@ -114,8 +141,8 @@ STYLES = ("report.css", "matrix.css")
 
 
 def write_html(report: dict, path) -> None:
-    """Render index.html straight to a file, chunk by chunk: a page for thousands of images is
-    never held whole in memory."""
+    """Render index.html (from report.json's content, either schema version) straight to a file,
+    chunk by chunk: a page for thousands of images is never held whole in memory."""
     with open(path, "w", encoding="utf-8") as out:
         out.writelines(_render_chunks(report))
 
@@ -127,6 +154,12 @@ def _render_chunks(report: dict):
     css = "\n".join(static.joinpath(name).read_text(encoding="utf-8") for name in STYLES)
     scripts = "\n".join(static.joinpath(name).read_text(encoding="utf-8") for name in SCRIPTS)
     template = _environment().get_template("index.html.j2")
-    plugins = {p["name"]: p for p in report["plugins"]}
-    return template.generate(report=report, plugins=plugins, css=css, scripts=scripts,
-                             leaderboard_best=best(report.get("leaderboard") or []))
+    report = upgrade(report)
+    views = [model_view(report, k) for k in range(len(report["by_model"]))]
+    view_plugins = [{p["name"]: p for p in view["plugins"]} for view in views]
+    rows = report.get("leaderboard") or []
+    labels = [model_label(report, k) for k in range(len(views))]
+    return template.generate(report=views[0], views=views, multi=len(views) > 1, plugins=view_plugins[0],
+                             view_plugins=view_plugins, disagreeing=disagreements(views), labels=labels,
+                             matrix_columns=matrix_columns(views, labels),
+                             css=css, scripts=scripts, leaderboard_rows=rows, leaderboard_best=best(rows))

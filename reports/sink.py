@@ -34,6 +34,9 @@ class HtmlReport:
         self.writer: ReportWriter | None = None
 
     def begin(self, plan: RunPlan) -> Path:
+        if self.writer is not None and self.output is not None:  # the next model of the run
+            self.writer.add_model(plan)
+            return self.output.cache_dir
         try:
             output = OutputFolder(self.out_dir, self.force)
             output.check()

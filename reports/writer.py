@@ -22,8 +22,9 @@ from nnvis_core.plan import CallOutcome, PluginRun, RunPlan
 from nnvis_core.toolkit import AttributionPlugin
 from nnvis_reports.assets import save_artifact, save_png, save_sprite
 from nnvis_reports.leaderboard import leaderboard
+from nnvis_reports.reader import model_view
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: results per model, in by_model[] (nnvis_reports.reader reads both)
 REPORT_FORMAT = "nnvis-report"  # marks a folder as an nnvis report (nnvis_reports.output.is_report)
 TOP_K = 5
 
@@ -41,28 +42,33 @@ def _versions() -> dict:
     return versions
 
 
-class ReportWriter:
-    def __init__(self, out_dir: Path, plan: RunPlan):
+def model_labels(models: list[dict]) -> list[str]:
+    """A name per model that tells it from the others: its name, with its weights where two
+    share a name, with its position where even that is not enough."""
+    names = [m["name"] for m in models]
+    labels = [name if names.count(name) == 1 else f"{name} ({m.get('weights')})" for name, m in zip(names, models)]
+    return [label if labels.count(label) == 1 else f"{label} #{k + 1}" for k, label in enumerate(labels)]
+
+
+class ModelSection:
+    """One model's part of the report, in report.json's `by_model[]` shape: its plugins, its
+    images' predictions and results, its dataset and model results. The first model's files
+    go under assets/, model k's under assets/model-k/."""
+
+    def __init__(self, root: Path, plan: RunPlan):
         ctx, runs, records = plan.ctx, plan.runs, plan.records
-        self.root = out_dir
-        self.assets = out_dir / "assets"
+        self.root = root
+        self.assets = root / "assets" / (f"model-{plan.model_index}" if plan.model_index else "")
         self.assets.mkdir(parents=True, exist_ok=True)
         self.ctx = ctx
         self.runs = runs
-        self.started = datetime.now(timezone.utc)
+        self.skipped = [vars(s) for s in plan.skipped]
         self.images: list[dict] = [self._pending(record) for record in records]
         self.dataset_results: dict[str, dict] = {}
         self.model_results: dict[str, dict] = {}
         self.stats = {run.plugin.name: {"seconds": 0.0, "calls": 0, "failures": 0} for run in runs}
         self.metric_values: dict[str, dict[str, list[float]]] = {run.plugin.name: {} for run in runs}
-        self.header = {
-            "format": REPORT_FORMAT,
-            "schema_version": SCHEMA_VERSION,
-            "input": {"root": str(plan.config.image_dir), "image_count": len(records)},
-            "model": {**ctx.model.describe(), "device": str(ctx.device), "notes": list(ctx.model.notes)},
-            "load_failures": [vars(f) for f in plan.load_failures],
-            "skipped_plugins": [vars(s) for s in plan.skipped],
-        }
+        self.model = {**ctx.model.describe(), "device": str(ctx.device), "notes": list(ctx.model.notes)}
 
     @staticmethod
     def _pending(record: ImageRecord) -> dict:
@@ -155,8 +161,8 @@ class ReportWriter:
         target = self.dataset_results if run.plugin.scope.value == "dataset" else self.model_results
         target[run.plugin.name] = entry
 
-    def report(self) -> dict:
-        finished = datetime.now(timezone.utc)
+    def section(self) -> dict:
+        """This model's entry of `by_model[]`."""
         plugins = []
         for run in self.runs:
             p = run.plugin
@@ -167,21 +173,58 @@ class ReportWriter:
                 "metrics_summary": self._metrics_summary(p.name),
                 **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.stats[p.name].items()},
             })
-        readable = sum(1 for e in self.images if e["status"] == "ok")
+        return {"model": self.model, "plugins": plugins, "skipped_plugins": self.skipped, "images": self.images,
+                "dataset": self.dataset_results, "model_results": self.model_results}
+
+
+class ReportWriter:
+    """The whole report: one ModelSection per model, filled in turn as the core's run streams in."""
+
+    def __init__(self, out_dir: Path, plan: RunPlan):
+        self.root = out_dir
+        self.started = datetime.now(timezone.utc)
+        self.seed = plan.ctx.seed
+        self.header = {
+            "format": REPORT_FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            "input": {"root": str(plan.config.image_dir), "image_count": len(plan.records)},
+            "load_failures": [vars(f) for f in plan.load_failures],
+        }
+        self.sections = [ModelSection(out_dir, plan)]
+
+    def add_model(self, plan: RunPlan) -> None:
+        """The next model's results follow."""
+        self.sections.append(ModelSection(self.root, plan))
+
+    def add_image(self, item: ImageItem) -> None:
+        self.sections[-1].add_image(item)
+
+    def add_unreadable(self, record: ImageRecord, reason: str) -> None:
+        self.sections[-1].add_unreadable(record, reason)
+
+    def add_image_result(self, item: ImageItem, run: PluginRun, outcome: CallOutcome) -> None:
+        self.sections[-1].add_image_result(item, run, outcome)
+
+    def add_global_result(self, run: PluginRun, outcome: CallOutcome) -> None:
+        self.sections[-1].add_global_result(run, outcome)
+
+    def report(self) -> dict:
+        finished = datetime.now(timezone.utc)
+        sections = [section.section() for section in self.sections]
+        for section, label in zip(sections, model_labels([section["model"] for section in sections])):
+            section["model"]["label"] = label
+        readable = sum(1 for e in sections[0]["images"] if e["status"] == "ok")
         report = {
             **self.header,
-            "models": [self.header["model"]],
-            "input": {**self.header["input"], "readable": readable, "unreadable": len(self.images) - readable},
+            "input": {**self.header["input"], "readable": readable, "unreadable": len(sections[0]["images"]) - readable},
+            "models": [section["model"] for section in sections],
             "versions": _versions(),
-            "seed": self.ctx.seed,
+            "seed": self.seed,
             "timing": {"started": self.started.isoformat(timespec="seconds"),
                        "seconds": round((finished - self.started).total_seconds(), 3)},
-            "plugins": plugins,
-            "images": self.images,
-            "dataset": self.dataset_results,
-            "model_results": self.model_results,
+            "by_model": sections,
         }
-        report["leaderboard"] = leaderboard(report)
+        report["leaderboard"] = [row for k in range(len(sections)) for row in leaderboard(model_view(report, k))]
         return report
 
     def finish(self) -> dict:

@@ -11,6 +11,7 @@ import pytest
 from nnvis_core.config import ReportConfig
 from nnvis_core.registry import load_registry
 from nnvis_reports import build_report
+from nnvis_reports.reader import read_report
 
 jsonschema = pytest.importorskip("jsonschema")
 PER_IMAGE = ["deconvnet", "guided_backprop", "smoothgrad", "integrated_gradients", "gradcam", "guided_gradcam",
@@ -26,8 +27,8 @@ def test_every_attribution_plugin_in_one_report(few_demo_images, demo_images, tm
                           plugins=PER_IMAGE + ["sanity_check"], params=params, batch_size=8)
     outcome = build_report(config, load_registry())
     assert outcome.exit_code == 0
-    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    jsonschema.validate(report, json.loads(resources.files("nnvis_reports").joinpath("report.schema.json").read_text()))
+    report = read_report(out)
+    jsonschema.validate(read_report(out, model=None), json.loads(resources.files("nnvis_reports").joinpath("report.schema.json").read_text()))
     summaries = {p["name"]: p["metrics_summary"] for p in report["plugins"]}
     for name in PER_IMAGE:
         summary = summaries[name]

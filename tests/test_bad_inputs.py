@@ -5,7 +5,6 @@ And the model-side mistakes: one line naming the problem, exit code 2, nothing w
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import struct
@@ -22,6 +21,7 @@ from nnvis_cli.main import cli
 from nnvis_core.demo import DemoNet
 from nnvis_core.models import loaded
 from nnvis_core.models.loaded import Preprocess
+from nnvis_reports.reader import read_report
 
 GREEN = (40, 180, 60)
 
@@ -112,7 +112,7 @@ def test_messy_folder_lists_each_bad_file_and_processes_the_rest(tmp_path, permi
     result = CliRunner().invoke(cli, ["report", str(images), "-o", str(out)])
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
-    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    report = read_report(out)
     by_path = {image["path"]: image for image in report["images"]}
     assert set(by_path) == set(bad) | good  # nothing else, no loop, no duplicates through it
     for relpath, reason in bad.items():

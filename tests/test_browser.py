@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
 from nnvis_core.config import ReportConfig
 from nnvis_core.registry import load_registry
 from nnvis_reports import build_report
+from nnvis_reports.reader import read_report
 
 
 def load_every_image(page) -> list[str]:
@@ -49,7 +49,7 @@ def demo_run(tmp_path_factory, demo_images):
 def test_the_demo_run_opens_with_no_errors_and_no_request_outside_its_folder(demo_run, open_report):
     opened = open_report(demo_run / "index.html")
     page = opened.page
-    report = json.loads((demo_run / "report.json").read_text(encoding="utf-8"))
+    report = read_report(demo_run)
     page.wait_for_timeout(300)
     loaded_at_first = page.evaluate("[...document.images].filter(i => i.complete && i.naturalWidth > 0).length")
     pictures = page.evaluate("document.images.length")
@@ -71,7 +71,7 @@ def test_the_demo_run_opens_with_no_errors_and_no_request_outside_its_folder(dem
 def test_every_link_in_the_navigation_reaches_its_section(demo_run, open_report):
     page = open_report(demo_run / "index.html").page
     targets = page.evaluate("[...document.querySelectorAll('nav a[href^=\"#\"]')].map(a => a.getAttribute('href'))")
-    report = json.loads((demo_run / "report.json").read_text(encoding="utf-8"))
+    report = read_report(demo_run)
     assert targets[: len(report["images"])] == [f"#img-{i['index']}" for i in report["images"]]
     viewport = page.evaluate("window.innerHeight")
     for target in targets[::-1] + targets[:3]:  # bottom to top, then back down

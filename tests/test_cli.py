@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 from click.testing import CliRunner
 
 import nnvis_core
 from nnvis_cli.main import cli
+from nnvis_reports.reader import read_report
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def test_report_writes_files_and_exits_zero(runner, few_demo_images, tmp_path):
     out = tmp_path / "out"
     result = runner.invoke(cli, ["report", str(few_demo_images), "-o", str(out), "--set", "saliency.target=true"])
     assert result.exit_code == 0, result.output
-    report = json.loads((out / "report.json").read_text())
+    report = read_report(out)
     assert report["plugins"][0]["params"] == {"target": "true", "faithfulness_steps": 32}
     assert (out / "index.html").is_file()
 
@@ -50,7 +50,7 @@ def test_config_file_and_flags(runner, few_demo_images, tmp_path):
     result = runner.invoke(cli, ["report", str(few_demo_images), "-o", str(out), "--config", str(config),
                                  "--seed", "9", "--set", "saliency.target=predicted"])
     assert result.exit_code == 0, result.output
-    report = json.loads((out / "report.json").read_text())
+    report = read_report(out)
     assert report["seed"] == 9  # the flag wins over the file
     assert report["plugins"][0]["params"] == {"target": "predicted", "faithfulness_steps": 32}
 

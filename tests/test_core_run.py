@@ -3,7 +3,6 @@ report is one sink among others (nnvis_core.runner, nnvis_core.sink)."""
 
 from __future__ import annotations
 
-import json
 import types
 
 import numpy as np
@@ -17,6 +16,7 @@ from nnvis_core.registry import load_registry
 from nnvis_core.runner import prepare, run
 from nnvis_core.sink import MemorySink
 from nnvis_reports import HtmlReport
+from nnvis_reports.reader import read_report
 
 
 class Flaky(Plugin):
@@ -119,7 +119,7 @@ def test_the_html_report_is_a_registered_sink(few_demo_images, tmp_path):
     sink = factory.create(config)
     assert isinstance(sink, HtmlReport)
     assert run(config, registry, sink).exit_code == 0
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    report = read_report(tmp_path / "out")
     assert report["format"] == "nnvis-report" and len(report["images"]) == 6
 
 
@@ -152,7 +152,7 @@ def test_all_leaves_out_a_plugin_that_does_not_apply_and_the_report_says_why(few
     registry = load_registry(only=("model_sources", "html_report", "saliency"), extra=[("test", holder)])
     outcome = build_report(ReportConfig(few_demo_images, tmp_path / "out", plugins=["all"]), registry,
                            log=lines.append)
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    report = read_report(tmp_path / "out")
     assert {"name": "only-transformers", "reason": "the model computes no attention"} in report["skipped_plugins"]
     assert [p["name"] for p in report["plugins"]] == ["saliency"]
     assert "left out only-transformers: the model computes no attention" in lines

@@ -38,6 +38,7 @@ from nnvis_core.testing import (
     write_demo_images,
 )
 from nnvis_core.toolkit import exact_float32
+from nnvis_reports.reader import read_report
 
 # Another accelerator (mps, xpu) can be checked the same way: NNVIS_TEST_DEVICE=mps pytest -m cuda.
 DEVICE = os.environ.get("NNVIS_TEST_DEVICE", "cuda")
@@ -141,7 +142,7 @@ def test_report_on_cuda_runs_every_plugin_and_records_the_device(tmp_path):
     result = CliRunner().invoke(cli, ["report", str(image_dir), "--masks", str(mask_dir), "--plugins", "all", *device,
                                       "--set", "sanity_check.max_levels=4", "-o", str(tmp_path / "out"), "--quiet"])
     assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
+    report = read_report(tmp_path / "out")
     assert report["model"]["device"].startswith(DEVICE)
     failed = {p["name"]: p["failures"] for p in report["plugins"] if p["failures"]}
     errors = [r["error"] for image in report["images"] for r in image["results"].values() if r["error"]]

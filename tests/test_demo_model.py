@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from nnvis_core.demo import CLASS_NAMES, DEMO_SPEC, DemoNet, load_demo_model
+from nnvis_core.demo import CLASS_NAMES, DemoNet, load_demo_model
 from nnvis_core.demo.model import WEIGHTS_PATH, normalize
 from nnvis_core.demo.shapes import draw_sample, generate_dataset
 from nnvis_core.demo.train import evaluate, train_demo_model

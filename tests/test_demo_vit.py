@@ -10,7 +10,6 @@ centre alone already beats uniform).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ from nnvis_core.models.outputs import token_layout
 from nnvis_core.models.sources import load_model
 from nnvis_core.registry import load_registry
 from nnvis_core.toolkit import mask_share
+from nnvis_reports.reader import read_report
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "examples" / "demo"
@@ -117,7 +117,7 @@ def report(tmp_path_factory) -> tuple[dict, Path]:
         args += ["--set", setting]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    return json.loads((out / "report.json").read_text(encoding="utf-8")), out
+    return read_report(out), out
 
 
 def centre_share(mask: np.ndarray) -> float:

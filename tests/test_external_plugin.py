@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
 from conftest import run_nnvis as nnvis
+from nnvis_reports.reader import read_report
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def test_external_plugin_runs_in_a_report(installed_plugin, few_demo_images, tmp
     result = nnvis(installed_plugin, "report", str(few_demo_images), "-o", str(out),
                    "--plugins", "saliency,tiny-channel-means", "--set", "tiny-channel-means.decimals=2")
     assert result.returncode == 0, result.stderr
-    report = json.loads((out / "report.json").read_text())
+    report = read_report(out)
     origins = {p["name"]: p["origin"] for p in report["plugins"]}
     assert origins["tiny-channel-means"] == "nnvis-plugin-tiny 0.3.1"
     table = report["images"][0]["results"]["tiny-channel-means"]["artifacts"][0]

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 
 from nnvis_core.config import ReportConfig
 from nnvis_core.registry import load_registry
 from nnvis_reports import build_report
+from nnvis_reports.reader import read_report
 
 
 def shown_units(page, section: str) -> list[dict]:
@@ -23,7 +23,7 @@ def test_clicking_a_position_shows_its_dictionary(few_demo_images, tmp_path, ope
     out = tmp_path / "out"
     params = {"semantic_dictionary": {"steps": "2", "transforms": "false", "size": "32", "top": "4"}}
     build_report(ReportConfig(few_demo_images, out, plugins=["semantic_dictionary"], params=params), load_registry())
-    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    report = read_report(out)
     image = report["images"][1]
     [dictionary] = image["results"]["semantic_dictionary"]["artifacts"]
     section = f"#img-{image['index']}"

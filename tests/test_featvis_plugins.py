@@ -22,6 +22,7 @@ from nnvis_core.registry import load_registry
 from nnvis_core.runner import UsageError
 from nnvis_plugins.featvis.render import normalizer
 from nnvis_reports import build_report
+from nnvis_reports.reader import read_report
 
 jsonschema = pytest.importorskip("jsonschema")
 SCHEMA = json.loads(resources.files("nnvis_reports").joinpath("report.schema.json").read_text())
@@ -37,8 +38,8 @@ def cache_dir(tmp_path, monkeypatch) -> Path:
 
 def run(images: Path, out: Path, plugins: list[str], params: dict[str, dict]) -> dict:
     outcome = build_report(ReportConfig(images, out, plugins=plugins, params=params), load_registry())
-    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    jsonschema.validate(report, SCHEMA)
+    report = read_report(out)
+    jsonschema.validate(read_report(out, model=None), SCHEMA)
     report["exit_code"] = outcome.exit_code
     return report
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
@@ -20,6 +19,7 @@ from nnvis_core.registry import load_registry
 from nnvis_core.runner import UsageError
 from nnvis_core.timeout import CallTimeout, call_with_time_limit
 from nnvis_reports import build_report
+from nnvis_reports.reader import read_report
 
 LIMIT = 0.3
 
@@ -159,7 +159,7 @@ def test_each_failure_kind_gets_an_error_card_and_the_rest_carries_on(few_demo_i
     outcome = build_report(config, registry, log=lines.append)
     assert outcome.exit_code == 1 and outcome.failed_calls == 6
 
-    report = json.loads((out / "report.json").read_text())
+    report = read_report(out)
     results = [image["results"]["misbehaves"] for image in report["images"]]
     assert results[0]["error"] == "RuntimeError: boom <script>"
     assert "expected a list of artifacts" in results[1]["error"]
@@ -215,7 +215,7 @@ def test_a_plugin_that_cannot_be_stopped_is_skipped_for_the_remaining_images(few
     finally:
         Hangs.release.set()
     assert outcome.failed_calls == 6
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    report = read_report(tmp_path / "out")
     errors = [image["results"]["hangs"]["error"] for image in report["images"]]
     assert "could not be stopped" in errors[0]
     assert all(e.startswith("skipped: an earlier call ran past the time limit") for e in errors[1:])
@@ -262,7 +262,7 @@ def test_the_command_line_stops_a_runaway_plugin(fake_distribution, few_demo_ima
     assert result.exit_code == 1, result.output
     assert "plugin loops failed: ran past the time limit of 0.5 s; stopped" in result.stderr
     assert "0 unreadable images, 1 failed plugin calls" in result.stderr
-    report = json.loads((out / "report.json").read_text())
+    report = read_report(out)
     assert [image["results"]["loops"]["status"] for image in report["images"]] == ["error"] + ["ok"] * 5
 
 

@@ -24,6 +24,7 @@ from nnvis_core.registry import load_registry
 from nnvis_plugins import occlusion
 from nnvis_core.toolkit import model_state
 from nnvis_reports import build_report
+from nnvis_reports.reader import read_report
 
 ROOT = Path(__file__).resolve().parents[1] / "examples" / "demo"
 
@@ -147,9 +148,9 @@ def test_in_a_report_with_masks(few_demo_images, tmp_path):
                           params={"occlusion": {"faithfulness_steps": "16"}}, batch_size=8)
     outcome = build_report(config, load_registry())
     assert outcome.exit_code == 0
-    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    report = read_report(out)
     jsonschema = pytest.importorskip("jsonschema")
-    jsonschema.validate(report, json.loads(resources.files("nnvis_reports").joinpath("report.schema.json").read_text()))
+    jsonschema.validate(read_report(out, model=None), json.loads(resources.files("nnvis_reports").joinpath("report.schema.json").read_text()))
     summary = {p["name"]: p["metrics_summary"] for p in report["plugins"]}["occlusion"]
     assert summary["deletion_auc"]["n"] == len(report["images"]) == 6
     assert summary["insertion_auc"]["mean"] > summary["deletion_auc"]["mean"]

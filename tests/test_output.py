@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 
@@ -16,6 +15,7 @@ from nnvis_core.runner import UsageError
 from nnvis_reports import build_report
 from nnvis_reports.output import OutputFolder, is_report, work_folder
 from nnvis_reports.writer import ReportWriter
+from nnvis_reports.reader import read_report
 
 RANDOM_PLUGINS = ["saliency", "smoothgrad"]
 RANDOM_PARAMS = {"smoothgrad": {"samples": 3, "faithfulness_steps": 0}}
@@ -37,7 +37,7 @@ def test_a_report_replaces_an_earlier_report_whole(few_demo_images, tmp_path, re
     (out / "assets" / "stale.png").write_bytes(b"from an earlier run")
     build_report(ReportConfig(few_demo_images, out, seed=3), registry)
     assert not (out / "assets" / "stale.png").exists()
-    assert json.loads((out / "report.json").read_text())["seed"] == 3
+    assert read_report(out)["seed"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["images", "out"]  # no work folder left
 
 
@@ -130,14 +130,14 @@ def test_writing_into_the_current_directory_keeps_it_usable(few_demo_images, tmp
     monkeypatch.chdir(out)
     build_report(ReportConfig(few_demo_images, out, seed=4), registry)
     assert os.getcwd() == str(out) and (out / "index.html").is_file()
-    assert json.loads((out / "report.json").read_text())["seed"] == 4
+    assert read_report(out)["seed"] == 4
 
 
 def test_an_output_folder_inside_the_image_folder_is_not_read_as_images(few_demo_images, tmp_path, registry):
     out = few_demo_images / "report"
     build_report(ReportConfig(few_demo_images, out), registry)
     build_report(ReportConfig(few_demo_images, out), registry)
-    report = json.loads((out / "report.json").read_text())
+    report = read_report(out)
     assert report["input"]["image_count"] == 6
     assert not any(image["path"].startswith("report/") for image in report["images"])
 

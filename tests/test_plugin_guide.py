@@ -18,6 +18,7 @@ from nnvis_core import Param, Plugin, artifacts, hookspecs, testing
 from nnvis_core.context import ImageItem, RunContext
 from nnvis_core.models import ModelOptions, ModelSource
 from nnvis_core.scaffold import write_plugin_package
+from nnvis_reports.reader import read_report
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
@@ -175,7 +176,7 @@ def test_following_the_tutorial_gets_a_plugin_into_a_report(tmp_path):
     assert "nnvis-plugin-brightness 0.1.0" in row and row.endswith("ok")
     assert "3 passed" in dict(outputs)["python -m pytest nnvis-plugin-brightness"]
 
-    report = json.loads((workdir / "brightness-report" / "report.json").read_text())
+    report = read_report(workdir / "brightness-report")
     assert [p["name"] for p in report["plugins"]] == ["saliency", "brightness"]
     assert report["plugins"][1]["params"] == {"gamma": 2.0} and report["input"]["readable"] == 16
     assert all(image["results"]["brightness"]["status"] == "ok" for image in report["images"])

@@ -19,6 +19,7 @@ from nnvis_cli.main import cli
 from nnvis_core.scaffold import KINDS, ScaffoldError, package_names, write_plugin_package
 from nnvis_core.testing import check_plugin
 from nnvis_core.toolkit import AttributionPlugin
+from nnvis_reports.reader import read_report
 
 
 def run_package_tests(env: dict, folder: str) -> subprocess.CompletedProcess:
@@ -62,7 +63,7 @@ def test_the_example_plugin_and_model_source_run_in_a_report(plugin_packages, fe
     result = run_nnvis(env, "report", str(few_demo_images), "-o", str(out), "--model", "zoo:shapes",
                        "--plugins", "saliency,mean-activations", "--set", "mean-activations.layers=convolutions")
     assert result.returncode == 0, result.stderr
-    report = json.loads((out / "report.json").read_text())
+    report = read_report(out)
     assert report["model"]["source"] == "zoo" and report["model"]["name"] == "shapes"
     assert {p["name"]: p["origin"] for p in report["plugins"]}["mean-activations"] == "nnvis-plugin-example 0.1.0"
     for image in report["images"]:
@@ -94,7 +95,7 @@ def test_the_generated_skeleton_runs_in_a_report(plugin_packages, few_demo_image
     result = run_nnvis(plugin_packages, "report", str(few_demo_images), "-o", str(out),
                        "--plugins", "brightness", "--set", "brightness.gamma=2")
     assert result.returncode == 0, result.stderr
-    report = json.loads((out / "report.json").read_text())
+    report = read_report(out)
     [plugin] = report["plugins"]
     assert plugin["origin"] == "nnvis-plugin-brightness 0.1.0" and plugin["params"] == {"gamma": 2.0}
     for image in report["images"]:
@@ -115,7 +116,7 @@ def test_the_generated_attribution_method_is_scored_and_sanity_checked(plugin_pa
     result = run_nnvis(plugin_packages, "report", str(few_demo_images), "-o", str(out),
                        "--plugins", "mymethod,sanity_check", "--set", "sanity_check.methods=gradient,mymethod")
     assert result.returncode == 0, result.stderr
-    report = json.loads((out / "report.json").read_text())
+    report = read_report(out)
     assert {p["name"]: p["origin"] for p in report["plugins"]}["mymethod"] == "nnvis-plugin-mymethod 0.1.0"
     for image in report["images"]:
         card = image["results"]["mymethod"]
@@ -142,7 +143,7 @@ def test_the_rise_example_runs_in_a_report_and_in_the_sanity_check(plugin_packag
                        "--plugins", "rise,sanity_check", "--set", "rise.masks=200",
                        "--set", "sanity_check.methods=gradient,rise", "--set", "sanity_check.images=2")
     assert result.returncode == 0, result.stderr
-    report = json.loads((out / "report.json").read_text())
+    report = read_report(out)
     assert {p["name"]: p["origin"] for p in report["plugins"]}["rise"] == "nnvis-plugin-rise 0.1.0"
     for image in report["images"]:
         assert {"deletion_auc", "insertion_auc"} <= set(image["results"]["rise"]["metrics"])

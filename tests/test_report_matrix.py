@@ -3,7 +3,6 @@ its filters, sorting, lazy rows, keyboard, and hostile names that stay text."""
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
@@ -14,6 +13,7 @@ from nnvis_reports import build_report
 from nnvis_core import Heatmap, Plugin, Result, Scope, Text
 from nnvis_core.config import ReportConfig
 from nnvis_core.registry import load_registry
+from nnvis_reports.reader import read_report
 
 ROWS = "[...document.querySelectorAll('#matrix tbody tr')].map(r => Number(r.dataset.image))"
 MATRIX_IMAGES = "document.querySelectorAll('#matrix tbody img').length"
@@ -63,7 +63,7 @@ def matrix_report(tmp_path_factory, demo_images):
     config = ReportConfig(images, out, plugins=["flaky", "saliency", "gradcam", "notes"],
                           params={"saliency": steps, "gradcam": steps}, quiet=True)
     build_report(config, registry_with(Flaky(), Notes()))
-    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    report = read_report(out)
     return out, report
 
 
@@ -286,7 +286,7 @@ def many_images(tmp_path_factory, demo_images):
 def test_rows_and_pictures_come_as_the_matrix_scrolls(many_images, open_report):
     opened = open_report(many_images / "index.html")
     page = opened.page
-    total = json.loads((many_images / "report.json").read_text(encoding="utf-8"))["input"]["readable"]
+    total = read_report(many_images)["input"]["readable"]
     assert total == 120
     page.wait_for_timeout(300)
     assert page.locator("#matrix .matrix-count").text_content() == "120 of 120 images"
@@ -342,7 +342,7 @@ def test_hostile_names_stay_text_in_the_matrix(few_demo_images, tmp_path, open_r
     out = tmp_path / "out"
     build_report(ReportConfig(few_demo_images, out, labels=labels, plugins=["hostile_map", "saliency"],
                               params={"saliency": {"faithfulness_steps": 0}}, quiet=True), registry_with(HostileMap()))
-    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    report = read_report(out)
 
     opened = open_report(out / "index.html")
     page = opened.page

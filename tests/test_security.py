@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 
@@ -17,6 +16,7 @@ from nnvis_core.demo import load_demo_model
 from nnvis_core.registry import load_registry
 from nnvis_core.toolkit import FAITHFULNESS_STEPS, TARGET, AttributionPlugin, Explanation
 from nnvis_reports import build_report
+from nnvis_reports.reader import read_report
 
 # Each payload, run as script, would call alert(); each must show up in the page as plain text.
 PAYLOADS = [
@@ -81,7 +81,7 @@ def hostile_report(few_demo_images, tmp_path):
 
 def test_hostile_names_and_output_run_no_script_and_keep_the_markup(hostile_report, open_report):
     out, class_names = hostile_report
-    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    report = read_report(out)
     hostile_paths = [i["path"] for i in report["images"] if any(n in i["path"] for n in NAME_PAYLOADS)]
     assert len(hostile_paths) == len(NAME_PAYLOADS)
 
@@ -159,7 +159,7 @@ def test_a_full_report_runs_with_networking_blocked(few_demo_images, tmp_path, n
         shutil.rmtree(folder)  # two images are enough
     out = tmp_path / "out"
     outcome = build_report(ReportConfig(few_demo_images, out, plugins=["all"], params=params), registry)
-    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    report = read_report(out)
     assert outcome.exit_code == 0, [p["name"] for p in report["plugins"] if p["failures"]]
     ran, left_out = {p["name"] for p in report["plugins"]}, {p["name"] for p in report["skipped_plugins"]}
     assert ran | left_out == set(registry.plugins) and not ran & left_out  # the transformer methods: no attention

@@ -3,7 +3,6 @@ method gets is what the built-ins get, and a declaration that lacks something is
 
 from __future__ import annotations
 
-import json
 import types
 
 import numpy as np
@@ -26,6 +25,7 @@ from nnvis_core.toolkit import (
     target_probabilities,
 )
 from nnvis_reports import build_report
+from nnvis_reports.reader import read_report
 
 
 class InputTimesGradient(AttributionPlugin):
@@ -80,7 +80,7 @@ def test_a_third_party_method_gets_metrics_the_summary_and_the_sanity_check(few_
     outcome = build_report(ReportConfig(few_demo_images, out, plugins=["third-party-ixg", "sanity_check"],
                                         params=params, masks=None), registry_with(InputTimesGradient()))
     assert outcome.exit_code == 0
-    report = json.loads((out / "report.json").read_text())
+    report = read_report(out)
     for image in report["images"]:
         metrics = image["results"]["third-party-ixg"]["metrics"]
         assert 0 <= metrics["deletion_auc"] <= 1 and 0 <= metrics["insertion_auc"] <= 1

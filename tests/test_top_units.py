@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ from nnvis_plugins.dataset.top_units import (
     square,
 )
 from nnvis_reports import build_report
+from nnvis_reports.reader import read_report
 
 
 def test_running_top_examples_match_brute_force():
@@ -80,7 +80,7 @@ def test_top_units_plugin_on_the_demo_images(few_demo_images, tmp_path):
     params = {"top_units": {"layers": "last_conv", "channels": "3,0", "examples": "4", "projection": "true"}}
     config = ReportConfig(few_demo_images, out, plugins=["top_units"], params=params)
     assert build_report(config, load_registry()).exit_code == 0
-    report = json.loads((out / "report.json").read_text())
+    report = read_report(out)
     artifacts = report["dataset"]["top_units"]["artifacts"]
     assert [a["title"] for a in artifacts] == ["features.15 channel 3", "features.15 channel 3: deconvnet",
                                                "features.15 channel 0", "features.15 channel 0: deconvnet"]

@@ -1,4 +1,5 @@
-// Class confusion: a click on a count sets the matrix's class filters to that pair and shows the matrix.
+// Class confusion: a click on a count sets the matrix's class filters to that pair (and, with several
+// models, to that model's predictions) and shows the matrix.
 (function () {
   "use strict";
 
@@ -11,6 +12,8 @@
   function show(button) {
     const matrix = document.querySelector("[data-matrix]");
     if (!matrix) return;
+    const table = button.closest("[data-confusion]");
+    choose(matrix.querySelector("select[data-filter=model]"), table.dataset.model);
     choose(matrix.querySelector("select[data-filter=outcome]"), "");
     choose(matrix.querySelector("select[data-filter=failed]"), "");
     choose(matrix.querySelector("select[data-filter=truth]"), button.dataset.truth);

@@ -1,5 +1,5 @@
-// The method x image matrix: one row per image, one column per heatmap method, built from the
-// JSON data island of matrix.html.j2. Rows are added a page at a time as the matrix scrolls, so
+// The method x image matrix: one row per image, one column per heatmap method (of each model, when
+// the report compares several), built from the JSON data island of matrix.html.j2. Rows are added a page at a time as the matrix scrolls, so
 // a report of thousands of images does not create thousands of pictures at load. Every name
 // reaches the page through textContent or setAttribute, never as HTML.
 (function () {
@@ -30,9 +30,19 @@
     return columns.filter((c) => c.attribution).concat(columns.filter((c) => !c.attribution));
   }
 
-  function outcome(image) {
-    if (!image.truth || !image.predicted) return "unknown";
-    return image.predicted.index === image.truth.index ? "correct" : "wrong";
+  // What model `model` said of an image, and the image's true class in that model's classes.
+  function said(image, model) { return image.said[model] || null; }
+  function truth(image, model) { return image.truths[model] || null; }
+
+  function outcome(image, model) {
+    const predicted = said(image, model), known = truth(image, model);
+    if (!known || !predicted) return "unknown";
+    return predicted.index === known.index ? "correct" : "wrong";
+  }
+
+  // Whether the models' top classes (by name) differ.
+  function disagree(image) {
+    return new Set(image.said.map((entry) => (entry ? entry.name : null))).size > 1;
   }
 
   function hasFailure(image, columns) {
@@ -61,8 +71,9 @@
   function sortKeys(data, columns) {
     const better = {};
     data.better.keys.forEach((key, i) => { better[key] = data.better.directions[i]; });
-    const keys = [{ label: "lowest confidence first", descending: false,
-      value: (image) => (image.predicted ? image.predicted.probability : null) }];
+    const keys = data.models.map((name, model) => ({
+      label: "lowest confidence first" + (data.models.length > 1 ? " (" + name + ")" : ""), descending: false,
+      value: (image) => (said(image, model) ? said(image, model).probability : null) }));
     columns.forEach((column) => metricNames(data, column).forEach((metric) => {
       const worstIsHigh = better[metric] !== "higher";  // highest first too where the direction is unknown
       for (const descending of [worstIsHigh, !worstIsHigh]) {
@@ -80,10 +91,14 @@
 
   function classValue(entry) { return entry ? String(entry.index) : "none"; }
 
+  // The class filters and the outcome read the predictions of the model the "predictions of" list
+  // names (the first model when there is one).
   function matches(image, filters, columns) {
-    return (!filters.truth || classValue(image.truth) === filters.truth)
-      && (!filters.predicted || classValue(image.predicted) === filters.predicted)
-      && (!filters.outcome || outcome(image) === filters.outcome)
+    const model = Number(filters.model || 0);
+    return (!filters.truth || classValue(truth(image, model)) === filters.truth)
+      && (!filters.predicted || classValue(said(image, model)) === filters.predicted)
+      && (!filters.outcome || outcome(image, model) === filters.outcome)
+      && (!filters.agreement || disagree(image) === (filters.agreement === "disagree"))
       && (!filters.failed || hasFailure(image, columns) === (filters.failed === "failed"));
   }
 
@@ -110,19 +125,22 @@
     });
   }
 
-  // The classes that occur in one field (truth or predicted), by name, then "unknown" if some image has none.
+  // The classes that occur in one field (truths or said) for any model, by name, then "unknown"
+  // if some image has none.
   function classOptions(images, field) {
     const names = new Map();
-    images.forEach((image) => { if (image[field]) names.set(classValue(image[field]), image[field].name); });
+    images.forEach((image) => image[field].forEach((entry) => {
+      if (entry && !names.has(classValue(entry))) names.set(classValue(entry), entry.name);
+    }));
     const options = [...names].sort((a, b) => a[1].localeCompare(b[1]));
-    if (images.some((image) => !image[field])) options.push(["none", "unknown"]);
+    if (images.some((image) => image[field].some((entry) => !entry))) options.push(["none", "unknown"]);
     return options;
   }
 
   function setupControls(view) {
     const root = view.root;
-    addOptions(root.querySelector("[data-filter=truth]"), classOptions(view.data.images, "truth"));
-    addOptions(root.querySelector("[data-filter=predicted]"), classOptions(view.data.images, "predicted"));
+    addOptions(root.querySelector("[data-filter=truth]"), classOptions(view.data.images, "truths"));
+    addOptions(root.querySelector("[data-filter=predicted]"), classOptions(view.data.images, "said"));
     addOptions(root.querySelector(".matrix-sort"), view.sortKeys.map((key, i) => [String(i), key.label]));
     root.querySelector(".matrix-show").addEventListener("change", () => switchPictures(view));
     root.querySelectorAll("[data-filter], .matrix-sort").forEach((select) => {
@@ -203,11 +221,18 @@
     row.dataset.image = String(image.index);
     const input = gridCell("input");
     if (image.input) input.append(picture(image.input, image.path, "matrix-input"));
-    const wrong = outcome(image) === "wrong";
-    const said = image.predicted ? image.predicted.name + " (" + percent(image.predicted.probability) + ")" : "–";
-    row.append(input, gridCell("file", image.path),
-      gridCell(wrong ? "predicted wrong" : "predicted", (wrong ? "✗ " : "") + said),
-      gridCell("truth", image.truth ? image.truth.name : "unknown"));
+    const several = view.data.models.length > 1;
+    const wrong = view.data.models.some((name, model) => outcome(image, model) === "wrong");
+    const predicted = gridCell(wrong ? "predicted wrong" : "predicted");
+    view.data.models.forEach((name, model) => {
+      const entry = said(image, model);
+      const text = entry ? entry.name + " (" + percent(entry.probability) + ")" : "–";
+      const line = element("span", "said", (outcome(image, model) === "wrong" ? "✗ " : "") + (several ? name + ": " : "") + text);
+      predicted.append(line);
+    });
+    if (several && disagree(image)) predicted.append(element("span", "disagree-mark", "≠ models disagree"));
+    const known = truth(image, 0);
+    row.append(input, gridCell("file", image.path), predicted, gridCell("truth", known ? known.name : "unknown"));
     view.columns.forEach((column) => row.append(methodCell(view, image, column)));
     return row;
   }
