@@ -2,6 +2,14 @@
 
     python benchmarks/report_render.py                          # 100 and 1,000 demo images
     python benchmarks/report_render.py --sizes 1000 --keep /tmp/render
+    python benchmarks/report_render.py --synthetic --sizes 1000,100000   # the page alone, at scale
+
+--synthetic writes report.json for N images without running a model: every image
+entry (64 px, one saliency map with deletion and insertion AUCs, eight classes,
+one prediction in ten wrong) points at the same few PNG files, so 100,000 images
+take seconds to make and what is measured is the page alone: index.html's size,
+first paint, the matrix's first rows and every row chunk loaded (interactive
+across the folder), and opening the last detail page.
 
 For each size: generate demo shapes, write a report with the given plugins, then
 open it from file:// in headless Chromium (Debian's /usr/bin/chromium, driven by
@@ -66,6 +74,124 @@ MEASURE = """async () => {
 }"""
 
 
+SCALE = """async () => {
+  const nav = performance.getEntriesByType('navigation')[0];
+  const matrix = document.querySelector('[data-matrix]');
+  const until = async (test) => { while (!test()) await new Promise(r => setTimeout(r, 5)); return performance.now(); };
+  await until(() => performance.getEntriesByName('first-contentful-paint').length);
+  const paint = performance.getEntriesByName('first-contentful-paint')[0];
+  const first_rows = await until(() => matrix.querySelector('tbody tr'));
+  const all_rows = await until(() => matrix.dataset.loaded === 'all');
+  return {first_paint: paint ? paint.startTime : NaN, dom_content_loaded: nav.domContentLoadedEventEnd,
+          first_rows: first_rows, all_rows: all_rows, elements: document.getElementsByTagName('*').length};
+}"""
+
+PAGE = """async () => {
+  const nav = performance.getEntriesByType('navigation')[0];
+  const until = async (test) => { while (!test()) await new Promise(r => setTimeout(r, 5)); };
+  await until(() => performance.getEntriesByName('first-contentful-paint').length);
+  const paint = performance.getEntriesByName('first-contentful-paint')[0];
+  return {page_first_paint: paint ? paint.startTime : NaN, page_load: nav.loadEventEnd};
+}"""
+
+
+def synthetic_report(out: Path, size: int) -> None:
+    """report.json and a few shared PNGs for `size` images, as a saliency run on 64 px shapes would write them."""
+    import numpy as np
+    from PIL import Image
+
+    from nnvis_core.demo.shapes import CLASS_NAMES as NAMES
+    from nnvis_reports.writer import REPORT_FORMAT, SCHEMA_VERSION
+
+    shared = out / "assets" / "shared"
+    shared.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in ("input", "overlay", "map"):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(shared / f"{name}.png")
+    np.save(shared / "raw.npy", rng.random((64, 64), dtype=np.float32))
+    model = {"name": "demo", "label": "demo", "source": "demo", "weights": "embedded", "architecture": "DemoNet",
+             "num_classes": 8, "parameters": 0, "device": "cpu", "notes": [],
+             "preprocess": {"resize": 64, "crop": 64, "mean": [0.5] * 3, "std": [0.25] * 3}}
+    images = []
+    for index in range(size):
+        truth = index % len(NAMES)
+        said = (truth + 1) % len(NAMES) if index % 10 == 9 else truth
+        p = float(rng.uniform(0.4, 1.0))
+        images.append({
+            "index": index, "path": f"{NAMES[truth]}/{NAMES[truth]}_{index:06d}.png", "folder": NAMES[truth],
+            "status": "ok", "error": None, "input": "assets/shared/input.png",
+            "true_class": {"index": truth, "name": NAMES[truth], "probability": p if said == truth else 1 - p},
+            "predictions": [{"index": said, "name": NAMES[said], "probability": p}],
+            "results": {"saliency": {
+                "status": "ok", "seconds": 0.01, "error": None, "traceback": None,
+                "metrics": {"deletion_auc": float(rng.random()), "insertion_auc": float(rng.random())},
+                "artifacts": [{"kind": "heatmap", "title": "gradient", "caption": "", "path": "assets/shared/overlay.png",
+                               "map_path": "assets/shared/map.png", "raw": "assets/shared/raw.npy", "range": [0, 1],
+                               "signed": False, "label": "|gradient|"}]}}})
+    plugin = {"name": "saliency", "title": "Gradient saliency", "description": "", "scope": "image", "origin": "nnvis",
+              "params": {}, "attribution": True, "param_help": {}, "metrics_summary": {}, "seconds": 0.01 * size,
+              "calls": size, "failures": 0}
+    report = {"format": REPORT_FORMAT, "schema_version": SCHEMA_VERSION,
+              "input": {"root": "synthetic", "image_count": size, "readable": size, "unreadable": 0},
+              "models": [model], "versions": {"nnvis": "bench"}, "seed": 0,
+              "timing": {"started": "", "seconds": 0.0}, "load_failures": [], "leaderboard": [],
+              "by_model": [{"model": model, "plugins": [plugin], "skipped_plugins": [], "images": images,
+                            "dataset": {}, "model_results": {}}]}
+    (out / "report.json").write_text(json.dumps(report), encoding="utf-8")
+
+
+def measure_scale(out: Path, repeats: int) -> dict:
+    """The best of `repeats` loads of index.html and of the last detail page (when the report has pages)."""
+    from playwright.sync_api import sync_playwright
+
+    pages = sorted((out / "pages").glob("images-*.html"))
+    best: dict = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        for _ in range(repeats):
+            context = browser.new_context(viewport={"width": 1280, "height": 800})
+            page = context.new_page()
+            page.goto((out / "index.html").resolve().as_uri(), wait_until="domcontentloaded")
+            figures = page.evaluate(SCALE)
+            if pages:
+                page.goto(pages[-1].resolve().as_uri(), wait_until="load")
+                figures.update(page.evaluate(PAGE))
+            context.close()
+            for key, value in figures.items():
+                best[key] = value if key not in best or not isinstance(value, float) else min(best[key], value)
+        browser.close()
+    return best
+
+
+def main_synthetic(sizes: list[int], repeats: int, root: Path) -> int:
+    import time
+
+    from nnvis_reports.reader import read_report
+
+    rows = []
+    for size in sizes:
+        out = root / f"synthetic-{size}"
+        if not (out / "report.json").is_file():
+            synthetic_report(out, size)
+        start = time.perf_counter()
+        write_html(read_report(out, model=None), out / "index.html")
+        figures = {"render_s": time.perf_counter() - start, **measure_scale(out, repeats)}
+        figures["html_kib"] = (out / "index.html").stat().st_size / 1024
+        pages = sorted((out / "pages").glob("images-*.html"))
+        figures["largest_page_kib"] = max((p.stat().st_size for p in pages), default=0) / 1024
+        rows.append((size, figures))
+        print(f"{size:>7} images: index.html {figures['html_kib']:8.0f} KiB, first paint {figures['first_paint']:7.1f} ms, "
+              f"first matrix rows {figures['first_rows']:7.1f} ms, every row loaded {figures['all_rows']:8.1f} ms, "
+              f"last page first paint {figures.get('page_first_paint', float('nan')):7.1f} ms "
+              f"(load {figures.get('page_load', float('nan')):7.1f} ms, largest page {figures['largest_page_kib']:.0f} KiB), "
+              f"{len(pages)} pages, written in {figures['render_s']:.1f} s", flush=True)
+    if len(rows) > 1:
+        (small, a), (large, b) = rows[0], rows[-1]
+        print(f"ratios {large}/{small} images: " + ", ".join(
+            f"{key} {b[key] / a[key]:.1f}x" for key in ("html_kib", "first_paint", "first_rows", "all_rows") if a[key]))
+    return 0
+
+
 def measure(index: Path, repeats: int) -> dict:
     from playwright.sync_api import sync_playwright
 
@@ -90,7 +216,11 @@ def main() -> int:
     parser.add_argument("--plugins", default="saliency", help="plugins for the reports")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--keep", type=Path, help="keep images and reports here (reused when present)")
+    parser.add_argument("--synthetic", action="store_true", help="write report.json directly (the page alone)")
     args = parser.parse_args()
+    if args.synthetic:
+        with tempfile.TemporaryDirectory() as temporary:
+            return main_synthetic([int(s) for s in args.sizes.split(",")], args.repeats, args.keep or Path(temporary))
     registry = load_registry()
     rows = []
     with tempfile.TemporaryDirectory() as temporary:

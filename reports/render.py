@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import jinja2
 
 from nnvis_reports.colormaps import DIVERGING, SEQUENTIAL, category_colour, css_gradient
 from nnvis_reports.confusion import confusion
 from nnvis_reports.leaderboard import COLUMNS, best
+from nnvis_reports.matrix import matrix_columns, matrix_header, matrix_rows
+from nnvis_reports.paging import FOLDER_LIMIT, PAGE_SIZE, Paging, paging_for, write_row_chunks
 from nnvis_reports.reader import model_label, model_view, upgrade
 
 
@@ -26,7 +31,7 @@ def _scatter_points(entry: dict, size: int = 400, margin: int = 12) -> list[dict
             for x, y, label, image_id in zip(xs, ys, labels, ids)]
 
 
-def _scatter_view(entry: dict, report: dict) -> dict:
+def _scatter_view(entry: dict, report: dict, page_size: int | None = None) -> dict:
     """What the interactive scatter script needs, as plain data (embedded with |tojson).
 
     Points are scaled into [0, 1] keeping their aspect; names come from the report
@@ -51,7 +56,7 @@ def _scatter_view(entry: dict, report: dict) -> dict:
                for i, label in enumerate(dict.fromkeys([*predicted, *(truth or [])]))}
     return {"x": [round((x - low_x) / span, 5) for x in xs], "y": [round((y - low_y) / span, 5) for y in ys],
             "ids": ids, "names": names, "predicted": predicted, "truth": truth, "palette": palette,
-            "image_predicted": said, "image_truth": known,
+            "image_predicted": said, "image_truth": known, "page_size": page_size,
             "sprite": entry.get("sprite")}
 
 
@@ -102,12 +107,8 @@ def wrong_anywhere(index: int, views: list[dict]) -> bool:
     return any(wrong_prediction(view["images"][index]) for view in views)
 
 
-def matrix_columns(views: list[dict], labels: list[str]) -> list[dict]:
-    """The matrix's method columns: every model's image-scope plugins, model by model, titled with
-    the model's label when there are several."""
-    return [{"model": k, "plugin": plugin, "title": f"{labels[k]} · {plugin['title']}" if len(views) > 1
-             else plugin["title"]}
-            for k, view in enumerate(views) for plugin in view["plugins"] if plugin["scope"] == "image"]
+def _compact_dumps(value, **kwargs) -> str:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False, **kwargs)
 
 
 def _environment() -> jinja2.Environment:
@@ -129,37 +130,78 @@ def _environment() -> jinja2.Environment:
         leaderboard_columns=COLUMNS,
         confusion=confusion,
     )
-    env.filters["item"] = lambda sequence, index: sequence[index]
+    env.filters["compact_json"] = lambda value: jinja2.utils.htmlsafe_json_dumps(value, dumps=_compact_dumps)
     env.filters["pct"] = lambda p: f"{100 * p:.1f}%"
     env.filters["num"] = lambda v: f"{v:.4g}" if isinstance(v, float) else v
     return env
 
 
-# Our own scripts, inlined like the stylesheet (the page loads nothing from elsewhere).
+# Our own scripts, inlined like the stylesheet (the page loads nothing from elsewhere but its own
+# folder's files: pictures, and the matrix's row chunks in a paged report).
 SCRIPTS = ("scatter.js", "dictionary.js", "leaderboard.js", "matrix.js", "confusion.js")
+PAGE_SCRIPTS = ("dictionary.js", "detail.js")
 STYLES = ("report.css", "matrix.css")
 
 
-def write_html(report: dict, path) -> None:
-    """Render index.html (from report.json's content, either schema version) straight to a file,
-    chunk by chunk: a page for thousands of images is never held whole in memory."""
-    with open(path, "w", encoding="utf-8") as out:
-        out.writelines(_render_chunks(report))
-
-
-def _render_chunks(report: dict):
+def _static(names: tuple[str, ...]) -> str:
     from importlib import resources
 
     static = resources.files("nnvis_reports").joinpath("static")
-    css = "\n".join(static.joinpath(name).read_text(encoding="utf-8") for name in STYLES)
-    scripts = "\n".join(static.joinpath(name).read_text(encoding="utf-8") for name in SCRIPTS)
-    template = _environment().get_template("index.html.j2")
+    return "\n".join(static.joinpath(name).read_text(encoding="utf-8") for name in names)
+
+
+def write_html(report: dict, path, page_size: int | None = None) -> None:
+    """Render index.html (from report.json's content, either schema version) straight to a file,
+    chunk by chunk: a page for thousands of images is never held whole in memory. With more
+    readable images than `page_size`, each image's detail goes to pages/ and the matrix rows
+    to assets/matrix/ beside it (nnvis_reports.paging)."""
+    path = Path(path)
     report = upgrade(report)
     views = [model_view(report, k) for k in range(len(report["by_model"]))]
+    labels = [model_label(report, k) for k in range(len(views))]
+    paging = paging_for(views[0]["images"], page_size or PAGE_SIZE)
+    columns = matrix_columns(views, labels)
+    rows = matrix_rows(views, columns)
+    if paging is not None:
+        rows = ({**row, "href": paging.image_href(row["index"])} for row in rows)
+    header = matrix_header(columns, labels, {c.key: c.better for c in COLUMNS})
+    header["maps"] = [any(cell_draws_map(image["results"].get(c["plugin"]["name"]))
+                          for image in views[c["model"]]["images"]) for c in columns]
+    if paging is None:
+        matrix = {"header": header, "rows": rows, "chunks": []}
+    else:
+        matrix = {"header": header, "rows": [], "chunks": list(write_row_chunks(rows, path.parent / "assets" / "matrix",
+                                                                                paging.size))}
+    context = _context(report, views, labels, paging)
+    template = _environment().get_template("index.html.j2")
+    with open(path, "w", encoding="utf-8") as out:
+        out.writelines(template.generate(**context, matrix=matrix, css=_static(STYLES), scripts=_static(SCRIPTS)))
+    if paging is not None:
+        _write_pages(paging, context, path.parent / "pages")
+
+
+def _context(report: dict, views: list[dict], labels: list[str], paging: Paging | None) -> dict:
+    """What every template of the report is rendered with."""
     view_plugins = [{p["name"]: p for p in view["plugins"]} for view in views]
     rows = report.get("leaderboard") or []
-    labels = [model_label(report, k) for k in range(len(views))]
-    return template.generate(report=views[0], views=views, multi=len(views) > 1, plugins=view_plugins[0],
-                             view_plugins=view_plugins, disagreeing=disagreements(views), labels=labels,
-                             matrix_columns=matrix_columns(views, labels),
-                             css=css, scripts=scripts, leaderboard_rows=rows, leaderboard_best=best(rows))
+    return {"report": views[0], "views": views, "multi": len(views) > 1, "plugins": view_plugins[0],
+            "view_plugins": view_plugins, "disagreeing": disagreements(views), "labels": labels,
+            "paging": paging, "image_href": paging.image_href if paging else (lambda index: f"#img-{index}"),
+            "folder_limit": FOLDER_LIMIT if paging else None, "leaderboard_rows": rows, "leaderboard_best": best(rows)}
+
+
+def _write_pages(paging: Paging, context: dict, folder: Path) -> None:
+    """Each page of PAGE_SIZE images' full detail, as its own document."""
+    folder.mkdir(parents=True, exist_ok=True)
+    template = _environment().get_template("page.html.j2")
+    css, scripts = _static(STYLES), _static(PAGE_SCRIPTS)
+    images = context["report"]["images"]
+    for page in range(paging.pages):
+        entries = [images[i] for i in paging.indices(page) if images[i]["status"] == "ok"]
+        with open(folder / Path(paging.page_path(page)).name, "w", encoding="utf-8") as out:
+            out.writelines(template.generate(**context, page=page, entries=entries, css=css, scripts=scripts))
+
+
+def cell_draws_map(result: dict | None) -> bool:
+    """Whether a result's first picture is a heatmap (the matrix shows such plugins' columns)."""
+    return bool(result and result.get("artifacts") and result["artifacts"][0]["kind"] == "heatmap")

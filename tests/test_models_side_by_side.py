@@ -285,5 +285,5 @@ def test_demo_and_demo_vit_side_by_side_from_the_command_line(few_demo_images, t
     assert all(row["mask_share"] is not None and row["failures"] == 0 for row in rows.values())
     html = (out / "index.html").read_text(encoding="utf-8")
     island = html.split('<script type="application/json" class="matrix-data">')[1].split("</script>")[0]
-    assert json.loads(island)["titles"] == [f"{m} · {t}" for m in ("demo", "demo-vit")
+    assert json.loads(island)["header"]["titles"] == [f"{m} · {t}" for m in ("demo", "demo-vit")
                                             for t in ("Gradient saliency", "Grad-CAM", "Occlusion sensitivity")]

@@ -23,7 +23,7 @@
   // Plugins whose first picture is a heatmap (attribution methods even where every call failed),
   // attribution methods first.
   function methodColumns(data) {
-    const drawsMaps = (i) => data.images.some((image) => image.cells[i] && image.cells[i].kind === "heatmap");
+    const drawsMaps = (i) => data.maps[i];
     const columns = data.plugins
       .map((name, i) => ({ i: i, name: name, title: data.titles[i], attribution: data.attribution[i] }))
       .filter((column) => column.attribution || drawsMaps(column.i));
@@ -99,6 +99,7 @@
       && (!filters.predicted || classValue(said(image, model)) === filters.predicted)
       && (!filters.outcome || outcome(image, model) === filters.outcome)
       && (!filters.agreement || disagree(image) === (filters.agreement === "disagree"))
+      && (!filters.search || image.path.toLowerCase().includes(filters.search.toLowerCase()))
       && (!filters.failed || hasFailure(image, columns) === (filters.failed === "failed"));
   }
 
@@ -137,14 +138,29 @@
     return options;
   }
 
+  // The class and sort lists from the rows known so far (again when more rows arrive), keeping the choices made.
+  function fillOptions(view) {
+    const root = view.root;
+    const lists = [["[data-filter=truth]", classOptions(view.data.images, "truths")],
+      ["[data-filter=predicted]", classOptions(view.data.images, "said")],
+      [".matrix-sort", [["file", "file order"]].concat(view.sortKeys.map((key, i) => [String(i), key.label]))]];
+    lists.forEach(([selector, options]) => {
+      const select = root.querySelector(selector);
+      const chosen = select.value;
+      select.replaceChildren();
+      if (selector !== ".matrix-sort") addOptions(select, [["", "any"]]);
+      addOptions(select, options);
+      select.value = chosen;
+      if (select.value !== chosen) select.value = select.options[0].value;
+    });
+  }
+
   function setupControls(view) {
     const root = view.root;
-    addOptions(root.querySelector("[data-filter=truth]"), classOptions(view.data.images, "truths"));
-    addOptions(root.querySelector("[data-filter=predicted]"), classOptions(view.data.images, "said"));
-    addOptions(root.querySelector(".matrix-sort"), view.sortKeys.map((key, i) => [String(i), key.label]));
+    fillOptions(view);
     root.querySelector(".matrix-show").addEventListener("change", () => switchPictures(view));
-    root.querySelectorAll("[data-filter], .matrix-sort").forEach((select) => {
-      select.addEventListener("change", () => refresh(view));
+    root.querySelectorAll("[data-filter], .matrix-sort").forEach((control) => {
+      control.addEventListener(control.tagName === "INPUT" ? "input" : "change", () => refresh(view));
     });
   }
 
@@ -219,6 +235,7 @@
     const row = element("tr");
     row.setAttribute("role", "row");
     row.dataset.image = String(image.index);
+    if (image.href) row.dataset.href = image.href;
     const input = gridCell("input");
     if (image.input) input.append(picture(image.input, image.path, "matrix-input"));
     const several = view.data.models.length > 1;
@@ -239,8 +256,8 @@
 
   // Append the next page of rows. The sentinel is observed afresh, which reports its state at
   // once: a page too short to push it out of reach is followed by the next one.
-  function renderMore(view) {
-    const next = view.order.slice(view.shown, view.shown + PAGE);
+  function renderMore(view, count) {
+    const next = view.order.slice(view.shown, view.shown + (count === undefined ? PAGE : count));
     view.root.querySelector("tbody").append(...next.map((image) => imageRow(view, image)));
     view.shown += next.length;
     const more = view.root.querySelector(".matrix-more");
@@ -263,10 +280,66 @@
     view.root.querySelector("tbody").replaceChildren();
     view.root.querySelector(".matrix-scroll").scrollTop = 0;
     renderMore(view);
-    view.root.querySelector(".matrix-count").textContent = view.order.length + " of " + images.length + " images";
-    view.root.querySelector(".matrix-empty").hidden = view.order.length > 0;
+    showCount(view);
     const first = view.root.querySelector("tbody td");
     if (first) first.tabIndex = 0;
+  }
+
+  function showCount(view) {
+    const loading = view.pending ? " (loading the rest…)" : "";
+    view.root.querySelector(".matrix-count").textContent =
+      view.order.length + " of " + view.data.images.length + " images" + loading;
+    view.root.querySelector(".matrix-empty").hidden = view.order.length > 0 || view.pending > 0;
+  }
+
+  // Rows that arrived from a chunk: in file order they join the end of the list as it is; under
+  // a sort, the list is made again once every chunk is in.
+  function extend(view, rows) {
+    view.data.images.push(...rows);
+    const controls = readControls(view);
+    if (!controls.sort) {
+      view.order.push(...rows.filter((image) => matches(image, controls.filters, view.columns)));
+      if (view.shown < PAGE) renderMore(view);
+      else renderMore(view, 0);
+    }
+    if (!view.pending) {
+      view.sortKeys = sortKeys(view.data, view.columns);
+      fillOptions(view);
+      if (controls.sort) refresh(view);
+      view.root.dataset.loaded = "all";
+    }
+    showCount(view);
+    const first = view.root.querySelector("tbody td");
+    if (first && !view.root.querySelector("tbody td[tabindex='0']")) first.tabIndex = 0;
+  }
+
+  // A large report's rows come in script chunks beside the page (a page opened from file:// may
+  // run scripts from its folder but not fetch data); each chunk calls nnvisMatrixRows(n, rows).
+  function loadChunks(view, chunks) {
+    view.pending = chunks.length;
+    const arrived = {};
+    let next = 0;
+    window.nnvisMatrixRows = (number, rows) => { arrived[number] = rows; };
+    const load = () => {
+      if (next >= chunks.length) return;
+      const script = document.createElement("script");
+      const number = next;
+      script.src = chunks[next++];
+      script.onload = () => {
+        view.pending -= 1;
+        extend(view, arrived[number] || []);
+        delete arrived[number];
+        script.remove();
+        load();
+      };
+      script.onerror = () => {
+        view.pending -= 1;
+        view.root.querySelector(".matrix-count").textContent = "could not load " + chunks[number];
+        load();
+      };
+      document.head.append(script);
+    };
+    load();
   }
 
   function switchPictures(view) {
@@ -297,6 +370,8 @@
   function open(view, cell) {
     view.from = cell;
     focusCell(view, cell);
+    const href = cell.parentElement.dataset.href;
+    if (href) { location.href = href; return; }  // a paged report: the image's page
     const id = "img-" + cell.parentElement.dataset.image;
     if (location.hash === "#" + id) document.getElementById(id).scrollIntoView();  // no hash change: no scroll
     else location.hash = id;
@@ -328,11 +403,12 @@
   }
 
   function setup(root) {
-    const data = JSON.parse(root.querySelector("script.matrix-data").textContent);
+    const island = JSON.parse(root.querySelector("script.matrix-data").textContent);
+    const data = Object.assign({}, island.header, { images: island.rows });
     const columns = methodColumns(data);
     if (!columns.length) { root.hidden = true; return; }
     const view = { root: root, data: data, columns: columns, sortKeys: sortKeys(data, columns), mode: "overlay",
-      order: [], shown: 0, sort: null, from: null, observer: null };
+      order: [], shown: 0, sort: null, from: null, observer: null, pending: 0 };
     headings(view);
     setupControls(view);
     root.querySelector(".matrix-more").addEventListener("click", () => renderMore(view));
@@ -349,6 +425,8 @@
     body.addEventListener("keydown", (event) => onKey(view, event));
     document.addEventListener("keydown", (event) => onEscape(view, event));
     refresh(view);
+    if (island.chunks.length) loadChunks(view, island.chunks);
+    else root.dataset.loaded = "all";
   }
 
   function start() { document.querySelectorAll("[data-matrix]").forEach(setup); }

@@ -132,7 +132,11 @@
     canvas.addEventListener("click", function (event) {
       if (state.drag && state.drag.moved) return;
       var i = hit(toCanvas(event));
-      if (i >= 0 && data.ids[i] !== null) window.location.hash = "#img-" + data.ids[i];
+      if (i < 0 || data.ids[i] === null) return;
+      if (!data.page_size) { window.location.hash = "#img-" + data.ids[i]; return; }
+      // a paged report (nnvis_reports.paging): the image is on page id // page_size
+      var page = String(Math.floor(data.ids[i] / data.page_size));
+      window.location.href = "pages/images-" + "0000".slice(page.length) + page + ".html#img-" + data.ids[i];
     });
     root.querySelector(".scatter-reset").addEventListener("click", function () {
       view.scale = 1; view.dx = 0; view.dy = 0; redraw();
