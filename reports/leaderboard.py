@@ -6,7 +6,7 @@ built-in: a method is any image plugin the run marked `attribution`. Its figures
 are means over the images where the method succeeded:
 
 - deletion and insertion AUCs (Petsiuk et al. 2018: the class probability as the
-  map's most important pixels are removed from, or revealed on, a black image);
+  map's most important pixels are turned black, or revealed on a blurred copy of the image);
 - mask share and gain, where masks were given (the map's positive mass on the object,
   and that share over the object's area);
 - the sanity check's final rank correlation (Adebayo et al. 2018: the map's Spearman
@@ -39,7 +39,7 @@ COLUMNS = (
     Column("deletion_auc", "deletion AUC", "lower",
            "class probability as the most important pixels are removed first, averaged over the curve"),
     Column("insertion_auc", "insertion AUC", "higher",
-           "class probability as the most important pixels are revealed first on a black image"),
+           "class probability as the most important pixels are revealed first on a blurred copy"),
     Column("mask_share", "mass on object", "higher", "share of the map's positive mass inside the object mask"),
     Column("mask_gain", "mask gain", "higher", "mass on the object over the object's share of the image (1: chance)"),
     Column("sanity_spearman", "sanity rank corr.", "lower",
