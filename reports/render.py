@@ -9,6 +9,7 @@ import jinja2
 
 from nnvis_reports.colormaps import DIVERGING, SEQUENTIAL, category_colour, css_gradient
 from nnvis_reports.confusion import confusion
+from nnvis_reports.curves import curve_plot, mean_curves
 from nnvis_reports.leaderboard import COLUMNS, best
 from nnvis_reports.matrix import matrix_columns, matrix_header, matrix_rows
 from nnvis_reports.paging import FOLDER_LIMIT, PAGE_SIZE, Paging, paging_for, write_row_chunks
@@ -129,6 +130,8 @@ def _environment() -> jinja2.Environment:
         wrong_anywhere=wrong_anywhere,
         leaderboard_columns=COLUMNS,
         confusion=confusion,
+        mean_curves=mean_curves,
+        curve_plot=curve_plot,
     )
     env.filters["compact_json"] = lambda value: jinja2.utils.htmlsafe_json_dumps(value, dumps=_compact_dumps)
     env.filters["pct"] = lambda p: f"{100 * p:.1f}%"

@@ -175,3 +175,37 @@ def test_a_confusion_count_lists_those_images_in_the_matrix(demo_report, open_re
     diagonal = page.evaluate("document.querySelectorAll('.confusion-matrix td.diagonal button').length")
     assert diagonal == len({image["true_class"]["index"] for image in images})
     assert opened.console_errors == [] and opened.page_errors == []
+
+
+def test_each_card_carries_the_curves_behind_its_aucs(demo_report):
+    from nnvis_reports.curves import image_curves
+
+    report, _ = demo_report
+    for image in report["images"]:
+        for name in ("saliency", "gradcam"):
+            result = image["results"][name]
+            chart = image_curves(result)
+            x = np.asarray(chart["x"])
+            assert len(x) == 33 and x[0] == 0 and x[-1] == 1  # faithfulness_steps=32
+            for series in ("deletion", "insertion"):
+                y = np.asarray(chart["series"][series])
+                assert result["metrics"][f"{series}_auc"] == pytest.approx(float(((y[1:] + y[:-1]) / 2 * np.diff(x)).sum()))
+        assert image_curves(image["results"]["occlusion"]) is None  # faithfulness_steps=0
+
+
+def test_the_mean_curves_are_drawn_per_method(demo_report, open_report):
+    from nnvis_reports.curves import image_curves, mean_curves
+
+    report, out = demo_report
+    curves = {entry["method"]: entry for entry in mean_curves(report)}
+    assert list(curves) == ["saliency", "gradcam"]  # occlusion measured none
+    for name, entry in curves.items():
+        stacked = np.asarray([image_curves(image["results"][name])["series"]["deletion"] for image in report["images"]])
+        assert entry["n"] == 7
+        assert np.allclose(entry["deletion"]["mean"], stacked.mean(axis=0))
+        assert np.allclose(entry["deletion"]["high"], np.clip(stacked.mean(axis=0) + stacked.std(axis=0), 0, 1))
+    opened = open_report(out / "index.html")
+    figures = opened.page.locator("#leaderboard figure.curve")
+    assert figures.evaluate_all("fs => fs.map(f => f.dataset.method)") == ["saliency", "gradcam"]
+    assert figures.first.locator("polyline.mean").count() == 2 and figures.first.locator("polygon.band").count() == 2
+    assert opened.console_errors == [] and opened.page_errors == []

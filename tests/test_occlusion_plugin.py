@@ -70,7 +70,8 @@ def test_the_plugin_shows_figure_7_and_scores_the_drop_map(registry, ctx):
     before = model_state(ctx.module)
     result = run(registry, ctx, item)
     assert model_state(ctx.module) == before
-    drop, probability, labels, feature = result.artifacts
+    drop, probability, labels, feature, curves = result.artifacts
+    assert curves.kind == "chart" and set(curves.series) == {"deletion", "insertion"}
     assert isinstance(drop, Heatmap) and drop.title == "occlusion" and drop.values.shape == (64, 64)
     assert drop.caption.startswith(f"towards {CLASS_NAMES[item.predicted]}")
     assert "grey 9x9 square, stride 3, 400 positions, incremental inference" in drop.caption
@@ -157,6 +158,6 @@ def test_in_a_report_with_masks(few_demo_images, tmp_path):
     assert summary["mask_share"]["mean"] > summary["mask_area"]["mean"]
     for image in report["images"]:
         kinds = [a["kind"] for a in image["results"]["occlusion"]["artifacts"]]
-        assert kinds == ["heatmap", "heatmap", "categorical", "heatmap"]
+        assert kinds == ["heatmap", "heatmap", "categorical", "heatmap", "chart"]
     html = (out / "index.html").read_text(encoding="utf-8")
     assert "Occlusion sensitivity" in html and "incremental inference" in html

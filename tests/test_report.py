@@ -48,8 +48,8 @@ def test_demo_report(few_demo_images, tmp_path):
         assert image["true_class"]["name"] == image["folder"]
         assert len(image["predictions"]) == 5
         assert sum(p["probability"] for p in image["predictions"]) <= 1.0 + 1e-6
-        [heatmap] = image["results"]["saliency"]["artifacts"]
-        assert heatmap["kind"] == "heatmap"
+        heatmap, curves = image["results"]["saliency"]["artifacts"]
+        assert heatmap["kind"] == "heatmap" and curves["kind"] == "chart"
         raw = np.load(out / heatmap["raw"])
         assert raw.shape == (64, 64) and raw.min() >= 0
         assert f'id="img-{image["index"]}"' in html

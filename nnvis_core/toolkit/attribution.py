@@ -24,14 +24,16 @@ from typing import Any
 
 import torch
 
-from nnvis_core.artifacts import Artifact, Heatmap, Result
+from nnvis_core.artifacts import Artifact, Chart, Heatmap, Result
 from nnvis_core.params import Param
 from nnvis_core.plugin import Plugin, Scope
-from nnvis_core.toolkit.faithfulness import deletion_insertion, mask_share
+from nnvis_core.toolkit.faithfulness import Curves, deletion_insertion, mask_share
 from nnvis_core.toolkit.gradients import reduce_channels
 from nnvis_core.toolkit.guard import preserved
 from nnvis_core.toolkit.imaging import to_numpy
 from nnvis_core.models.layers import resolve_layer_name
+
+CURVES_TITLE = "deletion and insertion curves"
 
 TARGET = Param("target", str, "predicted", "class to explain: predicted, true, an index or a class name")
 FAITHFULNESS_STEPS = Param(
@@ -41,6 +43,18 @@ FAITHFULNESS_STEPS = Param(
 REDUCE = ("abs_max", "abs_sum", "sum", "l2")
 LAYER_PARAM_HELP = ("the layer (named as in `nnvis layers`); auto = the rectified output of the last Conv2d "
                     "(its activation, or the block it ends, e.g. layer4 of a ResNet); last_conv = the last Conv2d itself")
+
+
+def curves_chart(curves: Curves, class_name: str) -> Chart:
+    """The deletion and insertion curves behind the AUCs, as the card's chart (the report also
+    averages them per method: nnvis_reports.curves finds them by their two series' names)."""
+    last = len(curves.fractions) - 1
+    ticks = [f"{x:.0%}" if i in (0, last // 2, last) else "" for i, x in enumerate(curves.fractions)]
+    return Chart(CURVES_TITLE, [float(x) for x in curves.fractions],
+                 {"deletion": [float(y) for y in curves.deletion], "insertion": [float(y) for y in curves.insertion]},
+                 x_label="share of pixels turned black (deletion) or revealed on a blurred copy (insertion), most important first",
+                 y_label=f"probability of {class_name}", x_ticks=ticks,
+                 caption="the lower the deletion curve and the higher the insertion curve, the more faithful the map")
 
 
 def layer_name(ctx, name: str) -> str:
@@ -107,6 +121,7 @@ class AttributionPlugin(Plugin):
             heat, signed = self._heat(explanation.attribution, params)
             metrics = dict(explanation.metrics)  # the target class is in the caption: a mean class index means nothing
             steps = params.get("faithfulness_steps", 0)
+            curves = None
             if steps:
                 black = ctx.model.preprocess.normalize(item.pixels * 0)
                 curves = deletion_insertion(ctx.module, inputs, target, heat, black, steps, ctx.batch_size)
@@ -118,4 +133,5 @@ class AttributionPlugin(Plugin):
         caption = f"towards {ctx.class_names[target]}" + (f"; {explanation.caption}" if explanation.caption else "")
         label = self.label + (" (signed)" if signed else "")
         artifacts = [Heatmap(self.name, heat_np, signed=signed, label=label, caption=caption)]
-        return Result(artifacts + explanation.artifacts, metrics)
+        extra = [curves_chart(curves, ctx.class_names[target])] if curves is not None else []
+        return Result(artifacts + explanation.artifacts + extra, metrics)
