@@ -80,10 +80,21 @@ SCALE = """async () => {
   const until = async (test) => { while (!test()) await new Promise(r => setTimeout(r, 5)); return performance.now(); };
   await until(() => performance.getEntriesByName('first-contentful-paint').length);
   const paint = performance.getEntriesByName('first-contentful-paint')[0];
-  const first_rows = await until(() => matrix.querySelector('tbody tr'));
-  const all_rows = await until(() => matrix.dataset.loaded === 'all');
+  const view = document.querySelector('.scatter-view');
+  const [first_rows, all_rows, scatter_ready] = await Promise.all([
+    until(() => matrix.querySelector('tbody tr')), until(() => matrix.dataset.loaded === 'all'),
+    until(() => view.nnvisScatter)]);
+  const canvas = view.querySelector('canvas');
+  const frames = [];
+  for (let k = 0; k < 5; k++) {  // zoom in a step: the time to the second frame after the wheel event
+    const start = performance.now();
+    canvas.dispatchEvent(new WheelEvent('wheel', {deltaY: -120, clientX: 300, clientY: 300, bubbles: true, cancelable: true}));
+    await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+    frames.push(performance.now() - start);
+  }
   return {first_paint: paint ? paint.startTime : NaN, dom_content_loaded: nav.domContentLoadedEventEnd,
-          first_rows: first_rows, all_rows: all_rows, elements: document.getElementsByTagName('*').length};
+          first_rows: first_rows, all_rows: all_rows, scatter_ready: scatter_ready,
+          scatter_frame: frames.sort((a, b) => a - b)[2], elements: document.getElementsByTagName('*').length};
 }"""
 
 PAGE = """async () => {
@@ -128,6 +139,20 @@ def synthetic_report(out: Path, size: int) -> None:
                 "artifacts": [{"kind": "heatmap", "title": "gradient", "caption": "", "path": "assets/shared/overlay.png",
                                "map_path": "assets/shared/map.png", "raw": "assets/shared/raw.npy", "range": [0, 1],
                                "signed": False, "label": "|gradient|"}]}}})
+    # A t-SNE-like scatter of every image: eight clusters, thumbnails on sprite sheets.
+    from nnvis_reports.assets import save_sprites
+
+    centres = rng.normal(0, 10, (len(NAMES), 2))
+    points = centres[[i % len(NAMES) for i in range(size)]] + rng.normal(0, 2, (size, 2))
+    np.save(shared / "tsne.npy", points.astype(np.float32))
+    sprite = save_sprites([shared / "input.png"] * size, shared / "tsne.sprite.png")
+    sprite["sheets"] = [path.relative_to(out).as_posix() for path in sprite["sheets"]]
+    scatter = {"kind": "scatter", "title": "t-SNE", "caption": "", "points": points.round(3).tolist(),
+               "raw": "assets/shared/tsne.npy", "labels": [image["predictions"][0]["name"] for image in images],
+               "true_labels": [image["true_class"]["name"] for image in images], "image_ids": list(range(size)),
+               "sprite": {"path": sprite["sheets"][0], **sprite}}
+    tsne = {"name": "tsne", "title": "t-SNE", "description": "", "scope": "dataset", "origin": "nnvis", "params": {},
+            "attribution": False, "param_help": {}, "metrics_summary": {}, "seconds": 1.0, "calls": 1, "failures": 0}
     plugin = {"name": "saliency", "title": "Gradient saliency", "description": "", "scope": "image", "origin": "nnvis",
               "params": {}, "attribution": True, "param_help": {}, "metrics_summary": {}, "seconds": 0.01 * size,
               "calls": size, "failures": 0}
@@ -135,8 +160,10 @@ def synthetic_report(out: Path, size: int) -> None:
               "input": {"root": "synthetic", "image_count": size, "readable": size, "unreadable": 0},
               "models": [model], "versions": {"nnvis": "bench"}, "seed": 0,
               "timing": {"started": "", "seconds": 0.0}, "load_failures": [], "leaderboard": [],
-              "by_model": [{"model": model, "plugins": [plugin], "skipped_plugins": [], "images": images,
-                            "dataset": {}, "model_results": {}}]}
+              "by_model": [{"model": model, "plugins": [plugin, tsne], "skipped_plugins": [], "images": images,
+                            "dataset": {"tsne": {"status": "ok", "seconds": 1.0, "error": None, "traceback": None,
+                                                 "metrics": {}, "artifacts": [scatter]}},
+                            "model_results": {}}]}
     (out / "report.json").write_text(json.dumps(report), encoding="utf-8")
 
 
@@ -182,6 +209,7 @@ def main_synthetic(sizes: list[int], repeats: int, root: Path) -> int:
         rows.append((size, figures))
         print(f"{size:>7} images: index.html {figures['html_kib']:8.0f} KiB, first paint {figures['first_paint']:7.1f} ms, "
               f"first matrix rows {figures['first_rows']:7.1f} ms, every row loaded {figures['all_rows']:8.1f} ms, "
+              f"scatter drawn {figures['scatter_ready']:7.1f} ms (zoom frame {figures['scatter_frame']:5.1f} ms), "
               f"last page first paint {figures.get('page_first_paint', float('nan')):7.1f} ms "
               f"(load {figures.get('page_load', float('nan')):7.1f} ms, largest page {figures['largest_page_kib']:.0f} KiB), "
               f"{len(pages)} pages, written in {figures['render_s']:.1f} s", flush=True)

@@ -23,6 +23,7 @@ from nnvis_reports.colormaps import DIVERGING_TABLE, SEQUENTIAL_TABLE, category_
 
 OVERLAY_ALPHA = 0.6  # weight of the colour map over a grey version of the input
 SPRITE_TILE = 32  # thumbnail side in a scatter's sprite sheet, in pixels
+SPRITE_SHEET = 4096  # thumbnails per sheet: 64 x 64 of them, 2048 px square
 THUMBNAIL_PX = (24, 96)  # smallest and largest drawn size of a semantic dictionary thumbnail
 
 
@@ -154,24 +155,34 @@ def save_artifact(artifact: Artifact, folder: Path, stem: str, base: np.ndarray 
     return entry
 
 
-def save_sprite(inputs: list[Path | None], path: Path, tile: int = SPRITE_TILE) -> dict:
-    """One PNG holding a `tile`-pixel thumbnail of each input (blank where None), row-major.
+def save_sprites(inputs: list[Path | None], first: Path, tile: int = SPRITE_TILE,
+                 per_sheet: int | None = None) -> dict:
+    """PNG sheets of `tile`-pixel thumbnails of each input (blank where None): point i is cell
+    i % per_sheet, row-major with `columns` cells a row, of sheet i // per_sheet.
 
-    One file instead of thousands keeps a scatter of a large folder quick to open;
-    it is built from the input PNGs already on disk, one at a time.
+    A few files instead of thousands keep a scatter of a large folder quick to open, and
+    sheets of bounded size (2048 px square by default) stay within what a browser decodes
+    at once. The first sheet is `first`, the others `first` with -1, -2... before .png.
+    Each is built from the input PNGs already on disk, one at a time.
     """
-    columns = max(1, int(np.ceil(np.sqrt(len(inputs)))))
-    rows = max(1, int(np.ceil(len(inputs) / columns)))
-    sheet = np.full((rows * tile, columns * tile, 3), 255, dtype=np.uint8)
-    for number, source in enumerate(inputs):
-        if source is None:
-            continue
-        with PILImage.open(source) as picture:
-            thumb = np.asarray(picture.convert("RGB").resize((tile, tile), PILImage.BILINEAR))
-        row, column = divmod(number, columns)
-        sheet[row * tile:(row + 1) * tile, column * tile:(column + 1) * tile] = thumb
-    save_png(sheet, path)
-    return {"tile": tile, "columns": columns}
+    per_sheet = max(1, min(per_sheet or SPRITE_SHEET, len(inputs)))
+    columns = max(1, int(np.ceil(np.sqrt(per_sheet))))
+    sheets = []
+    for number, start in enumerate(range(0, max(len(inputs), 1), per_sheet)):
+        part = inputs[start:start + per_sheet]
+        rows = max(1, int(np.ceil(len(part) / columns)))
+        sheet = np.full((rows * tile, columns * tile, 3), 255, dtype=np.uint8)
+        for cell, source in enumerate(part):
+            if source is None:
+                continue
+            with PILImage.open(source) as picture:
+                thumb = np.asarray(picture.convert("RGB").resize((tile, tile), PILImage.BILINEAR))
+            row, column = divmod(cell, columns)
+            sheet[row * tile:(row + 1) * tile, column * tile:(column + 1) * tile] = thumb
+        path = first if number == 0 else first.with_name(first.name.replace(".png", f"-{number}.png"))
+        save_png(sheet, path)
+        sheets.append(path)
+    return {"sheets": sheets, "tile": tile, "columns": columns, "per_sheet": per_sheet}
 
 
 def _save_dictionary(artifact: SemanticDictionary, folder: Path, stem: str, rel) -> dict:

@@ -176,6 +176,7 @@ def write_html(report: dict, path, page_size: int | None = None) -> None:
         matrix = {"header": header, "rows": [], "chunks": list(write_row_chunks(rows, path.parent / "assets" / "matrix",
                                                                                 paging.size))}
     context = _context(report, views, labels, paging)
+    context["scatter_sources"] = _write_scatter_data(views, paging, path.parent) if paging else {}
     template = _environment().get_template("index.html.j2")
     with open(path, "w", encoding="utf-8") as out:
         out.writelines(template.generate(**context, matrix=matrix, css=_static(STYLES), scripts=_static(SCRIPTS)))
@@ -203,6 +204,24 @@ def _write_pages(paging: Paging, context: dict, folder: Path) -> None:
         entries = [images[i] for i in paging.indices(page) if images[i]["status"] == "ok"]
         with open(folder / Path(paging.page_path(page)).name, "w", encoding="utf-8") as out:
             out.writelines(template.generate(**context, page=page, entries=entries, css=css, scripts=scripts))
+
+
+def _write_scatter_data(views: list[dict], paging: Paging, root: Path) -> dict[str, str]:
+    """In a paged report, each scatter's points go to a script beside the page, as the matrix rows
+    do (thousands of names would swell the index); returns {the scatter's raw path: the script}."""
+    sources = {}
+    for k, view in enumerate(views):
+        for section in (view["dataset"], view["model_results"]):
+            for name, result in section.items():
+                for number, artifact in enumerate(result.get("artifacts") or []):
+                    if artifact["kind"] != "scatter":
+                        continue
+                    src = f"assets/scatter/{k}-{name}-{number}.js"
+                    (root / "assets" / "scatter").mkdir(parents=True, exist_ok=True)
+                    data = json.dumps(_scatter_view(artifact, view, paging.size), allow_nan=False)
+                    (root / src).write_text(f"nnvisScatterData({json.dumps(src)}, {data});\n", encoding="ascii")
+                    sources[artifact["raw"]] = src
+    return sources
 
 
 def cell_draws_map(result: dict | None) -> bool:

@@ -20,7 +20,7 @@ from nnvis_core.context import ImageItem
 from nnvis_core.images import ImageRecord
 from nnvis_core.plan import CallOutcome, PluginRun, RunPlan
 from nnvis_core.toolkit import AttributionPlugin
-from nnvis_reports.assets import save_artifact, save_png, save_sprite
+from nnvis_reports.assets import save_artifact, save_png, save_sprites
 from nnvis_reports.leaderboard import leaderboard
 from nnvis_reports.reader import model_view
 
@@ -122,12 +122,14 @@ class ModelSection:
         return entry
 
     def _sprite(self, image_ids: list[int | None], path: Path) -> dict:
-        """Thumbnails of a scatter's images in one sheet, cell i for point i."""
+        """Thumbnails of a scatter's images in sprite sheets (nnvis_reports.assets.save_sprites)."""
         inputs = []
         for image_id in image_ids:
             known = image_id is not None and 0 <= image_id < len(self.images) and self.images[image_id]["input"]
             inputs.append(self.root / self.images[image_id]["input"] if known else None)
-        return {"path": path.relative_to(self.root).as_posix(), **save_sprite(inputs, path)}
+        saved = save_sprites(inputs, path)
+        sheets = [sheet.relative_to(self.root).as_posix() for sheet in saved.pop("sheets")]
+        return {"path": sheets[0], "sheets": sheets, **saved}
 
     def _add_image_artifacts(self, run: PluginRun, image_artifacts: dict) -> None:
         """A dataset plugin's per-image artifacts, written into each image's folder and section."""

@@ -31,6 +31,7 @@ def paged(tmp_path_factory, demo_images):
                           params={"tsne": {"perplexity": 3}})
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("nnvis_reports.render.PAGE_SIZE", PAGE)
+        patch.setattr("nnvis_reports.assets.SPRITE_SHEET", 5)  # the t-SNE's 12 thumbnails on three sheets
         assert build_report(config, load_registry()).exit_code == 0
     return root / "out", names
 
@@ -118,3 +119,48 @@ def test_the_first_screen_shows_a_bounded_number_of_thumbnails(paged, monkeypatc
     assert "The first 4 of" in html
     scatter = json.loads(re.search(r'class="scatter-data">(.*?)</script>', html, re.S)[1])
     assert scatter["page_size"] == PAGE  # a point opens the page its image is on
+    assert scatter["src"].startswith("assets/scatter/")  # the points are beside the page, not in it
+
+
+def test_the_scatter_loads_its_points_and_every_sprite_sheet(paged, open_report):
+    out, _ = paged
+    report = read_report(out)
+    sprite = report["dataset"]["tsne"]["artifacts"][0]["sprite"]
+    assert sprite["per_sheet"] == 5 and len(sprite["sheets"]) == 3 and sprite["path"] == sprite["sheets"][0]
+    opened = open_report(out / "index.html")
+    page = opened.page
+    page.wait_for_function("() => document.querySelector('.scatter-view').nnvisScatter !== undefined")
+    for _ in range(100):  # every sheet asked for (file:// loads leave no resource-timing entries)
+        if len({url for url in opened.requests if ".sprite" in url}) == 3:
+            break
+        page.wait_for_timeout(50)
+    assert len({url for url in opened.requests if ".sprite" in url}) == 3
+    # Point 7 is cell 2 of sheet 1: hovering it names its image.
+    scatter = page.locator(".scatter-view")
+    scatter.locator("canvas").scroll_into_view_if_needed()
+    x, y = scatter.evaluate("root => root.nnvisScatter.clientPosition(7)")
+    page.mouse.move(x, y)
+    names = [image["path"] for image in report["images"] if image["status"] == "ok"]
+    tip = scatter.locator(".scatter-tip")
+    assert tip.is_visible() and tip.text_content().split("\n")[0] in names
+    assert opened.console_errors == [] and opened.page_errors == [] and opened.alerts() == []
+
+
+def test_sprite_sheets_place_point_i_on_sheet_i_div_per_sheet(tmp_path):
+    from PIL import Image
+
+    from nnvis_reports.assets import save_sprites
+
+    inputs = []
+    for i in range(10):
+        path = tmp_path / f"{i}.png"
+        Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(path)
+        inputs.append(path)
+    saved = save_sprites(inputs, tmp_path / "s.sprite.png", tile=4, per_sheet=4)
+    assert [p.name for p in saved["sheets"]] == ["s.sprite.png", "s.sprite-1.png", "s.sprite-2.png"]
+    assert saved["columns"] == 2 and saved["per_sheet"] == 4
+    for i in range(10):
+        sheet, cell = divmod(i, 4)
+        row, column = divmod(cell, 2)
+        with Image.open(saved["sheets"][sheet]) as picture:
+            assert picture.getpixel((column * 4 + 1, row * 4 + 1))[0] == i * 20

@@ -1,13 +1,31 @@
 // Interactive scatter of image thumbnails (t-SNE maps): wheel zooms about the pointer,
 // dragging pans, hovering names the image, clicking goes to its section. Points are drawn
-// on one canvas from one sprite sheet, so thousands of images stay quick. Data comes from
-// the JSON block beside the canvas; all text goes in through textContent, never as HTML.
+// on one canvas from sprite sheets, so thousands of images stay quick; with more than
+// DOTS_ABOVE points in view they are drawn as dots until zoomed in. Data comes from the
+// JSON block beside the canvas, or, in a large report, from the script it names (a page
+// opened from file:// may run scripts from its folder, but may not fetch data); all text
+// goes in through textContent, never as HTML.
 (function () {
   "use strict";
   var PAD = 24;
+  var DOTS_ABOVE = 3000;
+  var waiting = {};  // script chunk path -> the scatter waiting for its data
+  window.nnvisScatterData = function (src, data) { if (waiting[src]) waiting[src](data); };
 
   function setup(root) {
     var data = JSON.parse(root.querySelector(".scatter-data").textContent);
+    if (!data.src) { start(root, data); return; }
+    var script = document.createElement("script");
+    waiting[data.src] = function (loaded) {
+      delete waiting[data.src];
+      loaded.page_size = data.page_size;
+      start(root, loaded);
+    };
+    script.src = data.src;
+    document.head.appendChild(script);
+  }
+
+  function start(root, data) {
     var canvas = root.querySelector(".scatter-canvas");
     var pen = canvas.getContext("2d");
     var tip = root.querySelector(".scatter-tip");
@@ -16,13 +34,24 @@
     var n = data.x.length;
     var size = canvas.width;
     var view = { scale: 1, dx: 0, dy: 0 };
-    var state = { colourBy: "predicted", hovered: -1, drag: null, pending: false };
+    var state = { colourBy: "predicted", hovered: -1, drag: null, pending: false, dots: false };
     var base = Math.max(8, Math.min(40, 0.8 * (size - 2 * PAD) / Math.sqrt(Math.max(n, 1))));
-    var sprite = null;
+    var sheets = [], perSheet = n;
     if (data.sprite) {
-      sprite = new Image();
-      sprite.onload = redraw;
-      sprite.src = data.sprite.path;
+      perSheet = data.sprite.per_sheet || n;
+      sheets = (data.sprite.sheets || [data.sprite.path]).map(function (path) {
+        var sheet = new Image();
+        sheet.onload = redraw;
+        sheet.src = path;
+        return sheet;
+      });
+    }
+    function drawThumb(i, x, y, t) {  // point i's picture, when its sheet has arrived
+      var sheet = sheets[Math.floor(i / perSheet)];
+      if (!sheet || !sheet.complete || !sheet.naturalWidth || data.ids[i] === null) return;
+      var tile = data.sprite.tile, cell = i % perSheet;
+      var col = cell % data.sprite.columns, row = Math.floor(cell / data.sprite.columns);
+      pen.drawImage(sheet, col * tile, row * tile, tile, tile, x - t / 2, y - t / 2, t, t);
     }
 
     function label(i) { return state.colourBy === "truth" ? data.truth[i] : data.predicted[i]; }
@@ -39,28 +68,35 @@
 
     function draw() {
       state.pending = false;
-      var s = thumb(), ready = sprite && sprite.complete && sprite.naturalWidth > 0;
+      var s = thumb();
       pen.clearRect(0, 0, size, size);
-      var order = [];
-      for (var i = 0; i < n; i++) { if (i !== state.hovered) order.push(i); }
-      if (state.hovered >= 0) order.push(state.hovered);  // the hovered picture on top
-      order.forEach(function (i) {
-        var p = position(i), big = i === state.hovered ? 1.6 : 1, t = s * big;
-        if (p[0] < -t || p[1] < -t || p[0] > size + t || p[1] > size + t) return;
+      var visible = [];
+      for (var i = 0; i < n; i++) {
+        var p = position(i);
+        if (i !== state.hovered && p[0] >= -s && p[1] >= -s && p[0] <= size + s && p[1] <= size + s) visible.push(i);
+      }
+      state.dots = visible.length > DOTS_ABOVE;
+      var dot = Math.max(2, Math.min(6, s / 3));
+      visible.forEach(function (i) {
+        var p = position(i);
         pen.fillStyle = colour(i);
-        pen.fillRect(p[0] - t / 2 - 2, p[1] - t / 2 - 2, t + 4, t + 4);
-        if (ready && data.ids[i] !== null) {
-          var tile = data.sprite.tile, col = i % data.sprite.columns, row = Math.floor(i / data.sprite.columns);
-          pen.drawImage(sprite, col * tile, row * tile, tile, tile, p[0] - t / 2, p[1] - t / 2, t, t);
-        }
+        if (state.dots) { pen.fillRect(p[0] - dot / 2, p[1] - dot / 2, dot, dot); return; }
+        pen.fillRect(p[0] - s / 2 - 2, p[1] - s / 2 - 2, s + 4, s + 4);
+        drawThumb(i, p[0], p[1], s);
       });
+      if (state.hovered >= 0) {  // the hovered picture on top, as a picture even among dots
+        var h = position(state.hovered), t = state.dots ? Math.max(s, 24) * 1.6 : s * 1.6;
+        pen.fillStyle = colour(state.hovered);
+        pen.fillRect(h[0] - t / 2 - 2, h[1] - t / 2 - 2, t + 4, t + 4);
+        drawThumb(state.hovered, h[0], h[1], t);
+      }
     }
     function redraw() {
       if (!state.pending) { state.pending = true; window.requestAnimationFrame(draw); }
     }
 
-    function hit(point) {  // the topmost picture under the pointer, or -1
-      var half = thumb() / 2 + 2;
+    function hit(point) {  // the topmost picture (or dot) under the pointer, or -1
+      var half = state.dots ? 4 : thumb() / 2 + 2;
       for (var i = n - 1; i >= 0; i--) {
         var p = position(i);
         if (Math.abs(p[0] - point[0]) <= half && Math.abs(p[1] - point[1]) <= half) return i;
