@@ -144,3 +144,32 @@ class MemorySink:
     def outcomes(self, plugin: str) -> dict[str | None, CallOutcome]:
         """The first model's calls of one plugin: by image path, or None for its dataset/model call."""
         return self.models[0].outcomes(plugin) if self.models else {}
+
+    def replay(self, sink: Sink) -> RunOutcome:
+        """Emit everything kept here to `sink`, in the order the core emits a run (model by model,
+        images in walk order): the report a run into `sink` would have written. The sink's cache
+        folder is not used: nothing is computed again."""
+        if self.outcome is None:
+            raise RuntimeError("MemorySink.replay: the run did not finish")
+        try:
+            for kept in self.models:
+                plan = kept.plan
+                sink.begin(plan)
+                items = {item.record.relpath: item for item in kept.items}
+                for record in plan.records:
+                    if record.relpath in self.unreadable:
+                        sink.add_unreadable(record, self.unreadable[record.relpath])
+                        continue
+                    item = items[record.relpath]
+                    sink.add_image(item)
+                    for run in plan.image_runs:
+                        if run.plugin.name in kept.images[record.relpath]:
+                            sink.add_image_result(item, run, kept.images[record.relpath][run.plugin.name])
+                for run in plan.runs:
+                    if run.plugin.name in kept.global_results:
+                        sink.add_global_result(run, kept.global_results[run.plugin.name])
+            sink.finish(self.outcome)
+        finally:
+            sink.close()
+        return self.outcome
+
