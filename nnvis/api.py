@@ -1,0 +1,374 @@
+"""The Python face of nnvis: what `nnvis report` does, from a notebook or a script.
+
+    import nnvis
+    run = nnvis.run("examples/demo/images", "demo", plugins=["gradcam", "occlusion"], occlusion={"window": 16})
+    run                      # in Jupyter: the report inline (leaderboard, matrix, maps)
+    run.leaderboard          # the method leaderboard rows
+    run.result("circle/circle_00.png", "gradcam").artifacts[0].values   # the map as an array
+    run.save("out")          # the report the CLI writes, to out/index.html
+    nnvis.explain("demo", "examples/demo/images/circle/circle_00.png", "gradcam").map   # one map, a tensor
+
+The core runs exactly as for the CLI (nnvis_core.runner), into a sink that keeps
+every result in memory (nnvis_core.sink.MemorySink): nothing is written to disk
+until `save`; showing a run inline renders it in a temporary folder that is
+removed at once. A model given as an nn.Module is used as it is and left as it
+was (its train/eval mode and its device are restored after the run).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+
+from nnvis_core.artifacts import Heatmap, Result, as_result
+from nnvis_core.config import ModelChoice, ReportConfig
+from nnvis_core.context import ImageItem, RunContext
+from nnvis_core.images import ImageRecord, load_rgb, match_label
+from nnvis_core.markers import hookimpl
+from nnvis_core.models import ModelOptions, load_model
+from nnvis_core.models.loaded import LoadedModel, ModelLoadError, Preprocess
+from nnvis_core.models.source import ModelSource
+from nnvis_core.params import ParamError, resolve_params
+from nnvis_core.plan import UsageError
+from nnvis_core.plugin import Plugin
+from nnvis_core.registry import Registry, load_registry
+from nnvis_core.runner import choose_device
+from nnvis_core.runner import run as run_core
+from nnvis_core.sink import MemorySink
+from nnvis_core.targets import TargetError
+from nnvis_reports.reader import model_view
+from nnvis_reports.sink import HtmlReport
+
+IN_MEMORY = "python"  # the model source prefix of models given as nn.Module
+
+
+# --- models given as objects ------------------------------------------------------------------
+
+
+class InMemoryModels(ModelSource):
+    """`python:N`: the N-th nn.Module this call of nnvis.run was given."""
+
+    name = IN_MEMORY
+    description = "a model in memory (nnvis.run and nnvis.explain given an nn.Module)"
+
+    def __init__(self, models: list[LoadedModel]):
+        self.models = models
+
+    def load(self, target: str, options: ModelOptions) -> LoadedModel:
+        return self.models[int(target)]
+
+
+def _as_preprocess(preprocess: Preprocess | dict | None) -> Preprocess:
+    if isinstance(preprocess, Preprocess):
+        return preprocess
+    given = dict(preprocess or {})
+    unknown = set(given) - {"resize", "crop", "mean", "std"}
+    if unknown:
+        raise UsageError(f"preprocess: unknown keys {', '.join(sorted(unknown))} (use resize, crop, mean, std)")
+    statistics = {k: tuple(given[k]) for k in ("mean", "std") if k in given}
+    return Preprocess(given.get("resize", 256), given.get("crop", 224), **statistics)
+
+
+@dataclass
+class _Models:
+    """The run's model specs, with modules in memory registered under `python:N`, and their state to restore."""
+
+    specs: list[str]
+    registry: Registry
+    saved: list[tuple[torch.nn.Module, bool, torch.device | None]]
+
+    def restore(self) -> None:
+        for module, training, device in self.saved:
+            module.train(training)
+            if device is not None:
+                module.to(device)
+
+
+def _models(models: Sequence[Any], preprocess, class_names, plugins: Sequence[Plugin] = ()) -> _Models:
+    loaded: list[LoadedModel] = []
+    specs, saved = [], []
+    for model in models:
+        if isinstance(model, (str, Path)):
+            specs.append(str(model))
+            continue
+        if not isinstance(model, torch.nn.Module):
+            raise UsageError(f"model: expected a model spec (str) or a torch.nn.Module, got {type(model).__name__}")
+        first = next(iter(model.parameters()), None)
+        saved.append((model, model.training, first.device if first is not None else None))
+        names = list(class_names) if class_names is not None else []
+        loaded.append(LoadedModel(model, type(model).__name__, "in memory", names, _as_preprocess(preprocess),
+                                  "python (in memory)"))
+        specs.append(f"{IN_MEMORY}:{len(loaded) - 1}")
+    extra = []
+    if loaded or plugins:
+        holder = type("InMemory", (), {})()
+        holder.nnvis_register_model_sources = hookimpl(lambda register: register(InMemoryModels(loaded)))
+        holder.nnvis_register_plugins = hookimpl(lambda register: [register(plugin) for plugin in plugins])
+        extra.append(("nnvis-python", holder))
+    return _Models(specs, load_registry(extra=extra), saved)
+
+
+# --- images -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def _image_folder(images: Any) -> Iterator[Path]:
+    """A folder holding `images`: the folder itself, or for a list of files a temporary folder of
+    links to them under their parent folder's name (which gives the true class), removed after."""
+    if isinstance(images, (str, Path)):
+        yield Path(images)
+        return
+    if not isinstance(images, (list, tuple)) or not all(isinstance(p, (str, Path)) for p in images):
+        raise UsageError("images: give a folder or a list of image files (PIL images and tensors are not "
+                         "supported yet: save them as PNG files)")
+    with tempfile.TemporaryDirectory(prefix="nnvis-images-") as temporary:
+        root = Path(temporary)
+        for number, path in enumerate(Path(p).resolve() for p in images):
+            if not path.is_file():
+                raise UsageError(f"{path}: no such image file")
+            target = root / path.parent.name / path.name
+            if target.exists() or target.is_symlink():
+                target = target.with_name(f"{path.stem}-{number}{path.suffix}")
+            target.parent.mkdir(exist_ok=True)
+            target.symlink_to(path)
+        yield root
+
+
+# --- a run --------------------------------------------------------------------------------------
+
+
+class Run:
+    """A finished run: results per image and plugin, the leaderboard, and the report on demand."""
+
+    def __init__(self, sink: MemorySink, config: ReportConfig):
+        self._sink = sink
+        self._config = config
+        self._report: dict | None = None
+
+    @property
+    def models(self) -> list[str]:
+        return [kept.plan.ctx.model.name for kept in self._sink.models]
+
+    @property
+    def images(self) -> list[str]:
+        """The readable images' paths, relative to the image folder, in report order."""
+        return [item.record.relpath for item in self._sink.items]
+
+    @property
+    def unreadable(self) -> dict[str, str]:
+        return dict(self._sink.unreadable)
+
+    def result(self, image: str, plugin: str, model: int = 0) -> Result:
+        """One plugin's Result on one image (artifacts with their arrays, metrics): raises KeyError
+        naming what exists, and RuntimeError with the plugin's message when the call failed."""
+        kept = self._sink.models[model]
+        if image not in kept.images:
+            raise KeyError(f"no readable image {image!r}; images: {', '.join(list(kept.images)[:5])}...")
+        outcome = kept.images[image].get(plugin) or kept.global_results.get(plugin)
+        if outcome is None:
+            raise KeyError(f"plugin {plugin!r} has no result on {image!r}; ran: "
+                           f"{', '.join(r.plugin.name for r in kept.plan.runs)}")
+        if not outcome.ok:
+            raise RuntimeError(f"{plugin} failed on {image}: {outcome.error}")
+        return outcome.result
+
+    def dataset_result(self, plugin: str, model: int = 0) -> Result:
+        """A dataset- or model-scope plugin's Result (t-SNE, sanity check...)."""
+        outcome = self._sink.models[model].global_results[plugin]
+        if not outcome.ok:
+            raise RuntimeError(f"{plugin} failed: {outcome.error}")
+        return outcome.result
+
+    def save(self, out: str | Path, force: bool = False) -> Path:
+        """Write the report the CLI writes (index.html, report.json, assets/) to `out`; return index.html."""
+        out = Path(out)
+        self._sink.replay(HtmlReport(out, force))
+        return out / "index.html"
+
+    def report(self) -> dict:
+        """report.json's content (schema 2, docs/report-format.md)."""
+        if self._report is None:
+            with tempfile.TemporaryDirectory(prefix="nnvis-run-") as temporary:
+                self.save(Path(temporary) / "report")
+                self._report = json.loads((Path(temporary) / "report" / "report.json").read_text(encoding="utf-8"))
+        return self._report
+
+    def to_json(self) -> str:
+        return json.dumps(self.report(), indent=1, ensure_ascii=False)
+
+    @property
+    def leaderboard(self) -> list[dict]:
+        """One row per model and attribution method (nnvis_reports.leaderboard)."""
+        return self.report()["leaderboard"]
+
+    def view(self, model: int = 0) -> dict:
+        """report.json as if `model` were the only model (nnvis_reports.reader.model_view)."""
+        return model_view(self.report(), model)
+
+    def _repr_html_(self) -> str:
+        """The whole report, self-contained (pictures inlined), in a sandboxed frame."""
+        with tempfile.TemporaryDirectory(prefix="nnvis-show-") as temporary:
+            index = self.save(Path(temporary) / "report")
+            page = inline_files(index.read_text(encoding="utf-8"), index.parent)
+        return (f'<iframe class="nnvis-report" sandbox="allow-scripts" style="width: 100%; height: 900px; '
+                f'border: 1px solid #ddd" srcdoc="{html.escape(page, quote=True)}"></iframe>')
+
+    def __repr__(self) -> str:
+        failed = sum(1 for kept in self._sink.models for results in kept.images.values()
+                     for outcome in results.values() if not outcome.ok)
+        plugins = ", ".join(r.plugin.name for r in self._sink.models[0].plan.runs) if self._sink.models else ""
+        return (f"<nnvis.Run: {len(self.images)} images through {', '.join(self.models)}; plugins {plugins}; "
+                f"{failed} failed calls, {len(self._sink.unreadable)} unreadable>")
+
+
+INLINED = re.compile(r"(?<![\w/.])(assets/[\w./-]+\.png)")
+
+
+def inline_files(page: str, root: Path) -> str:
+    """`page` with every assets/...png it names (in attributes and in its JSON data) as a data URI."""
+    cache: dict[str, str] = {}
+
+    def data_uri(match: re.Match) -> str:
+        path = match[1]
+        if path not in cache:
+            file = root / path
+            cache[path] = ("data:image/png;base64," + base64.b64encode(file.read_bytes()).decode("ascii")
+                           if file.is_file() else path)
+        return cache[path]
+
+    return INLINED.sub(data_uri, page)
+
+
+def run(images: Any, model: Any = "demo", plugins: Sequence[str | Plugin] | None = None, *, masks: str | Path | None = None,
+        labels: str | Path | None = None, weights: str | None = None, arch: str | None = None,
+        compare: Sequence[Any] = (), preprocess: Preprocess | dict | None = None,
+        class_names: Sequence[str] | None = None, device: str = "auto", seed: int = 0, batch_size: int = 16,
+        plugin_timeout: float | None = None, progress: bool = True, **params: dict) -> Run:
+    """Run plugins on a folder (or a list of image files) with a model, as `nnvis report` does.
+
+    plugins: names of installed plugins, or Plugin objects (registered for this run, exactly as an
+    installed third-party plugin is); None: the default ones.
+    model: a model spec as on the command line ("demo", "torchvision:resnet18", a file) or a
+    torch.nn.Module (with `preprocess`, default resize 256 / crop 224 / ImageNet statistics, and
+    `class_names`); compare: more models, side by side. Plugin parameters go as keyword
+    arguments named after the plugin, validated exactly as --set is: occlusion={"window": 16}.
+    Raises nnvis.UsageError (one line) for what the CLI would refuse with exit code 2.
+    """
+    for name, values in params.items():
+        if not isinstance(values, dict):
+            raise UsageError(f"{name}=...: plugin parameters go as a dict, e.g. {name}={{'target': 'true'}}")
+    given = [p for p in plugins or [] if isinstance(p, Plugin)]
+    names = None if plugins is None else [p.name if isinstance(p, Plugin) else str(p) for p in plugins]
+    models = _models([model, *compare], preprocess, class_names, given)
+    try:
+        with _image_folder(images) as folder:
+            first, *more = models.specs
+            config = ReportConfig(
+                folder, Path(tempfile.gettempdir()) / "nnvis-python-run-unused", model=first, weights=weights, arch=arch,
+                more_models=tuple(ModelChoice(spec, weights, arch) for spec in more),
+                labels=Path(labels) if labels else None, masks=Path(masks) if masks else None,
+                plugins=names, params=params, device=device, seed=seed,
+                batch_size=batch_size, plugin_timeout=plugin_timeout, quiet=True)
+            sink = MemorySink()
+            run_core(config, models.registry, sink, _progress if progress else None)
+    finally:
+        models.restore()
+    return Run(sink, config)
+
+
+def _progress(total: int):
+    """A bar that draws in notebooks and terminals alike (tqdm.auto)."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc="images x plugins", leave=False)
+
+    def advance(n: int) -> None:
+        bar.update(n)
+        if bar.n >= total:
+            bar.close()
+
+    return advance
+
+
+# --- one map ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Explained:
+    """One method on one image: `map` is the (H, W) map the card draws, as a tensor."""
+
+    map: torch.Tensor
+    target: int
+    target_name: str
+    predicted: int
+    result: Result
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return dict(self.result.metrics)
+
+    @property
+    def caption(self) -> str:
+        return next((a.caption for a in self.result.artifacts if isinstance(a, Heatmap)), "")
+
+
+def explain(model: Any, image: str | Path, method: str = "gradcam", target: str | int = "predicted", *,
+            weights: str | None = None, preprocess: Preprocess | dict | None = None,
+            class_names: Sequence[str] | None = None, device: str = "auto", seed: int = 0, **params: Any) -> Explained:
+    """One attribution method on one image file, the one-liner: the map as a tensor, the target, the metrics.
+
+    target: predicted, true (from the file's folder name), a class index or a class name.
+    """
+    models = _models([model], preprocess, class_names)
+    registry = models.registry
+    try:
+        if method not in registry.plugins:
+            raise UsageError(f"unknown method {method!r}; installed: {', '.join(registry.plugins)}")
+        plugin = registry.plugins[method].item
+        try:
+            values = resolve_params(method, plugin.params, {**params, **({"target": str(target)}
+                                                                         if "target" in {p.name for p in plugin.params} else {})})
+        except ParamError as error:
+            raise UsageError(str(error)) from None
+        resolved = choose_device(device)
+        try:
+            loaded = load_model(models.specs[0], ModelOptions(weights=weights, seed=seed), registry, str(resolved))
+        except ModelLoadError as error:
+            raise UsageError(str(error)) from None
+        ctx = RunContext(loaded, resolved, seed, 16, None, {n: r.item for n, r in registry.plugins.items()})
+        item = _item(ctx, Path(image))
+        torch.manual_seed(ctx.seed_for(item, method))
+        try:
+            result = as_result(plugin.run_image(ctx, item, values))
+        except TargetError as error:
+            raise UsageError(f"{method}.target: {error}") from None
+        heatmap = next((a for a in result.artifacts if isinstance(a, Heatmap)), None)
+        if heatmap is None:
+            raise UsageError(f"{method} draws no map (its first result is a {type(result.artifacts[0]).__name__})")
+        chosen = ctx.target(item, str(values.get("target", "predicted")))
+        return Explained(torch.as_tensor(heatmap.values), chosen, ctx.class_names[chosen], item.predicted, result)
+    finally:
+        models.restore()
+
+
+def _item(ctx: RunContext, path: Path) -> ImageItem:
+    """One image file as the model sees it, with the model's prediction."""
+    preprocess = ctx.model.preprocess
+    pixels = preprocess.display(load_rgb(path))
+    tensor = preprocess.normalize(pixels)
+    with torch.no_grad():
+        probabilities = torch.softmax(ctx.module(tensor[None].to(ctx.device)).float(), dim=1)[0].cpu()
+    record = ImageRecord(0, path, path.name, path.parent.name or None)
+    return ImageItem(record, pixels, tensor, match_label(record.folder, ctx.class_names), probabilities)
+
+
+__all__ = ["Run", "Explained", "UsageError", "run", "explain", "inline_files"]

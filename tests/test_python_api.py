@@ -1,0 +1,125 @@
+"""`import nnvis`: the CLI's run from Python, results in memory, the same report on save, the report
+inline for notebooks, and one map in one line."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import nnvis
+from conftest import without_timings
+from nnvis_cli.main import cli
+from nnvis_core.artifacts import Heatmap
+from nnvis_core.demo import CLASS_NAMES, DEMO_SPEC, load_demo_model
+
+DEMO_PREPROCESS = {"resize": DEMO_SPEC["input_size"], "crop": DEMO_SPEC["input_size"],
+                   "mean": DEMO_SPEC["mean"], "std": DEMO_SPEC["std"]}
+
+
+@pytest.fixture(scope="module")
+def api_images(tmp_path_factory, demo_images) -> Path:
+    from conftest import copy_demo
+
+    return copy_demo(demo_images, tmp_path_factory.mktemp("api") / "images")
+
+
+@pytest.fixture(scope="module")
+def demo_run(api_images) -> nnvis.Run:
+    return nnvis.run(api_images, "demo", plugins=["gradcam", "occlusion"], occlusion={"window": 16},
+                     device="cpu", progress=False)
+
+
+def test_results_are_typed_and_in_memory(demo_run, api_images, tmp_path, monkeypatch):
+    assert demo_run.images == sorted(str(p.relative_to(api_images).as_posix()) for p in api_images.rglob("*.png"))
+    result = demo_run.result(demo_run.images[0], "gradcam")
+    heatmap = result.artifacts[0]
+    assert isinstance(heatmap, Heatmap) and heatmap.values.shape == (64, 64)
+    assert set(result.metrics) >= {"deletion_auc", "insertion_auc"}
+    with pytest.raises(KeyError, match="no readable image"):
+        demo_run.result("nothing.png", "gradcam")
+    assert [row["method"] for row in demo_run.leaderboard] == ["gradcam", "occlusion"]
+    assert "6 images through demo" in repr(demo_run)
+
+
+def test_nothing_is_written_until_save(api_images, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in Path(api_images.parent).iterdir())
+    nnvis.run(api_images, "demo", plugins=["saliency"], device="cpu", progress=False)
+    assert list(tmp_path.iterdir()) == [] and sorted(p.name for p in api_images.parent.iterdir()) == before
+
+
+def test_save_writes_the_report_the_cli_writes(demo_run, api_images, tmp_path):
+    index = demo_run.save(tmp_path / "python")
+    assert index == tmp_path / "python" / "index.html" and index.is_file()
+    result = CliRunner().invoke(cli, ["report", str(api_images), "--plugins", "gradcam,occlusion", "--device", "cpu",
+                                      "--set", "occlusion.window=16", "-o", str(tmp_path / "cli"), "-q"])
+    assert result.exit_code == 0, result.output
+    ours, theirs = (without_timings(json.loads((tmp_path / name / "report.json").read_text(encoding="utf-8")))
+                    for name in ("python", "cli"))
+    assert ours == theirs
+    assert demo_run.report()["by_model"][0]["images"] == json.loads(
+        (tmp_path / "python" / "report.json").read_text(encoding="utf-8"))["by_model"][0]["images"]
+
+
+def test_a_model_in_memory_is_used_as_it_is_and_left_as_it_was(api_images):
+    model = load_demo_model(None).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    files = sorted(api_images.rglob("*.png"))[:3]
+    run = nnvis.run(files, model, plugins=["saliency"], preprocess=DEMO_PREPROCESS, class_names=CLASS_NAMES,
+                    device="cpu", progress=False)
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    view = run.view()
+    assert [image["true_class"]["name"] for image in view["images"]] == [f.parent.name for f in files]
+    assert view["model"]["source"] == "python (in memory)"
+    # the same weights through the embedded model give the same maps
+    embedded = nnvis.run(files, "demo", plugins=["saliency"], device="cpu", progress=False)
+    for name in run.images:
+        assert np.array_equal(run.result(name, "saliency").artifacts[0].values,
+                              embedded.result(name, "saliency").artifacts[0].values)
+
+
+def test_bad_settings_are_usage_errors(api_images):
+    with pytest.raises(nnvis.UsageError, match="unknown plugin nothing"):
+        nnvis.run(api_images, plugins=["nothing"], progress=False)
+    with pytest.raises(nnvis.UsageError, match="unknown parameter occlusion.size"):
+        nnvis.run(api_images, plugins=["occlusion"], occlusion={"size": 3}, progress=False)
+    with pytest.raises(nnvis.UsageError, match="go as a dict"):
+        nnvis.run(api_images, plugins=["occlusion"], occlusion=16, progress=False)
+    with pytest.raises(nnvis.UsageError, match="PIL images and tensors are not supported yet"):
+        nnvis.run([object()], progress=False)
+
+
+def test_the_report_shows_inline_self_contained(demo_run, tmp_path, open_report):
+    frame = demo_run._repr_html_()
+    assert frame.startswith('<iframe class="nnvis-report" sandbox="allow-scripts"')
+    page = html.unescape(re.search(r'srcdoc="(.*)"></iframe>', frame, re.S)[1])
+    assert not re.search(r'(?<![\w/.])assets/[\w./-]+\.png', page)  # every picture inlined
+    alone = tmp_path / "alone.html"  # no assets/ beside it
+    alone.write_text(page, encoding="utf-8")
+    opened = open_report(alone)
+    opened.page.wait_for_selector("[data-matrix] tbody tr")
+    sizes = opened.page.locator("[data-matrix] tbody img").evaluate_all(
+        "images => images.slice(0, 6).map(i => i.complete ? i.naturalWidth : -1)")
+    assert sizes and all(size > 0 for size in sizes)
+    assert opened.page.locator("#leaderboard tbody tr").count() == 2
+    assert opened.console_errors == [] and opened.page_errors == []
+
+
+def test_explain_gives_the_map_the_run_draws(demo_run, api_images):
+    name = demo_run.images[0]
+    explained = nnvis.explain("demo", api_images / name, "gradcam", device="cpu")
+    assert isinstance(explained.map, torch.Tensor) and explained.map.shape == (64, 64)
+    assert torch.equal(explained.map, torch.as_tensor(demo_run.result(name, "gradcam").artifacts[0].values))
+    assert explained.target == explained.predicted and explained.target_name == CLASS_NAMES[explained.target]
+    other = nnvis.explain("demo", api_images / name, "gradcam", target="ring", device="cpu")
+    assert other.target_name == "ring" and not torch.equal(other.map, explained.map)
+    with pytest.raises(nnvis.UsageError, match="unknown method"):
+        nnvis.explain("demo", api_images / name, "nothing")
