@@ -56,11 +56,11 @@ MEASURE = """async () => {
   await new Promise(r => setTimeout(r, 500));
   const pictures = [...document.images];
   const sections = document.querySelectorAll('main > section.image');
-  const last = sections[sections.length - 1];
+  const last = sections[sections.length - 1];  // none in a paged report: details are on pages
   const start = performance.now();
-  location.hash = '#' + last.id;
+  if (last) location.hash = '#' + last.id;
   await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
-  const jump = performance.now() - start;
+  const jump = last ? performance.now() - start : NaN;
   return {
     first_paint: paint ? paint.startTime : NaN,
     dom_content_loaded: nav.domContentLoadedEventEnd,
@@ -69,7 +69,7 @@ MEASURE = """async () => {
     pictures: pictures.length,
     fetched_at_load: pictures.filter(i => i.complete && i.naturalWidth > 0).length,
     jump_to_last: jump,
-    last_in_view: last.getBoundingClientRect().top > -2 && last.getBoundingClientRect().top < innerHeight,
+    last_in_view: last ? last.getBoundingClientRect().top > -2 && last.getBoundingClientRect().top < innerHeight : null,
   };
 }"""
 
