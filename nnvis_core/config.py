@@ -67,6 +67,8 @@ class ReportConfig:
     force: bool = False  # write into an existing folder that is not an nnvis report
     resume: bool = False  # reuse the results an interrupted run for the same OUT left behind
     more_models: tuple[ModelChoice, ...] = ()  # models compared with the first (`model`), in order
+    # Images given in memory (nnvis.run with PIL images or a tensor): used instead of walking image_dir.
+    images: tuple[Any, ...] = ()  # nnvis_core.images.ImageRecord
 
     @property
     def models(self) -> list[ModelChoice]:

@@ -13,7 +13,7 @@ import re
 import stat
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 
@@ -60,6 +60,14 @@ class ImageRecord:
     path: Path  # absolute path (symlinked folders are kept as walked, not resolved)
     relpath: str  # POSIX path relative to the root
     folder: str | None  # immediate parent folder name relative to root, or None
+    # An image given in memory (the Python API), read instead of `path`; compared by identity.
+    image: Image.Image | None = field(default=None, compare=False, repr=False)
+
+    def read(self) -> Image.Image:
+        """The image as load_rgb gives it: from memory when given there, else decoded from `path`."""
+        if self.image is not None:
+            return self.image.convert("RGB")
+        return load_rgb(self.path)
 
 
 def discover_images(root: Path, skip: Sequence[Path] = ()) -> list[ImageRecord]:

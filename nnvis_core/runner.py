@@ -135,7 +135,7 @@ def prepare_all(config: ReportConfig, registry: Registry) -> list[RunPlan]:
         raise UsageError(f"plugin timeout must be a positive number of seconds, got {config.plugin_timeout}")
     runs = plugin_runs(registry, select_plugins(registry, config.plugins), config.params, config.plugin_timeout)
     try:
-        records = discover_images(config.image_dir, skip=[config.out_dir])
+        records = list(config.images) or discover_images(config.image_dir, skip=[config.out_dir])
     except (FileNotFoundError, NotADirectoryError) as error:
         raise UsageError(str(error)) from None
     if not records:
