@@ -27,12 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import torch
+from PIL import Image as PILImage
 
 from nnvis_core.artifacts import Heatmap, Result, as_result
 from nnvis_core.config import ModelChoice, ReportConfig
 from nnvis_core.context import ImageItem, RunContext
-from nnvis_core.images import ImageRecord, load_rgb, match_label
+from nnvis_core.images import ImageReadError, ImageRecord, match_label
 from nnvis_core.markers import hookimpl
 from nnvis_core.models import ModelOptions, load_model
 from nnvis_core.models.loaded import LoadedModel, ModelLoadError, Preprocess
@@ -45,10 +47,12 @@ from nnvis_core.runner import choose_device
 from nnvis_core.runner import run as run_core
 from nnvis_core.sink import MemorySink
 from nnvis_core.targets import TargetError
+from nnvis_reports.assets import save_artifact
 from nnvis_reports.reader import model_view
 from nnvis_reports.sink import HtmlReport
 
 IN_MEMORY = "python"  # the model source prefix of models given as nn.Module
+IN_MEMORY_ROOT = Path("(in memory)")  # the image folder named for images given as PIL images or tensors
 
 
 # --- models given as objects ------------------------------------------------------------------
@@ -120,16 +124,40 @@ def _models(models: Sequence[Any], preprocess, class_names, plugins: Sequence[Pl
 # --- images -----------------------------------------------------------------------------------
 
 
+def to_pil(image: Any) -> PILImage.Image:
+    """A PIL image, or an RGB tensor (3, H, W) with values in [0, 1] (or uint8), as an 8-bit RGB image."""
+    if isinstance(image, PILImage.Image):
+        return image.convert("RGB")
+    if isinstance(image, torch.Tensor) and image.dim() == 3 and image.shape[0] == 3:
+        values = image.detach().cpu()
+        if values.is_floating_point():
+            if values.min() < 0 or values.max() > 1:
+                raise UsageError("images: a float tensor must hold RGB values in [0, 1], before normalization")
+            values = (values * 255).round()
+        return PILImage.fromarray(values.to(torch.uint8).permute(1, 2, 0).numpy())
+    raise UsageError(f"images: cannot read a {type(image).__name__} {getattr(image, 'shape', '')} as an RGB "
+                     f"image (give a folder, image files, PIL images, or RGB tensors (3, H, W) or (N, 3, H, W))")
+
+
 @contextmanager
-def _image_folder(images: Any) -> Iterator[Path]:
-    """A folder holding `images`: the folder itself, or for a list of files a temporary folder of
-    links to them under their parent folder's name (which gives the true class), removed after."""
+def _images(images: Any) -> Iterator[tuple[Path, tuple[ImageRecord, ...]]]:
+    """(folder, records in memory) for `images`: a folder as it is; image files as a temporary
+    folder of links to them under their parent folder's name (which gives the true class),
+    removed afterwards; PIL images and tensors as records in memory, named image_0000.png..."""
     if isinstance(images, (str, Path)):
-        yield Path(images)
+        yield Path(images), ()
         return
-    if not isinstance(images, (list, tuple)) or not all(isinstance(p, (str, Path)) for p in images):
-        raise UsageError("images: give a folder or a list of image files (PIL images and tensors are not "
-                         "supported yet: save them as PNG files)")
+    if isinstance(images, torch.Tensor) and images.dim() == 4:
+        images = list(images)
+    if isinstance(images, (PILImage.Image, torch.Tensor)):
+        images = [images]
+    if not isinstance(images, (list, tuple)) or not images:
+        raise UsageError("images: give a folder, a list of image files, PIL images or RGB tensors")
+    if not all(isinstance(p, (str, Path)) for p in images):
+        pictures = [to_pil(image) for image in images]
+        yield IN_MEMORY_ROOT, tuple(ImageRecord(i, IN_MEMORY_ROOT / f"image_{i:04d}.png", f"image_{i:04d}.png", None,
+                                                image=picture) for i, picture in enumerate(pictures))
+        return
     with tempfile.TemporaryDirectory(prefix="nnvis-images-") as temporary:
         root = Path(temporary)
         for number, path in enumerate(Path(p).resolve() for p in images):
@@ -140,7 +168,7 @@ def _image_folder(images: Any) -> Iterator[Path]:
                 target = target.with_name(f"{path.stem}-{number}{path.suffix}")
             target.parent.mkdir(exist_ok=True)
             target.symlink_to(path)
-        yield root
+        yield root, ()
 
 
 # --- a run --------------------------------------------------------------------------------------
@@ -206,21 +234,31 @@ class Run:
         return json.dumps(self.report(), indent=1, ensure_ascii=False)
 
     @property
-    def leaderboard(self) -> list[dict]:
-        """One row per model and attribution method (nnvis_reports.leaderboard)."""
-        return self.report()["leaderboard"]
+    def leaderboard(self) -> "Leaderboard":
+        """One row per model and attribution method (nnvis_reports.leaderboard): a list of dicts,
+        drawn as the report's table in a notebook."""
+        return Leaderboard(self.report()["leaderboard"], self.show("leaderboard"))
 
     def view(self, model: int = 0) -> dict:
         """report.json as if `model` were the only model (nnvis_reports.reader.model_view)."""
         return model_view(self.report(), model)
 
-    def _repr_html_(self) -> str:
-        """The whole report, self-contained (pictures inlined), in a sandboxed frame."""
+    def page(self) -> str:
+        """index.html, self-contained: every picture it shows inlined as a data URI."""
         with tempfile.TemporaryDirectory(prefix="nnvis-show-") as temporary:
             index = self.save(Path(temporary) / "report")
-            page = inline_files(index.read_text(encoding="utf-8"), index.parent)
-        return (f'<iframe class="nnvis-report" sandbox="allow-scripts" style="width: 100%; height: 900px; '
-                f'border: 1px solid #ddd" srcdoc="{html.escape(page, quote=True)}"></iframe>')
+            return inline_files(index.read_text(encoding="utf-8"), index.parent)
+
+    def _repr_html_(self) -> str:
+        """The whole report, self-contained, in a sandboxed frame."""
+        return framed(self.page())
+
+    def show(self, part: str) -> "Shown":
+        """One part of the page, to show in a notebook: leaderboard, folder, matrix, dataset
+        (the dataset plugins' views: t-SNE, neighbours...) or model (model plugins' pictures)."""
+        if part not in PARTS:
+            raise ValueError(f"show({part!r}): the parts are {', '.join(PARTS)}")
+        return Shown(lambda: framed(page_part(self.page(), part), height=PARTS[part]))
 
     def __repr__(self) -> str:
         failed = sum(1 for kept in self._sink.models for results in kept.images.values()
@@ -230,22 +268,63 @@ class Run:
                 f"{failed} failed calls, {len(self._sink.unreadable)} unreadable>")
 
 
+PARTS = {"leaderboard": 700, "folder": 700, "matrix": 800, "dataset": 900, "model": 900}  # frame heights (px)
+
+
+class Shown:
+    """Something shown inline in a notebook (its HTML is made when asked for)."""
+
+    def __init__(self, make) -> None:
+        self._make = make
+
+    def _repr_html_(self) -> str:
+        return self._make()
+
+
+class Leaderboard(list):
+    """The leaderboard rows (dicts), shown in a notebook as the report's sortable table."""
+
+    def __init__(self, rows: list[dict], shown: Shown):
+        super().__init__(rows)
+        self._shown = shown
+
+    def _repr_html_(self) -> str:
+        return self._shown._repr_html_()
+
+
+def framed(page: str, height: int = 900) -> str:
+    """A page in a sandboxed frame: scripts run in it, but cannot reach the notebook."""
+    return (f'<iframe class="nnvis-report" sandbox="allow-scripts" style="width: 100%; height: {height}px; '
+            f'border: 1px solid #ddd" srcdoc="{html.escape(page, quote=True)}"></iframe>')
+
+
+def page_part(page: str, part: str) -> str:
+    """The page with one section of it in the body (its head and scripts kept)."""
+    found = re.search(rf'<section id="{part}"[^>]*>.*?</section>', page, re.S)
+    head = page[:page.index("<body>") + len("<body>")]
+    scripts = re.search(r"<script>(?:(?!<script>).)*</script>\s*<footer>", page, re.S)
+    body = found[0] if found else f"<p>This run has no {part} to show.</p>"
+    return head + body + (scripts[0].rsplit("<footer>", 1)[0] if scripts else "") + "</body></html>"
+
+
 INLINED = re.compile(r"(?<![\w/.])(assets/[\w./-]+\.png)")
+
+
+def data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
 def inline_files(page: str, root: Path) -> str:
     """`page` with every assets/...png it names (in attributes and in its JSON data) as a data URI."""
     cache: dict[str, str] = {}
 
-    def data_uri(match: re.Match) -> str:
+    def inline(match: re.Match) -> str:
         path = match[1]
         if path not in cache:
-            file = root / path
-            cache[path] = ("data:image/png;base64," + base64.b64encode(file.read_bytes()).decode("ascii")
-                           if file.is_file() else path)
+            cache[path] = data_uri(root / path) if (root / path).is_file() else path
         return cache[path]
 
-    return INLINED.sub(data_uri, page)
+    return INLINED.sub(inline, page)
 
 
 def run(images: Any, model: Any = "demo", plugins: Sequence[str | Plugin] | None = None, *, masks: str | Path | None = None,
@@ -253,7 +332,10 @@ def run(images: Any, model: Any = "demo", plugins: Sequence[str | Plugin] | None
         compare: Sequence[Any] = (), preprocess: Preprocess | dict | None = None,
         class_names: Sequence[str] | None = None, device: str = "auto", seed: int = 0, batch_size: int = 16,
         plugin_timeout: float | None = None, progress: bool = True, **params: dict) -> Run:
-    """Run plugins on a folder (or a list of image files) with a model, as `nnvis report` does.
+    """Run plugins on images with a model, as `nnvis report` does on a folder.
+
+    images: a folder, a list of image files, PIL images, or RGB tensors ((3, H, W) each or one
+    (N, 3, H, W) batch, values in [0, 1] before normalization, taken as 8-bit like a PNG).
 
     plugins: names of installed plugins, or Plugin objects (registered for this run, exactly as an
     installed third-party plugin is); None: the default ones.
@@ -270,14 +352,14 @@ def run(images: Any, model: Any = "demo", plugins: Sequence[str | Plugin] | None
     names = None if plugins is None else [p.name if isinstance(p, Plugin) else str(p) for p in plugins]
     models = _models([model, *compare], preprocess, class_names, given)
     try:
-        with _image_folder(images) as folder:
+        with _images(images) as (folder, records):
             first, *more = models.specs
             config = ReportConfig(
                 folder, Path(tempfile.gettempdir()) / "nnvis-python-run-unused", model=first, weights=weights, arch=arch,
                 more_models=tuple(ModelChoice(spec, weights, arch) for spec in more),
                 labels=Path(labels) if labels else None, masks=Path(masks) if masks else None,
                 plugins=names, params=params, device=device, seed=seed,
-                batch_size=batch_size, plugin_timeout=plugin_timeout, quiet=True)
+                batch_size=batch_size, plugin_timeout=plugin_timeout, quiet=True, images=records)
             sink = MemorySink()
             run_core(config, models.registry, sink, _progress if progress else None)
     finally:
@@ -311,6 +393,7 @@ class Explained:
     target_name: str
     predicted: int
     result: Result
+    pixels: np.ndarray | None = None  # the input as the model saw it (H, W, 3), under the drawn map
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -320,11 +403,25 @@ class Explained:
     def caption(self) -> str:
         return next((a.caption for a in self.result.artifacts if isinstance(a, Heatmap)), "")
 
+    def _repr_html_(self) -> str:
+        """The map over the input, as the report draws it, with its caption and metrics."""
+        heatmap = next(a for a in self.result.artifacts if isinstance(a, Heatmap))
+        with tempfile.TemporaryDirectory(prefix="nnvis-map-") as temporary:
+            root = Path(temporary)
+            saved = save_artifact(heatmap, root, "map", self.pixels, root)
+            picture = data_uri(root / saved["path"])
+        rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{v:.4g}</td></tr>" for k, v in self.metrics.items())
+        return (f'<figure style="display: inline-block; margin: 0"><img src="{picture}" width="192" height="192" '
+                f'style="image-rendering: pixelated" alt="{html.escape(heatmap.title)}"><figcaption>'
+                f'<strong>{html.escape(self.target_name)}</strong>: {html.escape(self.caption)}</figcaption>'
+                f'<table>{rows}</table></figure>')
 
-def explain(model: Any, image: str | Path, method: str = "gradcam", target: str | int = "predicted", *,
+
+def explain(model: Any, image: Any, method: str = "gradcam", target: str | int = "predicted", *,
             weights: str | None = None, preprocess: Preprocess | dict | None = None,
             class_names: Sequence[str] | None = None, device: str = "auto", seed: int = 0, **params: Any) -> Explained:
-    """One attribution method on one image file, the one-liner: the map as a tensor, the target, the metrics.
+    """One attribution method on one image (a file, a PIL image or an RGB tensor (3, H, W) in [0, 1]),
+    the one-liner: the map as a tensor, the target, the metrics.
 
     target: predicted, true (from the file's folder name), a class index or a class name.
     """
@@ -345,7 +442,7 @@ def explain(model: Any, image: str | Path, method: str = "gradcam", target: str 
         except ModelLoadError as error:
             raise UsageError(str(error)) from None
         ctx = RunContext(loaded, resolved, seed, 16, None, {n: r.item for n, r in registry.plugins.items()})
-        item = _item(ctx, Path(image))
+        item = _item(ctx, image)
         torch.manual_seed(ctx.seed_for(item, method))
         try:
             result = as_result(plugin.run_image(ctx, item, values))
@@ -355,20 +452,28 @@ def explain(model: Any, image: str | Path, method: str = "gradcam", target: str 
         if heatmap is None:
             raise UsageError(f"{method} draws no map (its first result is a {type(result.artifacts[0]).__name__})")
         chosen = ctx.target(item, str(values.get("target", "predicted")))
-        return Explained(torch.as_tensor(heatmap.values), chosen, ctx.class_names[chosen], item.predicted, result)
+        return Explained(torch.as_tensor(heatmap.values), chosen, ctx.class_names[chosen], item.predicted, result,
+                         item.pixels)
     finally:
         models.restore()
 
 
-def _item(ctx: RunContext, path: Path) -> ImageItem:
-    """One image file as the model sees it, with the model's prediction."""
+def _item(ctx: RunContext, image: Any) -> ImageItem:
+    """One image as the model sees it, with the model's prediction."""
+    if isinstance(image, (str, Path)):
+        path = Path(image)
+        record = ImageRecord(0, path, path.name, path.parent.name or None)
+    else:
+        record = ImageRecord(0, IN_MEMORY_ROOT / "image_0000.png", "image_0000.png", None, image=to_pil(image))
     preprocess = ctx.model.preprocess
-    pixels = preprocess.display(load_rgb(path))
+    try:
+        pixels = preprocess.display(record.read())
+    except ImageReadError as error:
+        raise UsageError(str(error)) from None
     tensor = preprocess.normalize(pixels)
     with torch.no_grad():
         probabilities = torch.softmax(ctx.module(tensor[None].to(ctx.device)).float(), dim=1)[0].cpu()
-    record = ImageRecord(0, path, path.name, path.parent.name or None)
     return ImageItem(record, pixels, tensor, match_label(record.folder, ctx.class_names), probabilities)
 
 
-__all__ = ["Run", "Explained", "UsageError", "run", "explain", "inline_files"]
+__all__ = ["Explained", "Leaderboard", "Run", "Shown", "UsageError", "explain", "inline_files", "run"]

@@ -93,7 +93,7 @@ def test_bad_settings_are_usage_errors(api_images):
         nnvis.run(api_images, plugins=["occlusion"], occlusion={"size": 3}, progress=False)
     with pytest.raises(nnvis.UsageError, match="go as a dict"):
         nnvis.run(api_images, plugins=["occlusion"], occlusion=16, progress=False)
-    with pytest.raises(nnvis.UsageError, match="PIL images and tensors are not supported yet"):
+    with pytest.raises(nnvis.UsageError, match="cannot read a object"):
         nnvis.run([object()], progress=False)
 
 
@@ -123,3 +123,51 @@ def test_explain_gives_the_map_the_run_draws(demo_run, api_images):
     assert other.target_name == "ring" and not torch.equal(other.map, explained.map)
     with pytest.raises(nnvis.UsageError, match="unknown method"):
         nnvis.explain("demo", api_images / name, "nothing")
+
+
+def test_pil_images_and_tensors_run_as_their_files_do(api_images):
+    from PIL import Image
+
+    files = sorted(api_images.rglob("*.png"))[:2]
+    pictures = [Image.open(path) for path in files]
+    batch = torch.stack([torch.from_numpy(np.array(p.convert("RGB"))).permute(2, 0, 1).float() / 255 for p in pictures])
+    from_files = nnvis.run(files, "demo", plugins=["saliency"], device="cpu", progress=False)
+    for given in (pictures, batch, list(batch)):
+        run = nnvis.run(given, "demo", plugins=["saliency"], device="cpu", progress=False)
+        assert run.images == ["image_0000.png", "image_0001.png"]
+        assert run.view()["input"]["root"] == "(in memory)"
+        for mine, theirs in zip(run.images, from_files.images):
+            assert np.array_equal(run.result(mine, "saliency").artifacts[0].values,
+                                  from_files.result(theirs, "saliency").artifacts[0].values)
+    assert torch.equal(nnvis.explain("demo", batch[0], "saliency", device="cpu").map,
+                       nnvis.explain("demo", files[0], "saliency", device="cpu").map)
+    with pytest.raises(nnvis.UsageError, match=r"RGB values in \[0, 1\]"):
+        nnvis.run(batch * 3, "demo", progress=False)
+    with pytest.raises(nnvis.UsageError, match="cannot read a Tensor"):
+        nnvis.run([torch.rand(4, 8, 8)], "demo", progress=False)
+
+
+def test_parts_of_the_report_show_inline(demo_run, api_images, tmp_path, open_report):
+    board = demo_run.leaderboard
+    assert isinstance(board, list) and [row["method"] for row in board] == ["gradcam", "occlusion"]
+    page = html.unescape(re.search(r'srcdoc="(.*)"></iframe>', board._repr_html_(), re.S)[1])
+    assert page.count("<section") == 1 and 'id="leaderboard"' in page
+    (tmp_path / "board.html").write_text(page, encoding="utf-8")
+    opened = open_report(tmp_path / "board.html")
+    opened.page.locator("#leaderboard thead th button", has_text="deletion AUC").click()  # its script runs
+    assert opened.page.locator("#leaderboard th[aria-sort='ascending']").count() == 1
+    assert opened.console_errors == [] and opened.page_errors == []
+    with pytest.raises(ValueError, match="the parts are"):
+        demo_run.show("nothing")
+    explained = nnvis.explain("demo", api_images / demo_run.images[0], "gradcam", device="cpu")
+    figure = explained._repr_html_()
+    assert figure.startswith("<figure") and "data:image/png;base64," in figure and "deletion_auc" in figure
+
+
+def test_the_t_sne_shows_inline(api_images, tmp_path, open_report):
+    run = nnvis.run(api_images, "demo", plugins=["tsne"], tsne={"perplexity": 2}, device="cpu", progress=False)
+    page = html.unescape(re.search(r'srcdoc="(.*)"></iframe>', run.show("dataset")._repr_html_(), re.S)[1])
+    (tmp_path / "tsne.html").write_text(page, encoding="utf-8")
+    opened = open_report(tmp_path / "tsne.html")
+    assert opened.page.locator(".scatter-view").evaluate("root => root.nnvisScatter !== undefined")
+    assert opened.console_errors == [] and opened.page_errors == []
