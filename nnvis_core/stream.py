@@ -56,7 +56,7 @@ def stream_items(
 
     for record in records:
         try:
-            pixels = preprocess.display(record.read())
+            pixels = preprocess.display(load_rgb(record.path) if record.image is None else record.read())
         except ImageReadError as error:
             if on_error:
                 on_error(record, error.reason)
