@@ -39,9 +39,14 @@ def test_demo_report_loads_cleanly_offline(few_demo_images, tmp_path, open_repor
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory, demo_images):
-    """What `make demo` writes: the bundled demo images, with masks, through every plugin."""
+    """What `make demo` writes: the bundled demo images, with masks, through every plugin; the
+    feature visualizations with fewer optimization steps (the page is the same; the suite's
+    time is not)."""
     out = tmp_path_factory.mktemp("demo") / "nnvis-report"
-    config = ReportConfig(demo_images, out, plugins=["all"], masks=demo_images.parent / "masks")
+    quick = {"steps": 32}
+    config = ReportConfig(demo_images, out, plugins=["all"], masks=demo_images.parent / "masks",
+                          params={"semantic_dictionary": quick, "channel_maximization": quick,
+                                  "class_maximization": quick})
     assert build_report(config, load_registry()).exit_code == 0
     return out
 
