@@ -97,7 +97,23 @@ class _Models:
                 module.to(device)
 
 
-def _models(models: Sequence[Any], preprocess, class_names, plugins: Sequence[Plugin] = ()) -> _Models:
+def _inferred(model: torch.nn.Module, weights: Any) -> tuple[Preprocess, list[str], list[str]] | None:
+    """(preprocessing, class names, notes) read off torchvision weights (a WeightsEnum member given
+    as `weights`) or off a timm model's own pretrained config; None when neither says."""
+    if weights is not None and hasattr(weights, "transforms") and hasattr(weights, "meta"):
+        from nnvis_core.models.torchvision_source import preprocess_from
+
+        return preprocess_from(weights), list(weights.meta.get("categories") or []), []
+    if getattr(model, "pretrained_cfg", None):
+        from nnvis_core.models import timm_source
+
+        preprocess, notes = timm_source.preprocess_from(model)
+        return preprocess, timm_source.class_names(model), notes
+    return None
+
+
+def _models(models: Sequence[Any], preprocess, class_names, plugins: Sequence[Plugin] = (),
+            weights: Any = None) -> _Models:
     loaded: list[LoadedModel] = []
     specs, saved = [], []
     for model in models:
@@ -108,9 +124,12 @@ def _models(models: Sequence[Any], preprocess, class_names, plugins: Sequence[Pl
             raise UsageError(f"model: expected a model spec (str) or a torch.nn.Module, got {type(model).__name__}")
         first = next(iter(model.parameters()), None)
         saved.append((model, model.training, first.device if first is not None else None))
-        names = list(class_names) if class_names is not None else []
-        loaded.append(LoadedModel(model, type(model).__name__, "in memory", names, _as_preprocess(preprocess),
-                                  "python (in memory)"))
+        inferred = _inferred(model, weights) if preprocess is None or class_names is None else None
+        chosen = _as_preprocess(preprocess) if preprocess is not None or inferred is None else inferred[0]
+        names = list(class_names) if class_names is not None else (inferred[1] if inferred else [])
+        described = f"in memory ({weights})" if weights is not None and not isinstance(weights, str) else "in memory"
+        notes = inferred[2] if inferred and preprocess is None else []
+        loaded.append(LoadedModel(model, type(model).__name__, described, names, chosen, "python (in memory)", notes))
         specs.append(f"{IN_MEMORY}:{len(loaded) - 1}")
     extra = []
     if loaded or plugins:
@@ -194,6 +213,11 @@ class Run:
     @property
     def unreadable(self) -> dict[str, str]:
         return dict(self._sink.unreadable)
+
+    @property
+    def reused(self) -> int:
+        """Results taken from the cache (nnvis.run's `cache`) instead of computed."""
+        return self._sink.outcome.reused if self._sink.outcome else 0
 
     def result(self, image: str, plugin: str, model: int = 0) -> Result:
         """One plugin's Result on one image (artifacts with their arrays, metrics): raises KeyError
@@ -328,10 +352,11 @@ def inline_files(page: str, root: Path) -> str:
 
 
 def run(images: Any, model: Any = "demo", plugins: Sequence[str | Plugin] | None = None, *, masks: str | Path | None = None,
-        labels: str | Path | None = None, weights: str | None = None, arch: str | None = None,
+        labels: str | Path | None = None, weights: Any = None, arch: str | None = None,
         compare: Sequence[Any] = (), preprocess: Preprocess | dict | None = None,
         class_names: Sequence[str] | None = None, device: str = "auto", seed: int = 0, batch_size: int = 16,
-        plugin_timeout: float | None = None, progress: bool = True, **params: dict) -> Run:
+        plugin_timeout: float | None = None, progress: bool = True, cache: str | Path | None = None,
+        **params: dict) -> Run:
     """Run plugins on images with a model, as `nnvis report` does on a folder.
 
     images: a folder, a list of image files, PIL images, or RGB tensors ((3, H, W) each or one
@@ -341,7 +366,10 @@ def run(images: Any, model: Any = "demo", plugins: Sequence[str | Plugin] | None
     installed third-party plugin is); None: the default ones.
     model: a model spec as on the command line ("demo", "torchvision:resnet18", a file) or a
     torch.nn.Module (with `preprocess`, default resize 256 / crop 224 / ImageNet statistics, and
-    `class_names`); compare: more models, side by side. Plugin parameters go as keyword
+    `class_names`), both read off `weights` when it is a torchvision WeightsEnum member, or off a
+    timm model's pretrained config, when not given; compare: more models, side by side.
+    cache: a folder where results are kept (nnvis_core.cache): a later run with the same inputs
+    and settings takes them from there instead of computing them again. None: no cache. Plugin parameters go as keyword
     arguments named after the plugin, validated exactly as --set is: occlusion={"window": 16}.
     Raises nnvis.UsageError (one line) for what the CLI would refuse with exit code 2.
     """
@@ -350,7 +378,8 @@ def run(images: Any, model: Any = "demo", plugins: Sequence[str | Plugin] | None
             raise UsageError(f"{name}=...: plugin parameters go as a dict, e.g. {name}={{'target': 'true'}}")
     given = [p for p in plugins or [] if isinstance(p, Plugin)]
     names = None if plugins is None else [p.name if isinstance(p, Plugin) else str(p) for p in plugins]
-    models = _models([model, *compare], preprocess, class_names, given)
+    models = _models([model, *compare], preprocess, class_names, given, weights)
+    weights = weights if isinstance(weights, str) or weights is None else None  # an enum served the module
     try:
         with _images(images) as (folder, records):
             first, *more = models.specs
@@ -360,7 +389,7 @@ def run(images: Any, model: Any = "demo", plugins: Sequence[str | Plugin] | None
                 labels=Path(labels) if labels else None, masks=Path(masks) if masks else None,
                 plugins=names, params=params, device=device, seed=seed,
                 batch_size=batch_size, plugin_timeout=plugin_timeout, quiet=True, images=records)
-            sink = MemorySink()
+            sink = MemorySink(cache_dir=Path(cache) if cache is not None else None)
             run_core(config, models.registry, sink, _progress if progress else None)
     finally:
         models.restore()
@@ -418,14 +447,15 @@ class Explained:
 
 
 def explain(model: Any, image: Any, method: str = "gradcam", target: str | int = "predicted", *,
-            weights: str | None = None, preprocess: Preprocess | dict | None = None,
+            weights: Any = None, preprocess: Preprocess | dict | None = None,
             class_names: Sequence[str] | None = None, device: str = "auto", seed: int = 0, **params: Any) -> Explained:
     """One attribution method on one image (a file, a PIL image or an RGB tensor (3, H, W) in [0, 1]),
     the one-liner: the map as a tensor, the target, the metrics.
 
     target: predicted, true (from the file's folder name), a class index or a class name.
     """
-    models = _models([model], preprocess, class_names)
+    models = _models([model], preprocess, class_names, weights=weights)
+    weights = weights if isinstance(weights, str) or weights is None else None
     registry = models.registry
     try:
         if method not in registry.plugins:

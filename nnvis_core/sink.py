@@ -97,10 +97,15 @@ class MemorySink:
     unreadable: dict[str, str] = field(default_factory=dict)
     outcome: RunOutcome | None = None
     closed: bool = False
+    # Where results are kept across runs (nnvis_core.cache): a result computed before for the same
+    # inputs is taken from there. None: every result is computed.
+    cache_dir: Path | None = None
 
     def begin(self, plan: RunPlan) -> Path | None:
         self.models.append(ModelResults(plan))
-        return None
+        if self.cache_dir is not None:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+        return self.cache_dir
 
     @property
     def _current(self) -> ModelResults:

@@ -171,3 +171,35 @@ def test_the_t_sne_shows_inline(api_images, tmp_path, open_report):
     opened = open_report(tmp_path / "tsne.html")
     assert opened.page.locator(".scatter-view").evaluate("root => root.nnvisScatter !== undefined")
     assert opened.console_errors == [] and opened.page_errors == []
+
+
+def test_preprocessing_and_classes_are_read_off_torchvision_weights_and_timm_models(api_images):
+    from nnvis_core.models.timm_source import import_timm
+    from nnvis_core.tv import torchvision_models
+
+    models = torchvision_models()
+    weights = models.ResNet18_Weights.IMAGENET1K_V1  # its transforms and meta: nothing is downloaded
+    resnet = models.resnet18(weights=None)
+    files = sorted(api_images.rglob("*.png"))[:1]
+    run = nnvis.run(files, resnet, weights=weights, plugins=["saliency"], saliency={"faithfulness_steps": 0},
+                    device="cpu", progress=False)
+    model = run.view()["model"]
+    assert model["preprocess"]["resize"] == 256 and model["preprocess"]["crop"] == 224
+    assert model["num_classes"] == 1000 and run.view()["images"][0]["predictions"][0]["name"] in weights.meta["categories"]
+    timm = import_timm()
+    small = timm.create_model("resnet10t", pretrained=False)
+    run = nnvis.run(files, small, plugins=["saliency"], saliency={"faithfulness_steps": 0}, device="cpu",
+                    progress=False)
+    config = timm.data.resolve_data_config({}, model=small)
+    assert run.view()["model"]["preprocess"]["crop"] == config["input_size"][-1]
+    assert run.view()["model"]["preprocess"]["mean"] == list(config["mean"])
+
+
+def test_the_result_cache_is_opt_in(api_images, tmp_path):
+    first = nnvis.run(api_images, "demo", plugins=["saliency"], device="cpu", progress=False, cache=tmp_path / "cache")
+    again = nnvis.run(api_images, "demo", plugins=["saliency"], device="cpu", progress=False, cache=tmp_path / "cache")
+    assert first.reused == 0 and again.reused == len(again.images) == 6
+    for name in again.images:
+        assert np.array_equal(first.result(name, "saliency").artifacts[0].values,
+                              again.result(name, "saliency").artifacts[0].values)
+    assert nnvis.run(api_images, "demo", plugins=["saliency"], device="cpu", progress=False).reused == 0
