@@ -167,6 +167,19 @@ def synthetic_report(out: Path, size: int) -> None:
     (out / "report.json").write_text(json.dumps(report), encoding="utf-8")
 
 
+def keep_best(best: dict, figures: dict) -> None:
+    """Fold one load's figures into the best so far: the lowest of each time, the latest of the rest."""
+    for key, value in figures.items():
+        best[key] = value if key not in best or not isinstance(value, float) else min(best[key], value)
+
+
+def print_ratios(rows: list[tuple[int, dict]], keys: tuple[str, ...]) -> None:
+    """Each figure of the largest size over the smallest's, when more than one size ran."""
+    if len(rows) > 1:
+        (small, a), (large, b) = rows[0], rows[-1]
+        print(f"ratios {large}/{small} images: " + ", ".join(f"{key} {b[key] / a[key]:.1f}x" for key in keys if a[key]))
+
+
 def measure_scale(out: Path, repeats: int) -> dict:
     """The best of `repeats` loads of index.html and of the last detail page (when the report has pages)."""
     from playwright.sync_api import sync_playwright
@@ -184,8 +197,7 @@ def measure_scale(out: Path, repeats: int) -> dict:
                 page.goto(pages[-1].resolve().as_uri(), wait_until="load")
                 figures.update(page.evaluate(PAGE))
             context.close()
-            for key, value in figures.items():
-                best[key] = value if key not in best or not isinstance(value, float) else min(best[key], value)
+            keep_best(best, figures)
         browser.close()
     return best
 
@@ -213,10 +225,7 @@ def main_synthetic(sizes: list[int], repeats: int, root: Path) -> int:
               f"last page first paint {figures.get('page_first_paint', float('nan')):7.1f} ms "
               f"(load {figures.get('page_load', float('nan')):7.1f} ms, largest page {figures['largest_page_kib']:.0f} KiB), "
               f"{len(pages)} pages, written in {figures['render_s']:.1f} s", flush=True)
-    if len(rows) > 1:
-        (small, a), (large, b) = rows[0], rows[-1]
-        print(f"ratios {large}/{small} images: " + ", ".join(
-            f"{key} {b[key] / a[key]:.1f}x" for key in ("html_kib", "first_paint", "first_rows", "all_rows") if a[key]))
+    print_ratios(rows, ("html_kib", "first_paint", "first_rows", "all_rows"))
     return 0
 
 
@@ -232,8 +241,7 @@ def measure(index: Path, repeats: int) -> dict:
             page.goto(index.resolve().as_uri(), wait_until="load")
             figures = page.evaluate(MEASURE)
             context.close()
-            for key, value in figures.items():
-                best[key] = value if key not in best or not isinstance(value, float) else min(best[key], value)
+            keep_best(best, figures)
         browser.close()
     return best
 
@@ -270,11 +278,7 @@ def main() -> int:
                   f"{figures['jump_to_last']:6.1f} ms (landed: {figures['last_in_view']}); "
                   f"{figures['elements']} elements, {figures['fetched_at_load']} of {figures['pictures']} "
                   f"pictures fetched at load, index.html {figures['html_kib']:.0f} KiB", flush=True)
-    if len(rows) > 1:
-        (small, a), (large, b) = rows[0], rows[-1]
-        print(f"ratios {large}/{small} images: " + ", ".join(
-            f"{key} {b[key] / a[key]:.1f}x" for key in ("first_paint", "dom_content_loaded", "load", "elements")
-            if a[key]))
+    print_ratios(rows, ("first_paint", "dom_content_loaded", "load", "elements"))
     return 0
 
 
