@@ -219,7 +219,7 @@ class Run:
         """Results taken from the cache (nnvis.run's `cache`) instead of computed."""
         return self._sink.outcome.reused if self._sink.outcome else 0
 
-    def result(self, image: str, plugin: str, model: int = 0) -> Result:
+    def result(self, image: str, plugin: str, model: int = 0) -> "ImageResult":
         """One plugin's Result on one image (artifacts with their arrays, metrics): raises KeyError
         naming what exists, and RuntimeError with the plugin's message when the call failed."""
         kept = self._sink.models[model]
@@ -231,7 +231,9 @@ class Run:
                            f"{', '.join(r.plugin.name for r in kept.plan.runs)}")
         if not outcome.ok:
             raise RuntimeError(f"{plugin} failed on {image}: {outcome.error}")
-        return outcome.result
+        item = next((i for i in kept.items if i.record.relpath == image), None)
+        found = outcome.result
+        return ImageResult(found.artifacts, found.metrics, found.image_artifacts, item.pixels if item else None)
 
     def dataset_result(self, plugin: str, model: int = 0) -> Result:
         """A dataset- or model-scope plugin's Result (t-SNE, sanity check...)."""
@@ -434,16 +436,38 @@ class Explained:
 
     def _repr_html_(self) -> str:
         """The map over the input, as the report draws it, with its caption and metrics."""
-        heatmap = next(a for a in self.result.artifacts if isinstance(a, Heatmap))
-        with tempfile.TemporaryDirectory(prefix="nnvis-map-") as temporary:
-            root = Path(temporary)
-            saved = save_artifact(heatmap, root, "map", self.pixels, root)
-            picture = data_uri(root / saved["path"])
-        rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{v:.4g}</td></tr>" for k, v in self.metrics.items())
-        return (f'<figure style="display: inline-block; margin: 0"><img src="{picture}" width="192" height="192" '
-                f'style="image-rendering: pixelated" alt="{html.escape(heatmap.title)}"><figcaption>'
-                f'<strong>{html.escape(self.target_name)}</strong>: {html.escape(self.caption)}</figcaption>'
-                f'<table>{rows}</table></figure>')
+        return result_html(self.result, self.pixels)
+
+
+@dataclass
+class ImageResult(Result):
+    """A plugin's Result on one image (Run.result), which a notebook draws as the report's card does."""
+
+    pixels: np.ndarray | None = None  # the input as the model saw it, under the maps
+
+    def _repr_html_(self) -> str:
+        return result_html(self, self.pixels)
+
+
+def result_html(result: Result, pixels: np.ndarray | None) -> str:
+    """A result's pictures (maps over the input, images, categorical maps) inlined, each with its title
+    and caption, the other artifacts named, and the metrics; self-contained and escaped."""
+    parts = []
+    with tempfile.TemporaryDirectory(prefix="nnvis-result-") as temporary:
+        root = Path(temporary)
+        for number, artifact in enumerate(result.artifacts):
+            saved = save_artifact(artifact, root, f"artifact-{number}", pixels, root)
+            caption = f"<strong>{html.escape(artifact.title)}</strong>" + (
+                f": {html.escape(artifact.caption)}" if artifact.caption else "")
+            if saved["kind"] in ("image", "heatmap", "categorical"):
+                parts.append(f'<figure style="display: inline-block; margin: 0 8px 8px 0; max-width: 200px">'
+                             f'<img src="{data_uri(root / saved["path"])}" width="192" height="192" '
+                             f'style="image-rendering: pixelated" alt="{html.escape(artifact.title)}">'
+                             f"<figcaption>{caption}</figcaption></figure>")
+            else:
+                parts.append(f"<p>{caption} ({html.escape(saved['kind'])}: in the saved report)</p>")
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{v:.4g}</td></tr>" for k, v in result.metrics.items())
+    return "<div class=\"nnvis-result\">" + "".join(parts) + (f"<table>{rows}</table>" if rows else "") + "</div>"
 
 
 def explain(model: Any, image: Any, method: str = "gradcam", target: str | int = "predicted", *,
@@ -506,4 +530,4 @@ def _item(ctx: RunContext, image: Any) -> ImageItem:
     return ImageItem(record, pixels, tensor, match_label(record.folder, ctx.class_names), probabilities)
 
 
-__all__ = ["Explained", "Leaderboard", "Run", "Shown", "UsageError", "explain", "inline_files", "run"]
+__all__ = ["Explained", "ImageResult", "Leaderboard", "Run", "Shown", "UsageError", "explain", "inline_files", "run"]

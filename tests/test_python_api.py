@@ -161,7 +161,10 @@ def test_parts_of_the_report_show_inline(demo_run, api_images, tmp_path, open_re
         demo_run.show("nothing")
     explained = nnvis.explain("demo", api_images / demo_run.images[0], "gradcam", device="cpu")
     figure = explained._repr_html_()
-    assert figure.startswith("<figure") and "data:image/png;base64," in figure and "deletion_auc" in figure
+    assert figure.startswith('<div class="nnvis-result">') and "data:image/png;base64," in figure
+    assert "deletion_auc" in figure
+    card = demo_run.result(demo_run.images[0], "occlusion")._repr_html_()  # one result, as its card draws it
+    assert card.count("<figure") == 4 and "(chart: in the saved report)" in card
 
 
 def test_the_t_sne_shows_inline(api_images, tmp_path, open_report):
