@@ -10,6 +10,8 @@ from nnvis_core.registry import load_registry
 from nnvis_reports import build_report
 from nnvis_reports.reader import read_report
 
+from page_waits import settled_top
+
 
 def load_every_image(page) -> list[str]:
     """Make lazy images load now, wait for them, and return the sources of those that failed."""
@@ -32,8 +34,7 @@ def test_demo_report_loads_cleanly_offline(few_demo_images, tmp_path, open_repor
 
     page.click("nav a[href='#img-3']")
     assert page.evaluate("location.hash") == "#img-3"
-    top = page.evaluate("document.getElementById('img-3').getBoundingClientRect().top")
-    assert abs(top) < 5
+    assert abs(settled_top(page, "#img-3")) < 5
     assert page.locator("#dataset svg.chart polyline").count() >= 1
 
 

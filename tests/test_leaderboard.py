@@ -8,6 +8,7 @@ from importlib import resources
 import numpy as np
 import pytest
 from conftest import copy_demo
+from page_waits import settled_top
 from nnvis_reports import build_report
 from nnvis_reports.leaderboard import COLUMNS, SANITY_PASS_BELOW, best, leaderboard
 
@@ -171,7 +172,7 @@ def test_a_confusion_count_lists_those_images_in_the_matrix(demo_report, open_re
     page.click(".confusion-matrix td.off button")
     rows = page.evaluate("[...document.querySelectorAll('#matrix tbody tr')].map(r => r.textContent)")
     assert len(rows) == 1 and misfiled["path"].split("/")[-1] in rows[0]
-    assert page.evaluate("document.querySelector('#matrix').getBoundingClientRect().top") < 50
+    assert settled_top(page, "#matrix") < 50
     diagonal = page.evaluate("document.querySelectorAll('.confusion-matrix td.diagonal button').length")
     assert diagonal == len({image["true_class"]["index"] for image in images})
     assert opened.console_errors == [] and opened.page_errors == []

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 from conftest import NAME_PAYLOADS, add_hostile_names, copy_demo, registry_with
+from page_waits import settled_top
 from nnvis_reports import build_report
 
 from nnvis_core import Heatmap, Plugin, Result, Scope, Text
@@ -223,7 +224,7 @@ def test_a_click_opens_the_detail_and_escape_comes_back_to_the_cell(matrix_repor
     target = report["images"][3]["index"]
     page.locator(f"#matrix tr[data-image='{target}'] td.file").click()
     assert page.evaluate("location.hash") == f"#img-{target}"
-    assert abs(page.evaluate(f"document.getElementById('img-{target}').getBoundingClientRect().top")) < 5
+    assert abs(settled_top(page, f"#img-{target}")) < 5
 
     page.keyboard.press("Escape")
     assert page.evaluate("location.hash") == "#matrix"
@@ -236,7 +237,7 @@ def test_a_click_opens_the_detail_and_escape_comes_back_to_the_cell(matrix_repor
     page.keyboard.press("Enter")
     page.evaluate("window.scrollTo(0, 0)")
     page.locator(f"#matrix tr[data-image='{target}'] td.file").click()
-    assert abs(page.evaluate(f"document.getElementById('img-{target}').getBoundingClientRect().top")) < 5
+    assert abs(settled_top(page, f"#img-{target}")) < 5
 
 
 def test_arrow_keys_move_between_cells_and_enter_opens_the_image(matrix_report, open_report):
