@@ -12,7 +12,8 @@ from nnvis_core.config import ReportConfig
 from nnvis_core.registry import load_registry
 from nnvis_core.runner import UsageError
 from nnvis_plugins.distillation.architecture import Architecture, why_not_reinitializable
-from nnvis_plugins.distillation.data import Split, labelled_images, split
+from nnvis_plugins.distillation.evaluation import held_out_score
+from nnvis_plugins.distillation.data import Split, labelled_images, random_real, split
 from nnvis_plugins.distillation.matching import distil_matching, gradient_distance
 from nnvis_plugins.distillation.synthetic import Settings
 from nnvis_plugins.distillation.training import train
@@ -195,3 +196,36 @@ def test_soft_labels_with_gradient_matching_is_a_usage_error(few_demo_images, tm
     config = ReportConfig(few_demo_images, tmp_path / "out", plugins=["dataset_distillation"], params=params)
     with pytest.raises(UsageError, match="soft_labels works only with method=unrolled"):
         build_report(config, load_registry())
+
+
+def blobs(classes: int, per_class: int, generator: torch.Generator) -> dict[int, list[torch.Tensor]]:
+    """Noise images with a bright or dark 6x6 square in one colour channel at a random place: the class."""
+    by_class: dict[int, list[torch.Tensor]] = {}
+    for label in range(classes):
+        for _ in range(per_class):
+            image = torch.randn(3, 16, 16, generator=generator) * 0.5
+            top, left = torch.randint(0, 10, (2,), generator=generator).tolist()
+            image[label % 3, top:top + 6, left:left + 6] += 2.0 if label < 3 else -2.0
+            by_class.setdefault(label, []).append(image)
+    return by_class
+
+
+def test_one_distilled_image_per_class_teaches_a_fixed_initialization_the_task():
+    """Wang et al.'s fixed-init setting on an easy task: after distillation, three steps on one synthetic
+    image per class classify the held-out images (at least as well as one real image per class or the
+    whole split, with the learned step sizes and the same initialization), and the outer loss falls."""
+    generator = torch.Generator().manual_seed(0)
+    data = split(blobs(4, 20, generator), 0.3, generator, list("abcd"))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1),
+                          nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(16, 4))
+    arch = Architecture(model, torch.device("cpu"))
+    settings = Settings(inner_steps=3, outer_steps=120, image_lr=0.05, fixed_init=True)
+    distilled = distil_unrolled(arch, data, 1, 4, settings, generator)
+    seeds = [distilled.fixed_seed]
+    mine = held_out_score(arch, data, distilled.images, distilled.targets, distilled.step_sizes, seeds).mean
+    real_images, real_labels = random_real(data, 1, generator)
+    real = held_out_score(arch, data, real_images, real_labels, distilled.step_sizes, seeds).mean
+    full = held_out_score(arch, data, data.train_images, data.train_labels, distilled.step_sizes, seeds).mean
+    assert distilled.curve[-1] < 0.5 * distilled.curve[0]
+    assert mine >= 0.9 and mine >= real and mine >= full, (mine, real, full)

@@ -36,9 +36,22 @@ def _resets(module: nn.Module) -> bool:
     return callable(getattr(module, "reset_parameters", None)) or callable(getattr(module, "_reset_parameters", None))
 
 
-def _reinitialize(module: nn.Module, scheme: str) -> None:
+def output_layer(model: nn.Module) -> nn.Module | None:
+    """The last Linear layer in definition order: the classifier that produces the logits."""
+    linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
+    return linears[-1] if linears else None
+
+
+def _reinitialize(module: nn.Module, scheme: str, output: nn.Module | None = None) -> None:
     """Draw `module`'s own parameters again (from torch's global generator)."""
-    if scheme == "kaiming" and isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+    if scheme == "kaiming" and module is output:
+        # A zero classifier starts every fresh network at uniform predictions (as torchvision's ViT
+        # head does): a few inner steps then only have to build a readout of the random features,
+        # instead of first undoing random logits of large spread.
+        nn.init.zeros_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif scheme == "kaiming" and isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
         # He initialization: PyTorch's default shrinks the signal through deep plain ReLU stacks,
         # and a few inner steps from such a start barely move the output.
         nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
@@ -75,11 +88,12 @@ class Architecture:
 
     def fresh(self, seed: int) -> dict[str, torch.Tensor]:
         """New weights, drawn on the CPU from `seed` (the same on every device)."""
+        output = output_layer(self.template)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             for module in self.template.modules():
                 if list(module.parameters(recurse=False)):
-                    _reinitialize(module, self.scheme)
+                    _reinitialize(module, self.scheme, output)
         return {name: parameter.detach().clone().to(self.device)
                 for name, parameter in self.template.named_parameters()}
 

@@ -50,11 +50,12 @@ class DatasetDistillation(Plugin):
     params = (
         Param("method", str, "unrolled", "unrolled (Wang et al. 2018) or gradient_matching (Zhao et al. 2021, "
               "cheaper per step)", choices=tuple(METHODS)),
-        Param("images_per_class", str, "1,10", "synthetic images per class; several counts separated by commas "
-              "are distilled one after the other", check=check_counts),
+        Param("images_per_class", str, "1", "synthetic images per class; several counts separated by commas "
+              "(1,10) are distilled one after the other, each taking about that many times longer",
+              check=check_counts),
         Param("outer_steps", int, 20, "outer optimization steps (each draws a fresh initialization)",
               minimum=1, maximum=100_000),
-        Param("inner_steps", int, 5, "gradient steps a network takes on the synthetic images (unrolled and "
+        Param("inner_steps", int, 3, "gradient steps a network takes on the synthetic images (unrolled and "
               "evaluated; for gradient_matching, matched steps per initialization)", minimum=1, maximum=1000),
         Param("lr", float, 0.01, "step size of the inner steps: the initial value of the learned step sizes "
               "(unrolled) or the fixed one (gradient_matching)", minimum=1e-6, maximum=10.0),
@@ -66,7 +67,8 @@ class DatasetDistillation(Plugin):
         Param("start", str, "noise", "what the synthetic images start from: noise or real images",
               choices=STARTS),
         Param("init", str, "kaiming", "how fresh weights are drawn: kaiming (He normal for conv and linear "
-              "layers, each module's reset_parameters for the rest) or default (reset_parameters everywhere)",
+              "layers, the last Linear at zero, each module's reset_parameters for the rest) or default "
+              "(reset_parameters everywhere)",
               choices=INITS),
         Param("eval_inits", int, 4, "fresh initializations each training set is evaluated from",
               minimum=1, maximum=1000),
