@@ -229,3 +229,14 @@ def test_one_distilled_image_per_class_teaches_a_fixed_initialization_the_task()
     full = held_out_score(arch, data, data.train_images, data.train_labels, distilled.step_sizes, seeds).mean
     assert distilled.curve[-1] < 0.5 * distilled.curve[0]
     assert mine >= 0.9 and mine >= real and mine >= full, (mine, real, full)
+
+
+def test_a_torchscript_model_is_a_one_line_usage_error(few_demo_images, tmp_path):
+    from nnvis_core.demo import DemoNet
+
+    path = tmp_path / "scripted.pt"
+    torch.jit.script(DemoNet().eval()).save(str(path))
+    config = ReportConfig(few_demo_images, tmp_path / "out", model=str(path), plugins=["dataset_distillation"])
+    with pytest.raises(UsageError, match="TorchScript model cannot be re-initialized") as raised:
+        build_report(config, load_registry())
+    assert "\n" not in str(raised.value)

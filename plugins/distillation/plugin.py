@@ -48,8 +48,8 @@ class DatasetDistillation(Plugin):
     )
     scope = Scope.DATASET
     params = (
-        Param("method", str, "unrolled", "unrolled (Wang et al. 2018) or gradient_matching (Zhao et al. 2021, "
-              "cheaper per step)", choices=tuple(METHODS)),
+        Param("method", str, "unrolled", "unrolled (Wang et al. 2018) or gradient_matching (Zhao et al. 2021: the "
+              "cost of an image update does not grow with inner_steps)", choices=tuple(METHODS)),
         Param("images_per_class", str, "1", "synthetic images per class; several counts separated by commas "
               "(1,10) are distilled one after the other, each taking about that many times longer",
               check=check_counts),
