@@ -191,6 +191,18 @@ def test_report_renders_the_distilled_images_curve_and_accuracy_table(few_demo_i
     assert (out / "index.html").read_text(encoding="utf-8").count("distilled images, 2 per class") >= 1
 
 
+def test_a_folder_with_one_image_per_class_gets_a_card_that_says_why(tmp_path):
+    from nnvis_core.testing import write_demo_images
+
+    image_dir, _ = write_demo_images(tmp_path / "input", images=3)
+    out = tmp_path / "out"
+    config = ReportConfig(image_dir, out, plugins=["dataset_distillation"])
+    assert build_report(config, load_registry()).exit_code == 0
+    (refusal,) = read_report(out)["dataset"]["dataset_distillation"]["artifacts"]
+    assert refusal["kind"] == "text" and refusal["title"] == "refused"
+    assert "at least 2 images per class" in refusal["text"] and "\n" not in refusal["text"]
+
+
 def test_soft_labels_with_gradient_matching_is_a_usage_error(few_demo_images, tmp_path):
     params = {"dataset_distillation": {"method": "gradient_matching", "soft_labels": "true"}}
     config = ReportConfig(few_demo_images, tmp_path / "out", plugins=["dataset_distillation"], params=params)

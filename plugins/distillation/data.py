@@ -14,6 +14,10 @@ import torch
 from nnvis_core.context import ImageItem
 
 
+class FolderRefusal(ValueError):
+    """The folder cannot be distilled and tested (no labels, too few images): a one-line reason."""
+
+
 @dataclass
 class Split:
     """Normalized (N, C, H, W) inputs and class indices of the two parts, and the classes present."""
@@ -40,7 +44,7 @@ def labelled_images(items: Iterable[ImageItem], per_class: int, generator: torch
             continue
         by_class.setdefault(int(item.true_class), []).append(item.tensor)
     if not by_class:
-        raise ValueError("dataset_distillation needs labelled images (class subfolders named after the "
+        raise FolderRefusal("dataset_distillation needs labelled images (class subfolders named after the "
                          f"model's classes); none of the {unlabelled} readable images has a label")
     for label, images in by_class.items():
         if len(images) > per_class:
@@ -54,10 +58,10 @@ def split(by_class: dict[int, list[torch.Tensor]], held_out: float, generator: t
     """Hold out round(held_out * n) images of each class (at least one, leaving at least one)."""
     too_few = [class_names[label] for label, images in sorted(by_class.items()) if len(images) < 2]
     if too_few:
-        raise ValueError(f"dataset_distillation needs at least 2 images per class (one to distil, one to "
+        raise FolderRefusal(f"dataset_distillation needs at least 2 images per class (one to distil, one to "
                          f"test on); too few in {', '.join(too_few)}")
     if len(by_class) < 2:
-        raise ValueError("dataset_distillation needs images of at least 2 classes; the folder has 1")
+        raise FolderRefusal("dataset_distillation needs images of at least 2 classes; the folder has 1")
     parts: dict[str, list] = {"train_images": [], "train_labels": [], "test_images": [], "test_labels": []}
     for label in sorted(by_class):
         images = by_class[label]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from nnvis_core import Param, Plugin, Scope, hookimpl
+from nnvis_core import Param, Plugin, Scope, Text, hookimpl
 from nnvis_core.artifacts import Result
 from nnvis_plugins.distillation.architecture import INITS, Architecture, why_not_reinitializable
 from nnvis_plugins.distillation.card import accuracy_table, image_grid, training_curve
-from nnvis_plugins.distillation.data import labelled_images, random_real, split
+from nnvis_plugins.distillation.data import FolderRefusal, labelled_images, random_real, split
 from nnvis_plugins.distillation.evaluation import held_out_score
 from nnvis_plugins.distillation.matching import distil_matching
 from nnvis_plugins.distillation.synthetic import STARTS, Settings, draw_seed
@@ -91,8 +91,13 @@ class DatasetDistillation(Plugin):
     def run_dataset(self, ctx, items, params):
         counts = per_class_counts(params["images_per_class"])
         generator = torch.Generator().manual_seed((ctx.seed_for(None, self.name) + params["seed"]) % 2 ** 63)
-        by_class = labelled_images(items, params["max_per_class"], generator)
-        data = split(by_class, params["held_out"], generator, list(ctx.class_names))
+        try:
+            by_class = labelled_images(items, params["max_per_class"], generator)
+            data = split(by_class, params["held_out"], generator, list(ctx.class_names))
+        except FolderRefusal as refusal:
+            # The folder is only seen here, after the run began: a card that says why, not a failed run,
+            # so that `--plugins all` over an unlabelled folder still succeeds.
+            return Result([Text("refused", str(refusal), caption="nothing was distilled")])
         arch = Architecture(ctx.module, ctx.device, params["init"])
         settings = Settings(inner_steps=params["inner_steps"], outer_steps=params["outer_steps"], lr=params["lr"],
                             image_lr=params["image_lr"], real_batch=params["real_batch"], start=params["start"],
