@@ -172,7 +172,7 @@ def test_the_split_holds_out_images_of_every_class_and_caps_the_budget():
 def test_report_renders_the_distilled_images_curve_and_accuracy_table(few_demo_images, tmp_path):
     out = tmp_path / "out"
     params = {"dataset_distillation": {"images_per_class": "1,2", "outer_steps": "2", "inner_steps": "2",
-                                       "eval_inits": "2"}}
+                                       "eval_inits": "2", "soft_labels": "true"}}
     config = ReportConfig(few_demo_images, out, plugins=["dataset_distillation"], params=params)
     assert build_report(config, load_registry()).exit_code == 0
     card = read_report(out)["dataset"]["dataset_distillation"]
@@ -181,6 +181,7 @@ def test_report_renders_the_distilled_images_curve_and_accuracy_table(few_demo_i
                      ("chart", "distillation training curve"), ("table", "held-out accuracy of fresh initializations")]
     assert len(card["artifacts"][0]["tiles"]) == 3 and len(card["artifacts"][1]["tiles"]) == 6
     assert all((out / tile["path"]).is_file() for tile in card["artifacts"][1]["tiles"])
+    assert all(" (label " in tile["label"] for tile in card["artifacts"][0]["tiles"])  # the learned soft labels
     table = card["artifacts"][3]
     assert [row[:3] for row in table["rows"]] == [[1, "distilled", 3], [1, "random real", 3], [1, "full split", 3],
                                                  [2, "distilled", 6], [2, "random real", 3], [2, "full split", 3]]
@@ -252,3 +253,14 @@ def test_a_torchscript_model_is_a_one_line_usage_error(few_demo_images, tmp_path
     with pytest.raises(UsageError, match="TorchScript model cannot be re-initialized") as raised:
         build_report(config, load_registry())
     assert "\n" not in str(raised.value)
+
+
+def test_gradient_matching_follows_the_plugin_contract():
+    from nnvis_core.testing import check_plugin
+
+    params = {"method": "gradient_matching", "outer_steps": 2, "inner_steps": 1, "eval_inits": 2}
+    check = check_plugin(load_registry().plugin("dataset_distillation"), params=params, images=16)
+    (result,) = check.results.values()
+    chart = next(a for a in result.artifacts if a.kind == "chart")
+    assert chart.y_label == "gradient distance" and len(chart.x) == 2
+    assert {"distilled_1_accuracy", "random_real_1_accuracy", "full_split_1_accuracy"} <= set(result.metrics)
