@@ -8,10 +8,10 @@ from nnvis_core import Param, Plugin, Scope, Text, hookimpl
 from nnvis_core.artifacts import Result
 from nnvis_plugins.distillation.architecture import INITS, Architecture, why_not_reinitializable
 from nnvis_plugins.distillation.card import accuracy_table, image_grid, training_curve
-from nnvis_plugins.distillation.data import FolderRefusal, labelled_images, random_real, split
-from nnvis_plugins.distillation.evaluation import held_out_score
+from nnvis_plugins.distillation.data import FolderRefusal, Split, labelled_images, random_real, split
+from nnvis_plugins.distillation.evaluation import Score, held_out_score
 from nnvis_plugins.distillation.matching import distil_matching
-from nnvis_plugins.distillation.synthetic import STARTS, Settings, draw_seed
+from nnvis_plugins.distillation.synthetic import STARTS, Distilled, Settings, draw_seed
 from nnvis_plugins.distillation.unrolled import distil_unrolled
 
 METHODS = {"unrolled": distil_unrolled, "gradient_matching": distil_matching}
@@ -34,6 +34,17 @@ def check_counts(spec: str) -> str | None:
     except ValueError as error:
         return str(error).split(": ", 1)[1]
     return None
+
+
+def comparison(arch: Architecture, data: Split, distilled: Distilled, count: int, seeds: list[int],
+               generator: torch.Generator) -> dict[str, tuple[int, Score]]:
+    """Held-out scores of the distilled images and of the two baselines, from the same initializations
+    with the distillation's steps and step sizes: {training set: (images, score)}."""
+    real_images, real_labels = random_real(data, count, generator)
+    training_sets = {"distilled": (distilled.images, distilled.targets), "random real": (real_images, real_labels),
+                     "full split": (data.train_images, data.train_labels)}
+    return {name: (len(images), held_out_score(arch, data, images, targets, distilled.step_sizes, seeds))
+            for name, (images, targets) in training_sets.items()}
 
 
 class DatasetDistillation(Plugin):
@@ -109,16 +120,7 @@ class DatasetDistillation(Plugin):
         for count in counts:
             distilled = distil(arch, data, count, len(ctx.class_names), settings, generator)
             seeds = [distilled.fixed_seed] if settings.fixed_init else evaluation_seeds
-            real_images, real_labels = random_real(data, count, generator)
-            scores = {
-                "distilled": (len(distilled.images), held_out_score(arch, data, distilled.images, distilled.targets,
-                                                                    distilled.step_sizes, seeds)),
-                "random real": (len(real_images), held_out_score(arch, data, real_images, real_labels,
-                                                                 distilled.step_sizes, seeds)),
-                "full split": (len(data.train_images), held_out_score(arch, data, data.train_images,
-                                                                      data.train_labels, distilled.step_sizes,
-                                                                      seeds)),
-            }
+            scores = comparison(arch, data, distilled, count, seeds, generator)
             for training_set, (images, score) in scores.items():
                 rows.append((count, training_set, images, score))
                 metrics[f"{training_set.replace(' ', '_')}_{count}_accuracy"] = score.mean
@@ -127,7 +129,8 @@ class DatasetDistillation(Plugin):
             artifacts.append(image_grid(distilled, count, ctx.class_names, preprocess.mean, preprocess.std,
                                         params["method"]))
         smallest = min(len(data.class_images(label)) for label in data.classes)
-        note = (f"{len(data.classes)} classes, {len(data.train_images)} images to distil from "
+        note = (f"{len(data.classes)} classes (chance {1 / len(data.classes):.1%}), "
+                f"{len(data.train_images)} images to distil from "
                 f"(at most {params['max_per_class']} read per class); each training set trained with the "
                 f"distillation's {settings.inner_steps} steps and step sizes"
                 + ("; fixed_init: evaluated on the one initialization it was distilled for" if settings.fixed_init
