@@ -14,7 +14,10 @@ from nnvis_core.registry import load_registry
 from nnvis_core.testing import check_plugin, demo_items
 
 BUILTINS = sorted(name for name, reg in load_registry().plugins.items() if reg.origin.distribution == "nnvis")
-CHEAP: dict[str, dict] = {"sanity_check": {"max_levels": 4}}
+CHEAP: dict[str, dict] = {"sanity_check": {"max_levels": 4},
+                          "dataset_distillation": {"outer_steps": 1, "inner_steps": 1, "eval_inits": 1}}
+# Plugins that need more than two demo images (distillation holds out one image of each class).
+IMAGES: dict[str, int] = {"dataset_distillation": 16}
 
 
 def test_the_built_ins_are_found():
@@ -38,7 +41,8 @@ def tiny_vit() -> torch.nn.Module:
 def test_built_in_plugin_follows_the_contract(name, tmp_path):
     demo_ctx = demo_items(tmp_path, images=1)[0]
     model = None if load_registry().plugin(name).applies_to(demo_ctx) is None else tiny_vit()
-    check = check_plugin(load_registry().plugin(name), params=CHEAP.get(name), images=2, model=model)
+    check = check_plugin(load_registry().plugin(name), params=CHEAP.get(name), images=IMAGES.get(name, 2),
+                         model=model)
     # A dataset plugin may show everything beside the images (image_artifacts), nothing globally.
     assert check.results and all(result.artifacts or any(result.image_artifacts.values())
                                  for result in check.results.values())
