@@ -14,7 +14,8 @@ from nnvis_core.registry import load_registry
 from nnvis_core.testing import check_plugin, demo_items
 
 BUILTINS = sorted(name for name, reg in load_registry().plugins.items() if reg.origin.distribution == "nnvis")
-CHEAP: dict[str, dict] = {"sanity_check": {"max_levels": 4}}
+CHEAP: dict[str, dict] = {"sanity_check": {"max_levels": 4}, "texture_synthesis": {"steps": 10},
+                          "feature_inversion": {"steps": 10}}
 
 
 def test_the_built_ins_are_found():
