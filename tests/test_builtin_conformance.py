@@ -7,6 +7,8 @@ its defaults take more than a few seconds on two demo images.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -15,7 +17,9 @@ from nnvis_core.testing import check_plugin, demo_items
 
 BUILTINS = sorted(name for name, reg in load_registry().plugins.items() if reg.origin.distribution == "nnvis")
 CHEAP: dict[str, dict] = {"sanity_check": {"max_levels": 4}, "texture_synthesis": {"steps": 10},
-                          "feature_inversion": {"steps": 10}}
+                          "feature_inversion": {"steps": 10},
+                          "style_transfer": {"steps": 5, "style": str(Path(__file__).resolve().parent.parent
+                                                                      / "examples/demo/images/ring/ring_00.png")}}
 
 
 def test_the_built_ins_are_found():

@@ -139,3 +139,41 @@ def test_plugins_follow_the_contract_and_respect_the_cap(plugin):
     kinds = [[type(a).__name__ for a in check.artifacts(image)] for image in sorted(check.results)]
     assert kinds[0][:2] == ["Image", "Image" if plugin.name == "texture_synthesis" else "Gallery"]
     assert kinds[1] == ["Text"]  # past max_images: said, not computed
+
+
+def test_style_transfer_keeps_the_content_layer_and_takes_the_style_grams(demo):
+    from nnvis_plugins.synthesis.layers import middle_layer
+    from nnvis_plugins.synthesis.style import transfer_style
+
+    model, normalize, names, pixels = demo
+    content, style = names.index("star/star_00.png"), names.index("ring/ring_02.png")
+    layers = spread_layers(model)
+    result = transfer_style(model, normalize, pixels[content:content + 1], pixels[style:style + 1],
+                            middle_layer(model), layers, steps=60)
+    assert result.curve[-1, 0] < 0.1 * result.curve[0, 0]
+    with frozen(model):
+        grams = source_grams(FeatureReader(model, layers), normalize, torch.cat([result.pixels, pixels[[content, style]]]))
+    to_style = sum(gram_distance(grams[n][0], grams[n][2]) for n in layers)
+    to_content = sum(gram_distance(grams[n][0], grams[n][1]) for n in layers)
+    assert to_style < to_content
+
+
+def test_style_transfer_without_a_style_is_refused_or_left_out(tmp_path):
+    from click.testing import CliRunner
+
+    from nnvis_cli.main import cli
+
+    images = Path(__file__).resolve().parent.parent / "examples" / "demo" / "images" / "star"
+    named = CliRunner().invoke(cli, ["report", str(images), "--plugins", "style_transfer", "-o", str(tmp_path / "a")])
+    assert named.exit_code == 2 and "style_transfer.style=PATH" in named.output
+    missing = CliRunner().invoke(cli, ["report", str(images), "--plugins", "style_transfer", "--set",
+                                       "style_transfer.style=nowhere.png", "-o", str(tmp_path / "b")])
+    assert missing.exit_code == 2 and "nowhere.png: no such file" in missing.output
+    from nnvis_core.runner import prepare
+    from nnvis_core.config import ReportConfig
+    from nnvis_core.registry import load_registry
+
+    registry = load_registry()
+    plan = prepare(ReportConfig(image_dir=images, out_dir=tmp_path / "c", plugins=["all"]), registry)
+    assert "style_transfer" in {s.name for s in plan.skipped}
+    assert "style_transfer" not in {r.plugin.name for r in plan.runs}
