@@ -47,7 +47,7 @@ def optimize(logits: torch.Tensor, losses: Callable[[torch.Tensor], torch.Tensor
     `steps` L-BFGS iterations (at most 1.25 evaluations each on average, torch's default cap)."""
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
-    variable = logits.detach().clone().requires_grad_(True)
+    variable = logits.detach().contiguous().clone().requires_grad_(True)  # L-BFGS views it flat
     curve: list[torch.Tensor] = []
 
     def evaluate() -> torch.Tensor:

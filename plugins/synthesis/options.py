@@ -38,7 +38,7 @@ def model_normalizer(ctx) -> Normalize:
 
 def item_pixels(ctx, item) -> torch.Tensor:
     """The image as the model sees it, (1, 3, H, W) in [0, 1] on the device."""
-    return torch.from_numpy(item.pixels).permute(2, 0, 1)[None].float().div(255).to(ctx.device)
+    return torch.from_numpy(item.pixels).permute(2, 0, 1)[None].float().div(255).contiguous().to(ctx.device)
 
 
 def loss_chart(title: str, curves: dict[str, np.ndarray], what: str) -> Chart:

@@ -60,7 +60,7 @@ class StyleTransfer(Plugin):
         content_layer = middle_layer(model) if params["content_layer"] == "auto" else params["content_layer"]
         style_layers = parse_layers(model, params["style_layers"])
         style_picture = ctx.model.preprocess.display(load_rgb(Path(params["style"])))
-        style = torch.from_numpy(style_picture).permute(2, 0, 1)[None].float().div(255).to(ctx.device)
+        style = torch.from_numpy(style_picture).permute(2, 0, 1)[None].float().div(255).contiguous().to(ctx.device)
         result = transfer_style(model, model_normalizer(ctx), item_pixels(ctx, item), style, content_layer,
                                 style_layers, params["content_weight"], params["style_weight"], params["steps"],
                                 params["optimizer"])
