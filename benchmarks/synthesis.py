@@ -1,9 +1,7 @@
 """Evidence and speed for the synthesis plugins (docs/synthesis.md), on the bundled demo images.
 
     python benchmarks/synthesis.py texture       # Gram-loss drop and nearest Gram source, all 40 images
-    python benchmarks/synthesis.py inversion     # feature reconstruction error and pixel correlation per layer
-    python benchmarks/synthesis.py speed         # seconds per image; one Adam step against forward+backward
-    python benchmarks/synthesis.py speed --quick # the speed table on the demo net only
+    python benchmarks/synthesis.py inversion --steps 100   # feature error and pixel correlation per layer
 
 Everything runs single-threaded on the CPU (torch.set_num_threads(1)) so that the
 figures do not depend on how busy the machine's other cores are. Not part of the test suite.
@@ -18,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import best_times, load_model
+from common import load_model
 from nnvis_core.demo import DEMO_SPEC
 from nnvis_core.images import discover_images, load_rgb
-from nnvis_core.models.loaded import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from nnvis_core.models.loaded import Preprocess
 from nnvis_plugins.synthesis.features import FeatureReader, frozen
 from nnvis_plugins.synthesis.gram import gram_distance
 from nnvis_plugins.synthesis.layers import spread_layers
@@ -68,14 +66,35 @@ def texture(steps: int) -> None:
     print(f"seconds per image: median {np.median(seconds):.2f}")
 
 
+def inversion(steps: int) -> None:
+    """For the first image of each class: each layer's relative feature error and pixel correlation."""
+    from nnvis_plugins.synthesis.inversion import invert_features
+
+    names, pixels = demo_pixels()
+    model = load_model("demo")
+    normalize = device_normalizer(DEMO_SPEC["mean"], DEMO_SPEC["std"], torch.device("cpu"))
+    layers = spread_layers(model)
+    errors, correlations = [], []
+    for index in range(0, len(names), 5):
+        result = invert_features(model, normalize, pixels[index:index + 1], layers, steps=steps)
+        errors.append(result.errors)
+        correlations.append(result.correlations)
+        print(f"{names[index]:28s} error {np.round(result.errors, 3).tolist()}  "
+              f"correlation {np.round(result.correlations, 3).tolist()}", flush=True)
+    errors, correlations = np.array(errors), np.array(correlations)
+    print(f"\nlayers {', '.join(layers)}; L-BFGS, {steps} steps, tv_weight 0.05, grey start")
+    for i, layer in enumerate(layers):
+        print(f"{layer:12s} relative feature error max {errors[:, i].max():.3f} median {np.median(errors[:, i]):.3f}; "
+              f"pixel correlation min {correlations[:, i].min():.3f} median {np.median(correlations[:, i]):.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["texture", "inversion", "speed"])
+    parser.add_argument("what", choices=["texture", "inversion"])
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--quick", action="store_true", help="speed: the demo net only")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    {"texture": lambda: texture(args.steps)}[args.what]()
+    {"texture": lambda: texture(args.steps), "inversion": lambda: inversion(args.steps)}[args.what]()
 
 
 if __name__ == "__main__":
