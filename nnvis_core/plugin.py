@@ -84,6 +84,11 @@ class Plugin:
         """
         return None
 
+    def applies_with(self, ctx: "RunContext", params: dict[str, Any]) -> str | None:
+        """Like applies_to, for a plugin that cannot run without a parameter the user must give
+        (style_transfer's `style` image): why not with these parameters, or None. Defaults to applies_to."""
+        return self.applies_to(ctx)
+
     def default_layers(self, model: "torch.nn.Module") -> list[str]:
         """The layers this plugin reads on `model` when the user names none (`nnvis layers` shows them).
 

@@ -195,7 +195,7 @@ def applicable(runs: list[PluginRun], ctx: RunContext, everything: bool) -> tupl
     and a usage error when named."""
     kept, skipped = [], []
     for plugin_run in runs:
-        reason = plugin_run.plugin.applies_to(ctx)
+        reason = plugin_run.plugin.applies_with(ctx, plugin_run.params)
         if reason is None:
             kept.append(plugin_run)
         elif everything:

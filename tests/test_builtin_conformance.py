@@ -7,6 +7,8 @@ its defaults take more than a few seconds on two demo images.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -15,7 +17,10 @@ from nnvis_core.testing import check_plugin, demo_items
 
 BUILTINS = sorted(name for name, reg in load_registry().plugins.items() if reg.origin.distribution == "nnvis")
 CHEAP: dict[str, dict] = {"sanity_check": {"max_levels": 4},
-                          "dataset_distillation": {"outer_steps": 1, "inner_steps": 1, "eval_inits": 1}}
+                          "dataset_distillation": {"outer_steps": 1, "inner_steps": 1, "eval_inits": 1},
+                          "texture_synthesis": {"steps": 10}, "feature_inversion": {"steps": 10},
+                          "style_transfer": {"steps": 5, "style": str(Path(__file__).resolve().parent.parent
+                                                                      / "examples/demo/images/ring/ring_00.png")}}
 # Plugins that need more than two demo images (distillation holds out one image of each class).
 IMAGES: dict[str, int] = {"dataset_distillation": 16}
 
