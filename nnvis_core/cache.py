@@ -33,6 +33,7 @@ import torch
 import nnvis_core
 from nnvis_core.artifacts import ARTIFACT_TYPES, Result
 from nnvis_core.context import ImageItem, RunContext
+from nnvis_core.images import ImageRecord
 from nnvis_core.plan import CallOutcome, PluginRun
 
 CACHE_FORMAT = 1
@@ -167,10 +168,14 @@ class ResultCache:
 
     def item_digest(self, item: ImageItem, masks_dir: Path | None = None) -> str:
         """Digest of one image as a plugin sees it: path, image bytes, mask bytes."""
-        mask = masks_dir / item.record.relpath if masks_dir is not None else None
+        return self.record_digest(item.record, masks_dir)
+
+    def record_digest(self, record: ImageRecord, masks_dir: Path | None = None) -> str:
+        """item_digest before the image is decoded (the Ray engine's driver asks before shipping it)."""
+        mask = masks_dir / record.relpath if masks_dir is not None else None
         mask = mask if mask is not None and mask.is_file() else None
-        digest = _hash([item.record.relpath, file_digest(item.record.path), file_digest(mask)])
-        self._item_digests[item.record.relpath] = digest
+        digest = _hash([record.relpath, file_digest(record.path), file_digest(mask)])
+        self._item_digests[record.relpath] = digest
         return digest
 
     def image_key(self, run: PluginRun, item_digest: str) -> str:
@@ -240,6 +245,15 @@ class NoCache:
 
     def item_digest(self, item: ImageItem, masks_dir: Path | None = None) -> str:
         return ""
+
+    def record_digest(self, record: ImageRecord, masks_dir: Path | None = None) -> str:
+        return ""
+
+    def load(self, key: str) -> tuple[Result, float] | None:
+        return None
+
+    def store(self, key: str, result: Result, seconds: float) -> bool:
+        return False
 
     def image_key(self, run: PluginRun, item_digest: str) -> str:
         return ""

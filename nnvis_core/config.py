@@ -69,6 +69,11 @@ class ReportConfig:
     more_models: tuple[ModelChoice, ...] = ()  # models compared with the first (`model`), in order
     # Images given in memory (nnvis.run with PIL images or a tensor): used instead of walking image_dir.
     images: tuple[Any, ...] = ()  # nnvis_core.images.ImageRecord
+    # Where the image-scope calls run (nnvis_core.engine): "local" (this process) or "ray".
+    engine: str = "local"
+    address: str | None = None  # Ray: auto, HOST:PORT or ray://...; None starts a local instance
+    workers: int | None = None  # Ray actors; None: one per CPU the cluster offers (GPU: per GPU)
+    gpus_per_worker: float = 0.0
 
     @property
     def models(self) -> list[ModelChoice]:

@@ -7,6 +7,7 @@ reason, so one bad file is reported and the run goes on.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -172,12 +173,8 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def load_rgb(path: Path, min_side: int = 8) -> Image.Image:
-    """Decode one image (first frame) to an EXIF-upright, fully loaded RGB copy.
-
-    Raises ImageReadError with a one-line reason for anything that goes wrong.
-    """
-    path = Path(path)
+def check_image_file(path: Path) -> None:
+    """The checks before decoding: the file exists, is a regular file, and is not empty."""
     try:
         st = path.stat()
     except FileNotFoundError as exc:
@@ -188,13 +185,39 @@ def load_rgb(path: Path, min_side: int = 8) -> Image.Image:
         raise ImageReadError(path, "not a regular file")
     if st.st_size == 0:
         raise ImageReadError(path, "empty file (0 bytes)")
+
+
+def read_image_bytes(path: Path) -> bytes:
+    """A file's bytes for decoding elsewhere (load_rgb's `data`), with load_rgb's messages."""
+    path = Path(path)
+    check_image_file(path)
+    try:
+        return path.read_bytes()
+    except PermissionError as exc:
+        raise ImageReadError(path, "permission denied") from exc
+    except OSError as exc:
+        raise ImageReadError(path, f"cannot read file ({exc.strerror or _one_line(exc)})") from exc
+
+
+def load_rgb(path: Path, min_side: int = 8, data: bytes | None = None) -> Image.Image:
+    """Decode one image (first frame) to an EXIF-upright, fully loaded RGB copy.
+
+    With `data`, the file's bytes as read elsewhere (a worker of the Ray engine gets
+    them from the driver); `path` then only names the image in messages.
+    Raises ImageReadError with a one-line reason for anything that goes wrong.
+    """
+    path = Path(path)
+    if data is None:
+        check_image_file(path)
+    elif not data:
+        raise ImageReadError(path, "empty file (0 bytes)")
     try:
         # Local, not a change to Image.MAX_IMAGE_PIXELS: a bomb-sized image is an
         # error here rather than a warning nobody reads. (catch_warnings is not
         # thread-safe; call load_rgb from one thread or processes.)
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as src:
+            with Image.open(path if data is None else io.BytesIO(data)) as src:
                 try:
                     src.load()  # decode now so truncated files fail here, not later
                 except (Image.DecompressionBombError, Image.DecompressionBombWarning):

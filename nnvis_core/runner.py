@@ -17,106 +17,39 @@ that model's results.
 
 from __future__ import annotations
 
-import time
-import traceback
-from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 
-from nnvis_core.artifacts import ArtifactError, Result, as_result
 from nnvis_core.cache import NoCache, ResultCache, run_fingerprint
-from nnvis_core.config import ModelChoice, ReportConfig
-from nnvis_core.context import ImageItem, RunContext
+from nnvis_core.calls import (
+    call_plugin,
+    choose_device,
+    load_context,
+    plugin_runs,
+    select_plugins,
+)
+from nnvis_core.config import ReportConfig
+from nnvis_core.context import RunContext
+from nnvis_core.engine import Engine, LocalEngine, open_engine
 from nnvis_core.images import ImageRecord, discover_images
-from nnvis_core.models import LayerNotFound, ModelLoadError, ModelOptions, find_layer, load_model
+from nnvis_core.models import LayerNotFound, find_layer
 from nnvis_core.models.layers import LAYER_KEYWORDS
-from nnvis_core.params import ParamError, resolve_params
-from nnvis_core.plan import CallOutcome, PluginRun, RunOutcome, RunPlan, SkippedPlugin, UsageError
-from nnvis_core.plugin import Plugin, Scope
-from nnvis_core.toolkit.precision import exact_float32
+from nnvis_core.plan import (
+    CallOutcome,
+    PluginRun,
+    RunOutcome,
+    RunPlan,
+    SkippedPlugin,
+    UsageError,
+)
+from nnvis_core.plugin import Scope
 from nnvis_core.registry import Registry, one_line
 from nnvis_core.sink import Sink
-from nnvis_core.stream import ImageStream, stream_items
-from nnvis_core.targets import TargetError, check_target
-from nnvis_core.timeout import CallTimeout, call_with_time_limit
+from nnvis_core.stream import ImageStream
+from nnvis_core.toolkit.precision import exact_float32
 
-__all__ = ["UsageError", "PluginRun", "RunOutcome", "RunPlan", "CallOutcome", "prepare", "prepare_all", "execute", "run"]
-
-
-def select_plugins(registry: Registry, names: Sequence[str] | None) -> list[Plugin]:
-    """The plugins to run, in the order given (or registry order for defaults/all)."""
-    if names is None:
-        return [r.item for r in registry.plugins.values() if r.item.default_enabled]
-    if list(names) == ["all"]:
-        return [r.item for r in registry.plugins.values()]
-    unknown = [n for n in names if n not in registry.plugins]
-    for failure in registry.failures:
-        if failure.name in unknown:
-            raise UsageError(f"plugin {failure.name} ({failure.distribution}) did not load: {failure.error}")
-    if unknown:
-        known = ", ".join(registry.plugins) or "none"
-        raise UsageError(f"unknown plugin {', '.join(unknown)}; installed: {known} (see nnvis plugins)")
-    return [registry.plugins[n].item for n in dict.fromkeys(names)]
-
-
-def plugin_runs(registry: Registry, plugins: list[Plugin], given: dict[str, dict],
-                time_limit: float | None = None) -> list[PluginRun]:
-    for name in given:
-        if name not in registry.plugins:
-            raise UsageError(f"parameters given for unknown plugin {name!r}; installed: {', '.join(registry.plugins)}")
-    installed = {name: reg.item for name, reg in registry.plugins.items()}
-    runs = []
-    for plugin in plugins:
-        try:
-            params = resolve_params(plugin.name, plugin.params, given.get(plugin.name, {}))
-            plugin.check_params(params, installed)
-        except (ParamError, ValueError) as error:
-            raise UsageError(str(error)) from None
-        runs.append(PluginRun(plugin, params, str(registry.plugins[plugin.name].origin), time_limit))
-    return runs
-
-
-def choose_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available (use --device cpu or auto)")
-    try:
-        return torch.device(spec)
-    except RuntimeError:
-        raise UsageError(f"--device {spec!r}: use cpu, cuda, cuda:N or auto") from None
-
-
-def plugin_traceback(error: BaseException) -> str:
-    """The traceback from the plugin's own code on: nnvis's calling frames are left out."""
-    core = Path(__file__).resolve().parent
-    tb = error.__traceback__
-    while tb is not None and tb.tb_next is not None and core in Path(tb.tb_frame.f_code.co_filename).resolve().parents:
-        tb = tb.tb_next
-    return "".join(traceback.format_exception(type(error), error, tb))
-
-
-def call_plugin(ctx: RunContext, run: PluginRun, item: ImageItem | None, call: Callable[[], object]) -> CallOutcome:
-    """Run one plugin call in isolation; with run.time_limit, a longer call is stopped (nnvis_core.timeout)."""
-    if run.stuck:
-        return CallOutcome(None, 0.0, "skipped: an earlier call ran past the time limit and could not be stopped")
-    torch.manual_seed(ctx.seed_for(item, run.plugin.name))
-    start = time.perf_counter()
-    result: Result | None = None
-    error = trace = None
-    try:
-        result = as_result(call_with_time_limit(call, run.time_limit))
-    except CallTimeout as failure:
-        error, trace = str(failure), failure.stack
-        run.stuck = not failure.stopped
-    except ArtifactError as failure:
-        error, trace = f"bad output: {failure}", traceback.format_exc()
-    except Exception as failure:  # noqa: BLE001 - a plugin must not take the report down
-        error, trace = one_line(failure), plugin_traceback(failure)
-    finally:
-        ctx.module.zero_grad(set_to_none=True)
-    return CallOutcome(result, time.perf_counter() - start, error, trace)
+__all__ = ["UsageError", "PluginRun", "RunOutcome", "RunPlan", "CallOutcome", "prepare", "prepare_all", "execute", "run", "choose_device"]
 
 
 def prepare(config: ReportConfig, registry: Registry) -> RunPlan:
@@ -147,7 +80,7 @@ def prepare_all(config: ReportConfig, registry: Registry) -> list[RunPlan]:
     everything = list(config.plugins or []) == ["all"] or len(choices) > 1
     plans = []
     for index, choice in enumerate(choices):
-        ctx = _context(config, choice, registry, device, runs, several=len(choices) > 1)
+        ctx = load_context(config, choice, registry, device, runs, several=len(choices) > 1)
         kept, skipped = applicable(runs, ctx, everything)
         check_layers(kept, ctx)
         plan = RunPlan(config, kept, records, ctx, list(registry.failures), skipped, index, len(choices))
@@ -156,26 +89,6 @@ def prepare_all(config: ReportConfig, registry: Registry) -> list[RunPlan]:
     if len(plans) > 1:
         _check_each_plugin_runs(runs, plans, named=list(config.plugins or []) != ["all"])
     return plans
-
-
-def _context(config: ReportConfig, choice: ModelChoice, registry: Registry, device: torch.device,
-             runs: list[PluginRun], several: bool = False) -> RunContext:
-    """One model loaded and checked against the plugins' targets."""
-    options = ModelOptions(choice.weights, choice.arch, config.trust_checkpoint, config.labels, config.seed)
-    try:
-        model = load_model(choice.model, options, registry, str(device))
-    except ModelLoadError as error:
-        raise UsageError(str(error)) from None
-    model = model.with_preprocess(resize=config.resize, crop=config.crop, mean=config.mean, std=config.std)
-    for plugin_run in runs:
-        if "target" in plugin_run.params:
-            try:
-                check_target(str(plugin_run.params["target"]), model.class_names)
-            except TargetError as error:
-                which = f" (model {model.name})" if several else ""
-                raise UsageError(f"{plugin_run.plugin.name}.target{which}: {error}") from None
-    plugins = {name: reg.item for name, reg in registry.plugins.items()}
-    return RunContext(model, device, config.seed, config.batch_size, config.masks, plugins)
 
 
 def _check_each_plugin_runs(runs: list[PluginRun], plans: list[RunPlan], named: bool) -> None:
@@ -233,10 +146,13 @@ def execute(
     cache: ResultCache | NoCache | None = None,
     advance: Callable[[int], None] = lambda n: None,
     log: Callable[[str], None] = lambda line: None,
+    engine: Engine | None = None,
 ) -> RunOutcome:
     """Stream the images through every plugin and emit each result to the sink.
 
-    With a cache, a result already computed for the same inputs is taken from it.
+    With a cache, a result already computed for the same inputs is taken from it. The
+    image-scope calls run on `engine` (nnvis_core.engine; default: this process), the
+    dataset- and model-scope calls here.
     """
     cache = cache or NoCache()
     ctx = plan.ctx
@@ -251,21 +167,16 @@ def execute(
         log(f"{record.relpath}: {reason}")
         advance(max(1, len(per_image)))
 
-    for batch in stream_items(plan.records, ctx, unreadable):
-        for item in batch:
-            sink.add_image(item)
-            digest = cache.item_digest(item, ctx.masks_dir)
-            for plugin_run in per_image:
-                outcome = cache.call(cache.image_key(plugin_run, digest), lambda: call_plugin(
-                    ctx, plugin_run, item, lambda: plugin_run.plugin.run_image(ctx, item, dict(plugin_run.params))
-                ))
-                if outcome.error:
-                    failed_calls += 1
-                    log(f"{item.record.relpath}: plugin {plugin_run.plugin.name} failed: {outcome.error}")
-                sink.add_image_result(item, plugin_run, outcome)
-                advance(1)
-            if not per_image:
-                advance(1)
+    for item, outcomes in (engine or LocalEngine()).image_results(plan, cache, unreadable):
+        sink.add_image(item)
+        for plugin_run, outcome in outcomes:
+            if outcome.error:
+                failed_calls += 1
+                log(f"{item.record.relpath}: plugin {plugin_run.plugin.name} failed: {outcome.error}")
+            sink.add_image_result(item, plugin_run, outcome)
+            advance(1)
+        if not per_image:
+            advance(1)
 
     items = ImageStream(plan.records, ctx)  # one for all dataset plugins: they share what they derive
     for plugin_run in others:
@@ -310,12 +221,13 @@ def _run(config, registry, sink, progress, log) -> RunOutcome:
     outcomes = []
     advance = lambda n: None  # noqa: E731
     try:
-        for plan in plans:  # model by model: each model's results reach the sink in one block
-            cache_dir = sink.begin(plan)
-            if plan.model_index == 0 and progress:
-                advance = progress(sum(plan.steps for plan in plans))
-            cache = ResultCache(cache_dir, run_fingerprint(plan.ctx)) if cache_dir is not None else NoCache()
-            outcomes.append(execute(plan, sink, cache, advance, log))
+        with open_engine(config, plans, log) as engine:
+            for plan in plans:  # model by model: each model's results reach the sink in one block
+                cache_dir = sink.begin(plan)
+                if plan.model_index == 0 and progress:
+                    advance = progress(sum(plan.steps for plan in plans))
+                cache = ResultCache(cache_dir, run_fingerprint(plan.ctx)) if cache_dir is not None else NoCache()
+                outcomes.append(execute(plan, sink, cache, advance, log, engine))
         outcome = RunOutcome(config.out_dir, max(o.failed_images for o in outcomes),
                              sum(o.failed_calls for o in outcomes), sum(o.reused for o in outcomes))
         sink.finish(outcome)

@@ -9,6 +9,7 @@ Sharing is sound because every plugin must leave the model as it found it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, Collection, Iterable, Iterator
 
 import numpy as np
@@ -18,18 +19,28 @@ from nnvis_core.context import ImageItem, RunContext
 from nnvis_core.images import ImageReadError, ImageRecord, load_rgb, match_label
 
 
-def load_mask(ctx: RunContext, record: ImageRecord) -> np.ndarray | None:
-    """The ground-truth mask at MASKS/relpath, preprocessed like its image, or None."""
-    if ctx.masks_dir is None:
-        return None
-    path = ctx.masks_dir / record.relpath
-    if not path.is_file():
-        return None
+def load_mask(ctx: RunContext, record: ImageRecord, data: bytes | None = None) -> np.ndarray | None:
+    """The ground-truth mask at MASKS/relpath, preprocessed like its image, or None.
+    With `data`, the mask file's bytes as read elsewhere (the Ray engine's driver)."""
+    if data is None:
+        if ctx.masks_dir is None or not (ctx.masks_dir / record.relpath).is_file():
+            return None
+    path = (ctx.masks_dir or Path("masks")) / record.relpath
     try:
-        mask = ctx.model.preprocess.display(load_rgb(path, min_side=1))
+        mask = ctx.model.preprocess.display(load_rgb(path, min_side=1, data=data))
     except ImageReadError:
         return None
     return mask[..., 0] > 127
+
+
+def classify(ctx: RunContext, decoded: list[tuple[ImageRecord, np.ndarray, np.ndarray | None]]) -> list[ImageItem]:
+    """One forward pass over decoded images (record, pixels, mask): the items plugins receive."""
+    tensors = torch.stack([ctx.model.preprocess.normalize(pixels) for _, pixels, _ in decoded])
+    with torch.no_grad():
+        logits = ctx.module(tensors.to(ctx.device))
+    probabilities = torch.softmax(logits.float(), dim=1).cpu()
+    return [ImageItem(record, pixels, tensor, match_label(record.folder, ctx.class_names), probs, mask)
+            for (record, pixels, mask), tensor, probs in zip(decoded, tensors, probabilities)]
 
 
 def stream_items(
@@ -39,21 +50,7 @@ def stream_items(
 ) -> Iterator[list[ImageItem]]:
     """Decode, preprocess and classify images in batches; memory stays one batch deep."""
     preprocess = ctx.model.preprocess
-    batch: list[tuple[ImageRecord, np.ndarray]] = []
-
-    def flush() -> list[ImageItem]:
-        tensors = torch.stack([preprocess.normalize(pixels) for _, pixels in batch])
-        with torch.no_grad():
-            logits = ctx.module(tensors.to(ctx.device))
-        probabilities = torch.softmax(logits.float(), dim=1).cpu()
-        items = [
-            ImageItem(record, pixels, tensor, match_label(record.folder, ctx.class_names), probs,
-                      load_mask(ctx, record))
-            for (record, pixels), tensor, probs in zip(batch, tensors, probabilities)
-        ]
-        batch.clear()
-        return items
-
+    batch: list[tuple[ImageRecord, np.ndarray, np.ndarray | None]] = []
     for record in records:
         try:
             pixels = preprocess.display(load_rgb(record.path) if record.image is None else record.read())
@@ -61,11 +58,12 @@ def stream_items(
             if on_error:
                 on_error(record, error.reason)
             continue
-        batch.append((record, pixels))
+        batch.append((record, pixels, load_mask(ctx, record)))
         if len(batch) == ctx.batch_size:
-            yield flush()
+            yield classify(ctx, batch)
+            batch = []
     if batch:
-        yield flush()
+        yield classify(ctx, batch)
 
 
 class ImageStream:

@@ -1,0 +1,66 @@
+"""Where the image-scope plugin calls run. An engine walks a plan's images in folder order
+and yields each readable image with its outcomes; the runner hands both to the sink, so the
+report is written the same way whichever engine computed it.
+
+The local engine (the default) computes in this process, one batch at a time. The Ray
+engine (nnvis_core.ray_engine, `--engine ray`) computes on a pool of workers. Both take a
+result from the cache when it holds one and store each new result as soon as it exists,
+so an interrupted run of either engine is resumed by either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterable, Iterator, Protocol
+
+from nnvis_core.cache import NoCache, ResultCache
+from nnvis_core.calls import call_plugin
+from nnvis_core.config import ReportConfig
+from nnvis_core.context import ImageItem
+from nnvis_core.images import ImageRecord
+from nnvis_core.plan import CallOutcome, PluginRun, RunPlan, UsageError
+from nnvis_core.stream import stream_items
+
+Outcomes = Iterable[tuple[PluginRun, CallOutcome]]
+Unreadable = Callable[[ImageRecord, str], None]
+
+
+class Engine(Protocol):
+    def image_results(self, plan: RunPlan, cache: ResultCache | NoCache,
+                      unreadable: Unreadable) -> Iterator[tuple[ImageItem, Outcomes]]:
+        """Each readable image, in folder order, with its image-scope outcomes (plan.image_runs)."""
+        ...
+
+
+class LocalEngine:
+    """Every call in this process. The outcomes are computed lazily, as the runner asks
+    for them, so the sink sees each image before its slowest plugin has run."""
+
+    def image_results(self, plan: RunPlan, cache: ResultCache | NoCache,
+                      unreadable: Unreadable) -> Iterator[tuple[ImageItem, Outcomes]]:
+        for batch in stream_items(plan.records, plan.ctx, unreadable):
+            for item in batch:
+                yield item, self._outcomes(plan, cache, item)
+
+    @staticmethod
+    def _outcomes(plan: RunPlan, cache: ResultCache | NoCache, item: ImageItem) -> Outcomes:
+        ctx = plan.ctx
+        digest = cache.item_digest(item, ctx.masks_dir)
+        for run in plan.image_runs:
+            yield run, cache.call(cache.image_key(run, digest), lambda: call_plugin(
+                ctx, run, item, lambda: run.plugin.run_image(ctx, item, dict(run.params))))
+
+
+@contextlib.contextmanager
+def open_engine(config: ReportConfig, plans: list[RunPlan],
+                log: Callable[[str], None] = lambda line: None) -> Iterator[Engine]:
+    """The engine config.engine names, started for the run and stopped after it."""
+    if config.engine not in ("local", "ray"):
+        raise UsageError(f"--engine {config.engine!r}: use local or ray")
+    if config.engine == "local":
+        yield LocalEngine()
+        return
+    from nnvis_core.ray_engine import RayEngine  # only with --engine ray: Ray is an optional extra
+
+    with RayEngine.start(config, plans, log) as engine:
+        yield engine
