@@ -19,6 +19,9 @@ BUILTINS = sorted(name for name, reg in load_registry().plugins.items() if reg.o
 CHEAP: dict[str, dict] = {"sanity_check": {"max_levels": 4},
                           "dataset_distillation": {"outer_steps": 1, "inner_steps": 1, "eval_inits": 1},
                           "texture_synthesis": {"steps": 10}, "feature_inversion": {"steps": 10},
+                          # the feature visualizations: the contract is the same at 32 steps as at 512
+                          "semantic_dictionary": {"steps": 32}, "channel_maximization": {"steps": 32},
+                          "class_maximization": {"steps": 32},
                           "style_transfer": {"steps": 5, "style": str(Path(__file__).resolve().parent.parent
                                                                       / "examples/demo/images/ring/ring_00.png")}}
 # Plugins that need more than two demo images (distillation holds out one image of each class).
