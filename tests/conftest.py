@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from counter_plugins import COUNTERS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_IMAGES = ROOT / "examples" / "demo" / "images"
@@ -163,6 +165,31 @@ def permissions_enforced(monkeypatch):
         return real_open(path, *args, **kwargs)
 
     monkeypatch.setattr("nnvis_core.images.Image.open", open_as_a_user)
+
+
+@pytest.fixture(scope="module")
+def counters(tmp_path_factory):
+    """The counter plugins (tests/counter_plugins.py) installed as a distribution: (environment
+    for a subprocess, calls log)."""
+    site = tmp_path_factory.mktemp("site")
+    info = site / "nnvis_test_counters-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: nnvis-test-counters\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[nnvis]\ncounters = fakeplug_counters\n")
+    (site / "fakeplug_counters.py").write_text(textwrap.dedent(COUNTERS))
+    calls = site / "calls.log"
+    sys.path.insert(0, str(site))
+    importlib.invalidate_caches()
+    saved = os.environ.get("NNVIS_TEST_CALLS")
+    os.environ["NNVIS_TEST_CALLS"] = str(calls)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    yield env, calls
+    sys.path.remove(str(site))
+    sys.modules.pop("fakeplug_counters", None)
+    if saved is None:
+        os.environ.pop("NNVIS_TEST_CALLS", None)
+    else:
+        os.environ["NNVIS_TEST_CALLS"] = saved
 
 
 # --- comparing reports ------------------------------------------------------------------------

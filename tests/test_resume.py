@@ -7,21 +7,18 @@ tests see what was computed and when to kill.
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from counter_plugins import nnvis, read_calls
 
 from nnvis_core import CategoricalMap, Chart, Gallery, Heatmap, Image, Result, Scatter, Table, Text
 from nnvis_core.cache import ResultCache, decode_result, encode_result, model_digest, run_fingerprint
@@ -31,81 +28,8 @@ from nnvis_core.registry import load_registry
 from nnvis_reports import build_report
 from nnvis_reports.output import work_folder
 
-COUNTERS = '''
-"""Plugins that log each call (NNVIS_TEST_CALLS) and can be slowed down (NNVIS_TEST_SLEEP seconds)."""
-import os
-import time
-
-import numpy as np
-import torch
-
-from nnvis_core import Heatmap, Plugin, Result, Scatter, Scope, hookimpl
-
-
-def note(what):
-    with open(os.environ["NNVIS_TEST_CALLS"], "a", encoding="utf-8") as log:
-        log.write(what + "\\n")
-
-
-class SlowCounter(Plugin):
-    name = "slow_counter"
-    title = "Slow counter"
-    description = "The input's grey level plus seeded noise; logs each call."
-    scope = Scope.IMAGE
-
-    def run_image(self, ctx, item, params):
-        note("image " + item.record.relpath)
-        time.sleep(float(os.environ.get("NNVIS_TEST_SLEEP", "0")))
-        noise = torch.rand(16, 16).numpy()  # seeded by the runner per image and plugin
-        grey = item.tensor.mean(0).numpy()[:16, :16]
-        return Result([Heatmap("grey plus noise", grey + noise, signed=True)], {"noise": float(noise.mean())})
-
-
-class FolderCounter(Plugin):
-    name = "folder_counter"
-    title = "Folder counter"
-    description = "Mean input against confidence, one point per image; logs each call."
-    scope = Scope.DATASET
-
-    def run_dataset(self, ctx, items, params):
-        note("dataset")
-        items = list(items)
-        points = np.array([[float(i.tensor.mean()), float(i.probabilities.max())] for i in items])
-        return [Scatter("mean vs confidence", points, labels=[i.record.folder or "" for i in items],
-                        image_ids=[i.record.index for i in items])]
-
-
-@hookimpl
-def nnvis_register_plugins(register):
-    register(SlowCounter())
-    register(FolderCounter())
-'''
 PLUGINS = ["slow_counter", "saliency", "folder_counter"]
 IMAGES = 10
-
-
-@pytest.fixture(scope="module")
-def counters(tmp_path_factory):
-    """The counter plugins installed as a distribution: (environment for a subprocess, calls log)."""
-    site = tmp_path_factory.mktemp("site")
-    info = site / "nnvis_test_counters-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: nnvis-test-counters\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[nnvis]\ncounters = fakeplug_counters\n")
-    (site / "fakeplug_counters.py").write_text(textwrap.dedent(COUNTERS))
-    calls = site / "calls.log"
-    sys.path.insert(0, str(site))
-    importlib.invalidate_caches()
-    saved = os.environ.get("NNVIS_TEST_CALLS")
-    os.environ["NNVIS_TEST_CALLS"] = str(calls)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    yield env, calls
-    sys.path.remove(str(site))
-    sys.modules.pop("fakeplug_counters", None)
-    if saved is None:
-        os.environ.pop("NNVIS_TEST_CALLS", None)
-    else:
-        os.environ["NNVIS_TEST_CALLS"] = saved
 
 
 @pytest.fixture(scope="module")
@@ -126,18 +50,6 @@ def reference(counters, images, tmp_path_factory) -> dict:
     build_report(ReportConfig(images, root / "full", plugins=PLUGINS), registry)
     build_report(ReportConfig(images, root / "earlier", plugins=PLUGINS, seed=5), registry)
     return {"full": root / "full", "earlier": root / "earlier"}
-
-
-def read_calls(calls: Path) -> list[str]:
-    return calls.read_text(encoding="utf-8").splitlines() if calls.exists() else []
-
-
-def nnvis(env: dict, *args: str) -> subprocess.Popen:
-    """`nnvis report ARGS` in a child that takes SIGINT as Ctrl-C even when the tests run in a
-    background job (whose children inherit SIGINT ignored, and Python then keeps it ignored)."""
-    return subprocess.Popen([sys.executable, "-m", "nnvis_cli.main", "report", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def file_bytes(folder: Path) -> dict[str, bytes]:
