@@ -98,9 +98,18 @@ def _merge_config(path: Path | None, cli_values: dict, assignments: tuple[str, .
               help="Reuse the results a run into the same OUT computed before it was interrupted.")
 @click.option("--force", is_flag=True,
               help="Write into an existing folder that is not an nnvis report (its other files are kept).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default=None,
+              help="Where the per-image plugin calls run: this process (local, default) or Ray workers "
+                   "(needs nnvis[ray]; see docs/distributed.md).")
+@click.option("--address", help="With --engine ray: the cluster to join (auto, HOST:PORT, ray://...). "
+                                "Default: start a local Ray instance for this run.")
+@click.option("--workers", type=click.IntRange(1), help="With --engine ray: how many workers (default: one per CPU, "
+                                                        "or per GPU share with --gpus-per-worker).")
+@click.option("--gpus-per-worker", type=click.FloatRange(0), help="With --engine ray: GPUs each worker holds.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-file messages.")
 def report(image_dir, out_dir, models, weights, arch, trust_checkpoint, labels, masks, plugin_names, assignments,
-           config_path, device, batch_size, seed, resize, crop, mean, std, plugin_timeout, resume, force, quiet) -> None:
+           config_path, device, batch_size, seed, resize, crop, mean, std, plugin_timeout, resume, force, engine,
+           address, workers, gpus_per_worker, quiet) -> None:
     """Write an HTML report for the images in IMAGE_DIR (searched recursively)."""
     from nnvis_core.runner import UsageError, run
 
@@ -109,6 +118,7 @@ def report(image_dir, out_dir, models, weights, arch, trust_checkpoint, labels, 
         "plugins": [p.strip() for p in plugin_names.split(",") if p.strip()] if plugin_names else None,
         "device": device, "batch_size": batch_size, "seed": seed, "resize": resize, "crop": crop,
         "mean": _floats(mean, "--mean"), "std": _floats(std, "--std"), "plugin_timeout": plugin_timeout,
+        "engine": engine, "address": address, "workers": workers, "gpus_per_worker": gpus_per_worker,
     }
     try:
         settings = _merge_config(config_path, cli_values, assignments)
@@ -129,11 +139,17 @@ def report(image_dir, out_dir, models, weights, arch, trust_checkpoint, labels, 
     log = (lambda line: None) if quiet else (lambda line: click.echo(f"nnvis: {line}", err=True))
     with contextlib.ExitStack() as stack:
 
-        def progress(total: int):
+        def progress(total: int, status=lambda: ""):
             if quiet or not sys.stderr.isatty():
                 return lambda n: None
             bar = stack.enter_context(click.progressbar(length=total, label="images x plugins", file=sys.stderr))
-            return bar.update
+
+            def advance(n: int) -> None:
+                words = status()  # with --engine ray: workers alive and batches retried
+                bar.label = f"images x plugins ({words})" if words else "images x plugins"
+                bar.update(n)
+
+            return advance
 
         try:
             if "html" not in registry.sinks:

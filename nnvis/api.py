@@ -398,8 +398,9 @@ def run(images: Any, model: Any = "demo", plugins: Sequence[str | Plugin] | None
     return Run(sink, config)
 
 
-def _progress(total: int):
-    """A bar that draws in notebooks and terminals alike (tqdm.auto)."""
+def _progress(total: int, status=lambda: ""):
+    """A bar that draws in notebooks and terminals alike (tqdm.auto); the engine has nothing to add
+    here (nnvis.run computes in this process)."""
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, desc="images x plugins", leave=False)

@@ -31,10 +31,17 @@ class Engine(Protocol):
         """Each readable image, in folder order, with its image-scope outcomes (plan.image_runs)."""
         ...
 
+    def status(self) -> str:
+        """A few words for the progress bar (workers, retries); empty when there is nothing to say."""
+        ...
+
 
 class LocalEngine:
     """Every call in this process. The outcomes are computed lazily, as the runner asks
     for them, so the sink sees each image before its slowest plugin has run."""
+
+    def status(self) -> str:
+        return ""
 
     def image_results(self, plan: RunPlan, cache: ResultCache | NoCache,
                       unreadable: Unreadable) -> Iterator[tuple[ImageItem, Outcomes]]:

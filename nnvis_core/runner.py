@@ -197,12 +197,13 @@ def run(
     config: ReportConfig,
     registry: Registry,
     sink: Sink,
-    progress: Callable[[int], Callable[[int], None]] | None = None,
+    progress: Callable[[int, Callable[[], str]], Callable[[int], None]] | None = None,
     log: Callable[[str], None] = lambda line: None,
 ) -> RunOutcome:
     """Prepare and execute one run into `sink`: the whole of `nnvis report` but the page.
 
-    progress(total) returns an `advance(n)` callable (None: no progress).
+    progress(total, status) returns an `advance(n)` callable (None: no progress); status() gives
+    the engine's few words on its workers, for the bar.
     Raises UsageError before the sink writes anything when the options are wrong.
     When the sink names a cache folder, every result is kept there as it
     arrives, and with config.resume the results of an interrupted run are reused.
@@ -225,7 +226,7 @@ def _run(config, registry, sink, progress, log) -> RunOutcome:
             for plan in plans:  # model by model: each model's results reach the sink in one block
                 cache_dir = sink.begin(plan)
                 if plan.model_index == 0 and progress:
-                    advance = progress(sum(plan.steps for plan in plans))
+                    advance = progress(sum(plan.steps for plan in plans), engine.status)
                 cache = ResultCache(cache_dir, run_fingerprint(plan.ctx)) if cache_dir is not None else NoCache()
                 outcomes.append(execute(plan, sink, cache, advance, log, engine))
         outcome = RunOutcome(config.out_dir, max(o.failed_images for o in outcomes),

@@ -90,7 +90,7 @@ def nnvis_register_sinks(register) -> None:
 def build_report(
     config: ReportConfig,
     registry: Registry,
-    progress: Callable[[int], Callable[[int], None]] | None = None,
+    progress: Callable[[int, Callable[[], str]], Callable[[int], None]] | None = None,
     log: Callable[[str], None] = lambda line: None,
 ) -> RunOutcome:
     """The core's run (nnvis_core.runner.run) into an HTML report at config.out_dir."""

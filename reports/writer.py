@@ -190,6 +190,7 @@ class ReportWriter:
             "format": REPORT_FORMAT,
             "schema_version": SCHEMA_VERSION,
             "input": {"root": str(plan.config.image_dir), "image_count": len(plan.records)},
+            "engine": {"name": plan.config.engine, "workers": plan.config.workers},
             "load_failures": [vars(f) for f in plan.load_failures],
         }
         self.sections = [ModelSection(out_dir, plan)]

@@ -1,0 +1,238 @@
+"""The Ray engine (`--engine ray`): the same report as the local engine, nothing lost when a
+worker or the driver dies, and a clear error without Ray.
+
+One local Ray instance (two CPUs) serves the in-process tests; the child-process tests start
+their own, as `nnvis report --engine ray` does for a user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import copy_demo
+from counter_plugins import nnvis, read_calls
+
+from nnvis_cli.main import cli
+from nnvis_core.config import ReportConfig
+from nnvis_core.registry import load_registry
+from nnvis_core.runner import prepare_all
+from nnvis_reports import build_report
+from nnvis_reports.output import work_folder
+
+ray = pytest.importorskip("ray")
+
+# Every built-in that computes per image (where the engines differ) and applies to the demo net,
+# with the optimizing ones cut short; t-SNE as a dataset-scope plugin beside them.
+RENDERED = re.compile(r"\d+ rendered now, \d+ reused")
+CHEAP = {"semantic_dictionary": {"steps": 8}, "texture_synthesis": {"steps": 4},
+         "feature_inversion": {"steps": 4}, "smoothgrad": {"samples": 4}, "integrated_gradients": {"steps": 8},
+         "tsne": {"perplexity": 1.0}}
+
+
+def test_without_ray_the_engine_is_a_one_line_usage_error(monkeypatch, few_demo_images, tmp_path):
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)  # as if it were not installed
+    result = CliRunner().invoke(cli, ["report", str(few_demo_images), "-o", str(tmp_path / "out"),
+                                      "--engine", "ray", "--plugins", "saliency"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        "nnvis: error: --engine ray needs Ray, an optional extra: pip install 'nnvis[ray]'")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unreachable_cluster_is_a_one_line_usage_error(few_demo_images, tmp_path):
+    assert not ray.is_initialized()  # these two run before the module's Ray instance starts
+    result = CliRunner().invoke(cli, ["report", str(few_demo_images), "-o", str(tmp_path / "out"),
+                                      "--engine", "ray", "--address", "127.0.0.1:9", "--plugins", "saliency"])
+    assert result.exit_code == 2
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("nnvis: error: --engine ray: cannot reach Ray at 127.0.0.1:9: "), result.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def ray_instance(counters):
+    """A local Ray for this module's in-process runs; its workers see the counter plugins."""
+    env, _ = counters
+    variables = {name: env[name] for name in ("PYTHONPATH", "NNVIS_TEST_CALLS", "NNVIS_CACHE") if name in env}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": {**variables, "NNVIS_TEST_SLEEP": "0.3"}})
+    yield
+    ray.shutdown()
+
+
+def image_scope_builtins(images: Path, out: Path) -> list[str]:
+    """The built-ins that compute per image and apply to the demo net, as `--plugins all` picks them."""
+    registry = load_registry()
+    [plan] = prepare_all(ReportConfig(images, out, plugins=["all"]), registry)
+    return sorted(run.plugin.name for run in plan.image_runs
+                  if registry.plugins[run.plugin.name].origin.distribution == "nnvis")
+
+
+def comparable(out: Path) -> dict:
+    """report.json without timings and the engine's own fields."""
+    from conftest import without_timings
+
+    report = without_timings(json.loads((out / "report.json").read_text(encoding="utf-8")))
+    report.pop("engine")
+    return report
+
+
+def assert_same_numbers(a, b, where: str = "") -> None:
+    """Equal structure and text; numbers equal up to float rounding."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_same_numbers(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_numbers(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-3, abs=1e-4), where
+    elif isinstance(a, str) and isinstance(b, str):
+        # how many feature visualizations a process drew itself and how many it found in the
+        # on-disk cache depends on which process saw which image first: provenance, not result
+        assert RENDERED.sub("", a) == RENDERED.sub("", b), where
+    else:
+        assert a == b, where
+
+
+def test_ray_writes_the_report_the_local_engine_writes(ray_instance, demo_images, tmp_path):
+    images = copy_demo(demo_images, tmp_path / "images", classes=2, per_class=2)
+    plugins = [*image_scope_builtins(images, tmp_path / "unused"), "tsne"]
+    registry = load_registry()
+    # Ray gives a one-CPU worker one torch thread. The optimizing plugins (L-BFGS) amplify the
+    # last-bit differences a different thread count makes, so the local run uses one thread too.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        local = build_report(ReportConfig(images, tmp_path / "local", plugins=plugins, params=CHEAP), registry)
+    finally:
+        torch.set_num_threads(threads)
+    on_ray = build_report(ReportConfig(images, tmp_path / "ray", plugins=plugins, params=CHEAP, engine="ray",
+                                       workers=2), registry)
+    assert local.exit_code == on_ray.exit_code
+    expected, got = comparable(tmp_path / "local"), comparable(tmp_path / "ray")
+    ran = {name for image in got["by_model"][0]["images"] for name in image["results"]}
+    assert len(ran) >= 10, ran  # the plugins that apply to a convnet all ran
+    assert_same_numbers(expected, got)
+    maps = sorted((tmp_path / "local").rglob("*.npy"))
+    assert maps
+    for path in maps:
+        twin = tmp_path / "ray" / path.relative_to(tmp_path / "local")
+        np.testing.assert_allclose(np.load(twin), np.load(path), rtol=1e-3, atol=1e-5, err_msg=str(path))
+    engines = [json.loads((tmp_path / name / "report.json").read_text())["engine"] for name in ("local", "ray")]
+    assert engines == [{"name": "local", "workers": None}, {"name": "ray", "workers": 2}]
+
+
+def processes(matching) -> set[int]:
+    """The pids of this machine's processes whose command line `matching(cmdline)` accepts."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if matching(command):
+                found.add(int(entry.name))
+    return found
+
+
+def worker_pids() -> set[int]:
+    """The image workers' processes (Ray titles them ray::ImageWorker...)."""
+    return processes(lambda command: command.startswith(b"ray::ImageWorker"))
+
+
+def ray_pids() -> set[int]:
+    """Every process of a Ray instance: workers, agents, raylet, GCS."""
+    return processes(lambda command: command.startswith(b"ray::") or b"/ray/" in command)
+
+
+def test_a_killed_worker_costs_only_its_batch(ray_instance, counters, demo_images, tmp_path):
+    env, calls = counters
+    images = copy_demo(demo_images, tmp_path / "images", classes=4, per_class=3)
+    calls.unlink(missing_ok=True)
+    lines: list[str] = []
+    config = ReportConfig(images, tmp_path / "out", plugins=["slow_counter", "saliency"], engine="ray", workers=2,
+                          batch_size=2)
+    outcome = {}
+    run = threading.Thread(target=lambda: outcome.setdefault(
+        "run", build_report(config, load_registry(), log=lines.append)))
+    run.start()
+    deadline = time.monotonic() + 120
+    while sum(line.startswith("image ") for line in read_calls(calls)) < 2:
+        assert run.is_alive() and time.monotonic() < deadline, "the run never got going"
+        time.sleep(0.02)
+    victims = sorted(worker_pids())
+    assert len(victims) == 2
+    os.kill(victims[0], signal.SIGKILL)
+    run.join(timeout=180)
+    assert not run.is_alive()
+
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    entries = report["by_model"][0]["images"]
+    assert len(entries) == 12
+    assert all(e["status"] == "ok" and e["results"]["slow_counter"]["status"] == "ok" for e in entries)
+    assert any("was restarted" in line for line in lines), lines
+    computed = Counter(line for line in read_calls(calls) if line.startswith("image "))
+    assert set(computed) == {f"image {p.relative_to(images).as_posix()}" for p in images.rglob("*.png")}
+    twice = [call for call, count in computed.items() if count > 1]
+    assert len(twice) <= 2 * config.batch_size, twice  # the dead worker's batches in flight, no more
+    assert all(count <= 2 for count in computed.values())
+
+
+@pytest.mark.parametrize("first, then", [("ray", "local"), ("local", "ray")])
+def test_a_driver_killed_on_one_engine_is_resumed_on_the_other(counters, demo_images, tmp_path, snapshot,
+                                                               first, then):
+    env, calls = counters
+    images = copy_demo(demo_images, tmp_path / "images", classes=4, per_class=2)
+    out = tmp_path / "out"
+    calls.unlink(missing_ok=True)
+    args = [str(images), "-o", str(out), "--plugins", "slow_counter,saliency", "--batch-size", "1"]
+    ray_args = ["--engine", "ray", "--workers", "2"]
+    earlier = ray_pids()
+    killed = nnvis({**env, "NNVIS_TEST_SLEEP": "0.4"}, *args, *(ray_args if first == "ray" else []))
+    deadline = time.monotonic() + 120
+    while sum(c.startswith("image ") for c in read_calls(calls)) < 3:
+        assert killed.poll() is None, killed.communicate()
+        assert time.monotonic() < deadline, "the run never got going"
+        time.sleep(0.05)
+    killed.kill()
+    killed.communicate(timeout=60)
+    assert work_folder(out).is_dir() and not (out / "report.json").exists()
+    time.sleep(1)  # let a dying Ray's workers finish the call they were in
+    for orphan in ray_pids() - earlier:  # a SIGKILLed driver's Ray leaves agents behind (`ray stop` would)
+        os.kill(orphan, signal.SIGKILL)
+    before = read_calls(calls)
+    calls.unlink()
+
+    resumed = nnvis(env, *args, "--resume", *(ray_args if then == "ray" else []))
+    _, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr
+    assert "reused" in stderr, stderr
+    after = read_calls(calls)
+    every = {f"image {p.relative_to(images).as_posix()}" for p in images.rglob("*.png")}
+    assert set(before) | set(after) == every
+    assert len(after) == len(set(after)) and len(after) < len(every)
+    # a Ray driver loses only the answers in flight when it died: at most two batches per worker
+    limit = 4 if first == "ray" else 1
+    assert len(set(before) & set(after)) <= limit, sorted(set(before) & set(after))
+
+    reference = tmp_path / "reference"
+    build_report(ReportConfig(images, reference, plugins=["slow_counter", "saliency"], batch_size=1), load_registry())
+    got, expected = snapshot(out), snapshot(reference)
+    for report in (got["report"], expected["report"]):
+        report.pop("engine")
+    assert_same_numbers(expected["report"], got["report"])
