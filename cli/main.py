@@ -259,6 +259,55 @@ def layers(model, weights, arch) -> None:
         click.echo(f"{row.name:<{width}}  {row.kind:<{kinds}}  {row.output:<24} {used}".rstrip())
 
 
+@cli.command(name="cue-conflict", context_settings=CONTEXT)
+@click.argument("shapes_dir", type=click.Path(path_type=Path))
+@click.argument("textures_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), required=True,
+              help="Folder for the images and cue-conflict.csv.")
+@click.option("--model", default="demo", show_default=True, help="Whose features render the textures; as for "
+                                                                  "nnvis report.")
+@click.option("--weights", help="As for nnvis report.")
+@click.option("--arch", help="As for nnvis report.")
+@click.option("--size", type=click.IntRange(8, 2048), help="Side of the square images in pixels (default: the "
+                                                           "model's input size).")
+@click.option("--per-pair", type=click.IntRange(1, 10000), default=1, show_default=True,
+              help="Images for every shape class and every other texture class.")
+@click.option("--steps", type=click.IntRange(1, 5000), default=100, show_default=True, help="L-BFGS iterations.")
+@click.option("--style-weight", type=click.FloatRange(0), default=10.0, show_default=True,
+              help="Weight of the texture (Gram) loss against the shape's content loss (1).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the draw of image pairs.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def cue_conflict(shapes_dir, textures_dir, out_dir, model, weights, arch, size, per_pair, steps, style_weight, seed,
+                 device, quiet) -> None:
+    """Write cue-conflict images: each a picture from a class folder of SHAPES_DIR with the texture of a
+    picture from another class of TEXTURES_DIR (style transfer), named SHAPE-TEXTURE_index.png, with
+    cue-conflict.csv (file, shape, texture). Measure a model on them with --plugins shape_bias."""
+    import torch
+
+    from nnvis_core.models import ModelLoadError, ModelOptions, load_model
+    from nnvis_plugins.synthesis.cue_conflict import CueConflictInputError, plan_pairs, class_images, \
+        write_cue_conflict_folder
+
+    try:
+        count = len(plan_pairs(class_images(shapes_dir), class_images(textures_dir), per_pair, seed))
+        loaded = load_model(model, ModelOptions(weights=weights, arch=arch), load_registry(), device)
+    except (CueConflictInputError, ModelLoadError) as error:
+        fail_usage(str(error))
+    with contextlib.ExitStack() as stack:
+        update = lambda done: None  # noqa: E731
+        if not quiet and sys.stderr.isatty():
+            bar = stack.enter_context(click.progressbar(length=count, label="cue-conflict images", file=sys.stderr))
+            update = lambda done: bar.update(1)  # noqa: E731
+        try:
+            write_cue_conflict_folder(shapes_dir, textures_dir, out_dir, loaded, size, per_pair, seed, steps,
+                                      style_weight, torch.device(device), update)
+        except CueConflictInputError as error:
+            fail_usage(str(error))
+    if not quiet:
+        click.echo(f"nnvis: wrote {count} images and {out_dir / 'cue-conflict.csv'}", err=True)
+
+
 @cli.group(context_settings=CONTEXT)
 def demo() -> None:
     """The embedded demo model: retrain it, or regenerate its example images."""

@@ -20,6 +20,8 @@ docs/plugins.md (plugin API version 2) walks through it.
 - scoring: :func:`target_probabilities` (chunked by a memory budget), :func:`chunk_size`
 - faithfulness: :func:`deletion_insertion`, :func:`mask_share`
 - precision: :func:`exact_float32` (no TF32, deterministic cuDNN: what a run uses on a GPU)
+- cue conflict: :func:`cue_conflict_name`, :func:`parse_cue_conflict_name`, :func:`read_cue_conflict_csv`,
+  :func:`write_cue_conflict_csv` (the labels of shape-vs-texture images)
 """
 
 from nnvis_core.targets import TargetError, resolve_target
@@ -32,6 +34,14 @@ from nnvis_core.toolkit.attribution import (
     Explanation,
     layer_name,
     reduce_param,
+)
+from nnvis_core.toolkit.cue_conflict import (
+    CUE_CONFLICT_CSV,
+    CueConflictError,
+    cue_conflict_name,
+    parse_cue_conflict_name,
+    read_cue_conflict_csv,
+    write_cue_conflict_csv,
 )
 from nnvis_core.toolkit.faithfulness import Curves, deletion_insertion, mask_share, pixel_order
 from nnvis_core.toolkit.gradients import fresh_input_gradient, gradient, reduce_channels
@@ -81,6 +91,8 @@ from nnvis_core.toolkit.targets import (
 
 __all__ = [
     "exact_float32",
+    "CUE_CONFLICT_CSV", "CueConflictError", "cue_conflict_name", "parse_cue_conflict_name", "read_cue_conflict_csv",
+    "write_cue_conflict_csv",
     "ACTIVATIONS", "as_map", "Attention", "AttributionError", "AttributionPlugin", "BASELINES", "bytes_per_image",
     "captured", "captured_attention", "captured_output", "check_target_count", "chunk_size", "chunk_target",
     "conv_layers", "Curves", "default_layer", "deletion_insertion", "Explanation", "FAITHFULNESS_STEPS",
