@@ -92,6 +92,12 @@ class ImageWorker:
     def pid(self) -> int:
         return os.getpid()
 
+    def node(self) -> str:
+        """The Ray node this worker runs on (for the log: how far the pool spread)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
     def run_batch(self, batch: list[Shipped]) -> tuple[int, list[str | tuple[ImageItem, dict[str, CallOutcome]]]]:
         """For each image, its unreadable reason, or the item with the outcomes of its `todo` plugins."""
         decoded, answers = [], []
@@ -207,12 +213,14 @@ class RayEngine:
         actors = [worker.remote(spec) for _ in range(count)]
         try:
             pids = ray.get([actor.pid.remote() for actor in actors])
+            nodes = set(ray.get([actor.node.remote() for actor in actors]))
         except ray.exceptions.RayError as error:
             for actor in actors:
                 ray.kill(actor)
             raise UsageError(f"--engine ray: a worker could not load the run: {root_cause(error)}") from None
         where = config.address or "a local Ray instance"
-        self.log(f"ray: {count} workers for {plan.ctx.model.name} on {where}")
+        self.log(f"ray: {count} workers for {plan.ctx.model.name} on {len(nodes)} node{'s' * (len(nodes) > 1)} "
+                 f"of {where}")
         return Pool(actors, pids, spec)
 
     def image_results(self, plan: RunPlan, cache: ResultCache | NoCache,

@@ -60,6 +60,29 @@ def test_an_unreachable_cluster_is_a_one_line_usage_error(few_demo_images, tmp_p
     assert not (tmp_path / "out").exists()
 
 
+def test_workers_spread_over_the_nodes_of_a_cluster(demo_images, tmp_path):
+    """Two Ray nodes on this machine (ray.cluster_utils), one CPU each: one worker lands on each,
+    and the report is complete. The images stay where the driver reads them; workers get bytes."""
+    from ray.cluster_utils import Cluster
+
+    assert not ray.is_initialized()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+    try:
+        images = copy_demo(demo_images, tmp_path / "images", classes=2, per_class=2)
+        lines: list[str] = []
+        outcome = build_report(ReportConfig(images, tmp_path / "out", plugins=["saliency"], engine="ray",
+                                            workers=2, batch_size=1), load_registry(), log=lines.append)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert outcome.exit_code == 0
+    assert any(line.startswith("ray: 2 workers for demo on 2 nodes") for line in lines), lines
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [e["results"]["saliency"]["status"] for e in report["by_model"][0]["images"]] == ["ok"] * 4
+
+
 @pytest.fixture(scope="module")
 def ray_instance(counters):
     """A local Ray for this module's in-process runs; its workers see the counter plugins."""
