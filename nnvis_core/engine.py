@@ -19,7 +19,7 @@ from nnvis_core.config import ReportConfig
 from nnvis_core.context import ImageItem
 from nnvis_core.images import ImageRecord
 from nnvis_core.plan import CallOutcome, PluginRun, RunPlan, UsageError
-from nnvis_core.stream import stream_items
+from nnvis_core.stream import BatchFunction, stream_items
 
 Outcomes = Iterable[tuple[PluginRun, CallOutcome]]
 Unreadable = Callable[[ImageRecord, str], None]
@@ -35,6 +35,11 @@ class Engine(Protocol):
         """A few words for the progress bar (workers, retries); empty when there is nothing to say."""
         ...
 
+    def map_batches(self, plan: RunPlan, fn: BatchFunction, args: tuple) -> Iterator[object]:
+        """fn(ctx, items, *args) for each batch of the plan's readable images, in folder order (a
+        dataset plugin's pass over the folder: nnvis_core.stream.ImageStream.map_batches)."""
+        ...
+
 
 class LocalEngine:
     """Every call in this process. The outcomes are computed lazily, as the runner asks
@@ -42,6 +47,10 @@ class LocalEngine:
 
     def status(self) -> str:
         return ""
+
+    def map_batches(self, plan: RunPlan, fn: BatchFunction, args: tuple) -> Iterator[object]:
+        for batch in stream_items(plan.records, plan.ctx):
+            yield fn(plan.ctx, batch, *args)
 
     def image_results(self, plan: RunPlan, cache: ResultCache | NoCache,
                       unreadable: Unreadable) -> Iterator[tuple[ImageItem, Outcomes]]:

@@ -14,7 +14,9 @@ folder that `--resume` finishes on either engine. Results reach the sink in fold
 order, with at most IN_FLIGHT_PER_WORKER batches per worker outstanding, so the driver's
 memory does not grow with the folder.
 
-Dataset- and model-scope plugins run on the driver, as with the local engine.
+Dataset-scope plugins run on the driver, as with the local engine, but their passes over the
+folder (ImageStream.map_batches: the pooled features t-SNE and the neighbours share) run on
+the workers; model-scope plugins run on the driver.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from nnvis_core.config import ModelChoice, ReportConfig
 from nnvis_core.context import ImageItem
 from nnvis_core.images import ImageReadError, ImageRecord, load_rgb, read_image_bytes
 from nnvis_core.plan import CallOutcome, PluginRun, RunPlan, UsageError
+from nnvis_core.plugin import Scope
 from nnvis_core.registry import one_line
 from nnvis_core.stream import classify, load_mask, stream_items
 
@@ -100,6 +103,20 @@ class ImageWorker:
 
     def run_batch(self, batch: list[Shipped]) -> tuple[int, list[str | tuple[ImageItem, dict[str, CallOutcome]]]]:
         """For each image, its unreadable reason, or the item with the outcomes of its `todo` plugins."""
+        answers: list = self._decode(batch)
+        for position, shipped in enumerate(batch):
+            if not isinstance(answers[position], str):
+                item = answers[position]
+                answers[position] = (item, {name: self._call(name, item) for name in shipped.todo})
+        return os.getpid(), answers
+
+    def map_batch(self, batch: list[Shipped], fn: Callable[..., object], args: tuple) -> object | None:
+        """fn(ctx, items, *args) over the batch's readable images (None when none is)."""
+        items = [answer for answer in self._decode(batch) if not isinstance(answer, str)]
+        return fn(self.ctx, items, *args) if items else None
+
+    def _decode(self, batch: list[Shipped]) -> list[str | ImageItem]:
+        """Each image as the plugins see it (one forward pass for the batch), or why it is unreadable."""
         decoded, answers = [], []
         preprocess = self.ctx.model.preprocess
         for shipped in batch:
@@ -113,11 +130,7 @@ class ImageWorker:
             decoded.append((record, preprocess.display(image), mask))
             answers.append(None)
         items = iter(classify(self.ctx, decoded) if decoded else [])
-        for position, shipped in enumerate(batch):
-            if answers[position] is None:
-                item = next(items)
-                answers[position] = (item, {name: self._call(name, item) for name in shipped.todo})
-        return os.getpid(), answers
+        return [next(items) if answer is None else answer for answer in answers]
 
     def _call(self, name: str, item: ImageItem) -> CallOutcome:
         run = self.runs[name]
@@ -181,7 +194,7 @@ class RayEngine:
         engine = cls(ray, config, log)
         try:
             for plan in plans:
-                if plan.image_runs:
+                if any(run.plugin.scope is not Scope.MODEL for run in plan.runs):
                     engine.pools[plan.model_index] = engine._start_pool(plan)
             yield engine
         finally:
@@ -226,7 +239,7 @@ class RayEngine:
     def image_results(self, plan: RunPlan, cache: ResultCache | NoCache,
                       unreadable: Unreadable) -> Iterator[tuple[ImageItem, Outcomes]]:
         pool = self.pools.get(plan.model_index)
-        if pool is None:  # no image-scope plugin: the items are all the sink needs
+        if pool is None or not plan.image_runs:  # no image-scope plugin: the items are all the sink needs
             for batch in stream_items(plan.records, plan.ctx, unreadable):
                 yield from ((item, []) for item in batch)
             return
@@ -265,6 +278,43 @@ class RayEngine:
             while emitted in finished:
                 yield from self._emit(finished.pop(emitted), plan, unreadable)
                 emitted += 1
+
+    def map_batches(self, plan: RunPlan, fn: Callable[..., object], args: tuple) -> Iterator[object]:
+        """fn over the folder's batches on the workers, at most IN_FLIGHT_PER_WORKER batches per worker
+        outstanding, the results in folder order. A batch no worker could finish fails the pass
+        (and with it the dataset plugin's call, which the report shows)."""
+        pool = self.pools[plan.model_index]  # started for every model with a dataset-scope plugin
+        size = plan.ctx.batch_size
+        waiting = (plan.records[start:start + size] for start in range(0, len(plan.records), size))
+        in_flight: list[Any] = []
+        turn = 0
+        while True:
+            while len(in_flight) < IN_FLIGHT_PER_WORKER * len(pool.actors):
+                records = next(waiting, None)
+                if records is None:
+                    break
+                shipped = [Shipped(record, data, mask, ()) for record, data, mask in self._read(records, plan)]
+                in_flight.append(pool.actors[turn % len(pool.actors)].map_batch.remote(shipped, fn, args))
+                turn += 1
+            if not in_flight:
+                return
+            try:
+                result = self.ray.get(in_flight.pop(0))
+            except self.ray.exceptions.RayError as error:
+                raise RuntimeError(f"a Ray worker could not finish a batch: {root_cause(error)}") from None
+            if result is not None:
+                yield result
+
+    def _read(self, records: list[ImageRecord], plan: RunPlan) -> Iterator[tuple[ImageRecord, bytes | None, bytes | None]]:
+        """Each readable record with its file's bytes (None for an image in memory) and its mask's."""
+        masks = plan.ctx.masks_dir
+        for record in records:
+            try:
+                data = None if record.image is not None else read_image_bytes(record.path)
+            except ImageReadError:
+                continue  # reported by the image pass already
+            mask_path = masks / record.relpath if masks is not None else None
+            yield record, data, mask_path.read_bytes() if mask_path is not None and mask_path.is_file() else None
 
     def _prepare(self, number: int, records: list[ImageRecord], plan: RunPlan, cache: ResultCache | NoCache) -> Batch:
         keys, cached = [], []

@@ -167,7 +167,8 @@ def execute(
         log(f"{record.relpath}: {reason}")
         advance(max(1, len(per_image)))
 
-    for item, outcomes in (engine or LocalEngine()).image_results(plan, cache, unreadable):
+    engine = engine or LocalEngine()
+    for item, outcomes in engine.image_results(plan, cache, unreadable):
         sink.add_image(item)
         for plugin_run, outcome in outcomes:
             if outcome.error:
@@ -178,7 +179,9 @@ def execute(
         if not per_image:
             advance(1)
 
-    items = ImageStream(plan.records, ctx)  # one for all dataset plugins: they share what they derive
+    # one for all dataset plugins: they share what they derive; their passes over the folder
+    # (map_batches) run on the engine
+    items = ImageStream(plan.records, ctx, lambda fn, args: engine.map_batches(plan, fn, args))
     for plugin_run in others:
         if plugin_run.plugin.scope is Scope.DATASET:
             call = lambda: plugin_run.plugin.run_dataset(ctx, items, dict(plugin_run.params))  # noqa: E731

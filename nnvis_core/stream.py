@@ -66,12 +66,25 @@ def stream_items(
         yield classify(ctx, batch)
 
 
+BatchFunction = Callable[..., object]  # fn(ctx, items: list[ImageItem], *args) -> a small result
+Mapper = Callable[[BatchFunction, tuple], Iterator[object]]
+
+
 class ImageStream:
     """The readable images of a run, streamed again each time it is iterated."""
 
-    def __init__(self, records: list[ImageRecord], ctx: RunContext):
+    def __init__(self, records: list[ImageRecord], ctx: RunContext, mapper: Mapper | None = None):
         self.records, self.ctx = records, ctx
         self.shared: dict = {}  # results derived from the whole folder, for the run's other plugins
+        self.mapper = mapper  # the run's engine (nnvis_core.engine), which may compute batches elsewhere
+
+    def map_batches(self, fn: BatchFunction, *args: object) -> Iterator[object]:
+        """fn(ctx, items, *args) for each batch of readable images, in folder order, computed where
+        the run's engine computes (Ray workers with --engine ray). For a pass over the whole folder
+        that returns little per batch (pooled features): fn must be a module-level function."""
+        if self.mapper is not None:
+            return self.mapper(fn, args)
+        return (fn(self.ctx, batch, *args) for batch in stream_items(self.records, self.ctx))
 
     def __iter__(self) -> Iterator[ImageItem]:
         for batch in stream_items(self.records, self.ctx):
@@ -90,6 +103,25 @@ def only(items: Iterable[ImageItem], indices: Collection[int]) -> Iterator[Image
         return items.only(indices)
     wanted = set(indices)
     return (item for item in items if item.record.index in wanted)
+
+
+def map_batches(ctx: RunContext, items: Iterable[ImageItem], fn: BatchFunction, *args: object) -> Iterator[object]:
+    """fn(ctx, batch, *args) over batches of `items`: on the run's engine for a report's
+    ImageStream (see ImageStream.map_batches), here for any other collection."""
+    if isinstance(items, ImageStream):
+        return items.map_batches(fn, *args)
+    return _batches_here(ctx, items, fn, args)
+
+
+def _batches_here(ctx: RunContext, items: Iterable[ImageItem], fn: BatchFunction, args: tuple) -> Iterator[object]:
+    batch: list[ImageItem] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == ctx.batch_size:
+            yield fn(ctx, batch, *args)
+            batch = []
+    if batch:
+        yield fn(ctx, batch, *args)
 
 
 def shared_store(items: Iterable[ImageItem]) -> dict | None:

@@ -131,7 +131,7 @@ def assert_same_numbers(a, b, where: str = "") -> None:
         assert a == b, where
 
 
-def test_ray_writes_the_report_the_local_engine_writes(ray_instance, demo_images, tmp_path):
+def test_ray_writes_the_report_the_local_engine_writes(ray_instance, demo_images, tmp_path, monkeypatch):
     images = copy_demo(demo_images, tmp_path / "images", classes=2, per_class=2)
     plugins = [*image_scope_builtins(images, tmp_path / "unused"), "tsne"]
     registry = load_registry()
@@ -143,8 +143,14 @@ def test_ray_writes_the_report_the_local_engine_writes(ray_instance, demo_images
         local = build_report(ReportConfig(images, tmp_path / "local", plugins=plugins, params=CHEAP), registry)
     finally:
         torch.set_num_threads(threads)
-    on_ray = build_report(ReportConfig(images, tmp_path / "ray", plugins=plugins, params=CHEAP, engine="ray",
-                                       workers=2), registry)
+    def not_here(*args, **kwargs):
+        raise AssertionError("the driver decoded images: the workers should have")
+
+    with monkeypatch.context() as patch:  # t-SNE's feature pass too runs on the workers
+        patch.setattr("nnvis_core.stream.stream_items", not_here)
+        patch.setattr("nnvis_core.ray_engine.stream_items", not_here)
+        on_ray = build_report(ReportConfig(images, tmp_path / "ray", plugins=plugins, params=CHEAP, engine="ray",
+                                           workers=2), registry)
     assert local.exit_code == on_ray.exit_code
     expected, got = comparable(tmp_path / "local"), comparable(tmp_path / "ray")
     ran = {name for image in got["by_model"][0]["images"] for name in image["results"]}

@@ -19,7 +19,7 @@ from torch import nn
 
 from nnvis_core.context import ImageItem, RunContext
 from nnvis_core.toolkit import PENULTIMATE, LayerNotFound, LayoutError, as_map, captured, feature_source
-from nnvis_core.stream import shared_store
+from nnvis_core.stream import map_batches, shared_store
 
 LAYER_HELP = ("layer whose pooled output is the feature vector: penultimate (input of the last Linear), "
               "last_conv, or a named module (see nnvis layers)")
@@ -76,30 +76,39 @@ def collect_features(ctx: RunContext, items: Iterable[ImageItem], layer: str = P
     key = ("pooled features", id(module), read_input)
     if store is not None and key in store:
         return store[key]
-    features = _stream_features(ctx, items, layer, (module, read_input))
+    features = _stream_features(ctx, items, layer)
     if store is not None:
         features.features.setflags(write=False)  # shared: no plugin may change another's input
         store[key] = features
     return features
 
 
-def _stream_features(ctx: RunContext, items: Iterable[ImageItem], layer: str,
-                     module: tuple[nn.Module, bool]) -> FeatureSet:
+def _stream_features(ctx: RunContext, items: Iterable[ImageItem], layer: str) -> FeatureSet:
     rows: list[np.ndarray] = []
     ids: list[int] = []
     predicted: list[int] = []
     true: list[int | None] = []
-    with captured([module]) as record, torch.no_grad():
-        for batch in batches(items, ctx.batch_size):
-            inputs = torch.stack([item.tensor for item in batch]).to(ctx.device)
-            ctx.module(inputs)
-            if record[0] is None:
-                raise LayerNotFound(f"layer {layer!r} was not run by the model's forward pass")
-            rows.append(pool(record[0], ctx.module, tuple(inputs.shape[-2:])).float().cpu().numpy())
-            for item in batch:
-                ids.append(item.record.index)
-                predicted.append(item.predicted)
-                true.append(item.true_class)
+    # One batch at a time, where the run's engine computes (Ray workers with --engine ray): only
+    # the pooled vectors come back.
+    for batch_rows, batch_ids, batch_predicted, batch_true in map_batches(ctx, items, batch_features, layer):
+        rows.append(batch_rows)
+        ids += batch_ids
+        predicted += batch_predicted
+        true += batch_true
     if not rows:
         raise ValueError("no readable image to take features from")
     return FeatureSet(np.concatenate(rows).astype(np.float32, copy=False), ids, predicted, true)
+
+
+def batch_features(ctx: RunContext, batch: list[ImageItem], layer: str
+                   ) -> tuple[np.ndarray, list[int], list[int], list[int | None]]:
+    """One batch's pooled features of `layer`, with each image's index, prediction and true class."""
+    module = feature_source(ctx.module, layer)  # (module, whether its input is read)
+    with captured([module]) as record, torch.no_grad():
+        inputs = torch.stack([item.tensor for item in batch]).to(ctx.device)
+        ctx.module(inputs)
+        if record[0] is None:
+            raise LayerNotFound(f"layer {layer!r} was not run by the model's forward pass")
+        rows = pool(record[0], ctx.module, tuple(inputs.shape[-2:])).float().cpu().numpy()
+    return (rows, [item.record.index for item in batch], [item.predicted for item in batch],
+            [item.true_class for item in batch])
