@@ -2,6 +2,7 @@
 
     python benchmarks/synthesis.py texture       # Gram-loss drop and nearest Gram source, all 40 images
     python benchmarks/synthesis.py inversion --steps 100   # feature error and pixel correlation per layer
+    python benchmarks/synthesis.py speed         # seconds per image and per Adam step against forward+backward
 
 Everything runs single-threaded on the CPU (torch.set_num_threads(1)) so that the
 figures do not depend on how busy the machine's other cores are. Not part of the test suite.
@@ -88,13 +89,58 @@ def inversion(steps: int) -> None:
               f"pixel correlation min {correlations[:, i].min():.3f} median {np.median(correlations[:, i]):.3f}")
 
 
+SPEED_MODELS = [("demo", 64, 4, 20), ("resnet18", 224, 2, 4), ("vgg16", 224, 2, 4)]  # name, side, batch, steps
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def speed(repeats: int) -> None:
+    """Per model: texture synthesis with Adam, image by image and as one batch (seconds per image),
+    and one Adam step per image against a bare forward+backward through the whole model; each
+    figure the best of `repeats`, the contenders interleaved (common.best_times)."""
+    from common import best_times
+
+    print("model      px  batch  s/image one by one  s/image batched  Adam step  forward+backward  ratio")
+    for name, side, batch, steps in SPEED_MODELS:
+        model = load_model(name)
+        mean, std = (DEMO_SPEC["mean"], DEMO_SPEC["std"]) if name == "demo" else IMAGENET
+        normalize = device_normalizer(mean, std, torch.device("cpu"))
+        layers = spread_layers(model)
+        torch.manual_seed(0)
+        sources = torch.rand(batch, 3, side, side)
+        inputs = normalize(sources).requires_grad_(True)
+
+        def one_by_one() -> None:
+            for i in range(batch):
+                synthesize_texture(model, normalize, sources[i:i + 1], layers, steps=steps, optimizer="adam")
+
+        def batched() -> None:
+            synthesize_texture(model, normalize, sources, layers, steps=steps, optimizer="adam")
+
+        def single_step() -> None:  # the same setup, one step: the difference is what a step costs
+            synthesize_texture(model, normalize, sources, layers, steps=1, optimizer="adam")
+
+        def forward_backward() -> None:
+            with frozen(model):
+                model(inputs).sum().backward()
+
+        alone, together, one_step, bare = best_times([one_by_one, batched, single_step, forward_backward],
+                                                     repeats, warm_up=name == "demo")
+        step = (together - one_step) / (steps - 1) / batch  # per image, setup excluded
+        print(f"{name:9s} {side:4d} {batch:5d}  {alone / batch:18.3f}  {together / batch:15.3f}  {step:9.4f}  "
+              f"{bare / batch:16.4f}  {step / (bare / batch):5.2f}", flush=True)
+    print(f"\nAdam, {', '.join(f'{n} {s} steps' for n, _, _, s in SPEED_MODELS)}; random weights but demo's; "
+          f"layers as layers=auto picks them; one thread")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["texture", "inversion"])
+    parser.add_argument("what", choices=["texture", "inversion", "speed"])
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3, help="speed: best of N")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    {"texture": lambda: texture(args.steps), "inversion": lambda: inversion(args.steps)}[args.what]()
+    {"texture": lambda: texture(args.steps), "inversion": lambda: inversion(args.steps),
+     "speed": lambda: speed(args.repeats)}[args.what]()
 
 
 if __name__ == "__main__":
