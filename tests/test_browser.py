@@ -41,14 +41,20 @@ def test_demo_report_loads_cleanly_offline(few_demo_images, tmp_path, open_repor
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory, demo_images):
     """What `make demo` writes: the bundled demo images, with masks, through every plugin; the
-    feature visualizations with fewer optimization steps (the page is the same; the suite's
-    time is not)."""
+    optimizing and sampling plugins with fewer steps (the page is the same; the suite's time
+    is not: 68 s with the defaults, most of it in feature inversion and texture synthesis)."""
     out = tmp_path_factory.mktemp("demo") / "nnvis-report"
+    registry = load_registry()
     quick = {"steps": 32}
-    config = ReportConfig(demo_images, out, plugins=["all"], masks=demo_images.parent / "masks",
-                          params={"semantic_dictionary": quick, "channel_maximization": quick,
-                                  "class_maximization": quick})
-    assert build_report(config, load_registry()).exit_code == 0
+    params = {"semantic_dictionary": quick, "channel_maximization": quick, "class_maximization": quick,
+              "feature_inversion": {"steps": 10}, "texture_synthesis": {"steps": 10},
+              "smoothgrad": {"samples": 8}, "integrated_gradients": {"steps": 8},
+              "dataset_distillation": {"outer_steps": 4}}
+    for name, entry in registry.plugins.items():  # shorter deletion and insertion curves
+        if any(p.name == "faithfulness_steps" for p in entry.item.params):
+            params.setdefault(name, {})["faithfulness_steps"] = 8
+    config = ReportConfig(demo_images, out, plugins=["all"], masks=demo_images.parent / "masks", params=params)
+    assert build_report(config, registry).exit_code == 0
     return out
 
 

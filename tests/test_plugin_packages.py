@@ -140,7 +140,7 @@ def test_the_rise_example_passes_its_own_tests(plugin_packages):
 def test_the_rise_example_runs_in_a_report_and_in_the_sanity_check(plugin_packages, few_demo_images, tmp_path):
     out = tmp_path / "out"
     result = run_nnvis(plugin_packages, "report", str(few_demo_images), "-o", str(out),
-                       "--plugins", "rise,sanity_check", "--set", "rise.masks=200",
+                       "--plugins", "rise,sanity_check", "--set", "rise.masks=50", "--set", "sanity_check.max_levels=3",
                        "--set", "sanity_check.methods=gradient,rise", "--set", "sanity_check.images=2")
     assert result.returncode == 0, result.stderr
     report = read_report(out)
