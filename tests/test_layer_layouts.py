@@ -83,6 +83,30 @@ def test_a_default_that_cannot_be_found_names_what_to_do():
         default_layer(model)
 
 
+class StemThenTokens(nn.Module):
+    """A convolutional stem, then Linear blocks on a token sequence without a patch embedding (LeViT's plan)."""
+
+    def __init__(self, dim: int = 16, classes: int = 5):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, dim, 3, stride=2, padding=1), nn.ReLU(),
+                                  nn.Conv2d(dim, dim, 3, stride=2, padding=1))
+        self.blocks = nn.Sequential(*[nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU())
+                                      for _ in range(3)])
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x).flatten(2).transpose(1, 2)).mean(dim=1))
+
+
+def test_a_conv_stem_before_token_blocks_is_no_default_layer():
+    with pytest.raises(LayerNotFound, match=r"last Conv2d \(stem.2\) is a stem .*name a layer.*the last with a spatial output is blocks\)$"):
+        default_layer(StemThenTokens().eval())
+    # VGG's many Linear layers after its last conv read flat vectors: the convnet rule stands
+    vgg_like = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                             *[nn.Linear(16, 16) for _ in range(4)])
+    assert default_layer(vgg_like.eval()) == "1"
+
+
 @pytest.mark.parametrize("name, expected", [
     ("vit_b_16", "encoder.layers.encoder_layer_11.ln_1"),
     ("swin_t", "features.7"),

@@ -68,32 +68,11 @@ def conv_layers(model: nn.Module) -> list[str]:
     return running or convs
 
 
-_RUN: "weakref.WeakKeyDictionary[nn.Module, frozenset[str] | None]" = weakref.WeakKeyDictionary()
-
-
 def modules_run(model: nn.Module) -> frozenset[str] | None:
     """Names of the modules an eval-mode forward pass at probe_size runs (cached per model),
     or None when the model rejects that input."""
-    if model in _RUN:
-        return _RUN[model]
-    names = {module: name for name, module in model.named_modules() if name}
-    ran: set[str] = set()
-    handles = [module.register_forward_hook(lambda m, args, out: ran.add(names[m])) for module in names]
-    parameter = next(model.parameters(), None)
-    modes = {module: module.training for module in model.modules()}
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, 3, *probe_size(model), device=parameter.device if parameter is not None else "cpu"))
-        _RUN[model] = frozenset(ran)
-    except Exception:  # noqa: BLE001 - an input size the model rejects: nothing known
-        _RUN[model] = None
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module, training in modes.items():
-            module.training = training
-    return _RUN[model]
+    order = _forward_order(model)
+    return None if order is None else frozenset(order.position)
 
 
 def first_conv(model: nn.Module) -> str:
@@ -178,6 +157,7 @@ def default_layer(model: nn.Module) -> str:
     if patch_size(model) is not None:
         return block_default_layer(model)
     conv_name = last_conv_layer(model)
+    refuse_a_stem(model, conv_name)
     parent_name = conv_name.rpartition(".")[0]
     parent = model.get_submodule(parent_name) if parent_name else model
     if isinstance(parent, nn.Sequential):
@@ -198,6 +178,73 @@ def default_layer(model: nn.Module) -> str:
             break
         block = container_name
     return block
+
+
+def refuse_a_stem(model: nn.Module, conv_name: str) -> None:
+    """LayerNotFound when the last Conv2d is a stem: most of the layers with weights run after it, and
+    some of them are Linear layers on tokens or channels-last maps (LeViT: a conv stem, then attention
+    blocks). The convnet rule would read the stem's feature map and caption it as the usual default."""
+    order = _forward_order(model)
+    if order is None or conv_name not in order.position:
+        return
+    later = [name for name in order.weighted if order.position[name] > order.position[conv_name]]
+    tokens = [name for name in later if name in order.linear_on_tokens]
+    if tokens and len(later) > len(order.weighted) / 2:
+        raise LayerNotFound(
+            f"{type(model).__name__}: its last Conv2d ({conv_name}) is a stem ({len(later)} of its "
+            f"{len(order.weighted)} layers with weights run after it, {len(tokens)} of them Linear layers on "
+            f"tokens), so there is no default layer for it; name a layer (see nnvis layers; the last with a "
+            f"spatial output is {order.last_spatial})")
+
+
+class _ForwardOrder:
+    """One probe pass's record: when each module first ran, which hold weights, which are Linear layers
+    on inputs of three or more dimensions, and the last module whose output was spatial."""
+
+    def __init__(self) -> None:
+        self.position: dict[str, int] = {}
+        self.weighted: list[str] = []
+        self.linear_on_tokens: set[str] = set()
+        self.last_spatial = ""
+
+
+_ORDER: "weakref.WeakKeyDictionary[nn.Module, _ForwardOrder | None]" = weakref.WeakKeyDictionary()
+
+
+def _forward_order(model: nn.Module) -> _ForwardOrder | None:
+    """The probe pass's _ForwardOrder (cached per model), or None when the model rejects the probe."""
+    if model in _ORDER:
+        return _ORDER[model]
+    order = _ForwardOrder()
+    names = {module: name for name, module in model.named_modules() if name}
+
+    def record(module: nn.Module, args, output) -> None:
+        name = names[module]
+        if name not in order.position:
+            order.position[name] = len(order.position)
+            if next(module.parameters(recurse=False), None) is not None:
+                order.weighted.append(name)
+            if isinstance(module, nn.Linear) and args and getattr(args[0], "dim", lambda: 0)() >= 3:
+                order.linear_on_tokens.add(name)
+        if isinstance(output, torch.Tensor) and output.dim() in (3, 4):
+            order.last_spatial = name
+
+    handles = [module.register_forward_hook(record) for module in names]
+    parameter = next(model.parameters(), None)
+    modes = {module: module.training for module in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, *probe_size(model), device=parameter.device if parameter is not None else "cpu"))
+        _ORDER[model] = order
+    except Exception:  # noqa: BLE001 - an input size the model rejects: nothing known
+        _ORDER[model] = None
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, training in modes.items():
+            module.training = training
+    return _ORDER[model]
 
 
 def _ends(container: nn.Module, child: str) -> bool:
