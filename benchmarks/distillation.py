@@ -2,6 +2,9 @@
 
     .venv/bin/python benchmarks/distillation.py                 # the figures in docs/distillation.md
     .venv/bin/python benchmarks/distillation.py --smoke         # a few seconds: every path, tiny budgets
+    .venv/bin/python benchmarks/distillation.py --method gradient_matching --counts 10 --outer-steps 40 \
+        --inner-steps 10 --real-batch 128 --extra-per-class 40 --eval-steps 300 --eval-inits 4
+                                                                # the long evaluation (docs/distillation.md)
 
 The folder is the 40 bundled images plus `nnvis demo images --per-class N`
 (another seed, so no image repeats). It is split per class into images to distil
@@ -35,7 +38,7 @@ from nnvis_core.demo import CLASS_NAMES, load_demo_model
 from nnvis_core.demo.model import normalize
 from nnvis_plugins.distillation.architecture import Architecture
 from nnvis_plugins.distillation.data import random_real, split
-from nnvis_plugins.distillation.evaluation import held_out_score
+from nnvis_plugins.distillation.evaluation import LongTraining, held_out_score
 from nnvis_plugins.distillation.matching import distil_matching
 from nnvis_plugins.distillation.synthetic import Settings, draw_seed
 from nnvis_plugins.distillation.unrolled import distil_unrolled
@@ -84,6 +87,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fixed-init", action="store_true",
                         help="distil for one initialization and evaluate every training set on it alone")
     parser.add_argument("--per-class-limit", type=int, default=0, help="use at most this many images per class")
+    parser.add_argument("--method", default="unrolled", choices=("unrolled", "gradient_matching"))
+    parser.add_argument("--eval-steps", type=int, default=0,
+                        help="evaluate with this many Adam steps (batches of 64) instead of the learned step sizes")
+    parser.add_argument("--eval-lr", type=float, default=1e-3)
     parser.add_argument("--smoke", action="store_true", help="tiny budgets, to check the script runs")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -109,6 +116,7 @@ def run(args: argparse.Namespace) -> dict:
     data = split(by_class, 0.3, generator, CLASS_NAMES)
     arch = Architecture(load_demo_model(), torch.device("cpu"))
     seeds = [draw_seed(generator) for _ in range(args.eval_inits)]
+    long = LongTraining(args.eval_steps, args.eval_lr) if args.eval_steps else None
     results: dict = {"folder": {"train": len(data.train_images), "test": len(data.test_images)},
                      "threads": torch.get_num_threads(), "settings": vars(args), "counts": {}}
     print(json.dumps(results["folder"]), flush=True)
@@ -117,7 +125,8 @@ def run(args: argparse.Namespace) -> dict:
                             real_batch=args.real_batch, start=args.start, soft_labels=args.soft_labels,
                             fixed_init=args.fixed_init)
         begun = time.perf_counter()
-        distilled = distil_unrolled(arch, data, count, len(CLASS_NAMES), settings, generator)
+        distil_with = distil_unrolled if args.method == "unrolled" else distil_matching
+        distilled = distil_with(arch, data, count, len(CLASS_NAMES), settings, generator)
         seconds = time.perf_counter() - begun
         real_images, real_labels = random_real(data, count, generator)
         learned = distilled.step_sizes
@@ -126,18 +135,20 @@ def run(args: argparse.Namespace) -> dict:
             "outer_steps": steps, "distil_seconds": round(seconds, 1),
             "step_sizes": [round(float(s), 4) for s in learned],
             "curve_first_last": [round(distilled.curve[0], 3), round(distilled.curve[-1], 3)],
-            "distilled": summary(held_out_score(arch, data, distilled.images, distilled.targets, learned, evaluated)),
-            "random_real": summary(held_out_score(arch, data, real_images, real_labels, learned, evaluated)),
+            "distilled": summary(held_out_score(arch, data, distilled.images, distilled.targets, learned, evaluated,
+                                                long)),
+            "random_real": summary(held_out_score(arch, data, real_images, real_labels, learned, evaluated, long)),
             "full_split": summary(held_out_score(arch, data, data.train_images, data.train_labels, learned,
-                                                 evaluated)),
+                                                 evaluated, long)),
         }
         best = None
-        for lr in GRID:
+        for lr in GRID if long is None else ():  # the step-size grid is for the few-step evaluation only
             constant = torch.full((args.inner_steps,), lr)
             score = held_out_score(arch, data, real_images, real_labels, constant, evaluated)
             if best is None or score.mean > best[1].mean:
                 best = (lr, score)
-        row["random_real_best_fixed_lr"] = {"lr": best[0], **summary(best[1])}
+        if best is not None:
+            row["random_real_best_fixed_lr"] = {"lr": best[0], **summary(best[1])}
         margins = [d - r for d, r in zip(row["distilled"]["each"], row["random_real"]["each"])]
         row["margin"] = {"mean": round(statistics.fmean(margins), 4),
                          "std": round(statistics.stdev(margins), 4) if len(margins) > 1 else 0.0}

@@ -12,11 +12,11 @@ from nnvis_core.config import ReportConfig
 from nnvis_core.registry import load_registry
 from nnvis_core.runner import UsageError
 from nnvis_plugins.distillation.architecture import Architecture, why_not_reinitializable
-from nnvis_plugins.distillation.evaluation import held_out_score
+from nnvis_plugins.distillation.evaluation import LongTraining, held_out_score
 from nnvis_plugins.distillation.data import Split, labelled_images, random_real, split
 from nnvis_plugins.distillation.matching import distil_matching, gradient_distance
 from nnvis_plugins.distillation.synthetic import Settings
-from nnvis_plugins.distillation.training import train
+from nnvis_plugins.distillation.training import train, train_adam
 from nnvis_plugins.distillation.unrolled import distil_unrolled, unrolled_loss
 from nnvis_reports import build_report
 from nnvis_reports.reader import read_report
@@ -54,6 +54,30 @@ def test_one_inner_step_is_plain_gradient_descent():
         optimizer.step()
     for name, parameter in reference.named_parameters():
         torch.testing.assert_close(trained[name], parameter.detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_the_long_evaluation_is_adam_on_the_minibatches_its_seed_draws():
+    model = tiny_net().double()
+    arch = Architecture(model, torch.device("cpu"), dtype=torch.float64)
+    start = arch.fresh(3)
+    images = torch.randn(7, 3, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    trained = train_adam(arch.forward, start, images, labels, steps=4, lr=0.01, batch=3, seed=5)
+    # Independent: torch.optim.Adam on a module holding the same weights, fed the same draws.
+    reference = tiny_net().double()
+    reference.load_state_dict(start)
+    optimizer = torch.optim.Adam(reference.parameters(), lr=0.01)
+    draws = torch.Generator().manual_seed(5)
+    for _ in range(4):
+        chosen = torch.randperm(7, generator=draws)[:3]
+        optimizer.zero_grad()
+        F.cross_entropy(reference(images[chosen]), labels[chosen]).backward()
+        optimizer.step()
+    for name, parameter in reference.named_parameters():
+        torch.testing.assert_close(trained[name], parameter.detach(), rtol=1e-10, atol=1e-12)
+    assert all(torch.equal(start[name], arch.fresh(3)[name]) for name in start)  # the start is not modified
+    again = train_adam(arch.forward, start, images, labels, steps=4, lr=0.01, batch=3, seed=6)
+    assert not torch.equal(again["0.weight"], trained["0.weight"])  # another seed, other minibatches
 
 
 def test_unrolled_hypergradient_matches_finite_differences():
@@ -172,7 +196,7 @@ def test_the_split_holds_out_images_of_every_class_and_caps_the_budget():
 def test_report_renders_the_distilled_images_curve_and_accuracy_table(few_demo_images, tmp_path):
     out = tmp_path / "out"
     params = {"dataset_distillation": {"images_per_class": "1,2", "outer_steps": "2", "inner_steps": "2",
-                                       "eval_inits": "2", "soft_labels": "true"}}
+                                       "eval_inits": "2", "soft_labels": "true", "eval_steps": "3"}}
     config = ReportConfig(few_demo_images, out, plugins=["dataset_distillation"], params=params)
     assert build_report(config, load_registry()).exit_code == 0
     card = read_report(out)["dataset"]["dataset_distillation"]
@@ -189,6 +213,7 @@ def test_report_renders_the_distilled_images_curve_and_accuracy_table(few_demo_i
     for row in table["rows"]:
         assert 0 <= row[3] <= 1 and row[5] == 2
     assert set(card["metrics"]) >= {"distilled_1_accuracy", "random_real_2_accuracy", "margin_1"}
+    assert "trained with 3 Adam steps (lr 0.001, batches of 64)" in table["caption"]
     assert (out / "index.html").read_text(encoding="utf-8").count("distilled images, 2 per class") >= 1
 
 
@@ -242,6 +267,10 @@ def test_one_distilled_image_per_class_teaches_a_fixed_initialization_the_task()
     full = held_out_score(arch, data, data.train_images, data.train_labels, distilled.step_sizes, seeds).mean
     assert distilled.curve[-1] < 0.5 * distilled.curve[0]
     assert mine >= 0.9 and mine >= real and mine >= full, (mine, real, full)
+    # The long evaluation trains fresh initializations on the whole split to the task as well.
+    long = held_out_score(arch, data, data.train_images, data.train_labels, distilled.step_sizes, [11, 12],
+                          LongTraining(100, 0.01, 16))
+    assert long.mean >= 0.9, long.accuracies
 
 
 def test_a_torchscript_model_is_a_one_line_usage_error(few_demo_images, tmp_path):

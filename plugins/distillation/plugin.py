@@ -9,7 +9,7 @@ from nnvis_core.artifacts import Result
 from nnvis_plugins.distillation.architecture import INITS, Architecture, why_not_reinitializable
 from nnvis_plugins.distillation.card import accuracy_table, image_grid, training_curve
 from nnvis_plugins.distillation.data import FolderRefusal, Split, labelled_images, random_real, split
-from nnvis_plugins.distillation.evaluation import Score, held_out_score
+from nnvis_plugins.distillation.evaluation import LongTraining, Score, held_out_score
 from nnvis_plugins.distillation.matching import distil_matching
 from nnvis_plugins.distillation.synthetic import STARTS, Distilled, Settings, draw_seed
 from nnvis_plugins.distillation.unrolled import distil_unrolled
@@ -37,13 +37,13 @@ def check_counts(spec: str) -> str | None:
 
 
 def comparison(arch: Architecture, data: Split, distilled: Distilled, count: int, seeds: list[int],
-               generator: torch.Generator) -> dict[str, tuple[int, Score]]:
+               generator: torch.Generator, long: LongTraining | None = None) -> dict[str, tuple[int, Score]]:
     """Held-out scores of the distilled images and of the two baselines, from the same initializations
-    with the distillation's steps and step sizes: {training set: (images, score)}."""
+    with the same training (the distillation's steps and step sizes, or `long`): {training set: (images, score)}."""
     real_images, real_labels = random_real(data, count, generator)
     training_sets = {"distilled": (distilled.images, distilled.targets), "random real": (real_images, real_labels),
                      "full split": (data.train_images, data.train_labels)}
-    return {name: (len(images), held_out_score(arch, data, images, targets, distilled.step_sizes, seeds))
+    return {name: (len(images), held_out_score(arch, data, images, targets, distilled.step_sizes, seeds, long))
             for name, (images, targets) in training_sets.items()}
 
 
@@ -83,6 +83,12 @@ class DatasetDistillation(Plugin):
               choices=INITS),
         Param("eval_inits", int, 4, "fresh initializations each training set is evaluated from",
               minimum=1, maximum=1000),
+        Param("eval_steps", int, 0, "how the evaluation trains: 0 = the distillation's own steps and step "
+              "sizes (Wang et al.); N = N Adam steps on minibatches of 64 (Zhao et al.'s longer evaluation: a "
+              "deep net learns nothing in a few plain steps), the same for every training set",
+              minimum=0, maximum=100_000),
+        Param("eval_lr", float, 1e-3, "Adam learning rate of the evaluation's long training (eval_steps > 0)",
+              minimum=1e-6, maximum=1.0),
         Param("held_out", float, 0.3, "share of each class's images held out for testing (at least one)",
               minimum=0.01, maximum=0.99),
         Param("max_per_class", int, 50, "the budget: at most this many images of each class are read "
@@ -114,13 +120,14 @@ class DatasetDistillation(Plugin):
                             image_lr=params["image_lr"], real_batch=params["real_batch"], start=params["start"],
                             soft_labels=params["soft_labels"], fixed_init=params["fixed_init"])
         evaluation_seeds = [draw_seed(generator) for _ in range(params["eval_inits"])]
+        long = LongTraining(params["eval_steps"], params["eval_lr"]) if params["eval_steps"] else None
         distil = METHODS[params["method"]]
         preprocess = ctx.model.preprocess
         artifacts, rows, curves, metrics = [], [], {}, {}
         for count in counts:
             distilled = distil(arch, data, count, len(ctx.class_names), settings, generator)
             seeds = [distilled.fixed_seed] if settings.fixed_init else evaluation_seeds
-            scores = comparison(arch, data, distilled, count, seeds, generator)
+            scores = comparison(arch, data, distilled, count, seeds, generator, long)
             for training_set, (images, score) in scores.items():
                 rows.append((count, training_set, images, score))
                 metrics[f"{training_set.replace(' ', '_')}_{count}_accuracy"] = score.mean
@@ -131,8 +138,8 @@ class DatasetDistillation(Plugin):
         smallest = min(len(data.class_images(label)) for label in data.classes)
         note = (f"{len(data.classes)} classes (chance {1 / len(data.classes):.1%}), "
                 f"{len(data.train_images)} images to distil from "
-                f"(at most {params['max_per_class']} read per class); each training set trained with the "
-                f"distillation's {settings.inner_steps} steps and step sizes"
+                f"(at most {params['max_per_class']} read per class); each training set trained with "
+                + (long.describe() if long else f"the distillation's {settings.inner_steps} steps and step sizes")
                 + ("; fixed_init: evaluated on the one initialization it was distilled for" if settings.fixed_init
                    else f" from the same {len(evaluation_seeds)} fresh initializations"))
         if smallest < max(counts):

@@ -39,6 +39,23 @@ def train(forward: Forward, params: dict[str, torch.Tensor], images: torch.Tenso
     return current
 
 
+def train_adam(forward: Forward, params: dict[str, torch.Tensor], images: torch.Tensor, targets: torch.Tensor,
+               steps: int, lr: float, batch: int, seed: int) -> dict[str, torch.Tensor]:
+    """Adam on minibatches drawn with `seed`: the long training of an evaluation (Zhao et al. train
+    on the condensed set for hundreds of epochs), where a few plain steps leave a deep net at chance."""
+    current = {name: p.detach().clone().requires_grad_() for name, p in params.items()}
+    optimizer = torch.optim.Adam(list(current.values()), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.enable_grad():
+        for _ in range(steps):
+            chosen = torch.randperm(len(images), generator=generator)[:batch].to(images.device)
+            loss = loss_on(forward, current, images[chosen], targets[chosen])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return current
+
+
 @torch.no_grad()
 def accuracy(forward: Forward, params: dict[str, torch.Tensor], images: torch.Tensor, labels: torch.Tensor,
              batch: int = 64) -> float:
