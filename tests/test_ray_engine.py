@@ -165,6 +165,34 @@ def test_ray_writes_the_report_the_local_engine_writes(ray_instance, demo_images
     assert engines == [{"name": "local", "workers": None}, {"name": "ray", "workers": 2}]
 
 
+def test_top_units_scans_the_folder_on_the_workers(ray_instance, demo_images, tmp_path, monkeypatch):
+    """Its pass over every image runs on the workers; the driver decodes only the examples it shows."""
+    images = copy_demo(demo_images, tmp_path / "images", classes=4, per_class=3)
+    params = {"top_units": {"examples": 2, "channels": "top:2"}}
+    plugins = ["saliency", "top_units"]  # with an image-scope plugin the images go to the workers
+    registry = load_registry()
+    local = build_report(ReportConfig(images, tmp_path / "local", plugins=plugins, params=params), registry)
+    import nnvis_core.stream as stream
+
+    decoded: list[str] = []
+    driver_stream_items = stream.stream_items
+
+    def counting(records, *args, **kwargs):
+        records = list(records)
+        decoded.extend(record.relpath for record in records)
+        return driver_stream_items(records, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr("nnvis_core.stream.stream_items", counting)
+        on_ray = build_report(ReportConfig(images, tmp_path / "ray", plugins=plugins, params=params,
+                                           engine="ray", workers=2), registry)
+    assert local.exit_code == on_ray.exit_code == 0
+    assert_same_numbers(comparable(tmp_path / "local"), comparable(tmp_path / "ray"))
+    assert comparable(tmp_path / "ray")["by_model"][0]["dataset"]["top_units"]["status"] == "ok"
+    # at most 2 layers x 2 channels x 2 examples of the 12 images
+    assert 0 < len(set(decoded)) <= 8, decoded
+
+
 def processes(matching) -> set[int]:
     """The pids of this machine's processes whose command line `matching(cmdline)` accepts."""
     found = set()

@@ -20,7 +20,7 @@ from torch import nn
 from nnvis_core import Gallery, Param, Plugin, Scope, hookimpl
 from nnvis_core.artifacts import Result
 from nnvis_core.context import ImageItem, RunContext
-from nnvis_core.stream import only
+from nnvis_core.stream import map_batches, only
 from nnvis_core.toolkit import (
     LayerNotFound,
     LayoutError,
@@ -36,7 +36,6 @@ from nnvis_core.toolkit import (
     resolve_layer_name,
     rgb_view,
 )
-from nnvis_plugins.dataset.features import batches
 
 _CHANNELS = re.compile(r"^(all|top:\d+|\d+(,\d+)*)$")
 
@@ -84,9 +83,11 @@ class UnitRecord:
 
     def add(self, maps: torch.Tensor, ids: list[int]) -> None:
         """maps (B, C, H, W): keep each channel's `count` largest per-image maxima."""
-        b, c, _, w = maps.shape
-        peak, where = maps.flatten(2).max(dim=2)  # (B, C)
-        peak, where = peak.double().cpu().numpy().T, where.cpu().numpy().T  # (C, B)
+        self.add_peaks(*peaks(maps), ids)
+
+    def add_peaks(self, peak: np.ndarray, where: np.ndarray, w: int, ids: list[int]) -> None:
+        """Merge one batch's per-image maxima (C, B), their flat positions (C, B) in maps `w` wide."""
+        c, b = peak.shape
         if self.total is None:
             self.values = np.full((c, 0), -np.inf)
             self.image_ids = np.zeros((c, 0), dtype=np.int64)
@@ -107,6 +108,12 @@ class UnitRecord:
         """Standard deviation over images of each channel's per-image maximum."""
         mean = self.total / self.seen
         return np.sqrt(np.maximum(self.total_squares / self.seen - mean ** 2, 0.0))
+
+
+def peaks(maps: torch.Tensor) -> tuple[np.ndarray, np.ndarray, int]:
+    """maps (B, C, H, W) -> each channel's per-image maximum (C, B), its flat position (C, B), and W."""
+    peak, where = maps.flatten(2).max(dim=2)  # (B, C)
+    return peak.double().cpu().numpy().T, where.cpu().numpy().T, maps.shape[-1]
 
 
 def choose_channels(spec: str, record: UnitRecord) -> list[int]:
@@ -136,18 +143,25 @@ def spatial(model: nn.Module, name: str, output: torch.Tensor | None, input_hw) 
 
 
 def scan(ctx: RunContext, items: Iterable[ImageItem], layers: list[str], count: int) -> dict[str, UnitRecord]:
-    """First pass: stream every image once and keep each channel's top `count` examples."""
-    modules = [(find_layer(ctx.module, name), False) for name in layers]
+    """First pass: stream every image once and keep each channel's top `count` examples. The forward
+    passes run where the run's engine computes (Ray workers send back only the per-image maxima)."""
     records = {name: UnitRecord(count) for name in layers}
-    with captured(modules) as outputs, torch.no_grad():
-        for batch in batches(items, ctx.batch_size):
-            ctx.module(torch.stack([item.tensor for item in batch]).to(ctx.device))
-            for name, output in zip(layers, outputs):
-                records[name].add(spatial(ctx.module, name, output, batch[0].tensor.shape[-2:]),
-                                  [item.record.index for item in batch])
+    for ids, per_layer in map_batches(ctx, items, batch_peaks, layers):
+        for name, (peak, where, w) in zip(layers, per_layer):
+            records[name].add_peaks(peak, where, w, ids)
     if not all(record.seen for record in records.values()):
         raise ValueError("no readable image to find top-activating examples in")
     return records
+
+
+def batch_peaks(ctx: RunContext, batch: list[ImageItem], layers: list[str]) -> tuple[list[int], list[tuple]]:
+    """One batch's forward pass: its report indices and, per layer, peaks() of its maps."""
+    modules = [(find_layer(ctx.module, name), False) for name in layers]
+    with captured(modules) as outputs, torch.no_grad():
+        ctx.module(torch.stack([item.tensor for item in batch]).to(ctx.device))
+        per_layer = [peaks(spatial(ctx.module, name, output, batch[0].tensor.shape[-2:]))
+                     for name, output in zip(layers, outputs)]
+    return [item.record.index for item in batch], per_layer
 
 
 def influence_boxes(model: nn.Module, layer: nn.Module, image: torch.Tensor, units: list[tuple[int, int, int]],
