@@ -8,15 +8,17 @@
 
 The folder is the 40 bundled images plus `nnvis demo images --per-class N`
 (another seed, so no image repeats). It is split per class into images to distil
-from and held-out test images (seeded). For each count K, the unrolled method
-(Wang et al. 2018) distils K images per class for fresh initializations of the
+from and held-out test images (seeded). For each count K, the chosen method
+(`--method`: unrolled, Wang et al. 2018, by default) distils K images per class for fresh initializations of the
 demo convnet's architecture (He init, never the trained weights); then fresh
 initializations that took no part in the distillation are trained on the
 distilled images, on K random real images per class, and on the whole
 distillation part, with the distillation's learned step sizes, and tested on
 the held-out images. The random-real baseline is also given its best fixed
 step size from a grid (chosen on the test images themselves, which favours the
-baseline). Last, seconds per outer step of both methods at the same settings.
+baseline); `--real-draws N` draws the random real images N times, so that the
+baseline's spread includes which images were drawn. Last, seconds per outer step
+of the three methods at the same settings.
 """
 
 from __future__ import annotations
@@ -38,13 +40,16 @@ from nnvis_core.demo import CLASS_NAMES, load_demo_model
 from nnvis_core.demo.model import normalize
 from nnvis_plugins.distillation.architecture import Architecture
 from nnvis_plugins.distillation.data import random_real, split
-from nnvis_plugins.distillation.evaluation import LongTraining, held_out_score
+from nnvis_plugins.distillation.distribution import distil_distribution
+from nnvis_plugins.distillation.evaluation import LongTraining, Score, held_out_score
 from nnvis_plugins.distillation.matching import distil_matching
 from nnvis_plugins.distillation.synthetic import Settings, draw_seed
 from nnvis_plugins.distillation.unrolled import distil_unrolled
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = (0.001, 0.003, 0.01, 0.03, 0.1)
+METHODS = {"unrolled": distil_unrolled, "gradient_matching": distil_matching,
+           "distribution_matching": distil_distribution}
 
 
 def folder_images(extra_per_class: int, work: Path) -> dict[int, list[torch.Tensor]]:
@@ -64,6 +69,17 @@ def folder_images(extra_per_class: int, work: Path) -> dict[int, list[torch.Tens
                     pixels = np.array(image.convert("RGB").resize((64, 64)))
                 by_class.setdefault(label, []).append(normalize(pixels[None])[0])
     return by_class
+
+
+def random_real_score(arch, data, count, draws, step_sizes, seeds, long, generator) -> Score:
+    """K random real images per class, drawn `draws` times, each draw trained from every
+    initialization: the baseline's spread includes which images happened to be drawn.
+    Accuracies are ordered draw by draw."""
+    accuracies = []
+    for _ in range(draws):
+        images, labels = random_real(data, count, generator)
+        accuracies += held_out_score(arch, data, images, labels, step_sizes, seeds, long).accuracies
+    return Score(accuracies)
 
 
 def summary(score) -> dict:
@@ -87,10 +103,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fixed-init", action="store_true",
                         help="distil for one initialization and evaluate every training set on it alone")
     parser.add_argument("--per-class-limit", type=int, default=0, help="use at most this many images per class")
-    parser.add_argument("--method", default="unrolled", choices=("unrolled", "gradient_matching"))
+    parser.add_argument("--method", default="unrolled", choices=tuple(METHODS))
     parser.add_argument("--eval-steps", type=int, default=0,
                         help="evaluate with this many Adam steps (batches of 64) instead of the learned step sizes")
     parser.add_argument("--eval-lr", type=float, default=1e-3)
+    parser.add_argument("--real-draws", type=int, default=1,
+                        help="draws of the random real images, each trained from every initialization")
     parser.add_argument("--smoke", action="store_true", help="tiny budgets, to check the script runs")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -125,10 +143,9 @@ def run(args: argparse.Namespace) -> dict:
                             real_batch=args.real_batch, start=args.start, soft_labels=args.soft_labels,
                             fixed_init=args.fixed_init)
         begun = time.perf_counter()
-        distil_with = distil_unrolled if args.method == "unrolled" else distil_matching
+        distil_with = METHODS[args.method]
         distilled = distil_with(arch, data, count, len(CLASS_NAMES), settings, generator)
         seconds = time.perf_counter() - begun
-        real_images, real_labels = random_real(data, count, generator)
         learned = distilled.step_sizes
         evaluated = [distilled.fixed_seed] if args.fixed_init else seeds
         row = {
@@ -137,11 +154,13 @@ def run(args: argparse.Namespace) -> dict:
             "curve_first_last": [round(distilled.curve[0], 3), round(distilled.curve[-1], 3)],
             "distilled": summary(held_out_score(arch, data, distilled.images, distilled.targets, learned, evaluated,
                                                 long)),
-            "random_real": summary(held_out_score(arch, data, real_images, real_labels, learned, evaluated, long)),
+            "random_real": summary(random_real_score(arch, data, count, args.real_draws, learned, evaluated, long,
+                                                     generator)),
             "full_split": summary(held_out_score(arch, data, data.train_images, data.train_labels, learned,
                                                  evaluated, long)),
         }
         best = None
+        real_images, real_labels = random_real(data, count, generator)
         for lr in GRID if long is None else ():  # the step-size grid is for the few-step evaluation only
             constant = torch.full((args.inner_steps,), lr)
             score = held_out_score(arch, data, real_images, real_labels, constant, evaluated)
@@ -149,13 +168,15 @@ def run(args: argparse.Namespace) -> dict:
                 best = (lr, score)
         if best is not None:
             row["random_real_best_fixed_lr"] = {"lr": best[0], **summary(best[1])}
-        margins = [d - r for d, r in zip(row["distilled"]["each"], row["random_real"]["each"])]
+        # Per initialization: distilled minus the mean over the random draws evaluated from it.
+        draws = [row["random_real"]["each"][i::len(evaluated)] for i in range(len(evaluated))]
+        margins = [d - statistics.fmean(r) for d, r in zip(row["distilled"]["each"], draws)]
         row["margin"] = {"mean": round(statistics.fmean(margins), 4),
                          "std": round(statistics.stdev(margins), 4) if len(margins) > 1 else 0.0}
         results["counts"][count] = row
         print(json.dumps({count: row}), flush=True)
     timing, per_update = {}, {}
-    for name, distil in (("unrolled", distil_unrolled), ("gradient_matching", distil_matching)):
+    for name, distil in METHODS.items():
         for count in counts:
             settings = Settings(inner_steps=args.inner_steps, outer_steps=args.timing_steps, lr=0.01,
                                 image_lr=0.05, real_batch=args.real_batch, start=args.start)
@@ -163,8 +184,8 @@ def run(args: argparse.Namespace) -> dict:
             distil(arch, data, count, len(CLASS_NAMES), settings, torch.Generator().manual_seed(1))
             per_step = (time.perf_counter() - begun) / args.timing_steps
             timing[f"{name} {count}/class"] = round(per_step, 2)
-            # The unrolled method updates the images once per outer step, gradient matching once per inner step.
-            updates = 1 if name == "unrolled" else args.inner_steps
+            # Gradient matching updates the images once per inner step, the other two once per outer step.
+            updates = args.inner_steps if name == "gradient_matching" else 1
             per_update[f"{name} {count}/class"] = round(per_step / updates, 2)
     results["seconds_per_outer_step"] = timing
     results["seconds_per_image_update"] = per_update

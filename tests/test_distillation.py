@@ -12,6 +12,7 @@ from nnvis_core.config import ReportConfig
 from nnvis_core.registry import load_registry
 from nnvis_core.runner import UsageError
 from nnvis_plugins.distillation.architecture import Architecture, why_not_reinitializable
+from nnvis_plugins.distillation.distribution import distil_distribution, mean_embedding_distance
 from nnvis_plugins.distillation.evaluation import LongTraining, held_out_score
 from nnvis_plugins.distillation.data import Split, labelled_images, random_real, split
 from nnvis_plugins.distillation.matching import distil_matching, gradient_distance
@@ -123,7 +124,7 @@ def test_gradient_distance_is_one_minus_cosine_per_output_unit():
     assert float(gradient_distance(real, other)) == pytest.approx(4 - 2 ** -0.5)
 
 
-@pytest.mark.parametrize("distil", [distil_unrolled, distil_matching])
+@pytest.mark.parametrize("distil", [distil_unrolled, distil_matching, distil_distribution])
 def test_distillation_is_deterministic_for_a_seed_and_changes_with_it(distil):
     arch = Architecture(tiny_net(), torch.device("cpu"))
     data = tiny_split(dtype=torch.float32)
@@ -293,3 +294,56 @@ def test_gradient_matching_follows_the_plugin_contract():
     chart = next(a for a in result.artifacts if a.kind == "chart")
     assert chart.y_label == "gradient distance" and len(chart.x) == 2
     assert {"distilled_1_accuracy", "random_real_1_accuracy", "full_split_1_accuracy"} <= set(result.metrics)
+
+
+def test_the_embedding_is_what_feeds_the_last_linear_layer():
+    model = tiny_net()
+    arch = Architecture(model, torch.device("cpu"))
+    params = arch.fresh(3)
+    images = torch.randn(5, 3, 6, 6)
+    expected = torch.tanh(F.conv2d(images, params["0.weight"], params["0.bias"])).flatten(1)
+    assert torch.allclose(arch.embed(params, images), expected, atol=1e-6)
+    # The head's input, not its output: the fresh head is zero, the features are not.
+    assert float(expected.abs().sum()) > 0
+
+
+def test_mean_embedding_distance_is_the_summed_squared_gap_of_class_means():
+    real = torch.tensor([[0.0, 0.0], [2.0, 2.0], [1.0, 0.0]])
+    real_labels = torch.tensor([0, 0, 1])
+    synthetic = torch.tensor([[1.0, 3.0], [4.0, 0.0]])
+    labels = torch.tensor([0, 1])
+    # Class 0: mean (1, 1) against (1, 3): 4. Class 1: (1, 0) against (4, 0): 9.
+    assert float(mean_embedding_distance(real, real_labels, synthetic, labels, [0, 1])) == pytest.approx(13.0)
+
+
+def test_distribution_matching_closes_the_gap_for_a_fixed_network():
+    """With one fixed initialization the objective is an ordinary function of the images: it must fall."""
+    arch = Architecture(tiny_net(), torch.device("cpu"))
+    data = tiny_split(per_class=8, dtype=torch.float32)
+    settings = Settings(outer_steps=80, image_lr=0.05, real_batch=60, fixed_init=True)
+    distilled = distil_distribution(arch, data, 2, CLASSES, settings, torch.Generator().manual_seed(0))
+    assert distilled.curve[-1] < 0.1 * distilled.curve[0], distilled.curve[::20]
+
+
+def test_distribution_matching_follows_the_plugin_contract():
+    from nnvis_core.testing import check_plugin
+
+    params = {"method": "distribution_matching", "outer_steps": 3, "eval_inits": 2}
+    check = check_plugin(load_registry().plugin("dataset_distillation"), params=params, images=16)
+    (result,) = check.results.values()
+    chart = next(a for a in result.artifacts if a.kind == "chart")
+    assert chart.y_label == "squared distance of class mean embeddings" and len(chart.x) == 3
+
+
+def test_distribution_matching_refuses_a_model_without_a_linear_head():
+    from nnvis_core.demo import CLASS_NAMES
+    from nnvis_core.testing import check_plugin
+
+    torch.manual_seed(0)
+    conv_head = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, len(CLASS_NAMES), 1),
+                              nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    params = {"method": "distribution_matching", "outer_steps": 1, "eval_inits": 1}
+    check = check_plugin(load_registry().plugin("dataset_distillation"), params=params, images=16, model=conv_head)
+    (result,) = check.results.values()
+    (refusal,) = result.artifacts
+    assert refusal.title == "refused" and "last Linear layer" in refusal.text

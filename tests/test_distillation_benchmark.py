@@ -17,5 +17,6 @@ def test_the_benchmark_runs_every_path_on_tiny_budgets():
     row = results["counts"][1]
     for training_set in ("distilled", "random_real", "full_split", "random_real_best_fixed_lr"):
         assert 0 <= row[training_set]["mean"] <= 1 and len(row[training_set]["each"]) == 1
-    assert set(results["seconds_per_outer_step"]) == {"unrolled 1/class", "gradient_matching 1/class"}
+    assert set(results["seconds_per_outer_step"]) == {"unrolled 1/class", "gradient_matching 1/class",
+                                                      "distribution_matching 1/class"}
     assert all(seconds > 0 for seconds in results["seconds_per_outer_step"].values())

@@ -99,3 +99,16 @@ class Architecture:
 
     def forward(self, params: dict[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
         return torch.func.functional_call(self.module, params, (images,))
+
+    def embed(self, params: dict[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
+        """(B, D) features that feed the last Linear layer (the classifier), with those weights."""
+        head = output_layer(self.module)
+        if head is None:
+            raise ValueError(f"{type(self.module).__name__} has no Linear output layer whose input to embed")
+        captured = []
+        handle = head.register_forward_pre_hook(lambda module, inputs: captured.append(inputs[0]))
+        try:
+            self.forward(params, images)
+        finally:
+            handle.remove()
+        return captured[-1].flatten(1)

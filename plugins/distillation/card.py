@@ -39,8 +39,12 @@ def image_grid(distilled: Distilled, per_class: int, class_names: Sequence[str],
                    columns=per_class if per_class > 1 else 0, caption=caption)
 
 
+OBJECTIVES = {"unrolled": "loss on real images after the inner steps", "gradient_matching": "gradient distance",
+              "distribution_matching": "squared distance of class mean embeddings"}
+
+
 def training_curve(curves: dict[int, list[float]], method: str) -> Chart:
-    objective = "loss on real images after the inner steps" if method == "unrolled" else "gradient distance"
+    objective = OBJECTIVES[method]
     length = max(len(c) for c in curves.values())
     return Chart("distillation training curve", list(range(1, length + 1)),
                  {f"{k} per class": curve for k, curve in curves.items()},

@@ -6,15 +6,17 @@ import torch
 
 from nnvis_core import Param, Plugin, Scope, Text, hookimpl
 from nnvis_core.artifacts import Result
-from nnvis_plugins.distillation.architecture import INITS, Architecture, why_not_reinitializable
+from nnvis_plugins.distillation.architecture import INITS, Architecture, output_layer, why_not_reinitializable
 from nnvis_plugins.distillation.card import accuracy_table, image_grid, training_curve
+from nnvis_plugins.distillation.distribution import distil_distribution
 from nnvis_plugins.distillation.data import FolderRefusal, Split, labelled_images, random_real, split
 from nnvis_plugins.distillation.evaluation import LongTraining, Score, held_out_score
 from nnvis_plugins.distillation.matching import distil_matching
 from nnvis_plugins.distillation.synthetic import STARTS, Distilled, Settings, draw_seed
 from nnvis_plugins.distillation.unrolled import distil_unrolled
 
-METHODS = {"unrolled": distil_unrolled, "gradient_matching": distil_matching}
+METHODS = {"unrolled": distil_unrolled, "gradient_matching": distil_matching,
+           "distribution_matching": distil_distribution}
 
 
 def per_class_counts(spec: str) -> list[int]:
@@ -54,13 +56,15 @@ class DatasetDistillation(Plugin):
         "Learns a few synthetic images per class such that fresh random initializations of the model's "
         "architecture, trained on them alone for a few steps, classify the folder (Wang, Zhu, Torralba & Efros "
         "2018: unrolled inner steps, learned step sizes, optional soft labels; or gradient matching, Zhao, "
-        "Mopuri & Bilen 2021). Shows the images, the training curve, and held-out accuracy beside random real "
+        "Mopuri & Bilen 2021; or distribution matching, Zhao & Bilen 2023). Shows the images, the training curve, and held-out accuracy beside random real "
         "images and the full folder trained the same way. Needs class subfolders; the loaded weights are not used."
     )
     scope = Scope.DATASET
     params = (
-        Param("method", str, "unrolled", "unrolled (Wang et al. 2018) or gradient_matching (Zhao et al. 2021: the "
-              "cost of an image update does not grow with inner_steps)", choices=tuple(METHODS)),
+        Param("method", str, "unrolled", "unrolled (Wang et al. 2018), gradient_matching (Zhao et al. 2021: the "
+              "cost of an image update does not grow with inner_steps) or distribution_matching (Zhao & Bilen "
+              "2023: class mean embeddings under fresh networks matched, no second-order pass)",
+              choices=tuple(METHODS)),
         Param("images_per_class", str, "1", "synthetic images per class; several counts separated by commas "
               "(1,10) are distilled one after the other, each taking about that many times longer",
               check=check_counts),
@@ -115,6 +119,9 @@ class DatasetDistillation(Plugin):
             # The folder is only seen here, after the run began: a card that says why, not a failed run,
             # so that `--plugins all` over an unlabelled folder still succeeds.
             return Result([Text("refused", str(refusal), caption="nothing was distilled")])
+        if params["method"] == "distribution_matching" and output_layer(ctx.module) is None:
+            return Result([Text("refused", "distribution_matching embeds images with the features that feed the "
+                                "model's last Linear layer, and this model has none", caption="nothing was distilled")])
         arch = Architecture(ctx.module, ctx.device, params["init"])
         settings = Settings(inner_steps=params["inner_steps"], outer_steps=params["outer_steps"], lr=params["lr"],
                             image_lr=params["image_lr"], real_batch=params["real_batch"], start=params["start"],
