@@ -3,6 +3,7 @@
     python benchmarks/distributed.py                           # 5,000 demo images: hours on 2 cores
     python benchmarks/distributed.py --images 1000 --small 100  # the figures in docs/distributed.md
     python benchmarks/distributed.py --images 160 --small 40    # a quick look (6 minutes)
+    python benchmarks/distributed.py --images 400 --small 40 --only ray  # the Ray engine alone
 
 Generates demo images (64 px shapes, `nnvis demo images`) and writes the same report
 (--plugins saliency,gradcam,occlusion) with each engine, one after the other, as a user
@@ -95,6 +96,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=5000, help="images in the full folder (8 classes)")
     parser.add_argument("--small", type=int, default=200, help="images in the small folder")
     parser.add_argument("--keep", type=Path, help="keep images and reports here (reused images)")
+    parser.add_argument("--only", choices=("local", "ray"), help="run only that engine's configurations")
     args = parser.parse_args()
     threads = os.cpu_count() or 2
 
@@ -110,6 +112,8 @@ def main() -> None:
 
         rows = {}
         for label, (engine_args, env) in configurations(threads).items():
+            if args.only and not label.startswith(args.only):
+                continue
             measured = {}
             for name, folder in folders.items():
                 out = root / f"report-{label.replace(', ', '-').replace(' ', '')}-{name}"
@@ -132,6 +136,8 @@ def main() -> None:
         print(f"| {label} | {row['full']:.1f} s | {row['fixed']:.1f} s | {row['marginal_ms']:.1f} ms | "
               f"{row['per_second']:.1f} | {per_worker} | {row['driver_ms']:.1f} ms |")
 
+    if args.only:
+        return
     one_thread, ray_one = rows["local, 1 thread"], rows["ray, 1 worker"]
     ray_all, local_all = rows[f"ray, {threads} workers"], rows[f"local, {threads} threads"]
     print(f"\nRay overhead per image, 1 worker over local at 1 thread: "

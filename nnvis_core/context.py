@@ -26,6 +26,7 @@ class ImageItem:
     true_class: int | None
     probabilities: torch.Tensor  # (num_classes,) softmax of the model output
     mask: np.ndarray | None = None  # (H, W) bool ground-truth object mask, when --masks gives one
+    pictures: dict[str, bytes] | None = None  # the sink's files for it, encoded where it was made (a Ray worker)
 
     @property
     def predicted(self) -> int:

@@ -19,6 +19,7 @@ from nnvis_core.config import ReportConfig
 from nnvis_core.context import ImageItem
 from nnvis_core.images import ImageRecord
 from nnvis_core.plan import CallOutcome, PluginRun, RunPlan, UsageError
+from nnvis_core.sink import PictureEncoder
 from nnvis_core.stream import BatchFunction, stream_items
 
 Outcomes = Iterable[tuple[PluginRun, CallOutcome]]
@@ -68,9 +69,10 @@ class LocalEngine:
 
 
 @contextlib.contextmanager
-def open_engine(config: ReportConfig, plans: list[RunPlan],
-                log: Callable[[str], None] = lambda line: None) -> Iterator[Engine]:
-    """The engine config.engine names, started for the run and stopped after it."""
+def open_engine(config: ReportConfig, plans: list[RunPlan], log: Callable[[str], None] = lambda line: None,
+                encoder: PictureEncoder | None = None) -> Iterator[Engine]:
+    """The engine config.engine names, started for the run and stopped after it. `encoder` is the
+    sink's picture encoding: the Ray engine runs it on the workers; locally the sink runs it."""
     if config.engine not in ("local", "ray"):
         raise UsageError(f"--engine {config.engine!r}: use local or ray")
     if config.engine == "local":
@@ -78,5 +80,5 @@ def open_engine(config: ReportConfig, plans: list[RunPlan],
         return
     from nnvis_core.ray_engine import RayEngine  # only with --engine ray: Ray is an optional extra
 
-    with RayEngine.start(config, plans, log) as engine:
+    with RayEngine.start(config, plans, log, encoder) as engine:
         yield engine

@@ -36,6 +36,8 @@ class CallOutcome:
     seconds: float
     error: str | None = None
     traceback: str | None = None
+    # Per artifact, the sink's files for it already encoded where the call ran (a Ray worker), or None.
+    pictures: tuple[dict[str, bytes] | None, ...] | None = None
 
     @property
     def ok(self) -> bool:

@@ -4,8 +4,9 @@ Why actors: each worker loads the model once, from the same source and weights t
 driver resolved (checked by the weights' SHA-256), and then serves batch after batch.
 The driver reads each image's bytes (and its mask's) and ships them, so workers need no
 shared file system; a worker decodes, preprocesses and classifies its batch, runs the
-plugins whose result the cache does not already hold, and sends back the items and
-outcomes.
+plugins whose result the cache does not already hold, encodes the report's pictures for
+them with the sink's encoder (so the driver only writes files), and sends back the items
+and outcomes.
 
 The cache is the unit of recovery. The driver stores each result as its batch arrives,
 before the report is written, so a worker that dies costs only its unfinished batch
@@ -36,6 +37,7 @@ from nnvis_core.images import ImageReadError, ImageRecord, load_rgb, read_image_
 from nnvis_core.plan import CallOutcome, PluginRun, RunPlan, UsageError
 from nnvis_core.plugin import Scope
 from nnvis_core.registry import one_line
+from nnvis_core.sink import PictureEncoder
 from nnvis_core.stream import classify, load_mask, stream_items
 
 Outcomes = Iterable[tuple[PluginRun, CallOutcome]]  # as nnvis_core.engine's (which imports this module)
@@ -63,6 +65,7 @@ class WorkerSpec:
     plugins: tuple[str, ...]  # the image-scope plugins, by name
     device: str  # "cpu" or "cuda" (Ray gives a worker its GPUs as cuda:0...)
     weights_digest: str  # what the driver loaded; a worker that loads anything else stops
+    encoder: PictureEncoder | None = None  # the sink's, so the driver only writes finished files
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class ImageWorker:
                                f"than the driver (sha256 {found[:12]}, driver {spec.weights_digest[:12]}): every node "
                                f"needs the same weights file and library versions")
         self.runs = {run.plugin.name: run for run in runs}
+        self.encoder = spec.encoder
 
     def pid(self) -> int:
         return os.getpid()
@@ -107,8 +111,15 @@ class ImageWorker:
         for position, shipped in enumerate(batch):
             if not isinstance(answers[position], str):
                 item = answers[position]
-                answers[position] = (item, {name: self._call(name, item) for name in shipped.todo})
+                answers[position] = (item, {name: self._encoded(item, self._call(name, item)) for name in shipped.todo})
+                if self.encoder is not None:
+                    item.pictures = self.encoder.encode_item(item)
         return os.getpid(), answers
+
+    def _encoded(self, item: ImageItem, outcome: CallOutcome) -> CallOutcome:
+        if self.encoder is None or not outcome.ok:
+            return outcome
+        return replace(outcome, pictures=self.encoder.encode_result(item, outcome))
 
     def map_batch(self, batch: list[Shipped], fn: Callable[..., object], args: tuple) -> object | None:
         """fn(ctx, items, *args) over the batch's readable images (None when none is)."""
@@ -161,16 +172,19 @@ class Pool:
 class RayEngine:
     """Image-scope calls on Ray actors, one pool per model (see the module docstring)."""
 
-    def __init__(self, ray: Any, config: ReportConfig, log: Callable[[str], None]) -> None:
+    def __init__(self, ray: Any, config: ReportConfig, log: Callable[[str], None],
+                 encoder: PictureEncoder | None = None) -> None:
         self.ray = ray
         self.config = config
+        self.encoder = encoder
         self.log = log
         self.pools: dict[int, Pool] = {}
         self.restarts = 0
 
     @classmethod
     @contextlib.contextmanager
-    def start(cls, config: ReportConfig, plans: list[RunPlan], log: Callable[[str], None]) -> Iterator[RayEngine]:
+    def start(cls, config: ReportConfig, plans: list[RunPlan], log: Callable[[str], None],
+              encoder: PictureEncoder | None = None) -> Iterator[RayEngine]:
         """Join the cluster at config.address, or start a local Ray (shut down afterwards) unless this
         process already runs one; start every model's workers and check they loaded the same weights."""
         ray = import_ray()
@@ -191,7 +205,7 @@ class RayEngine:
             except Exception as error:  # noqa: BLE001 - Ray raises several types for an unreachable cluster
                 raise UsageError(f"--engine ray: cannot start or reach Ray at {config.address or 'a local instance'}: "
                                  f"{one_line(error)}") from None
-        engine = cls(ray, config, log)
+        engine = cls(ray, config, log, encoder)
         try:
             for plan in plans:
                 if any(run.plugin.scope is not Scope.MODEL for run in plan.runs):
@@ -220,7 +234,8 @@ class RayEngine:
         cpus = max(1.0, resources.get("CPU", 1.0))
         count = config.workers or max(1, int(resources.get("GPU", 0) / gpus) if gpus else int(cpus))
         spec = WorkerSpec(replace(config, images=()), config.models[plan.model_index],
-                          tuple(run.plugin.name for run in plan.image_runs), device, model_digest(plan.ctx.module))
+                          tuple(run.plugin.name for run in plan.image_runs), device, model_digest(plan.ctx.module),
+                          self.encoder)
         worker = ray.remote(ImageWorker).options(num_cpus=min(1.0, cpus / count), num_gpus=gpus,
                                                  max_restarts=RESTARTS, max_task_retries=RESTARTS)
         actors = [worker.remote(spec) for _ in range(count)]

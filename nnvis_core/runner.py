@@ -44,6 +44,7 @@ from nnvis_core.plan import (
     UsageError,
 )
 from nnvis_core.plugin import Scope
+from nnvis_core.sink import encoder_of
 from nnvis_core.registry import Registry, one_line
 from nnvis_core.sink import Sink
 from nnvis_core.stream import ImageStream
@@ -225,7 +226,7 @@ def _run(config, registry, sink, progress, log) -> RunOutcome:
     outcomes = []
     advance = lambda n: None  # noqa: E731
     try:
-        with open_engine(config, plans, log) as engine:
+        with open_engine(config, plans, log, encoder_of(sink)) as engine:
             for plan in plans:  # model by model: each model's results reach the sink in one block
                 cache_dir = sink.begin(plan)
                 if plan.model_index == 0 and progress:

@@ -52,6 +52,23 @@ class Sink(Protocol):
         """Release what begin took, whether or not the run finished."""
 
 
+class PictureEncoder(Protocol):
+    """A sink's picture encoding, which an engine may run where the images are computed (the Ray
+    engine's workers) so that the driver only writes finished files. A sink that has one sets
+    `encoder`; it must be picklable and pure (no files), and the sink must write the same files
+    with or without it."""
+
+    def encode_item(self, item: ImageItem) -> dict[str, bytes]:
+        """The files for the image itself (its input picture), by name."""
+
+    def encode_result(self, item: ImageItem, outcome: CallOutcome) -> tuple[dict[str, bytes] | None, ...]:
+        """Per artifact of the outcome's result, its files by name (None where the sink encodes it)."""
+
+
+def encoder_of(sink: Any) -> PictureEncoder | None:
+    return getattr(sink, "encoder", None)
+
+
 class SinkFactory:
     """A registered kind of sink (`nnvis_register_sinks`): makes the sink for one run's settings."""
 

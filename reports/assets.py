@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +31,18 @@ THUMBNAIL_PX = (24, 96)  # smallest and largest drawn size of a semantic diction
 PNG_LEVEL = 1  # zlib level: 1.5x (64 px) to 2.5x (224 px) faster than Pillow's 6, within 1.5% of its size
 
 
-def save_png(pixels: np.ndarray, path: Path) -> None:
+def png_bytes(pixels: np.ndarray) -> bytes:
     """Encoding is most of a small image's rendering cost: see benchmarks/png_levels.py for the level."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    PILImage.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)).save(path, optimize=False,
+    buffer = io.BytesIO()
+    PILImage.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)).save(buffer, format="PNG", optimize=False,
                                                                             compress_level=PNG_LEVEL)
+    return buffer.getvalue()
+
+
+def save_png(pixels: np.ndarray, path: Path, encoded: bytes | None = None) -> None:
+    """Write `pixels` as a PNG at `path`, or `encoded`, the same picture encoded elsewhere."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png_bytes(pixels) if encoded is None else encoded)
 
 
 def to_uint8(pixels: np.ndarray) -> np.ndarray:
@@ -75,10 +83,45 @@ def blend(base: np.ndarray, colour: np.ndarray) -> np.ndarray:
     return ((1 - OVERLAY_ALPHA) * grey + OVERLAY_ALPHA * colour).round().astype(np.uint8)
 
 
-def save_artifact(artifact: Artifact, folder: Path, stem: str, base: np.ndarray | None, root: Path) -> dict:
+def heatmap_pictures(artifact: Heatmap, base: np.ndarray | None) -> dict[str, bytes]:
+    """A heat map's colour picture and, over `base`, its overlay: PNG bytes by file suffix."""
+    values = np.asarray(artifact.values, dtype=np.float64)
+    low, high = heatmap_range(artifact)
+    pictures = {".map.png": png_bytes(colourize(values, low, high, artifact.signed))}
+    if artifact.overlay and base is not None:
+        resized = resize_map(values, base.shape[:2])
+        pictures[".overlay.png"] = png_bytes(blend(base, colourize(resized, low, high, artifact.signed)))
+    return pictures
+
+
+def encode_artifact(artifact: Artifact, base: np.ndarray | None) -> dict[str, bytes] | None:
+    """The PNGs of an image-scope artifact, by file suffix, for the kinds every image has (heat maps,
+    pictures); None for the others, which save_artifact encodes itself."""
+    if isinstance(artifact, Heatmap):
+        return heatmap_pictures(artifact, base)
+    if isinstance(artifact, Image):
+        return {".png": png_bytes(to_uint8(artifact.pixels))}
+    return None
+
+
+class PictureEncoder:
+    """The report's picture encoding, run where an image's plugins ran (nnvis_core.sink.PictureEncoder):
+    on a Ray worker, so that the driver only writes the files. The bytes are those save_artifact
+    would write."""
+
+    def encode_item(self, item) -> dict[str, bytes]:
+        return {"input.png": png_bytes(item.pixels)}
+
+    def encode_result(self, item, outcome) -> tuple[dict[str, bytes] | None, ...]:
+        return tuple(encode_artifact(artifact, item.pixels) for artifact in outcome.result.artifacts)
+
+
+def save_artifact(artifact: Artifact, folder: Path, stem: str, base: np.ndarray | None, root: Path,
+                  pictures: dict[str, bytes] | None = None) -> dict:
     """Write an artifact's files under `folder` and return its report.json entry.
 
-    Paths in the entry are relative to the report root, POSIX style.
+    Paths in the entry are relative to the report root, POSIX style. `pictures`: the
+    artifact's PNGs already encoded (encode_artifact, run elsewhere), by file suffix.
     """
     entry: dict = {"kind": artifact.kind, "title": artifact.title, "caption": artifact.caption}
 
@@ -87,22 +130,21 @@ def save_artifact(artifact: Artifact, folder: Path, stem: str, base: np.ndarray 
 
     if isinstance(artifact, Image):
         path = folder / f"{stem}.png"
-        save_png(to_uint8(artifact.pixels), path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes((pictures or encode_artifact(artifact, base))[".png"])
         entry["path"] = rel(path)
     elif isinstance(artifact, Heatmap):
-        values = np.asarray(artifact.values, dtype=np.float64)
         low, high = heatmap_range(artifact)
         raw = folder / f"{stem}.npy"
         np.save(raw, np.asarray(artifact.values, dtype=np.float32))
+        written = pictures or heatmap_pictures(artifact, base)
+        for suffix, data in written.items():
+            (folder / f"{stem}{suffix}").write_bytes(data)
         plain = folder / f"{stem}.map.png"
-        save_png(colourize(values, low, high, artifact.signed), plain)
         entry.update(raw=rel(raw), map_path=rel(plain), range=[low, high], signed=artifact.signed,
                      label=artifact.label, path=rel(plain))
-        if artifact.overlay and base is not None:
-            resized = resize_map(values, base.shape[:2])
-            overlay = folder / f"{stem}.overlay.png"
-            save_png(blend(base, colourize(resized, low, high, artifact.signed)), overlay)
-            entry["path"] = rel(overlay)
+        if ".overlay.png" in written:
+            entry["path"] = rel(folder / f"{stem}.overlay.png")
     elif isinstance(artifact, CategoricalMap):
         categories = np.asarray(artifact.categories)
         order = sorted(artifact.legend)

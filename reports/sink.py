@@ -19,6 +19,7 @@ from nnvis_core.plugin import hookimpl
 from nnvis_core.registry import Registry
 from nnvis_core.runner import run
 from nnvis_core.sink import SinkFactory
+from nnvis_reports.assets import PictureEncoder
 from nnvis_reports.output import OutputError, OutputFolder
 from nnvis_reports.writer import ReportWriter
 
@@ -32,6 +33,7 @@ class HtmlReport:
         self.log = log
         self.output: OutputFolder | None = None
         self.writer: ReportWriter | None = None
+        self.encoder = PictureEncoder()  # an engine may encode the pictures where the images are computed
 
     def begin(self, plan: RunPlan) -> Path:
         if self.writer is not None and self.output is not None:  # the next model of the run

@@ -84,7 +84,7 @@ class ModelSection:
     def add_image(self, item: ImageItem) -> None:
         class_names = self.ctx.class_names
         folder = self._folder(item.record)
-        save_png(item.pixels, folder / "input.png")
+        save_png(item.pixels, folder / "input.png", (item.pictures or {}).get("input.png"))
         probabilities = item.probabilities
         top = probabilities.topk(min(TOP_K, probabilities.numel()))
         entry = self.images[item.record.index]
@@ -110,9 +110,10 @@ class ModelSection:
             return entry
         assert result is not None
         folder.mkdir(parents=True, exist_ok=True)
+        encoded = outcome.pictures if outcome.pictures and len(outcome.pictures) == len(result.artifacts) else None
         for number, artifact in enumerate(result.artifacts):
             stem = f"{run.plugin.name}-{number}"
-            saved = save_artifact(artifact, folder, stem, base, self.root)
+            saved = save_artifact(artifact, folder, stem, base, self.root, encoded[number] if encoded else None)
             if saved["kind"] == "scatter" and any(i is not None for i in saved["image_ids"]):
                 saved["sprite"] = self._sprite(saved["image_ids"], folder / f"{stem}.sprite.png")
             entry["artifacts"].append(saved)

@@ -146,9 +146,13 @@ def test_ray_writes_the_report_the_local_engine_writes(ray_instance, demo_images
     def not_here(*args, **kwargs):
         raise AssertionError("the driver decoded images: the workers should have")
 
+    def not_encoded_here(*args, **kwargs):
+        raise AssertionError("the driver encoded a heat map's pictures: the workers should have")
+
     with monkeypatch.context() as patch:  # t-SNE's feature pass too runs on the workers
         patch.setattr("nnvis_core.stream.stream_items", not_here)
         patch.setattr("nnvis_core.ray_engine.stream_items", not_here)
+        patch.setattr("nnvis_reports.assets.heatmap_pictures", not_encoded_here)
         on_ray = build_report(ReportConfig(images, tmp_path / "ray", plugins=plugins, params=CHEAP, engine="ray",
                                            workers=2), registry)
     assert local.exit_code == on_ray.exit_code
@@ -156,6 +160,9 @@ def test_ray_writes_the_report_the_local_engine_writes(ray_instance, demo_images
     ran = {name for image in got["by_model"][0]["images"] for name in image["results"]}
     assert len(ran) >= 10, ran  # the plugins that apply to a convnet all ran
     assert_same_numbers(expected, got)
+    files = {name: sorted(p.relative_to(tmp_path / name) for p in (tmp_path / name).rglob("*") if p.is_file())
+             for name in ("local", "ray")}
+    assert files["ray"] == files["local"]  # the pictures the workers encoded, under the names the driver's would have
     maps = sorted((tmp_path / "local").rglob("*.npy"))
     assert maps
     for path in maps:
