@@ -7,7 +7,10 @@ this folder on the path, so they import this module by its plain name.
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -43,3 +46,15 @@ def load_model(name: str) -> torch.nn.Module:
         except FileNotFoundError:
             return DemoNet().eval()
     return getattr(torchvision_models(), name)(weights=None).eval()
+
+
+def nnvis() -> list[str]:
+    """The `nnvis` script of this interpreter's environment (the one the benchmark runs in)."""
+    return [str(Path(sys.executable).parent / "nnvis")]
+
+
+def make_images(root: Path, per_class: int, seed: int) -> Path:
+    """`nnvis demo images` into root/images: 64 px shapes, `per_class` of each of the 8 classes."""
+    subprocess.run([*nnvis(), "demo", "images", str(root), "--per-class", str(per_class), "--seed", str(seed)],
+                   check=True, stdout=subprocess.DEVNULL)
+    return root / "images"

@@ -31,24 +31,14 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import make_images, nnvis
+
 PLUGINS = "saliency,gradcam,occlusion"
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def nnvis() -> list[str]:
-    """The `nnvis` script of this interpreter's environment (the one the benchmark runs in)."""
-    return [str(Path(sys.executable).parent / "nnvis")]
-
-
-def make_images(root: Path, per_class: int, seed: int) -> Path:
-    subprocess.run([*nnvis(), "demo", "images", str(root), "--per-class", str(per_class), "--seed", str(seed)],
-                   check=True, stdout=subprocess.DEVNULL)
-    return root / "images"
 
 
 def cpu_seconds(pid: int) -> float | None:

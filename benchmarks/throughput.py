@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,18 +40,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from common import make_images, nnvis
 from nnvis_core.demo import load_demo_model
 from nnvis_core.demo.model import normalize
-
-
-def nnvis() -> list[str]:
-    return [str(Path(sys.executable).parent / "nnvis")]
-
-
-def make_images(root: Path, per_class: int, seed: int) -> Path:
-    subprocess.run([*nnvis(), "demo", "images", str(root), "--per-class", str(per_class), "--seed", str(seed)],
-                   check=True, stdout=subprocess.DEVNULL)
-    return root / "images"
 
 
 def report_seconds(images: Path, out: Path, steps: int) -> float:

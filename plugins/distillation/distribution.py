@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from nnvis_plugins.distillation.architecture import Architecture
-from nnvis_plugins.distillation.data import Split
+from nnvis_plugins.distillation.data import Split, random_real
 from nnvis_plugins.distillation.synthetic import Distilled, Settings, draw_seed, starting_images
 
 
@@ -25,17 +25,6 @@ def mean_embedding_distance(real: torch.Tensor, real_labels: torch.Tensor, synth
         gap = real[real_labels == label].mean(0) - synthetic[labels == label].mean(0)
         total = total + (gap * gap).sum()
     return total
-
-
-def real_per_class(data: Split, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Up to `batch` random distillation-part images of every class, with their labels."""
-    images, labels = [], []
-    for label in data.classes:
-        pool = data.class_images(label)
-        chosen = torch.randperm(len(pool), generator=generator)[:batch]
-        images.append(pool[chosen])
-        labels.append(torch.full((len(chosen),), label))
-    return torch.cat(images), torch.cat(labels)
 
 
 def distil_distribution(arch: Architecture, data: Split, per_class: int, classes: int, settings: Settings,
@@ -50,7 +39,7 @@ def distil_distribution(arch: Architecture, data: Split, per_class: int, classes
     curve = []
     for _ in range(settings.outer_steps):
         params = arch.fresh(fixed_seed if settings.fixed_init else draw_seed(generator))
-        real, real_labels = real_per_class(data, batch, generator)
+        real, real_labels = random_real(data, batch, generator)
         with torch.no_grad():
             real_embedding = arch.embed(params, real.to(device, dtype))
         with torch.enable_grad():
