@@ -107,6 +107,38 @@ def test_a_conv_stem_before_token_blocks_is_no_default_layer():
     assert default_layer(vgg_like.eval()) == "1"
 
 
+class PoolsTokens(nn.Module):
+    """PiT's plan: its last Conv2d sits in a token-pooling module that returns (tokens, class tokens)."""
+
+    class Pool(nn.Module):
+        def __init__(self, dim: int):
+            super().__init__()
+            self.conv = nn.Conv2d(dim, dim, 3, stride=2, padding=1, groups=dim)
+
+        def forward(self, x, cls_token):
+            return self.conv(x), cls_token
+
+    def __init__(self, dim: int = 8, classes: int = 3):
+        super().__init__()
+        self.embed = nn.Sequential(nn.Conv2d(3, dim, 3, stride=2, padding=1), nn.ReLU(),
+                                   nn.Conv2d(dim, dim, 3, padding=1), nn.ReLU(), nn.Conv2d(dim, dim, 3, padding=1))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pool = PoolsTokens.Pool(dim)
+        self.block = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim))
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        x, cls_token = self.pool(self.embed(x), self.cls_token.expand(len(x), -1, -1))
+        tokens = torch.cat([cls_token, x.flatten(2).transpose(1, 2)], dim=1)
+        return self.head(self.block(tokens)[:, 0])
+
+
+def test_a_default_whose_output_is_not_a_tensor_is_refused_with_a_name_to_try():
+    with pytest.raises(LayerNotFound, match=r"picks pool, which returns a tuple, not a tensor.*name a layer.*"
+                                            r"the last with a spatial output is block\)$"):
+        default_layer(PoolsTokens().eval())
+
+
 @pytest.mark.parametrize("name, expected", [
     ("vit_b_16", "encoder.layers.encoder_layer_11.ln_1"),
     ("swin_t", "features.7"),

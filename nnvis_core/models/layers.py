@@ -156,6 +156,10 @@ def default_layer(model: nn.Module) -> str:
     """
     if patch_size(model) is not None:
         return block_default_layer(model)
+    return refuse_a_non_tensor(model, _convnet_default(model))
+
+
+def _convnet_default(model: nn.Module) -> str:
     conv_name = last_conv_layer(model)
     refuse_a_stem(model, conv_name)
     parent_name = conv_name.rpartition(".")[0]
@@ -197,14 +201,29 @@ def refuse_a_stem(model: nn.Module, conv_name: str) -> None:
             f"spatial output is {order.last_spatial})")
 
 
+def refuse_a_non_tensor(model: nn.Module, name: str) -> str:
+    """`name`, unless the probe pass saw it return something other than one tensor: PiT's last Conv2d
+    sits in a token-pooling module that returns (tokens, class tokens), which no map reader can read.
+    Refused here with a name to try, rather than failing in every plugin call."""
+    order = _forward_order(model)
+    if order is None or name not in order.not_tensor:
+        return name
+    raise LayerNotFound(
+        f"{type(model).__name__}: the default rule picks {name}, which returns a {order.not_tensor[name]}, "
+        f"not a tensor, so there is no default layer for it; name a layer (see nnvis layers; the last with "
+        f"a spatial output is {order.last_spatial})")
+
+
 class _ForwardOrder:
     """One probe pass's record: when each module first ran, which hold weights, which are Linear layers
-    on inputs of three or more dimensions, and the last module whose output was spatial."""
+    on inputs of three or more dimensions, which returned something other than a tensor (and what), and
+    the last module whose output was spatial."""
 
     def __init__(self) -> None:
         self.position: dict[str, int] = {}
         self.weighted: list[str] = []
         self.linear_on_tokens: set[str] = set()
+        self.not_tensor: dict[str, str] = {}
         self.last_spatial = ""
 
 
@@ -226,6 +245,8 @@ def _forward_order(model: nn.Module) -> _ForwardOrder | None:
                 order.weighted.append(name)
             if isinstance(module, nn.Linear) and args and getattr(args[0], "dim", lambda: 0)() >= 3:
                 order.linear_on_tokens.add(name)
+            if not isinstance(output, torch.Tensor):
+                order.not_tensor[name] = type(output).__name__
         if isinstance(output, torch.Tensor) and output.dim() in (3, 4):
             order.last_spatial = name
 
