@@ -205,7 +205,9 @@ class SemanticDictionary(Artifact):
     units: (h, w, k) integers, the top-k unit ids at each grid position, strongest first;
     activations: (h, w, k) floats, their activations (drawn as thumbnail sizes);
     thumbnails: {unit id: (H, W, 3) picture} for every unit with a positive activation
-    somewhere (only those are drawn);
+    somewhere (only those are drawn), except the units in `pending`;
+    pending: units drawn as an empty box because their picture is not rendered yet
+    (a render budget ran out; a later image or run renders them);
     image: the (H, W, 3) picture the grid covers (uint8, or float in [0, 1])
     (Olah et al. 2018, "The Building Blocks of Interpretability"). The report lets the
     reader click a position to see its units.
@@ -216,6 +218,7 @@ class SemanticDictionary(Artifact):
     activations: np.ndarray
     thumbnails: Mapping[int, np.ndarray]
     unit_label: str = "channel"
+    pending: Sequence[int] = ()
     kind = "dictionary"
 
     def validate(self) -> None:
@@ -226,7 +229,8 @@ class SemanticDictionary(Artifact):
         if activations.shape != units.shape:
             raise ArtifactError(f"{name}: activations {activations.shape} do not match units {units.shape}")
         _finite(name, activations.astype(np.float64))
-        missing = sorted(set(units[activations > 0].tolist()) - {int(u) for u in self.thumbnails})
+        missing = sorted(set(units[activations > 0].tolist()) - {int(u) for u in self.thumbnails}
+                         - {int(u) for u in self.pending})
         if missing:
             raise ArtifactError(f"{name}: no thumbnail for units {missing[:10]}")
         pictures = {"image": self.image, **dict(self.thumbnails)}

@@ -244,7 +244,8 @@ def _save_dictionary(artifact: SemanticDictionary, folder: Path, stem: str, rel)
     activations = np.asarray(artifact.activations, dtype=np.float64)
     np.save(folder / f"{stem}.units.npy", units)
     np.save(folder / f"{stem}.activations.npy", activations.astype(np.float32))
-    used = sorted(set(units[activations > 0].tolist()))
+    pending = sorted({int(u) for u in artifact.pending})
+    used = sorted(set(units[activations > 0].tolist()) - set(pending))
     thumbnails = {}
     for unit in used:
         path = folder / f"{stem}-unit{unit}.png"
@@ -257,7 +258,7 @@ def _save_dictionary(artifact: SemanticDictionary, folder: Path, stem: str, rel)
              for us, acts in zip(units.reshape(-1, units.shape[2]), activations.reshape(-1, units.shape[2]))]
     totals = [sum(c["activation"] for c in cell) for cell in cells]
     return {"path": rel(image), "grid": [int(units.shape[0]), int(units.shape[1])], "cells": cells,
-            "thumbnails": thumbnails, "unit_label": artifact.unit_label,
+            "thumbnails": thumbnails, "pending": pending, "unit_label": artifact.unit_label,
             "selected": int(np.argmax(totals)) if totals else 0,
             "raw": rel(folder / f"{stem}.activations.npy"), "raw_units": rel(folder / f"{stem}.units.npy")}
 

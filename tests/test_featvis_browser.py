@@ -64,3 +64,29 @@ def test_clicking_a_position_shows_its_dictionary(few_demo_images, tmp_path, ope
     assert len(shown_units(page, f"#img-{report['images'][0]['index']}")) == len(other["cells"][other["selected"]])
     assert opened.console_errors == [] and opened.page_errors == []
     assert all(url.startswith("file://") for url in opened.requests)
+
+
+def test_a_channel_left_for_later_is_an_empty_box_of_its_size(few_demo_images, tmp_path, open_report, monkeypatch):
+    monkeypatch.setenv("NNVIS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    params = {"semantic_dictionary": {"steps": "2", "transforms": "false", "size": "32", "top": "4", "renders": "1"}}
+    build_report(ReportConfig(few_demo_images, out, plugins=["semantic_dictionary"], params=params), load_registry())
+    image = read_report(out)["images"][0]
+    [dictionary] = image["results"]["semantic_dictionary"]["artifacts"]
+    section = f"#img-{image['index']}"
+    cells = [i for i, cell in enumerate(dictionary["cells"]) if any(u["unit"] in dictionary["pending"] for u in cell)]
+    assert cells, "no position shows a channel left for later"
+
+    opened = open_report(out / "index.html")
+    page = opened.page
+    page.click(f"{section} button[data-cell='{cells[-1]}']")
+    boxes = page.evaluate(
+        """(section) => [...document.querySelectorAll(section + ' .dictionary-entry figure.unit')].map(f => ({
+            caption: f.querySelector('figcaption').textContent,
+            pending: f.querySelector('.pending') !== null, image: f.querySelector('img') !== null,
+            width: Math.round(f.firstElementChild.getBoundingClientRect().width)}))""", section)
+    cell = dictionary["cells"][cells[-1]]
+    assert [b["pending"] for b in boxes] == [u["unit"] in dictionary["pending"] for u in cell]
+    assert [b["image"] for b in boxes] == [u["unit"] not in dictionary["pending"] for u in cell]
+    assert [b["width"] for b in boxes] == [u["size"] for u in cell]
+    assert opened.console_errors == [] and opened.page_errors == []

@@ -154,6 +154,39 @@ def test_dictionary_pictures_come_from_the_disk_cache_on_a_second_run(few_demo_i
     assert rendered_now(third["images"][0]) > 0
 
 
+def test_a_render_budget_draws_the_strongest_channels_first_and_leaves_the_rest_for_later(
+        few_demo_images, tmp_path, cache_dir):
+    out = tmp_path / "out"
+    report = run(few_demo_images, out, ["semantic_dictionary"],
+                 {"semantic_dictionary": {"top": "3", "renders": "2", **FAST}})
+    assert report["exit_code"] == 0
+    drawn: set[int] = set()
+    for image in report["images"]:
+        [dictionary] = image["results"]["semantic_dictionary"]["artifacts"]
+        active = {c["unit"] for cell in dictionary["cells"] for c in cell}
+        pictured = {int(unit) for unit in dictionary["thumbnails"]}
+        pending = set(dictionary["pending"])
+        assert pictured | pending == active and not pictured & pending
+        assert rendered_now(image) == min(2, len(active - drawn))
+        assert active & drawn <= pictured  # every earlier render is reused
+        peak = {u: max(c["activation"] for cell in dictionary["cells"] for c in cell if c["unit"] == u) for u in active}
+        new = pictured - drawn
+        if new and pending:  # the budget went to the strongest channels not drawn before
+            assert min(peak[u] for u in new) >= max(peak[u] for u in pending)
+        if pending:
+            assert f"{len(pending)} left for later (renders=2 per image)" in dictionary["caption"]
+        drawn |= pictured
+    html = (out / "index.html").read_text() + "".join(p.read_text() for p in out.glob("pages/*.html"))
+    assert "not rendered" in html
+    # a second run renders 2 more per image, from the disk cache onwards
+    again = run(few_demo_images, tmp_path / "again", ["semantic_dictionary"],
+                {"semantic_dictionary": {"top": "3", "renders": "0", **FAST}})
+    assert all(not i["results"]["semantic_dictionary"]["artifacts"][0]["pending"] for i in again["images"])
+    assert sum(rendered_now(i) for i in again["images"]) == len(
+        {c["unit"] for i in report["images"] for cell in i["results"]["semantic_dictionary"]["artifacts"][0]["cells"]
+         for c in cell}) - len(drawn)
+
+
 def test_cache_off_writes_nothing(few_demo_images, tmp_path, cache_dir):
     run(few_demo_images, tmp_path / "out", ["semantic_dictionary", "channel_maximization"],
         {"semantic_dictionary": {"cache": "false", "top": "1", **FAST},

@@ -98,10 +98,12 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 
 
 def cached_units(cache: VisualizationCache | None, layer: str, units: Iterable[int], recipe: Mapping,
-                 make: Callable[[list[int]], np.ndarray], batch: int) -> dict[int, np.ndarray]:
+                 make: Callable[[list[int]], np.ndarray], batch: int, limit: int | None = None
+                 ) -> dict[int, np.ndarray]:
     """{unit: uint8 picture}: from the cache where present, else made `batch` units at a time and stored.
 
-    `make(units)` returns (len(units), H, W, 3) float images in [0, 1].
+    `make(units)` returns (len(units), H, W, 3) float images in [0, 1]. With a `limit`, at most that
+    many units are made, the first ones in `units` order; the others are left out of the answer.
     """
     wanted = list(dict.fromkeys(int(u) for u in units))
     found: dict[int, np.ndarray] = {}
@@ -109,11 +111,11 @@ def cached_units(cache: VisualizationCache | None, layer: str, units: Iterable[i
         picture = cache.load(layer, unit, recipe) if cache is not None else None
         if picture is not None:
             found[unit] = picture
-    missing = [unit for unit in wanted if unit not in found]
+    missing = [unit for unit in wanted if unit not in found][:limit]
     for start in range(0, len(missing), max(1, batch)):
         chunk = missing[start:start + max(1, batch)]
         for unit, picture in zip(chunk, to_uint8(make(chunk))):
             found[unit] = picture
             if cache is not None:
                 cache.save(layer, unit, recipe, picture)
-    return {unit: found[unit] for unit in wanted}
+    return {unit: found[unit] for unit in wanted if unit in found}

@@ -76,8 +76,10 @@ def maximize_units(model: nn.Module, layer: str, units: Sequence[int], settings:
 def unit_pictures(model: nn.Module, layer: str, units: Sequence[int], settings: Settings, *,
                   kind: str = "channel", mean: Sequence[float] = (0.0, 0.0, 0.0),
                   std: Sequence[float] = (1.0, 1.0, 1.0), device: torch.device | str = "cpu",
-                  cache: VisualizationCache | None = None, batch: int = 16) -> tuple[dict[int, np.ndarray], int]:
-    """({unit: picture}, how many were rendered rather than read from the cache) for units of `layer`.
+                  cache: VisualizationCache | None = None, batch: int = 16,
+                  limit: int | None = None) -> tuple[dict[int, np.ndarray], int]:
+    """({unit: picture}, how many were rendered rather than read from the cache) for units of `layer`;
+    with a `limit`, at most that many are rendered (the first in `units` order) and the rest left out.
 
     One recipe for every plugin, so that channel_maximization and semantic_dictionary share pictures.
     """
@@ -90,7 +92,7 @@ def unit_pictures(model: nn.Module, layer: str, units: Sequence[int], settings: 
         return render(model, unit_objective(kind, layer, chunk), len(chunk), settings,
                       mean=mean, std=std, device=device).images
 
-    return cached_units(cache, layer, units, recipe, make, batch), rendered
+    return cached_units(cache, layer, units, recipe, make, batch, limit), rendered
 
 
 def unit_labels(units: Sequence[int], scores: Sequence[float]) -> list[str]:

@@ -39,16 +39,27 @@ def top_channels(model: nn.Module, inputs: torch.Tensor, layer: str, top: int) -
     return indices.permute(1, 2, 0).cpu().numpy(), values.permute(1, 2, 0).cpu().numpy().astype(np.float64)
 
 
+def strongest_first(channels: Sequence[int], units: np.ndarray, activations: np.ndarray) -> list[int]:
+    """`channels` ordered by their strongest activation anywhere in the grid, strongest first: what a
+    render budget renders first is what the dictionary draws largest."""
+    peak: dict[int, float] = {}
+    for unit, value in zip(units.reshape(-1).tolist(), activations.reshape(-1).tolist()):
+        peak[unit] = max(peak.get(unit, float("-inf")), value)
+    return sorted(channels, key=lambda unit: (-peak.get(unit, float("-inf")), unit))
+
+
 def channel_thumbnails(model: nn.Module, layer: str, channels: Sequence[int], settings: Settings, *,
                        thumbnail: str = "neuron", mean: Sequence[float] = (0.0, 0.0, 0.0),
                        std: Sequence[float] = (1.0, 1.0, 1.0), device: torch.device | str = "cpu",
-                       cache: VisualizationCache | None = None, batch: int = 16) -> tuple[dict[int, np.ndarray], int]:
-    """({channel: uint8 picture}, how many were rendered rather than read from the cache).
+                       cache: VisualizationCache | None = None, batch: int = 16,
+                       limit: int | None = None) -> tuple[dict[int, np.ndarray], int]:
+    """({channel: uint8 picture}, how many were rendered rather than read from the cache); with a
+    `limit`, at most that many are rendered, the first in `channels` order, and the rest left out.
 
     The picture of a channel of an activation layer is optimized at the layer's input (see layers.preactivation).
     """
     return unit_pictures(model, preactivation(model, layer), channels, settings, kind=thumbnail, mean=mean,
-                         std=std, device=device, cache=cache, batch=batch)
+                         std=std, device=device, cache=cache, batch=batch, limit=limit)
 
 
 class SemanticDictionaryPlugin(Plugin):
@@ -68,6 +79,11 @@ class SemanticDictionaryPlugin(Plugin):
               "what a channel's picture maximizes: neuron (the channel at the centre position: one receptive "
               "field, as one grid position sees it) or channel (its mean over all positions)", choices=THUMBNAILS),
         Param("cache", bool, True, "keep channel pictures on disk between runs"),
+        Param("renders", int, 64,
+              "at most this many channel pictures rendered per image, strongest channels first (0: no limit); "
+              "the others are drawn as empty boxes until a later image or run renders them. Each render is a "
+              "full optimization at the model's input size: on a CPU at 224 px, allow seconds to a minute each",
+              minimum=0),
         *optimization_params(),
     )
 
@@ -83,20 +99,23 @@ class SemanticDictionaryPlugin(Plugin):
         cache = VisualizationCache(default_cache_dir(), fingerprint) if params["cache"] else None
         memory = self._memory.setdefault((fingerprint, layer, params["thumbnail"], settings), {})
         needed = sorted(set(units[activations > 0].tolist()))  # only active channels are drawn
-        missing = [u for u in needed if u not in memory]
+        missing = strongest_first([u for u in needed if u not in memory], units, activations)
         preprocess = ctx.model.preprocess
         made, rendered = channel_thumbnails(ctx.module, layer, missing, settings, thumbnail=params["thumbnail"],
                                             mean=preprocess.mean, std=preprocess.std, device=ctx.device,
-                                            cache=cache, batch=ctx.batch_size)
+                                            cache=cache, batch=ctx.batch_size, limit=params["renders"] or None)
         memory.update(made)
+        pending = [u for u in needed if u not in memory]
         target = preactivation(ctx.module, layer)
         where = layer if target == layer else f"{layer} (pictures optimized at {target})"
         h, w = units.shape[:2]
         caption = (f"{where}, {h}x{w} positions, top {units.shape[2]}; {len(needed)} channel pictures, "
-                   f"{rendered} rendered now, {len(needed) - rendered} reused; "
-                   f"{params['thumbnail']} objective, {describe(settings)}")
+                   f"{rendered} rendered now, {len(needed) - rendered - len(pending)} reused"
+                   + (f", {len(pending)} left for later (renders={params['renders']} per image)" if pending else "")
+                   + f"; {params['thumbnail']} objective, {describe(settings)}")
         artifact = SemanticDictionary("semantic dictionary", item.pixels, units, activations,
-                                      {u: memory[u] for u in needed}, caption=caption)
+                                      {u: memory[u] for u in needed if u in memory}, caption=caption,
+                                      pending=pending)
         # How many pictures were rendered now is bookkeeping (it depends on the cache), so it
         # stays in the caption; metrics must not change between runs with the same seed.
         return Result([artifact], {"channels_shown": float(len(needed))})

@@ -12,9 +12,17 @@
   function unitFigure(data, unit) {
     const figure = document.createElement("figure");
     figure.className = "unit";
-    const image = document.createElement("img");
-    image.src = data.thumbnails[String(unit.unit)];
-    image.alt = data.unit_label + " " + unit.unit;
+    const source = data.thumbnails[String(unit.unit)];
+    // A unit whose picture the render budget left for later: an empty box of the same size.
+    const image = document.createElement(source === undefined ? "span" : "img");
+    if (source === undefined) {
+      image.className = "pending";
+      image.title = "picture not rendered yet (render budget)";
+      image.textContent = "not rendered";
+    } else {
+      image.src = source;
+      image.alt = data.unit_label + " " + unit.unit;
+    }
     image.style.width = unit.size + "px";
     image.style.height = unit.size + "px";
     const caption = document.createElement("figcaption");
