@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -45,6 +45,18 @@ class RunContext:
     # Every registered plugin by name (nnvis_core.Plugin instances; typed loosely so that the
     # contract module, which names RunContext in its signatures, is not imported back).
     plugins: Mapping[str, Any] = field(default_factory=dict)
+    # Where map_tasks computes: None = here; the run's engine sets it (Ray: spread over its workers).
+    task_mapper: Callable[[Callable[..., Any], list], Iterator[Any]] | None = field(
+        default=None, repr=False, compare=False)
+
+    def map_tasks(self, fn: Callable[..., Any], tasks: Iterable[Any]) -> Iterator[Any]:
+        """fn(ctx, task) for each task, the results in order: the independent pieces of a model-scope
+        call (one picture per channel, say), spread over the workers with --engine ray, else computed
+        here one after another. `fn` must be a module-level function and the tasks picklable; a
+        worker's ctx has the same model, device and seed."""
+        if self.task_mapper is None:
+            return (fn(self, task) for task in tasks)
+        return self.task_mapper(fn, list(tasks))
 
     @property
     def module(self) -> torch.nn.Module:

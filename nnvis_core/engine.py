@@ -41,6 +41,10 @@ class Engine(Protocol):
         dataset plugin's pass over the folder: nnvis_core.stream.ImageStream.map_batches)."""
         ...
 
+    def map_tasks(self, plan: RunPlan, fn: Callable[..., object], tasks: list) -> Iterator[object]:
+        """fn(ctx, task) for each task, in order (a model-scope call's pieces: RunContext.map_tasks)."""
+        ...
+
 
 class LocalEngine:
     """Every call in this process. The outcomes are computed lazily, as the runner asks
@@ -52,6 +56,9 @@ class LocalEngine:
     def map_batches(self, plan: RunPlan, fn: BatchFunction, args: tuple) -> Iterator[object]:
         for batch in stream_items(plan.records, plan.ctx):
             yield fn(plan.ctx, batch, *args)
+
+    def map_tasks(self, plan: RunPlan, fn: Callable[..., object], tasks: list) -> Iterator[object]:
+        return (fn(plan.ctx, task) for task in tasks)
 
     def image_results(self, plan: RunPlan, cache: ResultCache | NoCache,
                       unreadable: Unreadable) -> Iterator[tuple[ImageItem, Outcomes]]:

@@ -17,7 +17,8 @@ memory does not grow with the folder.
 
 Dataset-scope plugins run on the driver, as with the local engine, but their passes over the
 folder (ImageStream.map_batches: the pooled features t-SNE and the neighbours share) run on
-the workers; model-scope plugins run on the driver.
+the workers. Model-scope plugins run on the driver too, and the independent pieces they hand to
+RunContext.map_tasks (channel maximization's pictures, a batch of channels each) on the workers.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from nnvis_core.config import ModelChoice, ReportConfig
 from nnvis_core.context import ImageItem
 from nnvis_core.images import ImageReadError, ImageRecord, load_rgb, read_image_bytes
 from nnvis_core.plan import CallOutcome, PluginRun, RunPlan, UsageError
-from nnvis_core.plugin import Scope
 from nnvis_core.registry import one_line
 from nnvis_core.sink import PictureEncoder
 from nnvis_core.stream import classify, load_mask, stream_items
@@ -120,6 +120,10 @@ class ImageWorker:
         if self.encoder is None or not outcome.ok:
             return outcome
         return replace(outcome, pictures=self.encoder.encode_result(item, outcome))
+
+    def map_task(self, fn: Callable[..., object], task: object) -> object:
+        """fn(ctx, task): one piece of a model-scope call (RunContext.map_tasks)."""
+        return fn(self.ctx, task)
 
     def map_batch(self, batch: list[Shipped], fn: Callable[..., object], args: tuple) -> object | None:
         """fn(ctx, items, *args) over the batch's readable images (None when none is)."""
@@ -208,7 +212,7 @@ class RayEngine:
         engine = cls(ray, config, log, encoder)
         try:
             for plan in plans:
-                if any(run.plugin.scope is not Scope.MODEL for run in plan.runs):
+                if plan.runs:
                     engine.pools[plan.model_index] = engine._start_pool(plan)
             yield engine
         finally:
@@ -319,6 +323,28 @@ class RayEngine:
                 raise RuntimeError(f"a Ray worker could not finish a batch: {root_cause(error)}") from None
             if result is not None:
                 yield result
+
+    def map_tasks(self, plan: RunPlan, fn: Callable[..., object], tasks: list) -> Iterator[object]:
+        """fn(ctx, task) for each task on the workers, at most IN_FLIGHT_PER_WORKER per worker outstanding,
+        the results in order. A task no worker could finish fails the model-scope call (the report shows it)."""
+        pool = self.pools[plan.model_index]  # started for every model with a plugin to run
+        waiting = iter(tasks)
+        in_flight: list[Any] = []
+        turn = 0
+        done = object()
+        while True:
+            while len(in_flight) < IN_FLIGHT_PER_WORKER * len(pool.actors):
+                task = next(waiting, done)
+                if task is done:
+                    break
+                in_flight.append(pool.actors[turn % len(pool.actors)].map_task.remote(fn, task))
+                turn += 1
+            if not in_flight:
+                return
+            try:
+                yield self.ray.get(in_flight.pop(0))
+            except self.ray.exceptions.RayError as error:
+                raise RuntimeError(f"a Ray worker could not finish a task: {root_cause(error)}") from None
 
     def _read(self, records: list[ImageRecord], plan: RunPlan) -> Iterator[tuple[ImageRecord, bytes | None, bytes | None]]:
         """Each readable record with its file's bytes (None for an image in memory) and its mask's."""

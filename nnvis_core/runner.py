@@ -183,17 +183,21 @@ def execute(
     # one for all dataset plugins: they share what they derive; their passes over the folder
     # (map_batches) run on the engine
     items = ImageStream(plan.records, ctx, lambda fn, args: engine.map_batches(plan, fn, args))
-    for plugin_run in others:
-        if plugin_run.plugin.scope is Scope.DATASET:
-            call = lambda: plugin_run.plugin.run_dataset(ctx, items, dict(plugin_run.params))  # noqa: E731
-        else:
-            call = lambda: plugin_run.plugin.run_model(ctx, dict(plugin_run.params))  # noqa: E731
-        outcome = cache.call(cache.global_key(plugin_run), lambda: call_plugin(ctx, plugin_run, None, call))
-        if outcome.error:
-            failed_calls += 1
-            log(f"plugin {plugin_run.plugin.name} failed: {outcome.error}")
-        sink.add_global_result(plugin_run, outcome)
-        advance(1)
+    ctx.task_mapper = lambda fn, tasks: engine.map_tasks(plan, fn, tasks)  # model-scope pieces: on the engine
+    try:
+        for plugin_run in others:
+            if plugin_run.plugin.scope is Scope.DATASET:
+                call = lambda: plugin_run.plugin.run_dataset(ctx, items, dict(plugin_run.params))  # noqa: E731
+            else:
+                call = lambda: plugin_run.plugin.run_model(ctx, dict(plugin_run.params))  # noqa: E731
+            outcome = cache.call(cache.global_key(plugin_run), lambda: call_plugin(ctx, plugin_run, None, call))
+            if outcome.error:
+                failed_calls += 1
+                log(f"plugin {plugin_run.plugin.name} failed: {outcome.error}")
+            sink.add_global_result(plugin_run, outcome)
+            advance(1)
+    finally:
+        ctx.task_mapper = None  # the engine stops after the run; the context may outlive it
     return RunOutcome(plan.config.out_dir, failed_images, failed_calls, cache.hits)
 
 

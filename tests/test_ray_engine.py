@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from click.testing import CliRunner
 from conftest import copy_demo
 from counter_plugins import nnvis, read_calls
@@ -198,6 +199,38 @@ def test_top_units_scans_the_folder_on_the_workers(ray_instance, demo_images, tm
     assert comparable(tmp_path / "ray")["by_model"][0]["dataset"]["top_units"]["status"] == "ok"
     # at most 2 layers x 2 channels x 2 examples of the 12 images
     assert 0 < len(set(decoded)) <= 8, decoded
+
+
+def test_channel_pictures_of_a_model_scope_plugin_are_rendered_on_the_workers(ray_instance, demo_images, tmp_path,
+                                                                              monkeypatch):
+    images = copy_demo(demo_images, tmp_path / "images", classes=2, per_class=1)
+    params = {"channel_maximization": {"layers": "features.5,features.9", "per_layer": "3", "steps": "4",
+                                       "size": "32", "cache": "false"}}
+    registry = load_registry()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a one-CPU Ray worker runs one torch thread: the same rounding
+    try:
+        local = build_report(ReportConfig(images, tmp_path / "local", plugins=["channel_maximization"],
+                                          params=params, batch_size=2), registry)
+    finally:
+        torch.set_num_threads(threads)
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("the driver rendered channel pictures: the workers should have")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("nnvis_plugins.featvis.channel_maximization.render", not_here)
+        on_ray = build_report(ReportConfig(images, tmp_path / "ray", plugins=["channel_maximization"], params=params,
+                                           batch_size=2, engine="ray", workers=2), registry)
+    assert local.exit_code == on_ray.exit_code == 0
+    expected, got = comparable(tmp_path / "local"), comparable(tmp_path / "ray")
+    assert got["by_model"][0]["model_results"]["channel_maximization"]["status"] == "ok"
+    assert_same_numbers(expected, got)
+    pictures = sorted((tmp_path / "local").rglob("*.png"))
+    assert len(pictures) >= 6  # 2 layers x 3 channels, rendered in batches of 2 on two workers
+    for path in pictures:
+        twin = np.asarray(Image.open(tmp_path / "ray" / path.relative_to(tmp_path / "local")), dtype=np.int16)
+        assert np.abs(twin - np.asarray(Image.open(path), dtype=np.int16)).max() <= 2, path
 
 
 def processes(matching) -> set[int]:

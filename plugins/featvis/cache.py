@@ -98,12 +98,14 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 
 
 def cached_units(cache: VisualizationCache | None, layer: str, units: Iterable[int], recipe: Mapping,
-                 make: Callable[[list[int]], np.ndarray], batch: int, limit: int | None = None
+                 make: Callable[[list[int]], np.ndarray], batch: int, limit: int | None = None,
+                 make_all: Callable[[list[list[int]]], Iterable[np.ndarray]] | None = None
                  ) -> dict[int, np.ndarray]:
     """{unit: uint8 picture}: from the cache where present, else made `batch` units at a time and stored.
 
-    `make(units)` returns (len(units), H, W, 3) float images in [0, 1]. With a `limit`, at most that
-    many units are made, the first ones in `units` order; the others are left out of the answer.
+    `make(units)` returns (len(units), H, W, 3) float images in [0, 1]; `make_all(chunks)`, when given,
+    makes every chunk instead, answers in order (elsewhere, say: RunContext.map_tasks). With a `limit`,
+    at most that many units are made, the first ones in `units` order; the others are left out.
     """
     wanted = list(dict.fromkeys(int(u) for u in units))
     found: dict[int, np.ndarray] = {}
@@ -112,9 +114,9 @@ def cached_units(cache: VisualizationCache | None, layer: str, units: Iterable[i
         if picture is not None:
             found[unit] = picture
     missing = [unit for unit in wanted if unit not in found][:limit]
-    for start in range(0, len(missing), max(1, batch)):
-        chunk = missing[start:start + max(1, batch)]
-        for unit, picture in zip(chunk, to_uint8(make(chunk))):
+    chunks = [missing[start:start + max(1, batch)] for start in range(0, len(missing), max(1, batch))]
+    for chunk, images in zip(chunks, (make_all or (lambda parts: map(make, parts)))(chunks)):
+        for unit, picture in zip(chunk, to_uint8(images)):
             found[unit] = picture
             if cache is not None:
                 cache.save(layer, unit, recipe, picture)

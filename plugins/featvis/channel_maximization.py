@@ -77,9 +77,11 @@ def unit_pictures(model: nn.Module, layer: str, units: Sequence[int], settings: 
                   kind: str = "channel", mean: Sequence[float] = (0.0, 0.0, 0.0),
                   std: Sequence[float] = (1.0, 1.0, 1.0), device: torch.device | str = "cpu",
                   cache: VisualizationCache | None = None, batch: int = 16,
-                  limit: int | None = None) -> tuple[dict[int, np.ndarray], int]:
+                  limit: int | None = None, ctx=None) -> tuple[dict[int, np.ndarray], int]:
     """({unit: picture}, how many were rendered rather than read from the cache) for units of `layer`;
     with a `limit`, at most that many are rendered (the first in `units` order) and the rest left out.
+    With a run's `ctx` (whose model is `model`), each batch of units is one of its map_tasks: rendered
+    on the Ray workers with --engine ray.
 
     One recipe for every plugin, so that channel_maximization and semantic_dictionary share pictures.
     """
@@ -92,7 +94,20 @@ def unit_pictures(model: nn.Module, layer: str, units: Sequence[int], settings: 
         return render(model, unit_objective(kind, layer, chunk), len(chunk), settings,
                       mean=mean, std=std, device=device).images
 
-    return cached_units(cache, layer, units, recipe, make, batch, limit), rendered
+    def make_all(chunks: list[list[int]]):
+        nonlocal rendered
+        rendered += sum(len(chunk) for chunk in chunks)
+        return ctx.map_tasks(render_chunk, [(layer, kind, chunk, settings, tuple(mean), tuple(std)) for chunk in chunks])
+
+    return cached_units(cache, layer, units, recipe, make, batch, limit, make_all if ctx is not None else None), rendered
+
+
+def render_chunk(ctx, task: tuple) -> np.ndarray:
+    """One batch of unit pictures as a RunContext.map_tasks task (module-level, so a Ray worker can run it):
+    (len(units), H, W, 3) floats in [0, 1], as unit_pictures renders them here."""
+    layer, kind, units, settings, mean, std = task
+    return render(ctx.module, unit_objective(kind, layer, units), len(units), settings,
+                  mean=mean, std=std, device=ctx.device).images
 
 
 def unit_labels(units: Sequence[int], scores: Sequence[float]) -> list[str]:
@@ -169,7 +184,7 @@ class ChannelMaximization(Plugin):
             where = "" if layer == named else f"optimized at the ReLU's input {layer}; "
             if facets == 1 and kind != "layer":
                 pictures, _ = unit_pictures(model, layer, units, settings, kind=kind, cache=cache,
-                                            batch=ctx.batch_size, **common)
+                                            batch=ctx.batch_size, ctx=ctx, **common)
                 images = np.stack([pictures[u] for u in units])
                 scores = evaluate(model, unit_objective(kind, layer, units), images, **common)
                 order = units
