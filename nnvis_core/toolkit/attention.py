@@ -154,8 +154,9 @@ def _multi_head_attention(options: dict) -> tuple[torch.Tensor, torch.Tensor]:
     if self_attention and not options["use_separate_proj_weight"]:
         # One packed projection, as F.multi_head_attention_forward does for self-attention: a third of the
         # matmuls, bias adds and input copies of three separate ones (a ViT's input here is a transposed view).
+        # (L, B, 3E) -> (3, B, heads, L, d) in one copy: q, k and v come out contiguous per head.
         packed = F.linear(query, options["in_proj_weight"], bias)
-        packed = packed.unflatten(-1, (3, embed)).unsqueeze(0).transpose(0, -2).squeeze(-2).contiguous()
+        packed = packed.reshape(length, batch, 3, heads, embed // heads).permute(2, 1, 3, 0, 4).contiguous()
         q, k, v = packed[0], packed[1], packed[2]
     else:
         if options["use_separate_proj_weight"]:
@@ -164,9 +165,9 @@ def _multi_head_attention(options: dict) -> tuple[torch.Tensor, torch.Tensor]:
             projections = options["in_proj_weight"].chunk(3)
         biases = (None, None, None) if bias is None else bias.chunk(3)
         q, k, v = (F.linear(x, w, b) for x, w, b in zip((query, key, value), projections, biases))
-    # (L, B, E) -> (B, heads, L, d)
-    q, k, v = (t.reshape(t.shape[0], batch * heads, -1).transpose(0, 1).reshape(batch, heads, t.shape[0], -1)
-               for t in (q, k, v))
+        # (L, B, E) -> (B, heads, L, d)
+        q, k, v = (t.reshape(t.shape[0], batch * heads, -1).transpose(0, 1).reshape(batch, heads, t.shape[0], -1)
+                   for t in (q, k, v))
     mask = _as_additive(options["attn_mask"], q.dtype)
     if mask is not None:
         mask = mask.reshape(batch, heads, length, -1) if mask.dim() == 3 else mask
