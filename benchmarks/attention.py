@@ -31,6 +31,10 @@ vit_ti_16 is torchvision's VisionTransformer at ViT-Ti/16 size (12 layers,
 --clock cpu times each pass by the process's CPU time (user + system, all its
 threads) instead of the wall clock: with --threads 1 it is the work done,
 whatever else the machine runs (with more threads it also counts their spinning).
+--allocator nnvis (default) first sets the C allocator's policy that `nnvis report`
+and its Ray workers run with (nnvis_core.memory: freed heap kept for the next pass);
+--allocator glibc keeps glibc's defaults, under which the ratios vary with the heap's
+history (page faults on memory handed back and asked for again), 1.12x to 1.44x here.
 Exit status 1 when a capture/plain ratio exceeds --limit. Not part of the test suite.
 """
 
@@ -46,6 +50,7 @@ from contextlib import ExitStack, contextmanager
 import torch
 from torch.overrides import TorchFunctionMode
 
+from nnvis_core.memory import keep_freed_memory
 from nnvis_core.toolkit.attention import captured_attention
 from nnvis_core.tv import torchvision_models
 
@@ -120,16 +125,20 @@ def main() -> int:
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="wall clock, or the process's CPU time (use with --threads 1 on a shared machine)")
     parser.add_argument("--limit", type=float, default=1.10)
+    parser.add_argument("--allocator", choices=("nnvis", "glibc"), default="nnvis",
+                        help="nnvis: the allocator policy nnvis report runs with; glibc: the C library's defaults")
     parser.add_argument("--quick", action="store_true", help="batch 1, 1 repeat")
     args = parser.parse_args()
     if args.quick:
         args.batch, args.repeats = 1, 1
     if args.threads:
         torch.set_num_threads(args.threads)
+    policy = "glibc defaults" if args.allocator == "glibc" else (
+        "nnvis policy" if keep_freed_memory() else "C library defaults (not glibc)")
     timer = best_times if args.clock == "wall" else best_cpu_times
     grads = [True] if args.grad else [False] if args.no_grad else [False, True]
     print(f"input {args.batch}x3x{args.size}x{args.size}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"best of {args.repeats}, contenders interleaved, {args.clock} clock")
+          f"best of {args.repeats}, contenders interleaved, {args.clock} clock, allocator: {policy}")
     header = (f"{'model':10s} {'autograd':8s} {'plain s':>8s} {'no-fast s':>9s} {'mode s':>8s} {'capture s':>9s} "
               f"{'capture/plain':>13s} {'fast path':>9s} {'dispatch':>8s} {'explicit':>8s} {'calls':>6s} {'attn':>5s}")
     print(header)

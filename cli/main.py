@@ -111,7 +111,10 @@ def report(image_dir, out_dir, models, weights, arch, trust_checkpoint, labels, 
            config_path, device, batch_size, seed, resize, crop, mean, std, plugin_timeout, resume, force, engine,
            address, workers, gpus_per_worker, quiet) -> None:
     """Write an HTML report for the images in IMAGE_DIR (searched recursively)."""
+    from nnvis_core.memory import keep_freed_memory
     from nnvis_core.runner import UsageError, run
+
+    keep_freed_memory()  # steadier forward passes (nnvis_core.memory)
 
     cli_values = {
         "model": list(models) or None, "weights": list(weights) or None, "arch": list(arch) or None, "labels": labels, "masks": masks, "trust_checkpoint": trust_checkpoint,

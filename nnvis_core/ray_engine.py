@@ -82,7 +82,10 @@ class ImageWorker:
     """A Ray actor: the model loaded once, then batch after batch of images."""
 
     def __init__(self, spec: WorkerSpec) -> None:
+        from nnvis_core.memory import keep_freed_memory
         from nnvis_core.registry import load_registry
+
+        keep_freed_memory()  # as `nnvis report` does in its own process
 
         registry = load_registry()
         runs = plugin_runs(registry, select_plugins(registry, list(spec.plugins)), spec.config.params,
