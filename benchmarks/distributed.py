@@ -11,6 +11,8 @@ would: `nnvis report` in a fresh process, timed from start to exit.
 
 - `local, 2 threads`: the default, torch's intra-op pool over both cores;
 - `local, 1 thread`: OMP_NUM_THREADS=1, the model work of one Ray worker;
+- `local, 2 jobs`: `--jobs 2`, two worker processes of the local engine (one torch
+  thread each), the Ray workers' split of the work without Ray;
 - `ray, 1 worker` and `ray, 2 workers`: a local Ray instance started and stopped by the run.
 
 Every configuration runs on a small folder (--small images) and on the full one, so the
@@ -21,7 +23,8 @@ much of an image's cost stays on the driver: with the Ray engine it bounds the i
 second that any number of workers can reach.
 
 Printed: a table per configuration and the ratios the issue asks about (Ray 1 worker over
-local 1 thread, the overhead; Ray 2 workers over Ray 1 worker, the scaling). Nothing is
+local 1 thread, the overhead; Ray 2 workers over Ray 1 worker, the scaling; local 2 jobs
+against both). Nothing is
 asserted; not part of the test suite.
 """
 
@@ -76,6 +79,7 @@ def configurations(threads: int) -> dict[str, tuple[list[str], dict[str, str]]]:
     return {
         f"local, {threads} threads": ([], base),
         "local, 1 thread": ([], single),
+        f"local, {threads} jobs": (["--jobs", str(threads)], base),
         "ray, 1 worker": (["--engine", "ray", "--workers", "1"], base),
         f"ray, {threads} workers": (["--engine", "ray", "--workers", str(threads)], base),
     }
@@ -116,7 +120,8 @@ def main() -> None:
             fixed = measured["small"]["wall"] - marginal * sizes["small"]
             rows[label] = {"full": measured["full"]["wall"], "fixed": fixed, "marginal_ms": 1000 * marginal,
                            "driver_ms": 1000 * driver, "per_second": 1 / marginal,
-                           "workers": int(label.split()[1]) if label.startswith("ray") else None}
+                           "workers": int(label.split()[1]) if label.startswith("ray") or label.endswith("jobs")
+                           else None}
 
     print(f"\n| configuration | {sizes['full']} images | fixed cost | per image | images/s | per worker | "
           "driver CPU per image |")
@@ -137,6 +142,10 @@ def main() -> None:
     print(f"Ray {threads} workers over local {threads} threads, per image: "
           f"{100 * (ray_all['marginal_ms'] / local_all['marginal_ms'] - 1):+.1f}%")
     print(f"Scaling, Ray {threads} workers over 1 worker: {ray_one['marginal_ms'] / ray_all['marginal_ms']:.2f}x")
+    jobs = rows[f"local, {threads} jobs"]
+    print(f"Local {threads} jobs over local {threads} threads, per image: "
+          f"{100 * (jobs['marginal_ms'] / local_all['marginal_ms'] - 1):+.1f}%; over Ray {threads} workers: "
+          f"{100 * (jobs['marginal_ms'] / ray_all['marginal_ms'] - 1):+.1f}%")
     print(f"Driver bound (images/s the driver alone can take): {1000 / ray_all['driver_ms']:.0f}")
 
 

@@ -3,6 +3,7 @@
     python benchmarks/throughput.py                        # 1,000 demo images (the figure in docs/distributed.md)
     python benchmarks/throughput.py --images 200 --small 40  # a quick look
     python benchmarks/throughput.py --settings "curves off"  # the issue's setting alone (a minute)
+    python benchmarks/throughput.py --jobs 1,2               # this process, then 2 worker processes
 
 The distributed-engine issue's single-machine target: `nnvis report` with the
 saliency plugin over 1,000 generated demo images (64 px) within 2x of the bare
@@ -24,8 +25,10 @@ For each, one after the other:
   `--batch`, plus (default setting) one forward pass per image over its 66
   perturbed copies: the model work and nothing else.
 
-Printed: both figures and their ratio, per image and for the whole run. Nothing
-is asserted; not part of the test suite.
+With `--jobs 1,2` each report runs once per value of `--jobs` (1: the plugin calls
+in the report's own process; N: in N worker processes of the local engine), side
+by side. Printed: both figures and their ratio, per image and for the whole run.
+Nothing is asserted; not part of the test suite.
 """
 
 from __future__ import annotations
@@ -45,9 +48,9 @@ from nnvis_core.demo import load_demo_model
 from nnvis_core.demo.model import normalize
 
 
-def report_seconds(images: Path, out: Path, steps: int) -> float:
+def report_seconds(images: Path, out: Path, steps: int, jobs: int) -> float:
     command = [*nnvis(), "report", str(images), "--plugins", "saliency", "-o", str(out), "-q",
-               "--set", f"saliency.faithfulness_steps={steps}"]
+               "--set", f"saliency.faithfulness_steps={steps}", *(["--jobs", str(jobs)] if jobs > 1 else [])]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
@@ -85,7 +88,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="batch size of the bound")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs of the bound")
     parser.add_argument("--settings", default="curves off,default", help="which of the two settings to run")
+    parser.add_argument("--jobs", default="1", help="comma-separated values of nnvis report --jobs to time")
     args = parser.parse_args()
+    jobs = [int(value) for value in args.jobs.split(",")]
 
     settings = {label: steps for label, steps in (("curves off", 0), ("default", 32))
                 if label in args.settings.split(",")}
@@ -95,8 +100,8 @@ def main() -> None:
                    for name, count in (("small", args.small), ("full", args.images))}
         sizes = {name: sum(1 for _ in folder.rglob("*.png")) for name, folder in folders.items()}
         print(f"{sizes['full']} and {sizes['small']} demo images, {torch.get_num_threads()} threads", flush=True)
-        walls = {(label, name): report_seconds(folder, root / f"report-{steps}-{name}", steps)
-                 for label, steps in settings.items() for name, folder in folders.items()}
+        walls = {(label, n, name): report_seconds(folder, root / f"report-{steps}-{n}-{name}", steps, n)
+                 for label, steps in settings.items() for n in jobs for name, folder in folders.items()}
         x = decoded(folders["full"])
 
     model = load_demo_model()
@@ -105,16 +110,16 @@ def main() -> None:
     extra = sizes["full"] - sizes["small"]
     for label, steps in settings.items():
         bound = bound_seconds(model, x, args.batch, steps, args.repeats)
-        full, small = walls[(label, "full")], walls[(label, "small")]
-        per_image = (full - small) / extra
-        fixed = small - per_image * sizes["small"]
         bound_per_image = bound / sizes["full"]
         print(f"\n{label} (faithfulness_steps={steps})")
-        print(f"  report, {sizes['full']} images: {full:.1f} s wall ({sizes['small']} images: {small:.1f} s); "
-              f"fixed cost {fixed:.1f} s, {1000 * per_image:.2f} ms per image")
         print(f"  bound, {sizes['full']} images: {bound:.2f} s ({1000 * bound_per_image:.2f} ms per image)")
-        print(f"  ratio per image (report over bound): {per_image / bound_per_image:.2f}x")
-        print(f"  ratio, whole run: {full / bound:.2f}x")
+        for n in jobs:
+            full, small = walls[(label, n, "full")], walls[(label, n, "small")]
+            per_image = (full - small) / extra
+            fixed = small - per_image * sizes["small"]
+            print(f"  report --jobs {n}, {sizes['full']} images: {full:.1f} s wall ({sizes['small']} images: "
+                  f"{small:.1f} s); fixed cost {fixed:.1f} s, {1000 * per_image:.2f} ms per image; "
+                  f"over the bound: {per_image / bound_per_image:.2f}x per image, {full / bound:.2f}x whole run")
 
 if __name__ == "__main__":
     main()

@@ -106,10 +106,12 @@ def _merge_config(path: Path | None, cli_values: dict, assignments: tuple[str, .
 @click.option("--workers", type=click.IntRange(1), help="With --engine ray: how many workers (default: one per CPU, "
                                                         "or per GPU share with --gpus-per-worker).")
 @click.option("--gpus-per-worker", type=click.FloatRange(0), help="With --engine ray: GPUs each worker holds.")
+@click.option("--jobs", type=click.IntRange(1), help="With the local engine: worker processes for the per-image "
+                                                     "calls, each with the model loaded (default 1: this process).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-file messages.")
 def report(image_dir, out_dir, models, weights, arch, trust_checkpoint, labels, masks, plugin_names, assignments,
            config_path, device, batch_size, seed, resize, crop, mean, std, plugin_timeout, resume, force, engine,
-           address, workers, gpus_per_worker, quiet) -> None:
+           address, workers, gpus_per_worker, jobs, quiet) -> None:
     """Write an HTML report for the images in IMAGE_DIR (searched recursively)."""
     from nnvis_core.memory import keep_freed_memory
     from nnvis_core.runner import UsageError, run
@@ -122,6 +124,7 @@ def report(image_dir, out_dir, models, weights, arch, trust_checkpoint, labels, 
         "device": device, "batch_size": batch_size, "seed": seed, "resize": resize, "crop": crop,
         "mean": _floats(mean, "--mean"), "std": _floats(std, "--std"), "plugin_timeout": plugin_timeout,
         "engine": engine, "address": address, "workers": workers, "gpus_per_worker": gpus_per_worker,
+        "jobs": jobs,
     }
     try:
         settings = _merge_config(config_path, cli_values, assignments)

@@ -74,6 +74,7 @@ class ReportConfig:
     address: str | None = None  # Ray: auto, HOST:PORT or ray://...; None starts a local instance
     workers: int | None = None  # Ray actors; None: one per CPU the cluster offers (GPU: per GPU)
     gpus_per_worker: float = 0.0
+    jobs: int = 1  # local engine: worker processes for the image-scope calls (1: this process)
 
     @property
     def models(self) -> list[ModelChoice]:

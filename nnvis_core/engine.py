@@ -2,8 +2,9 @@
 and yields each readable image with its outcomes; the runner hands both to the sink, so the
 report is written the same way whichever engine computed it.
 
-The local engine (the default) computes in this process, one batch at a time. The Ray
-engine (nnvis_core.ray_engine, `--engine ray`) computes on a pool of workers. Both take a
+The local engine (the default) computes in this process, one batch at a time, or with
+`--jobs N` in N worker processes (nnvis_core.process_engine). The Ray engine
+(nnvis_core.ray_engine, `--engine ray`) computes on a pool of Ray actors. All take a
 result from the cache when it holds one and store each new result as soon as it exists,
 so an interrupted run of either engine is resumed by either.
 """
@@ -82,6 +83,14 @@ def open_engine(config: ReportConfig, plans: list[RunPlan], log: Callable[[str],
     sink's picture encoding: the Ray engine runs it on the workers; locally the sink runs it."""
     if config.engine not in ("local", "ray"):
         raise UsageError(f"--engine {config.engine!r}: use local or ray")
+    if config.engine == "ray" and config.jobs > 1:
+        raise UsageError("--jobs is for the local engine; with --engine ray, --workers sets the pool")
+    if config.engine == "local" and config.jobs > 1:
+        from nnvis_core.process_engine import ProcessEngine
+
+        with ProcessEngine.start(config, plans, log, encoder) as engine:
+            yield engine
+        return
     if config.engine == "local":
         yield LocalEngine()
         return

@@ -29,6 +29,14 @@ REPORT_FORMAT = "nnvis-report"  # marks a folder as an nnvis report (nnvis_repor
 TOP_K = 5
 
 
+def engine_workers(config) -> int | None:
+    """The workers the image-scope calls ran on: Ray's --workers, or the local engine's --jobs
+    processes (None: this process alone, or Ray's default)."""
+    if config.engine == "local":
+        return config.jobs if config.jobs > 1 else None
+    return config.workers
+
+
 def _versions() -> dict:
     import PIL
     import torch
@@ -191,7 +199,7 @@ class ReportWriter:
             "format": REPORT_FORMAT,
             "schema_version": SCHEMA_VERSION,
             "input": {"root": str(plan.config.image_dir), "image_count": len(plan.records)},
-            "engine": {"name": plan.config.engine, "workers": plan.config.workers},
+            "engine": {"name": plan.config.engine, "workers": engine_workers(plan.config)},
             "load_failures": [vars(f) for f in plan.load_failures],
         }
         self.sections = [ModelSection(out_dir, plan)]

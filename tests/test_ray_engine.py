@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import threading
 import time
@@ -23,23 +22,16 @@ from PIL import Image
 from click.testing import CliRunner
 from conftest import copy_demo
 from counter_plugins import nnvis, read_calls
+from engine_checks import CHEAP, assert_same_numbers, comparable, image_scope_builtins
 
+import nnvis_core.pool_engine  # noqa: F401 - imported before the tests' patches, which it would bind
 from nnvis_cli.main import cli
 from nnvis_core.config import ReportConfig
 from nnvis_core.registry import load_registry
-from nnvis_core.runner import prepare_all
 from nnvis_reports import build_report
 from nnvis_reports.output import work_folder
 
 ray = pytest.importorskip("ray")
-
-# Every built-in that computes per image (where the engines differ) and applies to the demo net,
-# with the optimizing ones cut short; t-SNE as a dataset-scope plugin beside them.
-RENDERED = re.compile(r"\d+ rendered now, \d+ reused")
-CHEAP = {"semantic_dictionary": {"steps": 8}, "texture_synthesis": {"steps": 4},
-         "feature_inversion": {"steps": 4}, "smoothgrad": {"samples": 4}, "integrated_gradients": {"steps": 8},
-         "tsne": {"perplexity": 1.0}}
-
 
 def test_without_ray_the_engine_is_a_one_line_usage_error(monkeypatch, few_demo_images, tmp_path):
     monkeypatch.setitem(__import__("sys").modules, "ray", None)  # as if it were not installed
@@ -95,43 +87,6 @@ def ray_instance(counters):
     ray.shutdown()
 
 
-def image_scope_builtins(images: Path, out: Path) -> list[str]:
-    """The built-ins that compute per image and apply to the demo net, as `--plugins all` picks them."""
-    registry = load_registry()
-    [plan] = prepare_all(ReportConfig(images, out, plugins=["all"]), registry)
-    return sorted(run.plugin.name for run in plan.image_runs
-                  if registry.plugins[run.plugin.name].origin.distribution == "nnvis")
-
-
-def comparable(out: Path) -> dict:
-    """report.json without timings and the engine's own fields."""
-    from conftest import without_timings
-
-    report = without_timings(json.loads((out / "report.json").read_text(encoding="utf-8")))
-    report.pop("engine")
-    return report
-
-
-def assert_same_numbers(a, b, where: str = "") -> None:
-    """Equal structure and text; numbers equal up to float rounding."""
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_same_numbers(a[key], b[key], f"{where}/{key}")
-    elif isinstance(a, list):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same_numbers(x, y, f"{where}[{i}]")
-    elif isinstance(a, float) and isinstance(b, float):
-        assert a == pytest.approx(b, rel=1e-3, abs=1e-4), where
-    elif isinstance(a, str) and isinstance(b, str):
-        # how many feature visualizations a process drew itself and how many it found in the
-        # on-disk cache depends on which process saw which image first: provenance, not result
-        assert RENDERED.sub("", a) == RENDERED.sub("", b), where
-    else:
-        assert a == b, where
-
-
 def test_ray_writes_the_report_the_local_engine_writes(ray_instance, demo_images, tmp_path, monkeypatch):
     images = copy_demo(demo_images, tmp_path / "images", classes=2, per_class=2)
     plugins = [*image_scope_builtins(images, tmp_path / "unused"), "tsne"]
@@ -152,7 +107,7 @@ def test_ray_writes_the_report_the_local_engine_writes(ray_instance, demo_images
 
     with monkeypatch.context() as patch:  # t-SNE's feature pass too runs on the workers
         patch.setattr("nnvis_core.stream.stream_items", not_here)
-        patch.setattr("nnvis_core.ray_engine.stream_items", not_here)
+        patch.setattr("nnvis_core.pool_engine.stream_items", not_here)
         patch.setattr("nnvis_reports.assets.heatmap_pictures", not_encoded_here)
         on_ray = build_report(ReportConfig(images, tmp_path / "ray", plugins=plugins, params=CHEAP, engine="ray",
                                            workers=2), registry)

@@ -1,0 +1,109 @@
+"""The local engine with `--jobs N`: image-scope plugin calls in N worker processes on this machine.
+
+Why processes and not threads: plugins hook the model's modules and seed torch's global
+generator for each call, so two calls cannot share one model in one process. Each process
+is a nnvis_core.worker.ImageWorker, as a Ray actor is: it loads the model once (the weights'
+hash checked against the driver's), decodes the bytes it is sent, runs the plugins and
+encodes their pictures, so this process only writes files. Streaming, ordering and the cache
+are nnvis_core.pool_engine's, shared with the Ray engine.
+
+Processes are started with `spawn` (a forked child of a process whose torch thread pool
+has run can hang) and each runs torch on cores / N threads. A process that dies is not
+restarted: its batches fail in the report (not cached, so `--resume` computes them).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import contextlib
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+from nnvis_core.cache import model_digest
+from nnvis_core.config import ReportConfig
+from nnvis_core.plan import RunPlan, UsageError
+from nnvis_core.pool_engine import Pool, PoolEngine, WorkerLost
+from nnvis_core.registry import one_line
+from nnvis_core.sink import PictureEncoder
+from nnvis_core.worker import ImageWorker, WorkerSpec
+
+_WORKER: ImageWorker | None = None  # this process's, in a worker process
+
+
+def _start_worker(spec: WorkerSpec) -> int:
+    global _WORKER
+    _WORKER = ImageWorker(spec)
+    return _WORKER.pid()
+
+
+def _call_worker(method: str, args: tuple) -> object:
+    return getattr(_WORKER, method)(*args)
+
+
+class ProcessBackend:
+    """Calls on one model's worker processes (nnvis_core.pool_engine.Backend): one single-process
+    executor per worker, so that a worker's model stays loaded between calls."""
+
+    def __init__(self, executors: list[futures.ProcessPoolExecutor]) -> None:
+        self.executors = executors
+
+    def submit(self, worker: int, method: str, *args: object) -> futures.Future:
+        return self.executors[worker].submit(_call_worker, method, args)
+
+    def wait_one(self, handles: list[futures.Future]) -> futures.Future:
+        done, _ = futures.wait(handles, return_when=futures.FIRST_COMPLETED)
+        return next(handle for handle in handles if handle in done)
+
+    def get(self, handle: futures.Future) -> Any:
+        try:
+            return handle.result()
+        except futures.process.BrokenProcessPool:
+            raise WorkerLost("its worker process died") from None
+        except Exception as error:  # noqa: BLE001 - whatever the worker raised, in one line
+            raise WorkerLost(f"its worker process failed: {one_line(error)}") from None
+
+    def close(self) -> None:
+        for executor in self.executors:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+
+class ProcessEngine(PoolEngine):
+    """Image-scope calls in local worker processes, one pool per model (see the module docstring)."""
+
+    name = "local"
+
+    @classmethod
+    @contextlib.contextmanager
+    def start(cls, config: ReportConfig, plans: list[RunPlan], log: Callable[[str], None],
+              encoder: PictureEncoder | None = None) -> Iterator[ProcessEngine]:
+        """Start config.jobs worker processes for every model and check they loaded the same weights."""
+        for plan in plans:
+            if plan.ctx.model.source.startswith("python"):
+                raise UsageError(f"--jobs: model {plan.ctx.model.name} was given in memory; worker processes load "
+                                 f"the model from its source, so give it as a model spec (demo, torchvision:NAME, "
+                                 f"a checkpoint file), or leave --jobs at 1")
+        with cls(config, log, encoder).running(plans) as engine:
+            yield engine
+
+    def _start_pool(self, plan: RunPlan) -> Pool:
+        config = self.config
+        count = config.jobs
+        threads = max(1, (os.cpu_count() or 1) // count)
+        spec = WorkerSpec(replace(config, images=()), config.models[plan.model_index],
+                          tuple(run.plugin.name for run in plan.image_runs), plan.ctx.device.type,
+                          model_digest(plan.ctx.module), self.encoder, threads)
+        context = multiprocessing.get_context("spawn")
+        executors = [futures.ProcessPoolExecutor(max_workers=1, mp_context=context) for _ in range(count)]
+        starts = [executor.submit(_start_worker, spec) for executor in executors]
+        try:
+            pids = [start.result() for start in starts]
+        except Exception as error:  # noqa: BLE001 - a worker that cannot load the model, say
+            for executor in executors:
+                executor.shutdown(wait=False, cancel_futures=True)
+            raise UsageError(f"--jobs: a worker process could not load the run: {one_line(error)}") from None
+        self.log(f"local: {count} worker processes for {plan.ctx.model.name}, {threads} torch "
+                 f"thread{'s' * (threads > 1)} each")
+        return Pool(ProcessBackend(executors), count, pids, spec)

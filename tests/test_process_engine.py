@@ -1,0 +1,66 @@
+"""The local engine with `--jobs N`: the same report from worker processes, which do the decoding,
+the plugin calls and the picture encoding, while this process only writes files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from click.testing import CliRunner
+from conftest import copy_demo
+from engine_checks import CHEAP, assert_same_numbers, comparable, image_scope_builtins
+
+import nnvis_core.pool_engine  # noqa: F401 - imported before the patches below, which it would bind
+from nnvis_cli.main import cli
+from nnvis_core.config import ReportConfig
+from nnvis_core.registry import load_registry
+from nnvis_reports import build_report
+
+
+def test_worker_processes_write_the_report_this_process_writes(demo_images, tmp_path, monkeypatch):
+    images = copy_demo(demo_images, tmp_path / "images", classes=2, per_class=2)
+    plugins = [*image_scope_builtins(images, tmp_path / "unused"), "tsne", "channel_maximization"]
+    params = {**CHEAP, "channel_maximization": {"layers": "features.5", "per_layer": "3", "steps": "4",
+                                                "size": "32", "cache": "false"}}
+    registry = load_registry()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # each of two processes on two cores runs one torch thread: the same rounding
+    try:
+        alone = build_report(ReportConfig(images, tmp_path / "alone", plugins=plugins, params=params,
+                                          batch_size=2), registry)
+    finally:
+        torch.set_num_threads(threads)
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("this process computed what the worker processes should have")
+
+    with monkeypatch.context() as patch:  # spawned workers do not inherit these patches
+        patch.setattr("nnvis_core.stream.stream_items", not_here)
+        patch.setattr("nnvis_core.pool_engine.stream_items", not_here)
+        patch.setattr("nnvis_reports.assets.heatmap_pictures", not_here)
+        patch.setattr("nnvis_plugins.featvis.channel_maximization.render", not_here)
+        pooled = build_report(ReportConfig(images, tmp_path / "jobs", plugins=plugins, params=params, jobs=2,
+                                           batch_size=2), registry)
+    assert alone.exit_code == pooled.exit_code
+    expected, got = comparable(tmp_path / "alone"), comparable(tmp_path / "jobs")
+    ran = {name for image in got["by_model"][0]["images"] for name in image["results"]}
+    assert len(ran) >= 10, ran
+    assert got["by_model"][0]["model_results"]["channel_maximization"]["status"] == "ok"
+    assert_same_numbers(expected, got)
+    files = {name: sorted(p.relative_to(tmp_path / name) for p in (tmp_path / name).rglob("*") if p.is_file())
+             for name in ("alone", "jobs")}
+    assert files["jobs"] == files["alone"]
+    for path in sorted((tmp_path / "alone").rglob("*.npy")):
+        twin = tmp_path / "jobs" / path.relative_to(tmp_path / "alone")
+        np.testing.assert_allclose(np.load(twin), np.load(path), rtol=1e-3, atol=1e-5, err_msg=str(path))
+    engines = [json.loads((tmp_path / name / "report.json").read_text())["engine"] for name in ("alone", "jobs")]
+    assert engines == [{"name": "local", "workers": None}, {"name": "local", "workers": 2}]
+
+
+def test_jobs_with_the_ray_engine_is_a_one_line_usage_error(few_demo_images, tmp_path):
+    result = CliRunner().invoke(cli, ["report", str(few_demo_images), "-o", str(tmp_path / "out"),
+                                      "--engine", "ray", "--jobs", "2", "--plugins", "saliency"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1] == (
+        "nnvis: error: --jobs is for the local engine; with --engine ray, --workers sets the pool")
