@@ -73,7 +73,7 @@ def _merge_config(path: Path | None, cli_values: dict, assignments: tuple[str, .
                    "Give it more than once to compare models side by side.")
 @click.option("--weights", multiple=True, help="For torchvision: DEFAULT, a weights name, none, or a local PATH. "
                                                "Once for every model, or once per --model.")
-@click.option("--arch", multiple=True, help="Architecture of a state_dict file: demo or torchvision:NAME. "
+@click.option("--arch", multiple=True, help="Architecture of a state_dict file: demo, torchvision:NAME or timm:NAME. "
                                             "Once for every model, or once per --model.")
 @click.option("--trust-checkpoint", is_flag=True, default=None,
               help="Allow a checkpoint holding pickled Python objects (can run code: only for files you trust).")

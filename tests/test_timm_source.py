@@ -194,3 +194,17 @@ def test_weights_in_an_original_layout_go_through_the_models_checkpoint_filter(r
     save_file({f"visual.trunk.{k}": v for k, v in state.items()}, str(path))
     loaded = load(registry, f"timm:{NAME}", str(path))
     assert same_weights(loaded.module, state)
+
+
+def test_a_weights_file_with_arch_timm_loads_as_with_weights_path(registry, tmp_path):
+    state = random_state(num_classes=7)
+    for path in (tmp_path / "weights.pth", tmp_path / "weights.safetensors"):
+        if path.suffix == ".pth":
+            torch.save(state, path)
+        else:
+            save_file(state, str(path))
+        by_arch = load(registry, str(path), None, arch=f"timm:{NAME}")
+        by_weights = load(registry, f"timm:{NAME}", str(path))
+        assert same_weights(by_arch.module, state)
+        assert (by_arch.name, by_arch.weights, by_arch.class_names) == (by_weights.name, str(path), by_weights.class_names)
+        assert by_arch.preprocess.describe() == by_weights.preprocess.describe()

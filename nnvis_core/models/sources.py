@@ -8,6 +8,7 @@ plugin can add `--model timm:...` without changing nnvis. The built-ins are:
 from __future__ import annotations
 
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
@@ -92,6 +93,11 @@ class FileSource(ModelSource):
         path = Path(target).expanduser()
         if not path.is_file():
             raise ModelLoadError(f"{path}: model file not found")
+        if (options.arch or "").startswith("timm:"):
+            # timm reads .safetensors too and remaps original layouts: the same as --model timm:NAME --weights PATH
+            from nnvis_core.models.timm_source import load_timm
+
+            return load_timm(options.arch.split(":", 1)[1], replace(options, weights=str(path), arch=None))
         if _is_torchscript(path):
             module = torch.jit.load(str(path), map_location="cpu")
             return LoadedModel(module, path.name, str(path), [], Preprocess(256, 224), "torchscript")
@@ -105,7 +111,7 @@ class FileSource(ModelSource):
 
         arch = options.arch
         if not arch:
-            raise ModelLoadError(f"{path}: a state_dict needs --arch demo or --arch torchvision:NAME")
+            raise ModelLoadError(f"{path}: a state_dict needs --arch demo, --arch torchvision:NAME or --arch timm:NAME")
         if arch == "demo":
             from nnvis_core.demo import CLASS_NAMES, DemoNet
 
@@ -119,7 +125,7 @@ class FileSource(ModelSource):
             categories = list(default.meta.get("categories") or [])
             names = categories if count == len(categories) else []
         else:
-            raise ModelLoadError(f"--arch {arch!r}: use demo or torchvision:NAME")
+            raise ModelLoadError(f"--arch {arch!r}: use demo, torchvision:NAME or timm:NAME")
         apply_state_dict(module, state, str(path), arch)
         return LoadedModel(module, path.name, str(path), names, preprocess, f"state_dict ({arch})")
 
