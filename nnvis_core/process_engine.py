@@ -8,8 +8,9 @@ encodes their pictures, so this process only writes files. Streaming, ordering a
 are nnvis_core.pool_engine's, shared with the Ray engine.
 
 Processes are started with `spawn` (a forked child of a process whose torch thread pool
-has run can hang) and each runs torch on cores / N threads. A process that dies is not
-restarted: its batches fail in the report (not cached, so `--resume` computes them).
+has run can hang) and each runs torch on cores / N threads. A process that dies is started
+again (RESTARTS times) and the batches it held are sent again, as Ray restarts an actor; a
+worker out of restarts is given up, its batches fail in the report (not cached).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from nnvis_core.registry import one_line
 from nnvis_core.sink import PictureEncoder
 from nnvis_core.worker import ImageWorker, WorkerSpec
 
+RESTARTS = 3  # per worker, as the Ray engine's actors
 _WORKER: ImageWorker | None = None  # this process's, in a worker process
 
 
@@ -45,23 +47,54 @@ def _call_worker(method: str, args: tuple) -> object:
 
 class ProcessBackend:
     """Calls on one model's worker processes (nnvis_core.pool_engine.Backend): one single-process
-    executor per worker, so that a worker's model stays loaded between calls."""
+    executor per worker, so that a worker's model stays loaded between calls. A worker whose process
+    dies is started again (up to RESTARTS times) and the calls it held are sent again, as Ray does."""
 
-    def __init__(self, executors: list[futures.ProcessPoolExecutor]) -> None:
-        self.executors = executors
+    def __init__(self, spec: WorkerSpec, count: int) -> None:
+        self.spec = spec
+        self.context = multiprocessing.get_context("spawn")
+        self.executors = [self._executor() for _ in range(count)]
+        self.restarts = [0] * count
+        self.calls: dict[futures.Future, tuple[int, str, tuple, futures.ProcessPoolExecutor]] = {}
+
+    def _executor(self) -> futures.ProcessPoolExecutor:
+        return futures.ProcessPoolExecutor(max_workers=1, mp_context=self.context)
+
+    def start(self) -> list[int]:
+        """Load the run in every worker (in parallel); their process ids."""
+        starts = [executor.submit(_start_worker, self.spec) for executor in self.executors]
+        return [start.result() for start in starts]
 
     def submit(self, worker: int, method: str, *args: object) -> futures.Future:
-        return self.executors[worker].submit(_call_worker, method, args)
+        executor = self.executors[worker]
+        try:
+            handle = executor.submit(_call_worker, method, args)
+        except futures.process.BrokenProcessPool as broken:  # its process died since: get() restarts it
+            handle = futures.Future()
+            handle.set_exception(broken)
+        self.calls[handle] = (worker, method, args, executor)
+        return handle
 
     def wait_one(self, handles: list[futures.Future]) -> futures.Future:
         done, _ = futures.wait(handles, return_when=futures.FIRST_COMPLETED)
         return next(handle for handle in handles if handle in done)
 
     def get(self, handle: futures.Future) -> Any:
+        worker, method, args, executor = self.calls.pop(handle)
         try:
             return handle.result()
         except futures.process.BrokenProcessPool:
-            raise WorkerLost("its worker process died") from None
+            if self.executors[worker] is executor:  # the first of its calls to find it dead: a new process
+                if self.restarts[worker] >= RESTARTS:
+                    raise WorkerLost(f"its worker process died {RESTARTS + 1} times") from None
+                self.restarts[worker] += 1
+                executor.shutdown(wait=False, cancel_futures=True)
+                self.executors[worker] = self._executor()
+                try:
+                    self.executors[worker].submit(_start_worker, self.spec).result()
+                except Exception as error:  # noqa: BLE001 - it cannot load the run any more
+                    raise WorkerLost(f"its worker process died and could not start again: {one_line(error)}") from None
+            return self.get(self.submit(worker, method, *args))
         except Exception as error:  # noqa: BLE001 - whatever the worker raised, in one line
             raise WorkerLost(f"its worker process failed: {one_line(error)}") from None
 
@@ -95,15 +128,13 @@ class ProcessEngine(PoolEngine):
         spec = WorkerSpec(replace(config, images=()), config.models[plan.model_index],
                           tuple(run.plugin.name for run in plan.image_runs), plan.ctx.device.type,
                           model_digest(plan.ctx.module), self.encoder, threads)
-        context = multiprocessing.get_context("spawn")
-        executors = [futures.ProcessPoolExecutor(max_workers=1, mp_context=context) for _ in range(count)]
-        starts = [executor.submit(_start_worker, spec) for executor in executors]
+        backend = ProcessBackend(spec, count)
         try:
-            pids = [start.result() for start in starts]
+            pids = backend.start()
         except Exception as error:  # noqa: BLE001 - a worker that cannot load the model, say
-            for executor in executors:
+            for executor in backend.executors:
                 executor.shutdown(wait=False, cancel_futures=True)
             raise UsageError(f"--jobs: a worker process could not load the run: {one_line(error)}") from None
         self.log(f"local: {count} worker processes for {plan.ctx.model.name}, {threads} torch "
                  f"thread{'s' * (threads > 1)} each")
-        return Pool(ProcessBackend(executors), count, pids, spec)
+        return Pool(backend, count, pids, spec)
