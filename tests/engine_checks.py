@@ -1,16 +1,25 @@
-"""What the engine tests share: the built-ins to run cheaply, and report.json compared across engines."""
+"""What the engine tests share: the built-ins to run cheaply, report.json compared across engines, and a
+worker killed mid-run."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from counter_plugins import read_calls
 
 from nnvis_core.config import ReportConfig
 from nnvis_core.registry import load_registry
 from nnvis_core.runner import prepare_all
+from nnvis_reports import build_report
 
 # Every built-in that computes per image (where the engines differ) and applies to the demo net,
 # with the optimizing ones cut short; t-SNE as a dataset-scope plugin beside them.
@@ -55,3 +64,38 @@ def assert_same_numbers(a, b, where: str = "") -> None:
         assert RENDERED.sub("", a) == RENDERED.sub("", b), where
     else:
         assert a == b, where
+
+
+def kill_a_worker_mid_run(config: ReportConfig, calls: Path, workers: Callable[[], set[int]]) -> list[str]:
+    """Write config's report in a thread and SIGKILL one of `workers()` (the pool's two worker
+    processes) once two images were computed (the counter plugins' call log); the run's log."""
+    lines: list[str] = []
+    outcome = {}
+    run = threading.Thread(target=lambda: outcome.setdefault(
+        "run", build_report(config, load_registry(), log=lines.append)))
+    run.start()
+    deadline = time.monotonic() + 120
+    while sum(line.startswith("image ") for line in read_calls(calls)) < 2:
+        assert run.is_alive() and time.monotonic() < deadline, "the run never got going"
+        time.sleep(0.02)
+    victims = sorted(workers())
+    assert len(victims) == 2
+    os.kill(victims[0], signal.SIGKILL)
+    run.join(timeout=180)
+    assert not run.is_alive() and outcome["run"].exit_code == 0
+    return lines
+
+
+def assert_only_the_dead_workers_batches_ran_twice(config: ReportConfig, calls: Path, lines: list[str]) -> None:
+    """A complete report after a worker was killed: every image ok, the restart logged, and no image
+    computed twice but those of the dead worker's batches in flight (two per worker)."""
+    images = config.image_dir
+    entries = json.loads((config.out_dir / "report.json").read_text())["by_model"][0]["images"]
+    assert len(entries) == sum(1 for _ in images.rglob("*.png"))
+    assert all(e["status"] == "ok" and e["results"]["slow_counter"]["status"] == "ok" for e in entries)
+    assert any("was restarted" in line for line in lines), lines
+    computed = Counter(line for line in read_calls(calls) if line.startswith("image "))
+    assert set(computed) == {f"image {p.relative_to(images).as_posix()}" for p in images.rglob("*.png")}
+    twice = [call for call, count in computed.items() if count > 1]
+    assert len(twice) <= 2 * config.batch_size, twice
+    assert all(count <= 2 for count in computed.values())

@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import threading
-import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 from click.testing import CliRunner
 from conftest import copy_demo
-from counter_plugins import read_calls
-from engine_checks import CHEAP, assert_same_numbers, comparable, image_scope_builtins
+from engine_checks import (CHEAP, assert_only_the_dead_workers_batches_ran_twice, assert_same_numbers, comparable,
+                           image_scope_builtins, kill_a_worker_mid_run)
 
 import nnvis_core.pool_engine  # noqa: F401 - imported before the patches below, which it would bind
 from nnvis_cli.main import cli
@@ -95,28 +91,6 @@ def test_a_killed_worker_process_is_started_again_and_costs_only_its_batches(cou
     monkeypatch.setenv("NNVIS_TEST_SLEEP", "0.3")  # the spawned workers inherit it
     images = copy_demo(demo_images, tmp_path / "images", classes=4, per_class=3)
     calls.unlink(missing_ok=True)
-    lines: list[str] = []
     config = ReportConfig(images, tmp_path / "out", plugins=["slow_counter", "saliency"], jobs=2, batch_size=2)
-    outcome = {}
-    run = threading.Thread(target=lambda: outcome.setdefault(
-        "run", build_report(config, load_registry(), log=lines.append)))
-    run.start()
-    deadline = time.monotonic() + 120
-    while sum(line.startswith("image ") for line in read_calls(calls)) < 2:
-        assert run.is_alive() and time.monotonic() < deadline, "the run never got going"
-        time.sleep(0.02)
-    victims = sorted(spawned_workers())
-    assert len(victims) == 2
-    os.kill(victims[0], signal.SIGKILL)
-    run.join(timeout=180)
-    assert not run.is_alive() and outcome["run"].exit_code == 0
-
-    entries = json.loads((tmp_path / "out" / "report.json").read_text())["by_model"][0]["images"]
-    assert len(entries) == 12
-    assert all(e["status"] == "ok" and e["results"]["slow_counter"]["status"] == "ok" for e in entries)
-    assert any("was restarted" in line for line in lines), lines
-    computed = Counter(line for line in read_calls(calls) if line.startswith("image "))
-    assert set(computed) == {f"image {p.relative_to(images).as_posix()}" for p in images.rglob("*.png")}
-    twice = [call for call, count in computed.items() if count > 1]
-    assert len(twice) <= 2 * config.batch_size, twice  # the dead worker's batches in flight, no more
-    assert all(count <= 2 for count in computed.values())
+    lines = kill_a_worker_mid_run(config, calls, spawned_workers)
+    assert_only_the_dead_workers_batches_ran_twice(config, calls, lines)
