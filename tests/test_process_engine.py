@@ -23,9 +23,11 @@ from nnvis_reports import build_report
 
 def test_worker_processes_write_the_report_this_process_writes(demo_images, tmp_path, monkeypatch):
     images = copy_demo(demo_images, tmp_path / "images", classes=2, per_class=2)
-    plugins = [*image_scope_builtins(images, tmp_path / "unused"), "tsne", "channel_maximization"]
+    plugins = [*image_scope_builtins(images, tmp_path / "unused"), "tsne", "channel_maximization",
+               "class_maximization"]
     params = {**CHEAP, "channel_maximization": {"layers": "features.5", "per_layer": "3", "steps": "4",
-                                                "size": "32", "cache": "false"}}
+                                                "size": "32", "cache": "false"},
+              "class_maximization": {"classes": "top:3", "steps": "4", "size": "32"}}
     registry = load_registry()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # each of two processes on two cores runs one torch thread: the same rounding
@@ -43,6 +45,7 @@ def test_worker_processes_write_the_report_this_process_writes(demo_images, tmp_
         patch.setattr("nnvis_core.pool_engine.stream_items", not_here)
         patch.setattr("nnvis_reports.assets.heatmap_pictures", not_here)
         patch.setattr("nnvis_plugins.featvis.channel_maximization.render", not_here)
+        patch.setattr("nnvis_plugins.featvis.class_maximization.render", not_here)
         pooled = build_report(ReportConfig(images, tmp_path / "jobs", plugins=plugins, params=params, jobs=2,
                                            batch_size=2), registry)
     assert alone.exit_code == pooled.exit_code
@@ -50,6 +53,7 @@ def test_worker_processes_write_the_report_this_process_writes(demo_images, tmp_
     ran = {name for image in got["by_model"][0]["images"] for name in image["results"]}
     assert len(ran) >= 10, ran
     assert got["by_model"][0]["model_results"]["channel_maximization"]["status"] == "ok"
+    assert got["by_model"][0]["dataset"]["class_maximization"]["status"] == "ok"
     assert_same_numbers(expected, got)
     files = {name: sorted(p.relative_to(tmp_path / name) for p in (tmp_path / name).rglob("*") if p.is_file())
              for name in ("alone", "jobs")}

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from nnvis_core import Gallery, Param, Plugin, Result, Scope, Table, hookimpl
+from nnvis_core.stream import map_batches
 from nnvis_core.targets import TargetError, class_index
 from nnvis_plugins.featvis import objectives as obj
 from nnvis_plugins.featvis.options import describe, optimization_params, plain_settings, settings_from
@@ -43,20 +44,30 @@ def class_objective(kind: str, classes: Sequence[int]) -> obj.Objective:
 def maximize_classes(model: nn.Module, classes: Sequence[int], settings: Settings = Settings(), *,
                      objective: str = "logit", mean: Sequence[float] = (0.0, 0.0, 0.0),
                      std: Sequence[float] = (1.0, 1.0, 1.0), device: torch.device | str = "cpu",
-                     batch: int = 16) -> ClassImages:
-    """One optimized image per class, `batch` classes per optimization run."""
+                     batch: int = 16, ctx=None) -> ClassImages:
+    """One optimized image per class, `batch` classes per optimization run. With a run's `ctx` (whose
+    model is `model`), each run is one of its map_tasks: rendered on the workers of a pooled engine."""
     classes = [int(c) for c in classes]
-    renderings: list[Rendering] = []
-    for start in range(0, len(classes), batch):
-        chunk = classes[start:start + batch]
-        renderings.append(render(model, class_objective(objective, chunk), len(chunk), settings,
-                                 mean=mean, std=std, device=device))
+    chunks = [classes[start:start + batch] for start in range(0, len(classes), batch)]
+    tasks = [(objective, chunk, settings, tuple(mean), tuple(std)) for chunk in chunks]
+    if ctx is not None:
+        renderings: list[Rendering] = list(ctx.map_tasks(render_classes, tasks))
+    else:
+        renderings = [render(model, class_objective(objective, chunk), len(chunk), settings,
+                             mean=mean, std=std, device=device) for _, chunk, *_ in tasks]
     images = np.concatenate([r.images for r in renderings])
     logits = np.concatenate([r.logits for r in renderings])
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
     probabilities = shifted / shifted.sum(axis=1, keepdims=True)
     rows = np.arange(len(classes))
     return ClassImages(classes, images, probabilities[rows, classes], logits[rows, classes])
+
+
+def render_classes(ctx, task: tuple) -> Rendering:
+    """One batch of class images as a RunContext.map_tasks task (module-level, so a worker can run it)."""
+    objective, classes, settings, mean, std = task
+    return render(ctx.module, class_objective(objective, classes), len(classes), settings,
+                  mean=mean, std=std, device=ctx.device)
 
 
 def parse_classes(spec: str, class_names: Sequence[str]) -> tuple[list[int] | None, int]:
@@ -87,15 +98,23 @@ def check_classes(value: str) -> str | None:
     return None
 
 
-def most_predicted(items, count: int) -> list[int]:
+def batch_votes(ctx, batch) -> tuple[Counter, np.ndarray]:
+    """A batch's predicted classes and summed probabilities (a map_batches function: with a pooled
+    engine it runs where the images are decoded, and only the counts come back)."""
+    votes = Counter(item.predicted for item in batch)
+    return votes, torch.stack([item.probabilities.double() for item in batch]).sum(0).numpy()
+
+
+def most_predicted(ctx, items, count: int) -> list[int]:
     """The `count` classes the model predicts most often over the folder (ties: higher mean probability)."""
     votes: Counter = Counter()
-    mass: Counter = Counter()
-    for item in items:
-        votes[item.predicted] += 1
-        for index, p in enumerate(item.probabilities.tolist()):
-            mass[index] += p
-    ranked = sorted(mass, key=lambda c: (-votes[c], -mass[c], c))
+    mass: np.ndarray | None = None
+    for batch, batch_mass in map_batches(ctx, items, batch_votes):
+        votes.update(batch)
+        mass = batch_mass if mass is None else mass + batch_mass
+    if mass is None:
+        return []
+    ranked = sorted(range(len(mass)), key=lambda c: (-votes[c], -mass[c], c))
     return ranked[:count]
 
 
@@ -119,11 +138,11 @@ class ClassMaximization(Plugin):
 
     def run_dataset(self, ctx, items, params) -> Result:
         explicit, top = parse_classes(params["classes"], ctx.class_names)
-        classes = explicit if explicit is not None else most_predicted(items, top)
+        classes = explicit if explicit is not None else most_predicted(ctx, items, top)
         settings = settings_from(ctx, params)
         preprocess = ctx.model.preprocess
         common = dict(objective=params["objective"], mean=preprocess.mean, std=preprocess.std, device=ctx.device,
-                      batch=ctx.batch_size)
+                      batch=ctx.batch_size, ctx=ctx)
         made = maximize_classes(ctx.module, classes, settings, **common)
         names = [ctx.class_names[c] for c in classes]
         labels = [f"{name} {p:.2f}" for name, p in zip(names, made.probabilities)]
