@@ -12,19 +12,16 @@ so an interrupted run of either engine is resumed by either.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 from nnvis_core.cache import NoCache, ResultCache
 from nnvis_core.calls import call_plugin
 from nnvis_core.config import ReportConfig
 from nnvis_core.context import ImageItem
-from nnvis_core.images import ImageRecord
-from nnvis_core.plan import CallOutcome, PluginRun, RunPlan, UsageError
+from nnvis_core.plan import Outcomes, RunPlan, Unreadable, UsageError
 from nnvis_core.sink import PictureEncoder
 from nnvis_core.stream import BatchFunction, stream_items
 
-Outcomes = Iterable[tuple[PluginRun, CallOutcome]]
-Unreadable = Callable[[ImageRecord, str], None]
 
 
 class Engine(Protocol):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from nnvis_core.artifacts import Result
 from nnvis_core.config import ReportConfig
@@ -42,6 +42,10 @@ class CallOutcome:
     @property
     def ok(self) -> bool:
         return self.error is None and self.result is not None
+
+
+Outcomes = Iterable[tuple[PluginRun, CallOutcome]]  # an image's outcomes, as an engine yields them
+Unreadable = Callable[[ImageRecord, str], None]  # what an engine calls for an image it cannot read
 
 
 @dataclass(frozen=True)

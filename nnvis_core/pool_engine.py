@@ -15,7 +15,7 @@ differ only in their Backend: how a call is sent to a worker and its answer coll
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,13 +23,10 @@ from nnvis_core.cache import NoCache, ResultCache
 from nnvis_core.config import ReportConfig
 from nnvis_core.context import ImageItem
 from nnvis_core.images import ImageReadError, ImageRecord, read_image_bytes
-from nnvis_core.plan import CallOutcome, PluginRun, RunPlan
+from nnvis_core.plan import CallOutcome, Outcomes, RunPlan, Unreadable, UsageError
 from nnvis_core.sink import PictureEncoder
 from nnvis_core.stream import stream_items
-from nnvis_core.worker import Shipped, WorkerSpec
-
-Outcomes = Iterable[tuple[PluginRun, CallOutcome]]  # as nnvis_core.engine's (which imports this module)
-Unreadable = Callable[[ImageRecord, str], None]
+from nnvis_core.worker import Shipped
 
 IN_FLIGHT_PER_WORKER = 2
 
@@ -73,7 +70,6 @@ class Pool:
     backend: Backend
     size: int
     pids: list[int]  # each worker's process now; a new one means it was restarted
-    spec: WorkerSpec
     dead: set[int] = field(default_factory=set)  # workers out of restarts
 
 
@@ -92,6 +88,15 @@ class PoolEngine:
 
     def _start_pool(self, plan: RunPlan) -> Pool:
         raise NotImplementedError
+
+    @staticmethod
+    def refuse_models_in_memory(plans: list[RunPlan], option: str) -> None:
+        """A UsageError for a model given as an object: workers load every model from its source."""
+        for plan in plans:
+            if plan.ctx.model.source.startswith("python"):
+                raise UsageError(f"{option}: model {plan.ctx.model.name} was given in memory; workers load the "
+                                 f"model from its source, so give it as a model spec (demo, torchvision:NAME, a "
+                                 f"checkpoint file)")
 
     @contextlib.contextmanager
     def running(self, plans: list[RunPlan]) -> Iterator[PoolEngine]:
@@ -189,16 +194,22 @@ class PoolEngine:
             except WorkerLost as lost:
                 raise RuntimeError(f"{what} could not be finished: {lost}") from None
 
-    def _read(self, records: list[ImageRecord], plan: RunPlan) -> Iterator[tuple[ImageRecord, bytes | None, bytes | None]]:
-        """Each readable record with its file's bytes (None for an image in memory) and its mask's."""
+    @staticmethod
+    def _files(record: ImageRecord, plan: RunPlan) -> tuple[bytes | None, bytes | None]:
+        """The image file's bytes (None for an image in memory) and its mask's (None without one);
+        ImageReadError for a file that cannot be read."""
+        data = None if record.image is not None else read_image_bytes(record.path)
         masks = plan.ctx.masks_dir
+        mask_path = masks / record.relpath if masks is not None else None
+        return data, mask_path.read_bytes() if mask_path is not None and mask_path.is_file() else None
+
+    def _read(self, records: list[ImageRecord], plan: RunPlan) -> Iterator[tuple[ImageRecord, bytes | None, bytes | None]]:
+        """Each readable record with its file's bytes and its mask's (see _files)."""
         for record in records:
             try:
-                data = None if record.image is not None else read_image_bytes(record.path)
+                yield record, *self._files(record, plan)
             except ImageReadError:
                 continue  # reported by the image pass already
-            mask_path = masks / record.relpath if masks is not None else None
-            yield record, data, mask_path.read_bytes() if mask_path is not None and mask_path.is_file() else None
 
     def _prepare(self, number: int, records: list[ImageRecord], plan: RunPlan, cache: ResultCache | NoCache) -> Batch:
         keys, cached = [], []
@@ -213,15 +224,12 @@ class PoolEngine:
 
     def _ship(self, batch: Batch, plan: RunPlan) -> list[Shipped]:
         shipped = []
-        masks = plan.ctx.masks_dir
         for position, record in enumerate(batch.records):
             try:
-                data = None if record.image is not None else read_image_bytes(record.path)
+                data, mask = self._files(record, plan)
             except ImageReadError as error:
                 batch.unreadable[position] = error.reason
                 continue
-            mask_path = masks / record.relpath if masks is not None else None
-            mask = mask_path.read_bytes() if mask_path is not None and mask_path.is_file() else None
             todo = tuple(run.plugin.name for run in plan.image_runs if run.plugin.name not in batch.cached[position])
             shipped.append(Shipped(record, data, mask, todo))
         return shipped

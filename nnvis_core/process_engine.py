@@ -98,9 +98,9 @@ class ProcessBackend:
         except Exception as error:  # noqa: BLE001 - whatever the worker raised, in one line
             raise WorkerLost(f"its worker process failed: {one_line(error)}") from None
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
         for executor in self.executors:
-            executor.shutdown(wait=True, cancel_futures=True)
+            executor.shutdown(wait=wait, cancel_futures=True)
 
 
 class ProcessEngine(PoolEngine):
@@ -113,11 +113,7 @@ class ProcessEngine(PoolEngine):
     def start(cls, config: ReportConfig, plans: list[RunPlan], log: Callable[[str], None],
               encoder: PictureEncoder | None = None) -> Iterator[ProcessEngine]:
         """Start config.jobs worker processes for every model and check they loaded the same weights."""
-        for plan in plans:
-            if plan.ctx.model.source.startswith("python"):
-                raise UsageError(f"--jobs: model {plan.ctx.model.name} was given in memory; worker processes load "
-                                 f"the model from its source, so give it as a model spec (demo, torchvision:NAME, "
-                                 f"a checkpoint file), or leave --jobs at 1")
+        cls.refuse_models_in_memory(plans, "--jobs")
         with cls(config, log, encoder).running(plans) as engine:
             yield engine
 
@@ -132,9 +128,8 @@ class ProcessEngine(PoolEngine):
         try:
             pids = backend.start()
         except Exception as error:  # noqa: BLE001 - a worker that cannot load the model, say
-            for executor in backend.executors:
-                executor.shutdown(wait=False, cancel_futures=True)
+            backend.close(wait=False)
             raise UsageError(f"--jobs: a worker process could not load the run: {one_line(error)}") from None
         self.log(f"local: {count} worker processes for {plan.ctx.model.name}, {threads} torch "
                  f"thread{'s' * (threads > 1)} each")
-        return Pool(backend, count, pids, spec)
+        return Pool(backend, count, pids)

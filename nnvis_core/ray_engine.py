@@ -88,11 +88,7 @@ class RayEngine(PoolEngine):
         """Join the cluster at config.address, or start a local Ray (shut down afterwards) unless this
         process already runs one; start every model's workers and check they loaded the same weights."""
         ray = import_ray()
-        for plan in plans:
-            if plan.ctx.model.source.startswith("python"):
-                raise UsageError(f"--engine ray: model {plan.ctx.model.name} was given in memory; Ray workers load "
-                                 f"the model from its source, so give it as a model spec (demo, torchvision:NAME, "
-                                 f"a checkpoint file)")
+        cls.refuse_models_in_memory(plans, "--engine ray")
         started = not ray.is_initialized()
         if started:
             check_reachable(config.address)
@@ -137,7 +133,7 @@ class RayEngine(PoolEngine):
         where = config.address or "a local Ray instance"
         self.log(f"ray: {count} workers for {plan.ctx.model.name} on {len(nodes)} node{'s' * (len(nodes) > 1)} "
                  f"of {where}")
-        return Pool(RayBackend(ray, actors), count, pids, spec)
+        return Pool(RayBackend(ray, actors), count, pids)
 
 
 def check_reachable(address: str | None, timeout: float = 5.0) -> None:

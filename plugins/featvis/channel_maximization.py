@@ -88,26 +88,28 @@ def unit_pictures(model: nn.Module, layer: str, units: Sequence[int], settings: 
     recipe = {"objective": kind, "settings": settings.as_dict()}
     rendered = 0
 
-    def make(chunk: list[int]) -> np.ndarray:
+    def task(chunk: list[int]) -> tuple:
         nonlocal rendered
         rendered += len(chunk)
-        return render(model, unit_objective(kind, layer, chunk), len(chunk), settings,
-                      mean=mean, std=std, device=device).images
+        return layer, kind, chunk, settings, tuple(mean), tuple(std)
 
     def make_all(chunks: list[list[int]]):
-        nonlocal rendered
-        rendered += sum(len(chunk) for chunk in chunks)
-        return ctx.map_tasks(render_chunk, [(layer, kind, chunk, settings, tuple(mean), tuple(std)) for chunk in chunks])
+        return ctx.map_tasks(render_chunk, [task(chunk) for chunk in chunks])
 
-    return cached_units(cache, layer, units, recipe, make, batch, limit, make_all if ctx is not None else None), rendered
+    return cached_units(cache, layer, units, recipe, lambda chunk: render_units(model, device, task(chunk)), batch,
+                        limit, make_all if ctx is not None else None), rendered
+
+
+def render_units(model: nn.Module, device: torch.device | str, task: tuple) -> np.ndarray:
+    """(len(units), H, W, 3) floats in [0, 1] for a task (layer, kind, units, settings, mean, std)."""
+    layer, kind, units, settings, mean, std = task
+    return render(model, unit_objective(kind, layer, units), len(units), settings, mean=mean, std=std,
+                  device=device).images
 
 
 def render_chunk(ctx, task: tuple) -> np.ndarray:
-    """One batch of unit pictures as a RunContext.map_tasks task (module-level, so a Ray worker can run it):
-    (len(units), H, W, 3) floats in [0, 1], as unit_pictures renders them here."""
-    layer, kind, units, settings, mean, std = task
-    return render(ctx.module, unit_objective(kind, layer, units), len(units), settings,
-                  mean=mean, std=std, device=ctx.device).images
+    """render_units as a RunContext.map_tasks task (module-level, so a worker process can run it)."""
+    return render_units(ctx.module, ctx.device, task)
 
 
 def unit_labels(units: Sequence[int], scores: Sequence[float]) -> list[str]:

@@ -53,8 +53,7 @@ def maximize_classes(model: nn.Module, classes: Sequence[int], settings: Setting
     if ctx is not None:
         renderings: list[Rendering] = list(ctx.map_tasks(render_classes, tasks))
     else:
-        renderings = [render(model, class_objective(objective, chunk), len(chunk), settings,
-                             mean=mean, std=std, device=device) for _, chunk, *_ in tasks]
+        renderings = [class_rendering(model, device, task) for task in tasks]
     images = np.concatenate([r.images for r in renderings])
     logits = np.concatenate([r.logits for r in renderings])
     shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -63,11 +62,16 @@ def maximize_classes(model: nn.Module, classes: Sequence[int], settings: Setting
     return ClassImages(classes, images, probabilities[rows, classes], logits[rows, classes])
 
 
-def render_classes(ctx, task: tuple) -> Rendering:
-    """One batch of class images as a RunContext.map_tasks task (module-level, so a worker can run it)."""
+def class_rendering(model: nn.Module, device: torch.device | str, task: tuple) -> Rendering:
+    """One optimization run for a task (objective, classes, settings, mean, std): an image per class."""
     objective, classes, settings, mean, std = task
-    return render(ctx.module, class_objective(objective, classes), len(classes), settings,
-                  mean=mean, std=std, device=ctx.device)
+    return render(model, class_objective(objective, classes), len(classes), settings, mean=mean, std=std,
+                  device=device)
+
+
+def render_classes(ctx, task: tuple) -> Rendering:
+    """class_rendering as a RunContext.map_tasks task (module-level, so a worker process can run it)."""
+    return class_rendering(ctx.module, ctx.device, task)
 
 
 def parse_classes(spec: str, class_names: Sequence[str]) -> tuple[list[int] | None, int]:
