@@ -1,34 +1,30 @@
 """Time to first render of a large report in Chromium, and that the page stays usable at that size.
 
     python benchmarks/report_render.py                          # 100 and 1,000 demo images
-    python benchmarks/report_render.py --sizes 1000 --keep /tmp/render
+    python benchmarks/report_render.py --sizes 100000 --plugins saliency,tsne --jobs 2 --keep /tmp/render
     python benchmarks/report_render.py --synthetic --sizes 1000,100000   # the page alone, at scale
+
+Without --synthetic, each size is a real run: generate that many 64 px demo
+shapes, compute the report with the given plugins (as `nnvis report` does, with
+--jobs worker processes), and print the run's time, its peak memory (this
+process and the largest worker) and the report's size on disk before the page
+figures. An interrupted run is resumed when the command is given again with the
+same --keep folder; a finished one is reused.
 
 --synthetic writes report.json for N images without running a model: every image
 entry (64 px, one saliency map with deletion and insertion AUCs, eight classes,
 one prediction in ten wrong) points at the same few PNG files, so 100,000 images
-take seconds to make and what is measured is the page alone: index.html's size,
-first paint, the matrix's first rows and every row chunk loaded (interactive
-across the folder), and opening the last detail page.
+take seconds to make and what is measured is the page alone.
 
-For each size: generate demo shapes, write a report with the given plugins, then
-open it from file:// in headless Chromium (Debian's /usr/bin/chromium, driven by
-Playwright, as in the tests) --repeats times and keep the best of each figure:
+The page is opened from file:// in headless Chromium (Debian's /usr/bin/chromium,
+driven by Playwright, as in the tests) --repeats times, keeping the best of each
+figure: index.html's size, first contentful paint, the matrix's first rows and
+every row chunk loaded (interactive across the folder), the t-SNE scatter drawn
+and one zoom frame (when the report has one), and the first paint and load of the
+last detail page (reports of more than 500 images put details on pages).
 
-- first contentful paint, DOMContentLoaded and load, from the page's own
-  performance timeline (milliseconds after navigation start);
-- the number of elements in the page and of pictures fetched by the time it has
-  loaded (lazy loading keeps this near a screenful, whatever the size);
-- the time for a jump to the last image (as a click in the navigation does)
-  until the second frame after it is drawn.
-
-With --keep, images and computed reports are reused and only index.html is
-rendered again from report.json, so template and style changes can be
-measured in seconds.
-
-The sizes run side by side, so the ratios between them show how the page scales
-(linear work: about 10x for 10x the images). Nothing here is asserted; not part
-of the test suite.
+The sizes run side by side, so the ratios between them show how the page scales.
+Nothing here is asserted; not part of the test suite.
 """
 
 from __future__ import annotations
@@ -50,43 +46,19 @@ from nnvis_reports.render import write_html
 CHROMIUM = os.environ.get("NNVIS_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
 
-MEASURE = """async () => {
-  const nav = performance.getEntriesByType('navigation')[0];
-  const paint = performance.getEntriesByName('first-contentful-paint')[0];
-  await new Promise(r => setTimeout(r, 500));
-  const pictures = [...document.images];
-  const sections = document.querySelectorAll('main > section.image');
-  const last = sections[sections.length - 1];  // none in a paged report: details are on pages
-  const start = performance.now();
-  if (last) location.hash = '#' + last.id;
-  await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
-  const jump = last ? performance.now() - start : NaN;
-  return {
-    first_paint: paint ? paint.startTime : NaN,
-    dom_content_loaded: nav.domContentLoadedEventEnd,
-    load: nav.loadEventEnd,
-    elements: document.getElementsByTagName('*').length,
-    pictures: pictures.length,
-    fetched_at_load: pictures.filter(i => i.complete && i.naturalWidth > 0).length,
-    jump_to_last: jump,
-    last_in_view: last ? last.getBoundingClientRect().top > -2 && last.getBoundingClientRect().top < innerHeight : null,
-  };
-}"""
-
-
 SCALE = """async () => {
   const nav = performance.getEntriesByType('navigation')[0];
   const matrix = document.querySelector('[data-matrix]');
   const until = async (test) => { while (!test()) await new Promise(r => setTimeout(r, 5)); return performance.now(); };
   await until(() => performance.getEntriesByName('first-contentful-paint').length);
   const paint = performance.getEntriesByName('first-contentful-paint')[0];
-  const view = document.querySelector('.scatter-view');
+  const view = document.querySelector('.scatter-view');  // none without a t-SNE
   const [first_rows, all_rows, scatter_ready] = await Promise.all([
     until(() => matrix.querySelector('tbody tr')), until(() => matrix.dataset.loaded === 'all'),
-    until(() => view.nnvisScatter)]);
-  const canvas = view.querySelector('canvas');
+    view ? until(() => view.nnvisScatter) : NaN]);
+  const canvas = view && view.querySelector('canvas');
   const frames = [];
-  for (let k = 0; k < 5; k++) {  // zoom in a step: the time to the second frame after the wheel event
+  for (let k = 0; view && k < 5; k++) {  // zoom in a step: the time to the second frame after the wheel event
     const start = performance.now();
     canvas.dispatchEvent(new WheelEvent('wheel', {deltaY: -120, clientX: 300, clientY: 300, bubbles: true, cancelable: true}));
     await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
@@ -94,7 +66,7 @@ SCALE = """async () => {
   }
   return {first_paint: paint ? paint.startTime : NaN, dom_content_loaded: nav.domContentLoadedEventEnd,
           first_rows: first_rows, all_rows: all_rows, scatter_ready: scatter_ready,
-          scatter_frame: frames.sort((a, b) => a - b)[2], elements: document.getElementsByTagName('*').length};
+          scatter_frame: frames.length ? frames.sort((a, b) => a - b)[2] : NaN, elements: document.getElementsByTagName('*').length};
 }"""
 
 PAGE = """async () => {
@@ -202,83 +174,84 @@ def measure_scale(out: Path, repeats: int) -> dict:
     return best
 
 
-def main_synthetic(sizes: list[int], repeats: int, root: Path) -> int:
+def measure_and_print(out: Path, size: int, repeats: int, run: dict) -> dict:
+    """Write index.html again from report.json, load it `repeats` times and print one line of figures."""
     import time
 
     from nnvis_reports.reader import read_report
 
+    start = time.perf_counter()
+    write_html(read_report(out, model=None), out / "index.html")
+    figures = {**run, "render_s": time.perf_counter() - start, **measure_scale(out, repeats)}
+    figures["html_kib"] = (out / "index.html").stat().st_size / 1024
+    pages = sorted((out / "pages").glob("images-*.html"))
+    figures["largest_page_kib"] = max((p.stat().st_size for p in pages), default=0) / 1024
+    computed = (f"computed in {run['run_s']:.0f} s ({1000 * run['run_s'] / size:.1f} ms per image, peak memory "
+                f"{run['rss_mib']:.0f} MiB here, {run['child_rss_mib']:.0f} MiB in a worker), report "
+                f"{run['report_mib']:.0f} MiB on disk, " if run else "")
+    print(f"{size:>7} images: {computed}index.html {figures['html_kib']:8.0f} KiB, first paint "
+          f"{figures['first_paint']:7.1f} ms, first matrix rows {figures['first_rows']:7.1f} ms, every row loaded "
+          f"{figures['all_rows']:8.1f} ms, scatter drawn {figures['scatter_ready']:7.1f} ms (zoom frame "
+          f"{figures['scatter_frame']:5.1f} ms), last page first paint {figures.get('page_first_paint', float('nan')):7.1f} ms "
+          f"(load {figures.get('page_load', float('nan')):7.1f} ms, largest page {figures['largest_page_kib']:.0f} KiB), "
+          f"{len(pages)} pages, index written in {figures['render_s']:.1f} s", flush=True)
+    return figures
+
+
+def main_synthetic(sizes: list[int], repeats: int, root: Path) -> int:
     rows = []
     for size in sizes:
         out = root / f"synthetic-{size}"
         if not (out / "report.json").is_file():
             synthetic_report(out, size)
-        start = time.perf_counter()
-        write_html(read_report(out, model=None), out / "index.html")
-        figures = {"render_s": time.perf_counter() - start, **measure_scale(out, repeats)}
-        figures["html_kib"] = (out / "index.html").stat().st_size / 1024
-        pages = sorted((out / "pages").glob("images-*.html"))
-        figures["largest_page_kib"] = max((p.stat().st_size for p in pages), default=0) / 1024
-        rows.append((size, figures))
-        print(f"{size:>7} images: index.html {figures['html_kib']:8.0f} KiB, first paint {figures['first_paint']:7.1f} ms, "
-              f"first matrix rows {figures['first_rows']:7.1f} ms, every row loaded {figures['all_rows']:8.1f} ms, "
-              f"scatter drawn {figures['scatter_ready']:7.1f} ms (zoom frame {figures['scatter_frame']:5.1f} ms), "
-              f"last page first paint {figures.get('page_first_paint', float('nan')):7.1f} ms "
-              f"(load {figures.get('page_load', float('nan')):7.1f} ms, largest page {figures['largest_page_kib']:.0f} KiB), "
-              f"{len(pages)} pages, written in {figures['render_s']:.1f} s", flush=True)
+        rows.append((size, measure_and_print(out, size, repeats, {})))
     print_ratios(rows, ("html_kib", "first_paint", "first_rows", "all_rows"))
     return 0
 
 
-def measure(index: Path, repeats: int) -> dict:
-    from playwright.sync_api import sync_playwright
+def compute_report(bundle: Path, out: Path, plugins: list[str], jobs: int) -> dict:
+    """Run the report as `nnvis report` would; an interrupted run under `out` is resumed, a finished one reused."""
+    import resource
+    import time
 
-    best: dict = {}
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        for _ in range(repeats):
-            context = browser.new_context(viewport={"width": 1280, "height": 800})
-            page = context.new_page()
-            page.goto(index.resolve().as_uri(), wait_until="load")
-            figures = page.evaluate(MEASURE)
-            context.close()
-            keep_best(best, figures)
-        browser.close()
-    return best
+    from nnvis_core.memory import keep_freed_memory
+
+    if (out / "report.json").is_file():
+        return {}
+    keep_freed_memory()  # as `nnvis report` does
+    start = time.perf_counter()
+    build_report(ReportConfig(bundle / "images", out, plugins=plugins, quiet=True, jobs=jobs, resume=out.is_dir()),
+                 load_registry())
+    seconds = time.perf_counter() - start
+    on_disk = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    return {"run_s": seconds, "report_mib": on_disk / 2**20,
+            "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "child_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100,1000", help="image counts, comma-separated")
     parser.add_argument("--plugins", default="saliency", help="plugins for the reports")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes for the report runs (--jobs)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--keep", type=Path, help="keep images and reports here (reused when present)")
     parser.add_argument("--synthetic", action="store_true", help="write report.json directly (the page alone)")
     args = parser.parse_args()
-    if args.synthetic:
-        with tempfile.TemporaryDirectory() as temporary:
-            return main_synthetic([int(s) for s in args.sizes.split(",")], args.repeats, args.keep or Path(temporary))
-    registry = load_registry()
-    rows = []
+    sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as temporary:
         root = args.keep or Path(temporary)
-        for size in [int(s) for s in args.sizes.split(",")]:
+        if args.synthetic:
+            return main_synthetic(sizes, args.repeats, root)
+        rows = []
+        for size in sizes:
             bundle = root / f"demo-{size}"
             if not (bundle / "images").is_dir():
                 write_bundle(bundle, per_class=-(-size // len(CLASS_NAMES)), seed=11)
             out = root / f"report-{size}-{args.plugins.replace(',', '_')}"
-            if not (out / "report.json").is_file():
-                build_report(ReportConfig(bundle / "images", out, plugins=args.plugins.split(","), quiet=True),
-                             registry)
-            write_html(json.loads((out / "report.json").read_text(encoding="utf-8")), out / "index.html")
-            figures = measure(out / "index.html", args.repeats)
-            figures["html_kib"] = (out / "index.html").stat().st_size / 1024
-            rows.append((size, figures))
-            print(f"{size:>6} images: first paint {figures['first_paint']:7.1f} ms, DOMContentLoaded "
-                  f"{figures['dom_content_loaded']:7.1f} ms, load {figures['load']:7.1f} ms, jump to last "
-                  f"{figures['jump_to_last']:6.1f} ms (landed: {figures['last_in_view']}); "
-                  f"{figures['elements']} elements, {figures['fetched_at_load']} of {figures['pictures']} "
-                  f"pictures fetched at load, index.html {figures['html_kib']:.0f} KiB", flush=True)
-    print_ratios(rows, ("first_paint", "dom_content_loaded", "load", "elements"))
+            run = compute_report(bundle, out, args.plugins.split(","), args.jobs)
+            rows.append((size, measure_and_print(out, size, args.repeats, run)))
+        print_ratios(rows, ("html_kib", "first_paint", "first_rows", "all_rows"))
     return 0
 
 
