@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from click.testing import CliRunner
 from conftest import copy_demo
 from engine_checks import (CHEAP, assert_only_the_dead_workers_batches_ran_twice, assert_same_numbers, comparable,
@@ -63,6 +64,37 @@ def test_worker_processes_write_the_report_this_process_writes(demo_images, tmp_
         np.testing.assert_allclose(np.load(twin), np.load(path), rtol=1e-3, atol=1e-5, err_msg=str(path))
     engines = [json.loads((tmp_path / name / "report.json").read_text())["engine"] for name in ("alone", "jobs")]
     assert engines == [{"name": "local", "workers": None}, {"name": "local", "workers": 2}]
+
+
+def test_diverse_and_plain_channel_pictures_are_rendered_by_the_worker_processes(demo_images, tmp_path, monkeypatch):
+    images = copy_demo(demo_images, tmp_path / "images", classes=1, per_class=1)
+    params = {"channel_maximization": {"layers": "features.5", "per_layer": "2", "steps": "4", "size": "32",
+                                       "diversity": "0.3", "facets": "2", "show_plain": "true", "cache": "false"}}
+    registry = load_registry()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        alone = build_report(ReportConfig(images, tmp_path / "alone", plugins=["channel_maximization"], params=params,
+                                          batch_size=2), registry)
+    finally:
+        torch.set_num_threads(threads)
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("this process rendered what the worker processes should have")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("nnvis_plugins.featvis.channel_maximization.render", not_here)
+        pooled = build_report(ReportConfig(images, tmp_path / "jobs", plugins=["channel_maximization"], params=params,
+                                           jobs=2, batch_size=2), registry)
+    assert alone.exit_code == pooled.exit_code == 0
+    expected, got = comparable(tmp_path / "alone"), comparable(tmp_path / "jobs")
+    result = got["by_model"][0]["model_results"]["channel_maximization"]
+    assert result["status"] == "ok"
+    assert [len(a["tiles"]) for a in result["artifacts"]] == [4, 2]  # 2 channels x 2 facets, then plain
+    assert_same_numbers(expected, got)
+    for path in sorted((tmp_path / "alone").rglob("channel_maximization-*.png")):
+        twin = np.asarray(Image.open(tmp_path / "jobs" / path.relative_to(tmp_path / "alone")), dtype=np.int16)
+        assert np.abs(twin - np.asarray(Image.open(path), dtype=np.int16)).max() <= 2, path
 
 
 def test_jobs_with_the_ray_engine_is_a_one_line_usage_error(few_demo_images, tmp_path):

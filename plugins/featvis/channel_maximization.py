@@ -50,27 +50,41 @@ def unit_objective(kind: str, layer: str, units: int | Sequence[int]) -> obj.Obj
 def maximize_units(model: nn.Module, layer: str, units: Sequence[int], settings: Settings = Settings(), *,
                    kind: str = "channel", diversity: float = 0.0, facets: int = 1, diversity_layer: str | None = None,
                    mean: Sequence[float] = (0.0, 0.0, 0.0), std: Sequence[float] = (1.0, 1.0, 1.0),
-                   device: torch.device | str = "cpu", batch: int = 16) -> UnitImages:
+                   device: torch.device | str = "cpu", batch: int = 16, ctx=None) -> UnitImages:
     """`facets` images per unit, `batch` images per run; with diversity > 0 the facets of each unit are
     pushed apart by that weight times the Gram-matrix diversity term at `diversity_layer` (default:
     `layer`; a rectified layer works much better than a pre-activation, whose Gram matrices are
-    dominated by the biases and look alike for any image)."""
+    dominated by the biases and look alike for any image). With a run's `ctx` (whose model is
+    `model`), each run is one of its map_tasks: rendered on the workers when the engine has them."""
     units = [int(u) for u in units] if kind != "layer" else [-1]
     per_run = max(1, batch // facets)
-    images, scores, order = [], [], []
-    for start in range(0, len(units), per_run):
-        chunk = [u for u in units[start:start + per_run] for _ in range(facets)]
-        goal = unit_objective(kind, layer, chunk if kind != "layer" else 0)
-        spread_at = obj.diversity(diversity_layer or layer, group_size=facets)
-        objective = goal + diversity * spread_at if diversity and facets > 1 else goal
-        made = render(model, objective, len(chunk), settings, mean=mean, std=std, device=device)
-        # the reported score leaves out the diversity term: it measures the unit alone (render
-        # already scored the final images on `objective`, which is `goal` without diversity)
-        images.append(made.images)
-        scores.append(made.scores if objective is goal else
-                      evaluate(model, goal, made.images, mean=mean, std=std, device=device))
-        order += chunk
-    return UnitImages(layer, order, np.concatenate(images), np.concatenate(scores))
+    chunks = [[u for u in units[start:start + per_run] for _ in range(facets)]
+              for start in range(0, len(units), per_run)]
+    tasks = [(layer, kind, chunk, diversity if facets > 1 else 0.0, facets, diversity_layer or layer, settings,
+              tuple(mean), tuple(std)) for chunk in chunks]
+    made = (ctx.map_tasks(maximize_task, tasks) if ctx is not None
+            else (maximize_chunk(model, device, task) for task in tasks))
+    images, scores = zip(*made)
+    return UnitImages(layer, [u for chunk in chunks for u in chunk], np.concatenate(images), np.concatenate(scores))
+
+
+def maximize_chunk(model: nn.Module, device: torch.device | str, task: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """(images, scores) of one run of maximize_units: task = (layer, kind, units, diversity, facets,
+    diversity_layer, settings, mean, std)."""
+    layer, kind, chunk, diversity, facets, diversity_layer, settings, mean, std = task
+    goal = unit_objective(kind, layer, chunk if kind != "layer" else 0)
+    objective = goal + diversity * obj.diversity(diversity_layer, group_size=facets) if diversity else goal
+    made = render(model, objective, len(chunk), settings, mean=mean, std=std, device=device)
+    # the reported score leaves out the diversity term: it measures the unit alone (render
+    # already scored the final images on `objective`, which is `goal` without diversity)
+    scores = made.scores if objective is goal else evaluate(model, goal, made.images, mean=mean, std=std,
+                                                            device=device)
+    return made.images, scores
+
+
+def maximize_task(ctx, task: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """maximize_chunk as a RunContext.map_tasks task (module-level, so a worker process can run it)."""
+    return maximize_chunk(ctx.module, ctx.device, task)
 
 
 def unit_pictures(model: nn.Module, layer: str, units: Sequence[int], settings: Settings, *,
@@ -193,7 +207,8 @@ class ChannelMaximization(Plugin):
             else:
                 rectified = named if named != layer else rectified_output(model, layer)
                 made = maximize_units(model, layer, units, settings, kind=kind, diversity=params["diversity"],
-                                      facets=facets, diversity_layer=rectified, batch=ctx.batch_size, **common)
+                                      facets=facets, diversity_layer=rectified, batch=ctx.batch_size, ctx=ctx,
+                                      **common)
                 images, scores, order = list(made.images), made.scores, made.units
             artifacts.append(Gallery(f"{kind} maximization at {named}", list(images), labels=unit_labels(order, scores),
                                      columns=facets if facets > 1 else 0,
@@ -202,7 +217,7 @@ class ChannelMaximization(Plugin):
             metrics[f"mean_activation:{layer}"] = float(np.mean(scores))
             if params["show_plain"]:
                 plain = maximize_units(model, layer, units, plain_settings(settings), kind=kind,
-                                       batch=ctx.batch_size, **common)
+                                       batch=ctx.batch_size, ctx=ctx, **common)
                 artifacts.append(Gallery(
                     f"plain optimization at {named}, for comparison", list(plain.images),
                     labels=unit_labels(plain.units, plain.scores),
