@@ -171,8 +171,9 @@ def report(image_dir, out_dir, models, weights, arch, trust_checkpoint, labels, 
     if not quiet:
         click.echo(f"nnvis: wrote {index}", err=True)
         if outcome.exit_code:
+            retry = " (--resume computes only these again)" if outcome.failed_calls else ""
             click.echo(f"nnvis: {outcome.failed_images} unreadable images, {outcome.failed_calls} failed "
-                       f"plugin calls (see the report)", err=True)
+                       f"plugin calls{retry}; see the report", err=True)
     sys.exit(outcome.exit_code)
 
 

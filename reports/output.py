@@ -5,7 +5,8 @@ being written in ``report/`` and the result cache in ``cache/``. Only a finished
 report replaces OUT, by renaming folders, so a run that is interrupted or
 crashes leaves whatever was at OUT as it was, and its work folder lets
 ``--resume`` reuse the results already computed. A finished run removes its
-work folder.
+work folder, but keeps the cache when some plugin calls failed: `--resume`
+then computes only those again.
 
 OUT may be missing, empty, or an nnvis report (recognised by the ``format``
 marker in its report.json). Any other folder is written only with ``force``.
@@ -96,8 +97,9 @@ class OutputFolder:
         self.cache_dir.mkdir(exist_ok=True)
         return self.staging
 
-    def commit(self) -> None:
-        """Move the finished report from the staging folder to OUT; remove the work folder."""
+    def commit(self, keep_cache: bool = False) -> None:
+        """Move the finished report from the staging folder to OUT; remove the work folder (all but the
+        cache with `keep_cache`, so that a later --resume reuses it)."""
         cwd = Path.cwd()
         ours = {entry.name for entry in self.staging.iterdir()}
         theirs = {entry.name for entry in self.target.iterdir()} if self.target.is_dir() else set()
@@ -108,7 +110,11 @@ class OutputFolder:
                 os.rename(self.target, self.previous)
             os.rename(self.staging, self.target)
         self.release()
-        shutil.rmtree(self.work, ignore_errors=True)
+        if keep_cache:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            shutil.rmtree(self.previous, ignore_errors=True)
+        else:
+            shutil.rmtree(self.work, ignore_errors=True)
 
     def _merge(self) -> None:
         """Replace OUT's entries one by one (old ones first moved aside), report.json last."""

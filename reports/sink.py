@@ -69,7 +69,7 @@ class HtmlReport:
     def finish(self, outcome: RunOutcome) -> None:
         self._writer().finish()
         assert self.output is not None
-        self.output.commit()
+        self.output.commit(keep_cache=outcome.failed_calls > 0)  # --resume then retries only those
 
     def close(self) -> None:
         if self.output is not None:

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 COUNTERS = '''
-"""Plugins that log each call (NNVIS_TEST_CALLS) and can be slowed down (NNVIS_TEST_SLEEP seconds)."""
+"""Plugins that log each call (NNVIS_TEST_CALLS), can be slowed down (NNVIS_TEST_SLEEP seconds) and
+made to fail on one image (NNVIS_TEST_FAIL, its relative path)."""
 import os
 import time
 
@@ -34,6 +35,8 @@ class SlowCounter(Plugin):
     def run_image(self, ctx, item, params):
         note("image " + item.record.relpath)
         time.sleep(float(os.environ.get("NNVIS_TEST_SLEEP", "0")))
+        if item.record.relpath == os.environ.get("NNVIS_TEST_FAIL"):
+            raise RuntimeError("failing as the test asked")
         noise = torch.rand(16, 16).numpy()  # seeded by the runner per image and plugin
         grey = item.tensor.mean(0).numpy()[:16, :16]
         return Result([Heatmap("grey plus noise", grey + noise, signed=True)], {"noise": float(noise.mean())})

@@ -124,6 +124,26 @@ def test_without_resume_an_interrupted_runs_results_are_discarded(counters, imag
     assert snapshot(out) == snapshot(reference["full"])
 
 
+def test_a_run_with_failed_calls_keeps_its_cache_and_resume_computes_only_those(
+        counters, images, reference, tmp_path, snapshot, monkeypatch):
+    env, calls = counters
+    out = tmp_path / "out"
+    calls.unlink(missing_ok=True)
+    failing = sorted(images.rglob("*.png"))[3].relative_to(images).as_posix()
+    registry = load_registry()
+    monkeypatch.setenv("NNVIS_TEST_FAIL", failing)
+    first = build_report(ReportConfig(images, out, plugins=PLUGINS), registry)
+    assert (first.exit_code, first.failed_calls) == (1, 1)
+    assert (out / "report.json").is_file() and work_folder(out).is_dir()
+    monkeypatch.delenv("NNVIS_TEST_FAIL")
+    calls.unlink()
+    again = build_report(ReportConfig(images, out, plugins=PLUGINS, resume=True), registry)
+    assert again.exit_code == 0
+    assert read_calls(calls) == [f"image {failing}"]
+    assert not work_folder(out).exists()
+    assert snapshot(out)["report"] == snapshot(reference["full"])["report"]
+
+
 # --- the cache itself ---------------------------------------------------------------------------
 
 
