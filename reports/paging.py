@@ -1,9 +1,12 @@
 """A large folder's report in pieces, so that index.html stays small at 100,000 images.
 
-Up to PAGE_SIZE readable images, everything is in index.html. Beyond that:
+A document holds at most PAGE_SIZE images' detail and about PAGE_BYTES of it: with one
+method that is 500 images, with every built-in (about 95 KB of detail an image: curves,
+tables, galleries) about 40. Up to that many readable images, everything is in index.html.
+Beyond that:
 
-- each image's full detail goes to a page of PAGE_SIZE images, ``pages/images-NNNN.html``
-  (image i is on page i // PAGE_SIZE), which opens on its own from file://;
+- each image's full detail goes to a page of that many images, ``pages/images-NNNN.html``
+  (image i is on page i // size), which opens on its own from file://;
 - the matrix's rows go to script chunks, ``assets/matrix/rows-NNNN.js``, that the index
   loads one after the other with <script src> (a page opened from file:// may not fetch
   JSON, but it may run scripts from its own folder); filters, sorts and the file-name
@@ -19,6 +22,9 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 PAGE_SIZE = 500  # a page of 500 images' detail is about 0.7 MB with one method
+# Chromium took 7 s to load a 47 MB page of 500 images with every built-in (148 ms a MB):
+# a page of 4 MiB loads in well under a second.
+PAGE_BYTES = 4 * 2**20
 FOLDER_LIMIT = 240
 CHUNK_CALL = "nnvisMatrixRows"  # the function each chunk calls (static/matrix.js defines it)
 
@@ -48,8 +54,11 @@ class Paging:
         return range(page * self.size, min((page + 1) * self.size, self.image_count))
 
 
-def paging_for(images: list[dict], size: int = PAGE_SIZE) -> Paging | None:
-    """A Paging when the report has more readable images than fit one page, else None."""
+def paging_for(images: list[dict], size: int = PAGE_SIZE, detail_bytes: float = 0.0) -> Paging | None:
+    """A Paging when the report has more readable images than fit one page, else None. A page
+    holds at most `size` images and, at `detail_bytes` of detail an image, about PAGE_BYTES."""
+    if detail_bytes > 0:
+        size = max(1, min(size, int(PAGE_BYTES // detail_bytes)))
     readable = sum(1 for image in images if image["status"] == "ok")
     return Paging(len(images), size) if readable > size else None
 

@@ -162,7 +162,8 @@ def write_html(report: dict, path, page_size: int | None = None) -> None:
     report = upgrade(report)
     views = [model_view(report, k) for k in range(len(report["by_model"]))]
     labels = [model_label(report, k) for k in range(len(views))]
-    paging = paging_for(views[0]["images"], page_size or PAGE_SIZE)
+    inline = {**_context(report, views, labels, None), "scatter_sources": {}}  # as if on one page
+    paging = paging_for(views[0]["images"], page_size or PAGE_SIZE, detail_bytes(inline, views[0]["images"]))
     columns = matrix_columns(views, labels)
     rows = matrix_rows(views, columns)
     if paging is not None:
@@ -174,7 +175,7 @@ def write_html(report: dict, path, page_size: int | None = None) -> None:
         matrix = {"header": header, "rows": rows, "chunks": []}
     else:
         matrix = {"header": header, "rows": [], "chunks": list(write_row_chunks(rows, path.parent / "assets" / "matrix",
-                                                                                paging.size))}
+                                                                                page_size or PAGE_SIZE))}
     context = _context(report, views, labels, paging)
     context["scatter_sources"] = _write_scatter_data(views, paging, path.parent) if paging else {}
     template = _environment().get_template("index.html.j2")
@@ -194,8 +195,18 @@ def _context(report: dict, views: list[dict], labels: list[str], paging: Paging 
             "folder_limit": FOLDER_LIMIT if paging else None, "leaderboard_rows": rows, "leaderboard_best": best(rows)}
 
 
+def detail_bytes(context: dict, images: list[dict], sample: int = 32) -> float:
+    """The mean size in bytes of a readable image's detail section, over `sample` of them spread
+    through the folder: what decides how many images a page can hold (nnvis_reports.paging)."""
+    template = _environment().get_template("image_section.html.j2")
+    readable = [image for image in images if image["status"] == "ok"]
+    entries = readable[::max(1, len(readable) // sample)][:sample]
+    sizes = [len("".join(template.generate(**context, entry=entry)).encode("utf-8")) for entry in entries]
+    return sum(sizes) / len(sizes) if sizes else 0.0
+
+
 def _write_pages(paging: Paging, context: dict, folder: Path) -> None:
-    """Each page of PAGE_SIZE images' full detail, as its own document."""
+    """Each page of `paging.size` images' full detail, as its own document."""
     folder.mkdir(parents=True, exist_ok=True)
     template = _environment().get_template("page.html.j2")
     css, scripts = _static(STYLES), _static(PAGE_SCRIPTS)

@@ -163,3 +163,30 @@ def test_sprite_sheets_place_point_i_on_sheet_i_div_per_sheet(tmp_path):
         row, column = divmod(cell, 2)
         with Image.open(saved["sheets"][sheet]) as picture:
             assert picture.getpixel((column * 4 + 1, row * 4 + 1))[0] == i * 20
+
+
+def test_a_page_holds_fewer_images_when_each_ones_detail_is_large(paged, monkeypatch, tmp_path):
+    from nnvis_reports import render
+    from nnvis_reports.reader import model_label, model_view, upgrade
+
+    out, _ = paged
+    report = upgrade(read_report(out, model=None))
+    views = [model_view(report, 0)]
+    sections = [len("".join(render._environment().get_template("image_section.html.j2").generate(
+        **render._context(report, views, [model_label(report, 0)], None), scatter_sources={}, entry=image)).encode(
+        "utf-8"))
+        for image in views[0]["images"] if image["status"] == "ok"]
+    monkeypatch.setattr("nnvis_reports.paging.PAGE_BYTES", 2.5 * sum(sections) / len(sections))
+    render.write_html(report, tmp_path / "index.html")  # up to PAGE_SIZE (500) images a page: the bytes decide
+    pages = sorted((tmp_path / "pages").glob("images-*.html"))
+    assert len(pages) == -(-len(views[0]["images"]) // 2)  # two images a page
+    for image in views[0]["images"]:
+        if image["status"] == "ok":
+            page = (tmp_path / "pages" / f"images-{image['index'] // 2:04d}.html").read_text(encoding="utf-8")
+            assert f'id="img-{image["index"]}"' in page
+    html = (tmp_path / "index.html").read_text(encoding="utf-8")
+    scatter = json.loads(re.search(r'class="scatter-data">(.*?)</script>', html, re.S)[1])
+    assert scatter["page_size"] == 2  # a point opens the page its image is on
+    rows = "".join(path.read_text(encoding="ascii") for path in sorted((tmp_path / "assets" / "matrix").glob("*.js")))
+    hrefs = re.findall(r'"href": "pages/images-(\d+)\.html#img-(\d+)"', rows)
+    assert hrefs and all(int(page) == int(index) // 2 for page, index in hrefs)
