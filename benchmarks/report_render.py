@@ -14,7 +14,11 @@ same --keep folder; a finished one is reused.
 --synthetic writes report.json for N images without running a model: every image
 entry (64 px, one saliency map with deletion and insertion AUCs, eight classes,
 one prediction in ten wrong) points at the same few PNG files, so 100,000 images
-take seconds to make and what is measured is the page alone.
+take seconds to make and what is measured is the page alone. --tile REPORT does
+the same with a finished report's image entries (every card of `make demo`, say)
+repeated N times under new names, its pictures linked:
+
+    python benchmarks/report_render.py --tile nnvis-report --sizes 10000   # every built-in, 10,000 images
 
 The page is opened from file:// in headless Chromium (Debian's /usr/bin/chromium,
 driven by Playwright, as in the tests) --repeats times, keeping the best of each
@@ -139,6 +143,34 @@ def synthetic_report(out: Path, size: int) -> None:
     (out / "report.json").write_text(json.dumps(report), encoding="utf-8")
 
 
+def tiled_report(source: Path, out: Path, size: int) -> None:
+    """A real report's images repeated to `size` entries, each with its own name, sharing the source's files.
+
+    For page figures at a size no run of every plugin reaches here: every card
+    kind, metric and picture of the real run appears, `size` times over. The
+    folder-level results (t-SNE, neighbours) keep the source's images. The
+    source's asset files are linked, not copied; the page's own scripts
+    (matrix rows, scatter data) are written afresh.
+    """
+    report = json.loads((source / "report.json").read_text(encoding="utf-8"))
+    (out / "assets").mkdir(parents=True, exist_ok=True)
+    for entry in (source / "assets").iterdir():
+        link = out / "assets" / entry.name
+        if entry.name not in ("matrix", "scatter") and not link.exists():
+            link.symlink_to(entry.resolve())
+    for section in report["by_model"]:
+        real = section["images"]
+        tiled = []
+        for index in range(size):
+            image = dict(real[index % len(real)])
+            stem, dot, suffix = image["path"].rpartition(".")
+            image.update(index=index, path=f"{stem}_{index // len(real):05d}{dot}{suffix}")
+            tiled.append(image)
+        section["images"] = tiled
+    report["input"].update(image_count=size, readable=size)
+    (out / "report.json").write_text(json.dumps(report), encoding="utf-8")
+
+
 def keep_best(best: dict, figures: dict) -> None:
     """Fold one load's figures into the best so far: the lowest of each time, the latest of the rest."""
     for key, value in figures.items():
@@ -198,11 +230,13 @@ def measure_and_print(out: Path, size: int, repeats: int, run: dict) -> dict:
     return figures
 
 
-def main_synthetic(sizes: list[int], repeats: int, root: Path) -> int:
+def main_synthetic(sizes: list[int], repeats: int, root: Path, source: Path | None) -> int:
     rows = []
     for size in sizes:
-        out = root / f"synthetic-{size}"
-        if not (out / "report.json").is_file():
+        out = root / (f"tiled-{size}" if source else f"synthetic-{size}")
+        if source and not (out / "report.json").is_file():
+            tiled_report(source, out, size)
+        elif not (out / "report.json").is_file():
             synthetic_report(out, size)
         rows.append((size, measure_and_print(out, size, repeats, {})))
     print_ratios(rows, ("html_kib", "first_paint", "first_rows", "all_rows"))
@@ -237,12 +271,13 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--keep", type=Path, help="keep images and reports here (reused when present)")
     parser.add_argument("--synthetic", action="store_true", help="write report.json directly (the page alone)")
+    parser.add_argument("--tile", type=Path, metavar="REPORT", help="repeat a finished report's images (the page alone)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as temporary:
         root = args.keep or Path(temporary)
-        if args.synthetic:
-            return main_synthetic(sizes, args.repeats, root)
+        if args.synthetic or args.tile:
+            return main_synthetic(sizes, args.repeats, root, args.tile)
         rows = []
         for size in sizes:
             bundle = root / f"demo-{size}"
