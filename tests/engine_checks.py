@@ -13,8 +13,11 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from counter_plugins import read_calls
+from PIL import Image
 
 from nnvis_core.config import ReportConfig
 from nnvis_core.registry import load_registry
@@ -64,6 +67,27 @@ def assert_same_numbers(a, b, where: str = "") -> None:
         assert RENDERED.sub("", a) == RENDERED.sub("", b), where
     else:
         assert a == b, where
+
+
+def one_thread_report(config: ReportConfig, registry):
+    """build_report at one torch thread, as a one-CPU worker computes: the optimizing plugins
+    (L-BFGS, Adam) amplify the last-bit differences another thread count makes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return build_report(config, registry)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def assert_same_pictures(expected: Path, got: Path, pattern: str = "*.png", tolerance: int = 2) -> int:
+    """Every picture under `expected` matching `pattern` has a twin under `got` that differs by at most
+    `tolerance` grey levels (float rounding across processes); how many there were."""
+    pictures = sorted(expected.rglob(pattern))
+    for path in pictures:
+        twin = np.asarray(Image.open(got / path.relative_to(expected)), dtype=np.int16)
+        assert np.abs(twin - np.asarray(Image.open(path), dtype=np.int16)).max() <= tolerance, path
+    return len(pictures)
 
 
 def kill_a_worker_mid_run(config: ReportConfig, calls: Path, workers: Callable[[], set[int]]) -> list[str]:

@@ -8,12 +8,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image
 from click.testing import CliRunner
 from conftest import copy_demo
-from engine_checks import (CHEAP, assert_only_the_dead_workers_batches_ran_twice, assert_same_numbers, comparable,
-                           image_scope_builtins, kill_a_worker_mid_run)
+from engine_checks import (CHEAP, assert_only_the_dead_workers_batches_ran_twice, assert_same_numbers,
+                           assert_same_pictures, comparable, image_scope_builtins, kill_a_worker_mid_run,
+                           one_thread_report)
 
 import nnvis_core.pool_engine  # noqa: F401 - imported before the patches below, which it would bind
 from nnvis_cli.main import cli
@@ -30,13 +29,9 @@ def test_worker_processes_write_the_report_this_process_writes(demo_images, tmp_
                                                 "size": "32", "cache": "false"},
               "class_maximization": {"classes": "top:3", "steps": "4", "size": "32"}}
     registry = load_registry()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # each of two processes on two cores runs one torch thread: the same rounding
-    try:
-        alone = build_report(ReportConfig(images, tmp_path / "alone", plugins=plugins, params=params,
-                                          batch_size=2), registry)
-    finally:
-        torch.set_num_threads(threads)
+    # each of two processes on two cores runs one torch thread: the same rounding
+    alone = one_thread_report(ReportConfig(images, tmp_path / "alone", plugins=plugins, params=params, batch_size=2),
+                              registry)
 
     def not_here(*args, **kwargs):
         raise AssertionError("this process computed what the worker processes should have")
@@ -71,13 +66,8 @@ def test_diverse_and_plain_channel_pictures_are_rendered_by_the_worker_processes
     params = {"channel_maximization": {"layers": "features.5", "per_layer": "2", "steps": "4", "size": "32",
                                        "diversity": "0.3", "facets": "2", "show_plain": "true", "cache": "false"}}
     registry = load_registry()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        alone = build_report(ReportConfig(images, tmp_path / "alone", plugins=["channel_maximization"], params=params,
-                                          batch_size=2), registry)
-    finally:
-        torch.set_num_threads(threads)
+    alone = one_thread_report(ReportConfig(images, tmp_path / "alone", plugins=["channel_maximization"],
+                                           params=params, batch_size=2), registry)
 
     def not_here(*args, **kwargs):
         raise AssertionError("this process rendered what the worker processes should have")
@@ -92,9 +82,7 @@ def test_diverse_and_plain_channel_pictures_are_rendered_by_the_worker_processes
     assert result["status"] == "ok"
     assert [len(a["tiles"]) for a in result["artifacts"]] == [4, 2]  # 2 channels x 2 facets, then plain
     assert_same_numbers(expected, got)
-    for path in sorted((tmp_path / "alone").rglob("channel_maximization-*.png")):
-        twin = np.asarray(Image.open(tmp_path / "jobs" / path.relative_to(tmp_path / "alone")), dtype=np.int16)
-        assert np.abs(twin - np.asarray(Image.open(path), dtype=np.int16)).max() <= 2, path
+    assert assert_same_pictures(tmp_path / "alone", tmp_path / "jobs", "channel_maximization-*.png") == 6
 
 
 def test_jobs_with_the_ray_engine_is_a_one_line_usage_error(few_demo_images, tmp_path):

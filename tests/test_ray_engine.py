@@ -15,13 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from PIL import Image
 from click.testing import CliRunner
 from conftest import copy_demo
 from counter_plugins import nnvis, read_calls
-from engine_checks import (CHEAP, assert_only_the_dead_workers_batches_ran_twice, assert_same_numbers, comparable,
-                           image_scope_builtins, kill_a_worker_mid_run)
+from engine_checks import (CHEAP, assert_only_the_dead_workers_batches_ran_twice, assert_same_numbers,
+                           assert_same_pictures, comparable, image_scope_builtins, kill_a_worker_mid_run,
+                           one_thread_report)
 
 import nnvis_core.pool_engine  # noqa: F401 - imported before the tests' patches, which it would bind
 from nnvis_cli.main import cli
@@ -90,14 +89,8 @@ def test_ray_writes_the_report_the_local_engine_writes(ray_instance, demo_images
     images = copy_demo(demo_images, tmp_path / "images", classes=2, per_class=2)
     plugins = [*image_scope_builtins(images, tmp_path / "unused"), "tsne"]
     registry = load_registry()
-    # Ray gives a one-CPU worker one torch thread. The optimizing plugins (L-BFGS) amplify the
-    # last-bit differences a different thread count makes, so the local run uses one thread too.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        local = build_report(ReportConfig(images, tmp_path / "local", plugins=plugins, params=CHEAP), registry)
-    finally:
-        torch.set_num_threads(threads)
+    # Ray gives a one-CPU worker one torch thread, so the local run uses one thread too.
+    local = one_thread_report(ReportConfig(images, tmp_path / "local", plugins=plugins, params=CHEAP), registry)
     def not_here(*args, **kwargs):
         raise AssertionError("the driver decoded images: the workers should have")
 
@@ -161,13 +154,8 @@ def test_channel_pictures_of_a_model_scope_plugin_are_rendered_on_the_workers(ra
     params = {"channel_maximization": {"layers": "features.5,features.9", "per_layer": "3", "steps": "4",
                                        "size": "32", "cache": "false"}}
     registry = load_registry()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a one-CPU Ray worker runs one torch thread: the same rounding
-    try:
-        local = build_report(ReportConfig(images, tmp_path / "local", plugins=["channel_maximization"],
-                                          params=params, batch_size=2), registry)
-    finally:
-        torch.set_num_threads(threads)
+    local = one_thread_report(ReportConfig(images, tmp_path / "local", plugins=["channel_maximization"],
+                                           params=params, batch_size=2), registry)
 
     def not_here(*args, **kwargs):
         raise AssertionError("the driver rendered channel pictures: the workers should have")
@@ -180,11 +168,8 @@ def test_channel_pictures_of_a_model_scope_plugin_are_rendered_on_the_workers(ra
     expected, got = comparable(tmp_path / "local"), comparable(tmp_path / "ray")
     assert got["by_model"][0]["model_results"]["channel_maximization"]["status"] == "ok"
     assert_same_numbers(expected, got)
-    pictures = sorted((tmp_path / "local").rglob("*.png"))
-    assert len(pictures) >= 6  # 2 layers x 3 channels, rendered in batches of 2 on two workers
-    for path in pictures:
-        twin = np.asarray(Image.open(tmp_path / "ray" / path.relative_to(tmp_path / "local")), dtype=np.int16)
-        assert np.abs(twin - np.asarray(Image.open(path), dtype=np.int16)).max() <= 2, path
+    # 2 layers x 3 channels, rendered in batches of 2 on two workers
+    assert assert_same_pictures(tmp_path / "local", tmp_path / "ray") >= 6
 
 
 def processes(matching) -> set[int]:
