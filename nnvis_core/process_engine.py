@@ -19,6 +19,7 @@ import concurrent.futures as futures
 import contextlib
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -103,6 +104,16 @@ class ProcessBackend:
             executor.shutdown(wait=wait, cancel_futures=True)
 
 
+def refuse_a_main_script_without_a_file() -> None:
+    """A UsageError when the main script cannot be run again by a spawned process: Python's spawn
+    re-runs it from its file, and a script read from standard input (`python - <<EOF`) has none."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if getattr(main, "__spec__", None) is None and path is not None and not os.path.isfile(path):
+        raise UsageError(f"--jobs: worker processes start by running the main script again, and {path} is not "
+                         f"a file (a script read from standard input?): save it to a file, or use --jobs 1")
+
+
 class ProcessEngine(PoolEngine):
     """Image-scope calls in local worker processes, one pool per model (see the module docstring)."""
 
@@ -114,6 +125,7 @@ class ProcessEngine(PoolEngine):
               encoder: PictureEncoder | None = None) -> Iterator[ProcessEngine]:
         """Start config.jobs worker processes for every model and check they loaded the same weights."""
         cls.refuse_models_in_memory(plans, "--jobs")
+        refuse_a_main_script_without_a_file()
         with cls(config, log, encoder).running(plans) as engine:
             yield engine
 

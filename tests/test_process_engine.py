@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from conftest import copy_demo
 from engine_checks import (CHEAP, assert_only_the_dead_workers_batches_ran_twice, assert_same_numbers,
@@ -83,6 +85,19 @@ def test_diverse_and_plain_channel_pictures_are_rendered_by_the_worker_processes
     assert [len(a["tiles"]) for a in result["artifacts"]] == [4, 2]  # 2 channels x 2 facets, then plain
     assert_same_numbers(expected, got)
     assert assert_same_pictures(tmp_path / "alone", tmp_path / "jobs", "channel_maximization-*.png") == 6
+
+
+def test_a_main_script_read_from_standard_input_is_a_one_line_usage_error(few_demo_images, tmp_path, monkeypatch):
+    import types
+
+    from nnvis_core.plan import UsageError
+
+    piped = types.ModuleType("__main__")
+    piped.__file__ = "<stdin>"  # what `python - <<EOF` leaves: spawned workers cannot run it again
+    monkeypatch.setitem(sys.modules, "__main__", piped)
+    with pytest.raises(UsageError, match=r"^--jobs: .*<stdin> is not a file.*use --jobs 1$"):
+        build_report(ReportConfig(few_demo_images, tmp_path / "out", plugins=["saliency"], jobs=2), load_registry())
+    assert not (tmp_path / "out").exists()
 
 
 def test_jobs_with_the_ray_engine_is_a_one_line_usage_error(few_demo_images, tmp_path):
