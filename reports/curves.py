@@ -26,23 +26,37 @@ def image_curves(result: dict) -> dict | None:
 def mean_curves(view: dict) -> list[dict]:
     """Per attribution method of one model's view: x, and for each series the mean and the band
     (mean +- one standard deviation, clipped to [0, 1]) over the images whose curves share the
-    first one's x positions; methods without curves are left out."""
-    found = []
-    for plugin in view["plugins"]:
-        if not plugin.get("attribution"):
+    first one's x positions; methods without curves are left out. One pass over the images,
+    adding up sums and sums of squares: they may be read from disk one at a time."""
+    methods = [plugin for plugin in view["plugins"] if plugin.get("attribution")]
+    sums: dict[str, dict] = {}  # method -> {"x", "n", series: (sum, sum of squares)}
+    for image in view["images"]:
+        for plugin in methods:
+            chart = image_curves(image["results"].get(plugin["name"], {}))
+            if chart is None:
+                continue
+            found = sums.setdefault(plugin["name"], {"x": chart["x"], "n": 0})
+            if chart["x"] != found["x"]:
+                continue
+            found["n"] += 1
+            for name in SERIES:
+                values = np.asarray(chart["series"][name], dtype=np.float64)
+                total, squares = found.get(name, (0.0, 0.0))
+                found[name] = (total + values, squares + values * values)
+    entries = []
+    for plugin in methods:
+        found = sums.get(plugin["name"])
+        if found is None:
             continue
-        charts = [c for c in (image_curves(image["results"].get(plugin["name"], {})) for image in view["images"]) if c]
-        charts = [c for c in charts if c["x"] == charts[0]["x"]] if charts else []
-        if not charts:
-            continue
-        entry = {"method": plugin["name"], "title": plugin["title"], "x": charts[0]["x"], "n": len(charts)}
+        entry = {"method": plugin["name"], "title": plugin["title"], "x": found["x"], "n": found["n"]}
         for name in SERIES:
-            values = np.asarray([c["series"][name] for c in charts], dtype=np.float64)
-            mean, spread = values.mean(axis=0), values.std(axis=0)
+            total, squares = found[name]
+            mean = total / found["n"]
+            spread = np.sqrt(np.clip(squares / found["n"] - mean * mean, 0, None))
             entry[name] = {"mean": mean.tolist(), "low": np.clip(mean - spread, 0, 1).tolist(),
                            "high": np.clip(mean + spread, 0, 1).tolist()}
-        found.append(entry)
-    return found
+        entries.append(entry)
+    return entries
 
 
 def curve_plot(entry: dict, width: int = 180, height: int = 120, margin: int = 18) -> dict:

@@ -49,10 +49,6 @@ COLUMNS = (
 )
 
 
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
 def sanity_by_method(report: Mapping[str, Any]) -> dict[str, float]:
     """{method: final rank correlation} from the sanity check's metrics, when it ran and succeeded."""
     sanity = (report.get("dataset") or {}).get("sanity_check")
@@ -66,27 +62,50 @@ def sanity_by_method(report: Mapping[str, Any]) -> dict[str, float]:
     return found
 
 
+class _Tally:
+    """One method's results, added up image by image: the report's images may be read from disk one at
+    a time (nnvis_reports.image_store), so nothing is kept per image. Sums run in image order, so each
+    mean is the one sum(values) / len(values) gives."""
+
+    def __init__(self) -> None:
+        self.ok = 0
+        self.failures = 0
+        self.sums: dict[str, list] = {}  # column key -> [total, count]
+
+    def add(self, result: dict) -> None:
+        if result["status"] != "ok":
+            self.failures += 1
+            return
+        self.ok += 1
+        for key, value in (("seconds_per_image", result["seconds"]), *result["metrics"].items()):
+            total = self.sums.setdefault(key, [0, 0])
+            total[0] += value
+            total[1] += 1
+
+    def mean(self, key: str) -> float | None:
+        total, count = self.sums.get(key, (0, 0))
+        return total / count if count else None
+
+
 def leaderboard(report: Mapping[str, Any]) -> list[dict]:
     """One row per attribution method of one model, in the order the methods ran (`report` is
     one model's view, nnvis_reports.reader.model_view)."""
     model = report["model"].get("label") or report["model"]["name"]
     sanity = sanity_by_method(report)
+    tallies = {plugin["name"]: _Tally() for plugin in report["plugins"] if plugin.get("attribution")}
+    for image in report["images"]:
+        for name, tally in tallies.items():
+            if name in image["results"]:
+                tally.add(image["results"][name])
     rows = []
     for plugin in report["plugins"]:
-        if not plugin.get("attribution"):
+        if plugin["name"] not in tallies:
             continue
-        name = plugin["name"]
-        results = [image["results"][name] for image in report["images"] if name in image["results"]]
-        ok = [result for result in results if result["status"] == "ok"]
-        row: dict[str, Any] = {"model": model, "method": name, "title": plugin["title"], "images": len(ok),
-                               "failures": len(results) - len(ok)}
+        name, tally = plugin["name"], tallies[plugin["name"]]
+        row: dict[str, Any] = {"model": model, "method": name, "title": plugin["title"], "images": tally.ok,
+                               "failures": tally.failures}
         for column in COLUMNS:
-            if column.key == "sanity_spearman":
-                row[column.key] = sanity.get(name)
-            elif column.key == "seconds_per_image":
-                row[column.key] = _mean([result["seconds"] for result in ok])
-            else:
-                row[column.key] = _mean([result["metrics"][column.key] for result in ok if column.key in result["metrics"]])
+            row[column.key] = sanity.get(name) if column.key == "sanity_spearman" else tally.mean(column.key)
         spearman = row["sanity_spearman"]
         row["sanity"] = None if spearman is None else ("pass" if spearman < SANITY_PASS_BELOW else "fail")
         rows.append(row)

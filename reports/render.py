@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import islice
 from pathlib import Path
 
 import jinja2
@@ -45,12 +46,14 @@ def _scatter_view(entry: dict, report: dict, page_size: int | None = None) -> di
     low_x, low_y = (min(xs), min(ys)) if n else (0.0, 0.0)
     span = (max(max(xs) - low_x, max(ys) - low_y) if n else 0.0) or 1.0
     ids = entry.get("image_ids") or [None] * n
-    images = report["images"]
-    linked = [images[i] if i is not None and 0 <= i < len(images) else None for i in ids]
-    names = [image["path"] if image else "" for image in linked]
-    # What the model said about each linked image, for the hover text (colours follow `labels`).
-    said = [image["predictions"][0]["name"] if image and image.get("predictions") else None for image in linked]
-    known = [image["true_class"]["name"] if image and image.get("true_class") else None for image in linked]
+    images = report["images"]  # read one at a time: they may be on disk (nnvis_reports.image_store)
+    names, said, known = [], [], []
+    for i in ids:
+        image = images[i] if i is not None and 0 <= i < len(images) else None
+        names.append(image["path"] if image else "")
+        # What the model said about each linked image, for the hover text (colours follow `labels`).
+        said.append(image["predictions"][0]["name"] if image and image.get("predictions") else None)
+        known.append(image["true_class"]["name"] if image and image.get("true_class") else None)
     predicted = entry.get("labels") or [""] * n
     truth = entry.get("true_labels") or None
     palette = {label: "#%02x%02x%02x" % category_colour(i)
@@ -176,7 +179,7 @@ def write_html(report: dict, path, page_size: int | None = None) -> None:
     else:
         matrix = {"header": header, "rows": [], "chunks": list(write_row_chunks(rows, path.parent / "assets" / "matrix",
                                                                                 page_size or PAGE_SIZE))}
-    context = _context(report, views, labels, paging)
+    context = {**_context(report, views, labels, paging), **_folder(views, paging)}
     context["scatter_sources"] = _write_scatter_data(views, paging, path.parent) if paging else {}
     template = _environment().get_template("index.html.j2")
     with open(path, "w", encoding="utf-8") as out:
@@ -195,12 +198,20 @@ def _context(report: dict, views: list[dict], labels: list[str], paging: Paging 
             "folder_limit": FOLDER_LIMIT if paging else None, "leaderboard_rows": rows, "leaderboard_best": best(rows)}
 
 
+def _folder(views: list[dict], paging: Paging | None) -> dict:
+    """The folder at a glance: the readable images its grid shows (a paged report: the first
+    FOLDER_LIMIT) and how many there are, in one pass over the images."""
+    readable = (image for image in views[0]["images"] if image["status"] == "ok")
+    shown = list(islice(readable, FOLDER_LIMIT)) if paging else list(readable)
+    return {"folder_images": shown, "readable_count": len(shown) + sum(1 for _ in readable)}
+
+
 def detail_bytes(context: dict, images: list[dict], sample: int = 32) -> float:
     """The mean size in bytes of a readable image's detail section, over `sample` of them spread
     through the folder: what decides how many images a page can hold (nnvis_reports.paging)."""
     template = _environment().get_template("image_section.html.j2")
-    readable = [image for image in images if image["status"] == "ok"]
-    entries = readable[::max(1, len(readable) // sample)][:sample]
+    readable = [index for index, image in enumerate(images) if image["status"] == "ok"]
+    entries = [images[index] for index in readable[::max(1, len(readable) // sample)][:sample]]
     sizes = [len("".join(template.generate(**context, entry=entry)).encode("utf-8")) for entry in entries]
     return sum(sizes) / len(sizes) if sizes else 0.0
 

@@ -72,6 +72,8 @@ class HtmlReport:
         self.output.commit(keep_cache=outcome.failed_calls > 0)  # --resume then retries only those
 
     def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
         if self.output is not None:
             self.output.release()  # after a failure the work folder stays, for --resume
 

@@ -1,7 +1,9 @@
 """Collects results as they stream in and writes report.json and index.html at the end.
 
-Files for each result are written as soon as it arrives, so memory holds only
-the small JSON entries, never the pictures.
+Files for each result are written as soon as it arrives, and each image's entry
+goes to an on-disk store (nnvis_reports.image_store) once its last result is in,
+so memory holds only the entries of the images still being computed, never the
+pictures, and does not grow with the folder.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from nnvis_core.images import ImageRecord
 from nnvis_core.plan import CallOutcome, PluginRun, RunPlan
 from nnvis_core.toolkit import AttributionPlugin
 from nnvis_reports.assets import save_artifact, save_png, save_sprites
+from nnvis_reports.image_store import ImageStore, images_json
 from nnvis_reports.leaderboard import leaderboard
 from nnvis_reports.reader import model_view
 
@@ -71,7 +74,9 @@ class ModelSection:
         self.ctx = ctx
         self.runs = runs
         self.skipped = [vars(s) for s in plan.skipped]
-        self.images: list[dict] = [self._pending(record) for record in records]
+        self.images = ImageStore((self._pending(record) for record in records), root)
+        self.open: dict[int, dict] = {}  # entries of images whose results are still coming in
+        self.image_runs = {run.plugin.name for run in runs if run.plugin.scope.value == "image"}
         self.dataset_results: dict[str, dict] = {}
         self.model_results: dict[str, dict] = {}
         self.stats = {run.plugin.name: {"seconds": 0.0, "calls": 0, "failures": 0} for run in runs}
@@ -86,8 +91,30 @@ class ModelSection:
     def _folder(self, record: ImageRecord) -> Path:
         return self.assets / f"img-{record.index:05d}"
 
+    def _entry(self, index: int) -> dict:
+        """Image `index`'s entry, to change: it stays in memory until _settle stores it."""
+        if index not in self.open:
+            self.open[index] = self.images[index]
+        return self.open[index]
+
+    def _peek(self, index: int) -> dict:
+        """Image `index`'s entry as it stands, to read."""
+        return self.open[index] if index in self.open else self.images[index]
+
+    def _settle(self, index: int, finished: bool = False) -> None:
+        """Store image `index`'s entry once every image-scope plugin has its result (or when `finished`)."""
+        entry = self.open[index]
+        if finished or entry["status"] != "ok" or self.image_runs <= entry["results"].keys():
+            self.images[index] = self.open.pop(index)
+
+    def settle_all(self) -> None:
+        """Store every entry still in memory (results that never came leave their image as it is)."""
+        for index in list(self.open):
+            self._settle(index, finished=True)
+
     def add_unreadable(self, record: ImageRecord, reason: str) -> None:
-        self.images[record.index].update(status="unreadable", error=reason)
+        self._entry(record.index).update(status="unreadable", error=reason)
+        self._settle(record.index)
 
     def add_image(self, item: ImageItem) -> None:
         class_names = self.ctx.class_names
@@ -95,7 +122,7 @@ class ModelSection:
         save_png(item.pixels, folder / "input.png", (item.pictures or {}).get("input.png"))
         probabilities = item.probabilities
         top = probabilities.topk(min(TOP_K, probabilities.numel()))
-        entry = self.images[item.record.index]
+        entry = self._entry(item.record.index)
         entry.update(
             status="ok",
             input=(folder / "input.png").relative_to(self.root).as_posix(),
@@ -105,6 +132,7 @@ class ModelSection:
             {"index": item.true_class, "name": class_names[item.true_class],
              "probability": round(float(probabilities[item.true_class]), 6)},
         )
+        self._settle(item.record.index)
 
     def _result_entry(self, run: PluginRun, outcome: CallOutcome, folder: Path, base: np.ndarray | None) -> dict:
         result, seconds, error = outcome.result, outcome.seconds, outcome.error
@@ -134,8 +162,8 @@ class ModelSection:
         """Thumbnails of a scatter's images in sprite sheets (nnvis_reports.assets.save_sprites)."""
         inputs = []
         for image_id in image_ids:
-            known = image_id is not None and 0 <= image_id < len(self.images) and self.images[image_id]["input"]
-            inputs.append(self.root / self.images[image_id]["input"] if known else None)
+            entry = self._peek(image_id) if image_id is not None and 0 <= image_id < len(self.images) else None
+            inputs.append(self.root / entry["input"] if entry and entry["input"] else None)
         saved = save_sprites(inputs, path)
         sheets = [sheet.relative_to(self.root).as_posix() for sheet in saved.pop("sheets")]
         return {"path": sheets[0], "sheets": sheets, **saved}
@@ -143,13 +171,17 @@ class ModelSection:
     def _add_image_artifacts(self, run: PluginRun, image_artifacts: dict) -> None:
         """A dataset plugin's per-image artifacts, written into each image's folder and section."""
         for image_id, artifacts in sorted(image_artifacts.items()):
-            if not 0 <= image_id < len(self.images) or self.images[image_id]["status"] != "ok":
+            if not 0 <= image_id < len(self.images):
+                continue
+            entry = self.images[image_id]
+            if entry["status"] != "ok":
                 continue
             folder = self.assets / f"img-{image_id:05d}"
             saved = [save_artifact(artifact, folder, f"{run.plugin.name}-{number}", None, self.root)
                      for number, artifact in enumerate(artifacts)]
-            self.images[image_id]["results"][run.plugin.name] = {
+            entry["results"][run.plugin.name] = {
                 "status": "ok", "seconds": 0.0, "artifacts": saved, "metrics": {}, "error": None, "traceback": None}
+            self.images[image_id] = entry
 
     def _metrics_summary(self, name: str) -> dict:
         """Mean, spread and range of each metric a plugin reported, across the images."""
@@ -162,9 +194,11 @@ class ModelSection:
 
     def add_image_result(self, item: ImageItem, run: PluginRun, outcome: CallOutcome) -> None:
         entry = self._result_entry(run, outcome, self._folder(item.record), item.pixels)
-        self.images[item.record.index]["results"][run.plugin.name] = entry
+        self._entry(item.record.index)["results"][run.plugin.name] = entry
+        self._settle(item.record.index)
 
     def add_global_result(self, run: PluginRun, outcome: CallOutcome) -> None:
+        self.settle_all()
         folder = self.assets / f"{run.plugin.scope.value}-{run.plugin.name}"
         entry = self._result_entry(run, outcome, folder, None)
         if outcome.result is not None and outcome.result.image_artifacts:
@@ -173,7 +207,8 @@ class ModelSection:
         target[run.plugin.name] = entry
 
     def section(self) -> dict:
-        """This model's entry of `by_model[]`."""
+        """This model's entry of `by_model[]` (its images: the on-disk store)."""
+        self.settle_all()
         plugins = []
         for run in self.runs:
             p = run.plugin
@@ -221,6 +256,7 @@ class ReportWriter:
         self.sections[-1].add_global_result(run, outcome)
 
     def report(self) -> dict:
+        """report.json's content; each model's `images` is its ImageStore, read like a list."""
         finished = datetime.now(timezone.utc)
         sections = [section.section() for section in self.sections]
         for section, label in zip(sections, model_labels([section["model"] for section in sections])):
@@ -239,12 +275,30 @@ class ReportWriter:
         report["leaderboard"] = [row for k in range(len(sections)) for row in leaderboard(model_view(report, k))]
         return report
 
-    def finish(self) -> dict:
-        """Write report.json and index.html, each streamed to its file; return the report dict."""
+    def finish(self) -> None:
+        """Write report.json and index.html, each streamed to its file."""
         from nnvis_reports.render import write_html
 
         report = self.report()
-        with open(self.root / "report.json", "w", encoding="utf-8") as out:
-            json.dump(report, out, indent=1, ensure_ascii=False)
+        write_report_json(report, self.root / "report.json")
         write_html(report, self.root / "index.html")
-        return report
+        self.close()
+
+    def close(self) -> None:
+        """Let go of the image stores' temporary files."""
+        for section in self.sections:
+            section.images.close()
+
+
+def write_report_json(report: dict, path: Path) -> None:
+    """report.json, each model's images streamed one entry a line (from their store, undecoded)."""
+    marker = "@nnvis images of model {}@"
+    shallow = {**report, "by_model": [{**section, "images": marker.format(k)}
+                                      for k, section in enumerate(report["by_model"])]}
+    text = json.dumps(shallow, indent=1, ensure_ascii=False)
+    with open(path, "w", encoding="utf-8") as out:
+        for k, section in enumerate(report["by_model"]):
+            before, text = text.split(json.dumps(marker.format(k)), 1)
+            out.write(before)
+            out.writelines(images_json(section["images"]))
+        out.write(text)
