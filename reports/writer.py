@@ -9,6 +9,7 @@ pictures, and does not grow with the folder.
 from __future__ import annotations
 
 import json
+import math
 import platform
 from importlib import metadata
 import sys
@@ -61,6 +62,27 @@ def model_labels(models: list[dict]) -> list[str]:
     return [label if labels.count(label) == 1 else f"{label} #{k + 1}" for k, label in enumerate(labels)]
 
 
+class MetricStats:
+    """Mean, standard deviation and range of one metric, added up image by image (Welford's
+    update), so that nothing is kept per image."""
+
+    def __init__(self) -> None:
+        self.n, self.total, self.mean, self.squares = 0, 0.0, 0.0, 0.0
+        self.low, self.high = math.inf, -math.inf
+
+    def add(self, value: float) -> None:
+        self.n += 1
+        self.total += value
+        delta = value - self.mean
+        self.mean += delta / self.n
+        self.squares += delta * (value - self.mean)
+        self.low, self.high = min(self.low, value), max(self.high, value)
+
+    def summary(self) -> dict:
+        return {"mean": self.total / self.n, "std": math.sqrt(max(self.squares, 0.0) / self.n),
+                "min": self.low, "max": self.high, "n": self.n}
+
+
 class ModelSection:
     """One model's part of the report, in report.json's `by_model[]` shape: its plugins, its
     images' predictions and results, its dataset and model results. The first model's files
@@ -80,7 +102,7 @@ class ModelSection:
         self.dataset_results: dict[str, dict] = {}
         self.model_results: dict[str, dict] = {}
         self.stats = {run.plugin.name: {"seconds": 0.0, "calls": 0, "failures": 0} for run in runs}
-        self.metric_values: dict[str, dict[str, list[float]]] = {run.plugin.name: {} for run in runs}
+        self.metric_stats: dict[str, dict[str, MetricStats]] = {run.plugin.name: {} for run in runs}
         self.model = {**ctx.model.describe(), "device": str(ctx.device), "notes": list(ctx.model.notes)}
 
     @staticmethod
@@ -155,7 +177,7 @@ class ModelSection:
             entry["artifacts"].append(saved)
         entry["metrics"] = {k: float(v) for k, v in result.metrics.items()}
         for key, value in entry["metrics"].items():
-            self.metric_values[run.plugin.name].setdefault(key, []).append(value)
+            self.metric_stats[run.plugin.name].setdefault(key, MetricStats()).add(value)
         return entry
 
     def _sprite(self, image_ids: list[int | None], path: Path) -> dict:
@@ -185,12 +207,7 @@ class ModelSection:
 
     def _metrics_summary(self, name: str) -> dict:
         """Mean, spread and range of each metric a plugin reported, across the images."""
-        summary = {}
-        for key, values in self.metric_values[name].items():
-            array = np.asarray(values, dtype=np.float64)
-            summary[key] = {"mean": float(array.mean()), "std": float(array.std()), "min": float(array.min()),
-                            "max": float(array.max()), "n": int(array.size)}
-        return summary
+        return {key: stats.summary() for key, stats in self.metric_stats[name].items()}
 
     def add_image_result(self, item: ImageItem, run: PluginRun, outcome: CallOutcome) -> None:
         entry = self._result_entry(run, outcome, self._folder(item.record), item.pixels)
