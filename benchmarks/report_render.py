@@ -249,12 +249,14 @@ def compute_report(bundle: Path, out: Path, plugins: list[str], jobs: int) -> di
     import time
 
     from nnvis_core.memory import keep_freed_memory
+    from nnvis_reports.output import work_folder
 
     if (out / "report.json").is_file():
         return {}
     keep_freed_memory()  # as `nnvis report` does
     start = time.perf_counter()
-    build_report(ReportConfig(bundle / "images", out, plugins=plugins, quiet=True, jobs=jobs, resume=out.is_dir()),
+    build_report(ReportConfig(bundle / "images", out, plugins=plugins, quiet=True, jobs=jobs,
+                              resume=work_folder(out).is_dir()),
                  load_registry())
     seconds = time.perf_counter() - start
     on_disk = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
