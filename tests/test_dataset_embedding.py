@@ -74,6 +74,16 @@ def test_nearest_in_plane_and_agreement_by_hand():
         knn_agreement(points[:2], ["a", None])
 
 
+def test_nearest_in_plane_never_lists_a_point_as_its_own_neighbour():
+    points = np.array([[0, 0]] * 5 + [[3, 4], [3, 4]], dtype=float)  # five points on one spot
+    near = nearest_in_plane(points, 2)
+    assert near.shape == (7, 2)
+    assert all(i not in row for i, row in enumerate(near))
+    assert all(set(row) <= {0, 1, 2, 3, 4} for row in near[:5])
+    assert near[5][0] == 6 and near[5][1] in range(5)  # its twin first, at distance 0
+    assert nearest_in_plane(points[:1], 3).shape == (1, 0)
+
+
 @pytest.mark.parametrize("count, exact_limit", [(10, 1600), (50, 1600), (50, 0)])
 def test_grid_snapping_is_a_one_to_one_layout_that_keeps_order(count, exact_limit):
     rng = np.random.default_rng(count)
