@@ -132,3 +132,27 @@ def test_feature_layers_are_pooled_hooks_that_leave_no_trace():
     assert torch.allclose(pool(record[0]), expected_penultimate, atol=1e-6)
     assert torch.allclose(pool(record[1]), model.conv(x).mean(dim=(2, 3)), atol=1e-6)
     assert not model.head[2]._forward_pre_hooks and not model.conv._forward_hooks
+
+
+def test_a_large_folders_grid_shows_the_image_nearest_each_cells_centre(monkeypatch):
+    from nnvis_plugins.dataset import tsne
+
+    monkeypatch.setattr(tsne, "GRID_LIMIT", 100)
+    rng = np.random.default_rng(3)
+    points = np.concatenate([rng.uniform(0, 1, (3000, 2)), [[0, 0], [1, 1]]])  # corners fix the span
+    points[:1000, 0] *= 0.5  # the right half of the map is sparser
+    gallery = tsne.grid_view(points, list(range(len(points))), [f"p{i}" for i in range(len(points))])
+    assert gallery.columns == 10 and len(gallery.images) == 100
+    shown = [i for i in gallery.image_ids if i is not None]
+    assert len(shown) == len(set(shown)) > 90  # one image a cell, no image twice
+    for cell, image_id in enumerate(gallery.image_ids):
+        if image_id is None:
+            continue
+        row, column = divmod(cell, 10)
+        members = [k for k, (x, y) in enumerate(points)
+                   if min(int(x * 10), 9) == column and min(int(y * 10), 9) == row]
+        centre = np.array([(column + 0.5) / 10, (row + 0.5) / 10])
+        assert image_id == min(members, key=lambda k: ((points[k] - centre) ** 2).sum())
+    assert "10 x 10 grid" in gallery.caption and f"of {len(points)} images" in gallery.caption
+    small = tsne.grid_view(points[:50], list(range(50)), [""] * 50)
+    assert sorted(i for i in small.image_ids if i is not None) == list(range(50))  # every image, up to the limit

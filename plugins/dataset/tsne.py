@@ -8,6 +8,8 @@ grid of thumbnails.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from nnvis_core import Gallery, Param, Plugin, Scatter, Scope, hookimpl
@@ -17,6 +19,9 @@ from nnvis_plugins.dataset.features import LAYER_HELP, PENULTIMATE, FeatureSet, 
 
 AGREEMENT_K = 5
 BLANK_TILE = np.full((8, 8, 3), 255, dtype=np.uint8)
+# Cells of the grid view. A larger folder gets a grid of this many cells, each showing the image
+# nearest its centre: a 100,000-image grid was 100,000 <img> elements, and its page never loaded.
+GRID_LIMIT = 2500
 
 
 def class_names(ids: list[int | None], names: list[str]) -> list[str | None]:
@@ -24,7 +29,10 @@ def class_names(ids: list[int | None], names: list[str]) -> list[str | None]:
 
 
 def grid_view(points: np.ndarray, image_ids: list[int], labels: list[str]) -> Gallery:
-    """The embedding snapped to a square-ish grid, one linked thumbnail per cell."""
+    """The embedding snapped to a square-ish grid, one linked thumbnail per cell (every image up to
+    GRID_LIMIT images, else a sample: see sampled_grid_view)."""
+    if len(points) > GRID_LIMIT:
+        return sampled_grid_view(points, image_ids, labels)
     columns = grid_columns(len(points))
     cells = snap_to_grid(points, columns)
     size = int(cells.max()) + 1
@@ -35,6 +43,28 @@ def grid_view(points: np.ndarray, image_ids: list[int], labels: list[str]) -> Ga
         tiles[cell], ids[cell], tile_labels[cell] = None, image_ids[point], labels[point]
     return Gallery("t-SNE grid", tiles, tile_labels, ids, columns=columns,
                    caption="the map above snapped to a grid: neighbours in the map are neighbours here")
+
+
+def sampled_grid_view(points: np.ndarray, image_ids: list[int], labels: list[str]) -> Gallery:
+    """The map cut into a square grid of at most GRID_LIMIT cells, each showing the image nearest its
+    centre among the images that fall in it; cells with none stay blank."""
+    side = math.isqrt(GRID_LIMIT)
+    p = np.asarray(points, dtype=np.float64)
+    span = np.ptp(p, axis=0)
+    unit = (p - p.min(0)) / np.where(span > 0, span, 1.0)
+    column_row = np.minimum((unit * side).astype(np.int64), side - 1)
+    cell = column_row[:, 1] * side + column_row[:, 0]
+    distance = (((column_row + 0.5) / side - unit) ** 2).sum(1)
+    order = np.lexsort((distance, cell))  # by cell, nearest the centre first
+    cells, first = np.unique(cell[order], return_index=True)
+    tiles: list[np.ndarray | None] = [BLANK_TILE] * (side * side)
+    ids: list[int | None] = [None] * (side * side)
+    tile_labels = [""] * (side * side)
+    for where, point in zip(cells, order[first]):
+        tiles[where], ids[where], tile_labels[where] = None, image_ids[point], labels[point]
+    return Gallery("t-SNE grid", tiles, tile_labels, ids, columns=side,
+                   caption=f"the map above on a {side} x {side} grid: each cell shows the image nearest its "
+                           f"centre ({len(cells)} of {len(p)} images); neighbours in the map are neighbours here")
 
 
 def tsne_result(features: FeatureSet, names: list[str], layer: str, seed: int = 0, perplexity: float = 30.0,
