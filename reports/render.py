@@ -179,7 +179,7 @@ def write_html(report: dict, path, page_size: int | None = None) -> None:
     else:
         matrix = {"header": header, "rows": [], "chunks": list(write_row_chunks(rows, path.parent / "assets" / "matrix",
                                                                                 page_size or PAGE_SIZE))}
-    context = {**_context(report, views, labels, paging), **_folder(views, paging)}
+    context = {**inline, **_paged(paging), **_folder(views, paging)}
     context["scatter_sources"] = _write_scatter_data(views, paging, path.parent) if paging else {}
     template = _environment().get_template("index.html.j2")
     with open(path, "w", encoding="utf-8") as out:
@@ -194,8 +194,13 @@ def _context(report: dict, views: list[dict], labels: list[str], paging: Paging 
     rows = report.get("leaderboard") or []
     return {"report": views[0], "views": views, "multi": len(views) > 1, "plugins": view_plugins[0],
             "view_plugins": view_plugins, "disagreeing": disagreements(views), "labels": labels,
-            "paging": paging, "image_href": paging.image_href if paging else (lambda index: f"#img-{index}"),
-            "folder_limit": FOLDER_LIMIT if paging else None, "leaderboard_rows": rows, "leaderboard_best": best(rows)}
+            "leaderboard_rows": rows, "leaderboard_best": best(rows), **_paged(paging)}
+
+
+def _paged(paging: Paging | None) -> dict:
+    """The part of the context that depends on how the report is split into pages."""
+    return {"paging": paging, "image_href": paging.image_href if paging else (lambda index: f"#img-{index}"),
+            "folder_limit": FOLDER_LIMIT if paging else None}
 
 
 def _folder(views: list[dict], paging: Paging | None) -> dict:
