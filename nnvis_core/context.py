@@ -51,7 +51,7 @@ class RunContext:
 
     def map_tasks(self, fn: Callable[..., Any], tasks: Iterable[Any]) -> Iterator[Any]:
         """fn(ctx, task) for each task, the results in order: the independent pieces of a model-scope
-        call (one picture per channel, say), spread over the workers with --engine ray, else computed
+        call (one picture per channel, say), spread over the workers with --engine ray or --jobs N, else computed
         here one after another. `fn` must be a module-level function and the tasks picklable; a
         worker's ctx has the same model, device and seed."""
         if self.task_mapper is None:
