@@ -1,7 +1,7 @@
 """The Ray engine's cost over the local engine on the same cores, and what one worker does.
 
-    python benchmarks/distributed.py                           # 5,000 demo images: hours on 2 cores
-    python benchmarks/distributed.py --images 1000 --small 100  # the figures in docs/distributed.md
+    python benchmarks/distributed.py --images 5000 --small 100  # docs/distributed.md: 2 h 20 min on 2 cores
+    python benchmarks/distributed.py --images 1000 --small 100  # its 1,000-image figures (31 minutes)
     python benchmarks/distributed.py --images 160 --small 40    # a quick look (6 minutes)
     python benchmarks/distributed.py --images 400 --small 40 --only ray  # the Ray engine alone
 
