@@ -18,6 +18,14 @@ from nnvis_reports.reader import read_report
 PAGE = 3
 
 
+def chunk_rows(path) -> tuple[int, list[dict]]:
+    """(number, rows) of a matrix row chunk: nnvisMatrixRows(n, JSON.parse("...")), all ASCII."""
+    text = path.read_text(encoding="ascii")  # every name escaped to ASCII
+    match = re.fullmatch(r"nnvisMatrixRows\((\d+), JSON\.parse\((\"(?:[^\"\\]|\\.)*\")\)\);\n", text, re.S)
+    assert match, f"{path.name} is not a row chunk"
+    return int(match[1]), json.loads(json.loads(match[2]))  # a string literal holding the rows' JSON
+
+
 @pytest.fixture(scope="module")
 def paged(tmp_path_factory, demo_images):
     """A report of nine demo images and three hostile-named ones, three images a page."""
@@ -49,10 +57,9 @@ def test_details_go_to_pages_and_rows_to_chunks(paged):
     chunks = sorted((out / "assets" / "matrix").glob("rows-*.js"))
     rows = []
     for number, chunk in enumerate(chunks):
-        text = chunk.read_text(encoding="ascii")  # every name escaped to ASCII
-        match = re.fullmatch(r"nnvisMatrixRows\((\d+), (.*)\);\n", text, re.S)
-        assert match and int(match[1]) == number
-        rows += json.loads(match[2])
+        chunk_number, rows_of_chunk = chunk_rows(chunk)
+        assert chunk_number == number
+        rows += rows_of_chunk
     assert [row["index"] for row in rows] == [image["index"] for image in readable]
     assert all(row["href"] == f"pages/images-{row['index'] // PAGE:04d}.html#img-{row['index']}" for row in rows)
     assert "script-src 'unsafe-inline' 'self'" in index
@@ -66,6 +73,8 @@ def test_the_matrix_loads_every_chunk_and_searches_across_them(paged, open_repor
     page.wait_for_selector("[data-matrix][data-loaded=all]", state="attached")
     matrix = page.locator("[data-matrix]")
     assert matrix.locator("tbody tr").count() == total
+    shown = matrix.locator("tbody tr").evaluate_all("rows => rows.map((row) => Number(row.dataset.image))")
+    assert shown == sorted(shown)  # chunks requested together still run in file order
     assert matrix.locator(".matrix-count").text_content() == f"{total} of {total} images"
     matrix.locator("[data-filter=search]").fill("_02")  # the third image of each class, on different pages
     assert matrix.locator(".matrix-count").text_content() == f"3 of {total} images"
@@ -187,6 +196,6 @@ def test_a_page_holds_fewer_images_when_each_ones_detail_is_large(paged, monkeyp
     html = (tmp_path / "index.html").read_text(encoding="utf-8")
     scatter = json.loads(re.search(r'class="scatter-data">(.*?)</script>', html, re.S)[1])
     assert scatter["page_size"] == 2  # a point opens the page its image is on
-    rows = "".join(path.read_text(encoding="ascii") for path in sorted((tmp_path / "assets" / "matrix").glob("*.js")))
-    hrefs = re.findall(r'"href": "pages/images-(\d+)\.html#img-(\d+)"', rows)
+    rows = [row for path in sorted((tmp_path / "assets" / "matrix").glob("*.js")) for row in chunk_rows(path)[1]]
+    hrefs = [re.fullmatch(r"pages/images-(\d+)\.html#img-(\d+)", row["href"]).groups() for row in rows]
     assert hrefs and all(int(page) == int(index) // 2 for page, index in hrefs)

@@ -315,31 +315,31 @@
 
   // A large report's rows come in script chunks beside the page (a page opened from file:// may
   // run scripts from its folder but not fetch data); each chunk calls nnvisMatrixRows(n, rows).
+  // The first chunk comes alone, so that its rows show soon; the rest are requested together and,
+  // not being async, run in order as they arrive.
   function loadChunks(view, chunks) {
     view.pending = chunks.length;
     const arrived = {};
-    let next = 0;
     window.nnvisMatrixRows = (number, rows) => { arrived[number] = rows; };
-    const load = () => {
-      if (next >= chunks.length) return;
+    const add = (number, then) => {
       const script = document.createElement("script");
-      const number = next;
-      script.src = chunks[next++];
+      script.async = false;
+      script.src = chunks[number];
       script.onload = () => {
         view.pending -= 1;
         extend(view, arrived[number] || []);
         delete arrived[number];
         script.remove();
-        load();
+        if (then) then();
       };
       script.onerror = () => {
         view.pending -= 1;
         view.root.querySelector(".matrix-count").textContent = "could not load " + chunks[number];
-        load();
+        if (then) then();
       };
       document.head.append(script);
     };
-    load();
+    add(0, () => { for (let number = 1; number < chunks.length; number++) add(number); });
   }
 
   function switchPictures(view) {
