@@ -51,9 +51,9 @@ class RunContext:
 
     def map_tasks(self, fn: Callable[..., Any], tasks: Iterable[Any]) -> Iterator[Any]:
         """fn(ctx, task) for each task, the results in order: the independent pieces of a model-scope
-        call (one picture per channel, say), spread over the workers with --engine ray or --jobs N, else computed
-        here one after another. `fn` must be a module-level function and the tasks picklable; a
-        worker's ctx has the same model, device and seed."""
+        call (one picture per channel, say), spread over the workers with --engine ray or --jobs N,
+        else computed here one after another. `fn` must be a module-level function and the tasks
+        picklable; a worker's ctx has the same model, device and seed."""
         if self.task_mapper is None:
             return (fn(self, task) for task in tasks)
         return self.task_mapper(fn, list(tasks))

@@ -80,8 +80,9 @@ class ImageStream:
 
     def map_batches(self, fn: BatchFunction, *args: object) -> Iterator[object]:
         """fn(ctx, items, *args) for each batch of readable images, in folder order, computed where
-        the run's engine computes (the workers with --engine ray or --jobs N). For a pass over the whole folder
-        that returns little per batch (pooled features): fn must be a module-level function."""
+        the run's engine computes (the workers with --engine ray or --jobs N). For a pass over the
+        whole folder that returns little per batch (pooled features): fn must be a module-level
+        function."""
         if self.mapper is not None:
             return self.mapper(fn, args)
         return (fn(self.ctx, batch, *args) for batch in stream_items(self.records, self.ctx))
