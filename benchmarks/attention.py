@@ -32,7 +32,7 @@ vit_ti_16 is torchvision's VisionTransformer at ViT-Ti/16 size (12 layers,
 threads) instead of the wall clock: with --threads 1 it is the work done,
 whatever else the machine runs (with more threads it also counts their spinning).
 --allocator nnvis (default) first sets the C allocator's policy that `nnvis report`
-and its Ray workers run with (nnvis_core.memory: freed heap kept for the next pass);
+and its Ray workers run with (nnvis_core.allocator: freed heap kept for the next pass);
 --allocator glibc keeps glibc's defaults, under which the ratios vary with the heap's
 history (page faults on memory handed back and asked for again), 1.12x to 1.44x here.
 Exit status 1 when a capture/plain ratio exceeds --limit. Not part of the test suite.
@@ -50,9 +50,9 @@ from contextlib import ExitStack, contextmanager
 import torch
 from torch.overrides import TorchFunctionMode
 
-from nnvis_core.memory import keep_freed_memory
+from nnvis_core.allocator import keep_freed_memory
 from nnvis_core.toolkit.attention import captured_attention
-from nnvis_core.tv import torchvision_models
+from nnvis_core.torchvision_compat import torchvision_models
 
 from common import best_times, load_model
 

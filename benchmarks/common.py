@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from nnvis_core.tv import torchvision_models
+from nnvis_core.torchvision_compat import torchvision_models
 
 
 def best_times(fns: list[Callable[[], object]], repeats: int, warm_up: bool = True) -> list[float]:

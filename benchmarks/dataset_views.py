@@ -45,8 +45,8 @@ def write_folder(root: Path, count: int, seed: int = 5) -> None:
 REPORT = """
 import json, resource, sys, time
 from pathlib import Path
-from nnvis_core.config import ReportConfig
-from nnvis_core.registry import load_registry
+from nnvis_core.run.config import ReportConfig
+from nnvis_core.run.registry import load_registry
 from nnvis_reports import build_report
 from nnvis_reports.reader import read_report
 images, out, plugins = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split(",")

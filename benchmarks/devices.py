@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nnvis_core.artifacts import as_result
-from nnvis_core.context import ImageItem, RunContext
+from nnvis_core.contract.artifacts import as_result
+from nnvis_core.contract.context import ImageItem, RunContext
 from nnvis_core.images import ImageRecord
 from nnvis_core.models.loaded import LoadedModel, Preprocess
-from nnvis_core.params import resolve_params
-from nnvis_core.plugin import Scope
-from nnvis_core.registry import load_registry
+from nnvis_core.contract.params import resolve_params
+from nnvis_core.contract.plugin import Scope
+from nnvis_core.run.registry import load_registry
 
 from common import load_model
 

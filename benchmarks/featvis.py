@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from nnvis_core.models.loaded import IMAGENET_MEAN, IMAGENET_STD
-from nnvis_core.tv import import_torchvision, torchvision_models
+from nnvis_core.torchvision_compat import import_torchvision, torchvision_models
 from nnvis_plugins.featvis import objectives
 from nnvis_plugins.featvis.parameterizations import fourier_image
 from nnvis_plugins.featvis.render import evaluate, optimize

@@ -40,10 +40,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from nnvis_core.config import ReportConfig
+from nnvis_core.run.config import ReportConfig
 from nnvis_core.demo.bundle import write_bundle
 from nnvis_core.demo.shapes import CLASS_NAMES
-from nnvis_core.registry import load_registry
+from nnvis_core.run.registry import load_registry
 from nnvis_reports import build_report
 from nnvis_reports.render import write_html
 
@@ -248,7 +248,7 @@ def compute_report(bundle: Path, out: Path, plugins: list[str], jobs: int) -> di
     import resource
     import time
 
-    from nnvis_core.memory import keep_freed_memory
+    from nnvis_core.allocator import keep_freed_memory
     from nnvis_reports.output import work_folder
 
     if (out / "report.json").is_file():

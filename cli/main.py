@@ -14,10 +14,10 @@ from pathlib import Path
 import click
 
 import nnvis_core
-from nnvis_core.config import ConfigError, ReportConfig, read_config_file, split_models
-from nnvis_core.params import ParamError, parse_assignments
-from nnvis_core.registry import load_registry
-from nnvis_core.scaffold import KINDS
+from nnvis_core.run.config import ConfigError, ReportConfig, read_config_file, split_models
+from nnvis_core.contract.params import ParamError, parse_assignments
+from nnvis_core.run.registry import load_registry
+from nnvis_cli.scaffold import KINDS
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 EXIT_USAGE = 2
@@ -113,10 +113,10 @@ def report(image_dir, out_dir, models, weights, arch, trust_checkpoint, labels, 
            config_path, device, batch_size, seed, resize, crop, mean, std, plugin_timeout, resume, force, engine,
            address, workers, gpus_per_worker, jobs, quiet) -> None:
     """Write an HTML report for the images in IMAGE_DIR (searched recursively)."""
-    from nnvis_core.memory import keep_freed_memory
+    from nnvis_core.allocator import keep_freed_memory
     from nnvis_core.runner import UsageError, run
 
-    keep_freed_memory()  # steadier forward passes (nnvis_core.memory)
+    keep_freed_memory()  # steadier forward passes (nnvis_core.allocator)
 
     cli_values = {
         "model": list(models) or None, "weights": list(weights) or None, "arch": list(arch) or None, "labels": labels, "masks": masks, "trust_checkpoint": trust_checkpoint,
@@ -207,7 +207,7 @@ def plugins_group(context: click.Context, strict: bool) -> None:
 @click.argument("name")
 def show_plugin(name: str) -> None:
     """Describe installed plugin NAME: where it comes from, what it does, its parameters."""
-    from nnvis_core.describe import describe_plugin
+    from nnvis_cli.describe import describe_plugin
 
     registry = load_registry()
     if name not in registry.plugins:
@@ -227,7 +227,7 @@ def show_plugin(name: str) -> None:
               show_default=True, help="Folder in which to create nnvis-plugin-NAME/.")
 def new_plugin(name: str, kind: str, parent: Path) -> None:
     """Write a plugin package NAME (pyproject, module, tests) that passes its own tests."""
-    from nnvis_core.scaffold import ScaffoldError, try_it, write_plugin_package
+    from nnvis_cli.scaffold import ScaffoldError, try_it, write_plugin_package
 
     try:
         root = write_plugin_package(name, parent, kind)
@@ -293,7 +293,7 @@ def cue_conflict(shapes_dir, textures_dir, out_dir, model, weights, arch, size, 
     import torch
 
     from nnvis_core.models import ModelLoadError, ModelOptions, load_model
-    from nnvis_plugins.synthesis.cue_conflict import CueConflictInputError, plan_pairs, class_images, \
+    from nnvis_plugins.synthesis.cue_conflict_images import CueConflictInputError, plan_pairs, class_images, \
         write_cue_conflict_folder
 
     try:

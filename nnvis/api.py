@@ -9,7 +9,7 @@
     nnvis.explain("demo", "examples/demo/images/circle/circle_00.png", "gradcam").map   # one map, a tensor
 
 The core runs exactly as for the CLI (nnvis_core.runner), into a sink that keeps
-every result in memory (nnvis_core.sink.MemorySink): nothing is written to disk
+every result in memory (nnvis_core.run.sink.MemorySink): nothing is written to disk
 until `save`; showing a run inline renders it in a temporary folder that is
 removed at once. A model given as an nn.Module is used as it is and left as it
 was (its train/eval mode and its device are restored after the run).
@@ -31,22 +31,22 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 
-from nnvis_core.artifacts import Heatmap, Result, as_result
-from nnvis_core.config import ModelChoice, ReportConfig
-from nnvis_core.context import ImageItem, RunContext
+from nnvis_core.contract.artifacts import Heatmap, Result, as_result
+from nnvis_core.run.config import ModelChoice, ReportConfig
+from nnvis_core.contract.context import ImageItem, RunContext
 from nnvis_core.images import ImageReadError, ImageRecord, match_label
-from nnvis_core.markers import hookimpl
+from nnvis_core.hook_marker import hookimpl
 from nnvis_core.models import ModelOptions, load_model
 from nnvis_core.models.loaded import LoadedModel, ModelLoadError, Preprocess
 from nnvis_core.models.source import ModelSource
-from nnvis_core.params import ParamError, resolve_params
-from nnvis_core.plan import UsageError
-from nnvis_core.plugin import Plugin
-from nnvis_core.registry import Registry, load_registry
+from nnvis_core.contract.params import ParamError, resolve_params
+from nnvis_core.run.plan import UsageError
+from nnvis_core.contract.plugin import Plugin
+from nnvis_core.run.registry import Registry, load_registry
 from nnvis_core.runner import choose_device
 from nnvis_core.runner import run as run_core
-from nnvis_core.sink import MemorySink
-from nnvis_core.targets import TargetError
+from nnvis_core.run.sink import MemorySink
+from nnvis_core.contract.targets import TargetError
 from nnvis_reports.assets import save_artifact
 from nnvis_reports.reader import model_view
 from nnvis_reports.sink import HtmlReport
@@ -370,7 +370,7 @@ def run(images: Any, model: Any = "demo", plugins: Sequence[str | Plugin] | None
     torch.nn.Module (with `preprocess`, default resize 256 / crop 224 / ImageNet statistics, and
     `class_names`), both read off `weights` when it is a torchvision WeightsEnum member, or off a
     timm model's pretrained config, when not given; compare: more models, side by side.
-    cache: a folder where results are kept (nnvis_core.cache): a later run with the same inputs
+    cache: a folder where results are kept (nnvis_core.run.cache): a later run with the same inputs
     and settings takes them from there instead of computing them again. None: no cache. Plugin parameters go as keyword
     arguments named after the plugin, validated exactly as --set is: occlusion={"window": 16}.
     Raises nnvis.UsageError (one line) for what the CLI would refuse with exit code 2.

@@ -1,5 +1,5 @@
 """The core owns the run: check the options, load the model, stream the images, call each plugin,
-and emit every result to a sink (nnvis_core.sink).
+and emit every result to a sink (nnvis_core.run.sink).
 
 Failures are contained where they happen: an unreadable image is listed and
 skipped, a plugin that raises on one image gets an error outcome for that image
@@ -21,21 +21,21 @@ from typing import Callable
 
 import torch
 
-from nnvis_core.cache import NoCache, ResultCache, run_fingerprint
-from nnvis_core.calls import (
+from nnvis_core.run.cache import NoCache, ResultCache, run_fingerprint
+from nnvis_core.run.calls import (
     call_plugin,
     choose_device,
     load_context,
     plugin_runs,
     select_plugins,
 )
-from nnvis_core.config import ReportConfig
-from nnvis_core.context import RunContext
-from nnvis_core.engine import Engine, LocalEngine, open_engine
+from nnvis_core.run.config import ReportConfig
+from nnvis_core.contract.context import RunContext
+from nnvis_core.engines.local import Engine, LocalEngine, open_engine
 from nnvis_core.images import ImageRecord, discover_images
 from nnvis_core.models import LayerNotFound, find_layer
 from nnvis_core.models.layers import LAYER_KEYWORDS
-from nnvis_core.plan import (
+from nnvis_core.run.plan import (
     CallOutcome,
     PluginRun,
     RunOutcome,
@@ -43,11 +43,11 @@ from nnvis_core.plan import (
     SkippedPlugin,
     UsageError,
 )
-from nnvis_core.plugin import Scope
-from nnvis_core.sink import encoder_of
-from nnvis_core.registry import Registry, one_line
-from nnvis_core.sink import Sink
-from nnvis_core.stream import ImageStream
+from nnvis_core.contract.plugin import Scope
+from nnvis_core.run.sink import encoder_of
+from nnvis_core.run.registry import Registry, one_line
+from nnvis_core.run.sink import Sink
+from nnvis_core.contract.stream import ImageStream
 from nnvis_core.toolkit.precision import exact_float32
 
 __all__ = ["UsageError", "PluginRun", "RunOutcome", "RunPlan", "CallOutcome", "prepare", "prepare_all", "execute", "run", "choose_device"]
@@ -152,7 +152,7 @@ def execute(
     """Stream the images through every plugin and emit each result to the sink.
 
     With a cache, a result already computed for the same inputs is taken from it. The
-    image-scope calls run on `engine` (nnvis_core.engine; default: this process), the
+    image-scope calls run on `engine` (nnvis_core.engines.local; default: this process), the
     dataset- and model-scope calls here.
     """
     cache = cache or NoCache()

@@ -37,13 +37,13 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 
-from nnvis_core.artifacts import Artifact, CategoricalMap, Heatmap, Result, Scatter, as_result
-from nnvis_core.config import ReportConfig
-from nnvis_core.context import ImageItem, RunContext
+from nnvis_core.contract.artifacts import Artifact, CategoricalMap, Heatmap, Result, Scatter, as_result
+from nnvis_core.run.config import ReportConfig
+from nnvis_core.contract.context import ImageItem, RunContext
 from nnvis_core.models.loaded import LoadedModel
 from nnvis_core.models.source import ModelSource
-from nnvis_core.plugin import Plugin, Scope, hookimpl
-from nnvis_core.registry import Registered, Registry, check_plugin as check_registration, load_registry
+from nnvis_core.contract.plugin import Plugin, Scope, hookimpl
+from nnvis_core.run.registry import Registered, Registry, check_plugin as check_registration, load_registry
 
 BUILTIN_SERVICES = ("model_sources", "html_report")  # nnvis's entry points that are not visualization plugins
 RUN_METHOD = {Scope.IMAGE: "run_image", Scope.DATASET: "run_dataset", Scope.MODEL: "run_model"}
@@ -107,7 +107,7 @@ def demo_items(folder: Path, images: int = 4, seed: int = 0) -> tuple[RunContext
     """
     from nnvis_core.images import discover_images
     from nnvis_core.models import ModelOptions, load_model
-    from nnvis_core.stream import stream_items
+    from nnvis_core.contract.stream import stream_items
 
     image_dir, mask_dir = write_demo_images(folder, images)
     model = load_model("demo", ModelOptions(), _demo_registry(), "cpu")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from nnvis_core.artifacts import (
+from nnvis_core.contract.artifacts import (
     Artifact,
     CategoricalMap,
     Chart,
@@ -105,7 +105,7 @@ def encode_artifact(artifact: Artifact, base: np.ndarray | None) -> dict[str, by
 
 
 class PictureEncoder:
-    """The report's picture encoding, run where an image's plugins ran (nnvis_core.sink.PictureEncoder):
+    """The report's picture encoding, run where an image's plugins ran (nnvis_core.run.sink.PictureEncoder):
     on a Ray worker, so that the driver only writes the files. The bytes are those save_artifact
     would write."""
 

@@ -25,7 +25,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, TextIO
 
-from nnvis_core.cache import count_entries
+from nnvis_core.run.cache import count_entries
 from nnvis_reports.writer import REPORT_FORMAT
 
 WORK_SUFFIX = ".nnvis-work"

@@ -11,21 +11,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from nnvis_core.config import ReportConfig
-from nnvis_core.context import ImageItem
+from nnvis_core.run.config import ReportConfig
+from nnvis_core.contract.context import ImageItem
 from nnvis_core.images import ImageRecord
-from nnvis_core.plan import CallOutcome, PluginRun, RunOutcome, RunPlan, UsageError
-from nnvis_core.plugin import hookimpl
-from nnvis_core.registry import Registry
+from nnvis_core.run.plan import CallOutcome, PluginRun, RunOutcome, RunPlan, UsageError
+from nnvis_core.contract.plugin import hookimpl
+from nnvis_core.run.registry import Registry
 from nnvis_core.runner import run
-from nnvis_core.sink import SinkFactory
+from nnvis_core.run.sink import SinkFactory
 from nnvis_reports.assets import PictureEncoder
 from nnvis_reports.output import OutputError, OutputFolder
 from nnvis_reports.writer import ReportWriter
 
 
 class HtmlReport:
-    """One run's report at `out_dir` (see nnvis_core.sink.Sink for the order of calls)."""
+    """One run's report at `out_dir` (see nnvis_core.run.sink.Sink for the order of calls)."""
 
     def __init__(self, out_dir: Path, force: bool = False, log: Callable[[str], None] = lambda line: None) -> None:
         self.out_dir = Path(out_dir)

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 import nnvis_core
-from nnvis_core.context import ImageItem
+from nnvis_core.contract.context import ImageItem
 from nnvis_core.images import ImageRecord
-from nnvis_core.plan import CallOutcome, PluginRun, RunPlan
+from nnvis_core.run.plan import CallOutcome, PluginRun, RunPlan
 from nnvis_core.toolkit import AttributionPlugin
 from nnvis_reports.assets import save_artifact, save_png, save_sprites
 from nnvis_reports.image_store import ImageStore, images_json

@@ -45,7 +45,7 @@ def pip_install_offline(sources: list[Path], workdir: Path) -> dict[str, str]:
 def registry_with(*plugins):
     """The installed plugins plus `plugins`, registered as a module would register them."""
     from nnvis_core import hookimpl
-    from nnvis_core.registry import load_registry
+    from nnvis_core.run.registry import load_registry
 
     holder = types.SimpleNamespace(nnvis_register_plugins=hookimpl(lambda register: [register(p) for p in plugins]))
     return load_registry(extra=[("test-plugins", holder)])
@@ -85,7 +85,7 @@ def plugin_packages(tmp_path_factory) -> dict[str, str]:
     from click.testing import CliRunner
 
     from nnvis_cli.main import cli
-    from nnvis_core.scaffold import write_plugin_package
+    from nnvis_cli.scaffold import write_plugin_package
 
     workdir = tmp_path_factory.mktemp("plugin-packages")
     skeleton = write_plugin_package("brightness", workdir / "generated")

@@ -19,8 +19,8 @@ import torch
 from counter_plugins import read_calls
 from PIL import Image
 
-from nnvis_core.config import ReportConfig
-from nnvis_core.registry import load_registry
+from nnvis_core.run.config import ReportConfig
+from nnvis_core.run.registry import load_registry
 from nnvis_core.runner import prepare_all
 from nnvis_reports import build_report
 

@@ -63,7 +63,7 @@ def build_demo_vit(num_classes: int = len(CLASS_NAMES)) -> nn.Module:
     (docs/transformers.md, demo-vit).  torchvision is imported here, not at module
     import, so `nnvis_core.demo` stays cheap for code that only wants the convnet.
     """
-    from nnvis_core.tv import torchvision_models
+    from nnvis_core.torchvision_compat import torchvision_models
 
     model = torchvision_models().VisionTransformer(num_classes=num_classes, **VIT_CONFIG)
     side = VIT_CONFIG["image_size"] // VIT_CONFIG["patch_size"]

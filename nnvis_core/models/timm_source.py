@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nnvis_core.markers import hookimpl
+from nnvis_core.hook_marker import hookimpl
 from nnvis_core.models.checkpoints import (
     apply_state_dict,
     first_line,
@@ -44,8 +44,8 @@ HUB_FILES = ("model.safetensors", "pytorch_model.bin")
 
 def import_timm() -> ModuleType:
     """timm, imported after nnvis's torchvision import (timm imports torchvision itself, and a CUDA
-    torchvision beside CPU torch only imports through nnvis_core.tv's workaround)."""
-    from nnvis_core import tv
+    torchvision beside CPU torch only imports through nnvis_core.torchvision_compat's workaround)."""
+    from nnvis_core import torchvision_compat as tv
 
     tv.import_torchvision()
     try:

@@ -17,7 +17,7 @@ from urllib.error import URLError
 
 import torch
 
-from nnvis_core import tv
+from nnvis_core import torchvision_compat as tv
 from nnvis_core.models.checkpoints import apply_state_dict, load_checkpoint, num_classes_of, unwrap_state_dict
 from nnvis_core.models.loaded import LoadedModel, ModelLoadError, ModelOptions, Preprocess
 

@@ -24,7 +24,7 @@ docs/plugins.md (plugin API version 2) walks through it.
   :func:`write_cue_conflict_csv` (the labels of shape-vs-texture images)
 """
 
-from nnvis_core.targets import TargetError, resolve_target
+from nnvis_core.contract.targets import TargetError, resolve_target
 from nnvis_core.toolkit.attention import Attention, captured_attention, global_attention
 from nnvis_core.toolkit.attribution import (
     FAITHFULNESS_STEPS,
@@ -35,7 +35,7 @@ from nnvis_core.toolkit.attribution import (
     layer_name,
     reduce_param,
 )
-from nnvis_core.toolkit.cue_conflict import (
+from nnvis_core.toolkit.cue_conflict_labels import (
     CUE_CONFLICT_CSV,
     CueConflictError,
     cue_conflict_name,

@@ -24,9 +24,9 @@ from typing import Any
 
 import torch
 
-from nnvis_core.artifacts import Artifact, Chart, Heatmap, Result
-from nnvis_core.params import Param
-from nnvis_core.plugin import Plugin, Scope
+from nnvis_core.contract.artifacts import Artifact, Chart, Heatmap, Result
+from nnvis_core.contract.params import Param
+from nnvis_core.contract.plugin import Plugin, Scope
 from nnvis_core.toolkit.faithfulness import Curves, deletion_insertion, mask_share
 from nnvis_core.toolkit.gradients import reduce_channels
 from nnvis_core.toolkit.guard import preserved

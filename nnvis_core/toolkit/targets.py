@@ -5,7 +5,7 @@ tensor with one class per input, or a callable mapping the model output
 ``(N, classes)`` to one score per input ``(N,)``. These helpers pick the scores
 and keep a target aligned with its inputs when a batch is repeated, chunked or
 subset. Resolving a user's words (``predicted``, ``true``, a class name) to an
-index is :func:`nnvis_core.targets.resolve_target`.
+index is :func:`nnvis_core.contract.targets.resolve_target`.
 """
 
 from __future__ import annotations

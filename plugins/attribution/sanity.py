@@ -26,7 +26,7 @@ from torch import nn
 
 from nnvis_core import Chart, Image, Param, Plugin, Result, Scope, Table, hookimpl
 from nnvis_plugins.attribution import gradcam, guided_gradcam, integrated_gradients, smoothgrad
-from nnvis_core.params import resolve_params
+from nnvis_core.contract.params import resolve_params
 from nnvis_core.toolkit import AttributionPlugin, Target, gradient, preserved, reduce_channels
 
 MapFunction = Callable[[nn.Module, torch.Tensor, Target, dict], torch.Tensor]

@@ -8,7 +8,7 @@ share a class while differing in pixels show what the layer has abstracted.
 from __future__ import annotations
 
 from nnvis_core import Gallery, Param, Plugin, Scope, hookimpl
-from nnvis_core.artifacts import Result
+from nnvis_core.contract.artifacts import Result
 from nnvis_plugins.dataset.embedding import cosine_neighbours
 from nnvis_plugins.dataset.features import LAYER_HELP, PENULTIMATE, FeatureSet, collect_features
 

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from nnvis_core import Gallery, Param, Plugin, Scope, hookimpl
-from nnvis_core.artifacts import Result
-from nnvis_core.context import ImageItem, RunContext
-from nnvis_core.stream import map_batches, only
+from nnvis_core.contract.artifacts import Result
+from nnvis_core.contract.context import ImageItem, RunContext
+from nnvis_core.contract.stream import map_batches, only
 from nnvis_core.toolkit import (
     LayerNotFound,
     LayoutError,

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from nnvis_core import Gallery, Param, Plugin, Scatter, Scope, hookimpl
-from nnvis_core.artifacts import Result
+from nnvis_core.contract.artifacts import Result
 from nnvis_plugins.dataset.embedding import grid_columns, knn_agreement, neighbour_share, snap_to_grid, tsne_embed
 from nnvis_plugins.dataset.features import LAYER_HELP, PENULTIMATE, FeatureSet, collect_features
 

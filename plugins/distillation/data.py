@@ -11,7 +11,7 @@ from typing import Iterable
 
 import torch
 
-from nnvis_core.context import ImageItem
+from nnvis_core.contract.context import ImageItem
 
 
 class FolderRefusal(ValueError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from nnvis_core import Param, Plugin, Scope, Text, hookimpl
-from nnvis_core.artifacts import Result
+from nnvis_core.contract.artifacts import Result
 from nnvis_plugins.distillation.architecture import INITS, Architecture, output_layer, why_not_reinitializable
 from nnvis_plugins.distillation.card import accuracy_table, image_grid, training_curve
 from nnvis_plugins.distillation.distribution import distil_distribution

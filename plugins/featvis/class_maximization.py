@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from nnvis_core import Gallery, Param, Plugin, Result, Scope, Table, hookimpl
-from nnvis_core.stream import map_batches
-from nnvis_core.targets import TargetError, class_index
+from nnvis_core.contract.stream import map_batches
+from nnvis_core.contract.targets import TargetError, class_index
 from nnvis_plugins.featvis import objectives as obj
 from nnvis_plugins.featvis.options import describe, optimization_params, plain_settings, settings_from
 from nnvis_plugins.featvis.render import Rendering, Settings, render

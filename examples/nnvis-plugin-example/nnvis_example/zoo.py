@@ -33,7 +33,7 @@ def build_architecture(architecture: str, classes: int) -> torch.nn.Module:
 
         return DemoNet(classes)
     if architecture.startswith("torchvision:"):
-        from nnvis_core.tv import torchvision_models
+        from nnvis_core.torchvision_compat import torchvision_models
 
         return torchvision_models().get_model(architecture.split(":", 1)[1], weights=None, num_classes=classes)
     raise ModelLoadError(f"zoo: unknown architecture {architecture!r} (use demo or torchvision:NAME)")

@@ -1,0 +1,145 @@
+"""Run settings from the command line and an optional TOML file.
+
+The TOML file holds the same settings as the command line; plugin parameters
+go in `[params.PLUGIN]` tables. Command-line values win over the file.
+
+    model = "torchvision:resnet18"
+    weights = "DEFAULT"
+    plugins = ["saliency"]
+
+Several models are compared side by side when `model` is a list (`--model` given
+more than once); `weights` and `arch` are then one value for every model, or a
+list with one value per model.
+    [params.saliency]
+    target = "predicted"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nnvis_core.contract.params import ParamError
+
+FILE_KEYS = {
+    "model": (str, list), "weights": (str, list), "arch": (str, list), "labels": str, "plugins": list, "device": str,
+    "batch_size": int, "seed": int, "masks": str, "resize": int, "crop": int, "params": dict,
+    "plugin_timeout": float,
+}
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be read or holds unknown settings."""
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """One model of a run: the --model spec with its --weights and --arch."""
+
+    model: str
+    weights: str | None = None
+    arch: str | None = None
+
+
+@dataclass
+class ReportConfig:
+    image_dir: Path
+    out_dir: Path
+    model: str = "demo"
+    weights: str | None = None
+    arch: str | None = None
+    labels: Path | None = None
+    masks: Path | None = None  # ground-truth object masks: MASKS/relpath for each image
+    trust_checkpoint: bool = False
+    plugins: list[str] | None = None  # None: the plugins that declare default_enabled; ["all"]: every one
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    device: str = "auto"
+    batch_size: int = 16
+    seed: int = 0
+    resize: int | None = None
+    crop: int | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    quiet: bool = False
+    plugin_timeout: float | None = None  # seconds each plugin call may take; None: no limit
+    force: bool = False  # write into an existing folder that is not an nnvis report
+    resume: bool = False  # reuse the results an interrupted run for the same OUT left behind
+    more_models: tuple[ModelChoice, ...] = ()  # models compared with the first (`model`), in order
+    # Images given in memory (nnvis.run with PIL images or a tensor): used instead of walking image_dir.
+    images: tuple[Any, ...] = ()  # nnvis_core.images.ImageRecord
+    # Where the image-scope calls run (nnvis_core.engines.local): "local" (this process) or "ray".
+    engine: str = "local"
+    address: str | None = None  # Ray: auto, HOST:PORT or ray://...; None starts a local instance
+    workers: int | None = None  # Ray actors; None: one per CPU the cluster offers (GPU: per GPU)
+    gpus_per_worker: float = 0.0
+    jobs: int = 1  # local engine: worker processes for the image-scope calls (1: this process)
+
+    @property
+    def models(self) -> list[ModelChoice]:
+        """Every model of the run, the first one (`model`, `weights`, `arch`) first."""
+        return [ModelChoice(self.model, self.weights, self.arch), *self.more_models]
+
+
+def split_models(models: str | list[str] | None, weights: str | list[str] | None,
+                 arch: str | list[str] | None) -> dict[str, Any]:
+    """ReportConfig's model settings from one or several --model, --weights and --arch values.
+
+    One value of --weights (or --arch) applies to every model; several pair with the
+    models by position, so there must then be exactly one per model.
+    """
+    names = [models] if isinstance(models, str) else list(models or [])
+    if not names:
+        return {k: v for k, v in {"weights": _single(weights, "weights"), "arch": _single(arch, "arch")}.items()
+                if v is not None}
+    paired = {"weights": _per_model(weights, len(names), "weights"), "arch": _per_model(arch, len(names), "arch")}
+    if len(set(zip(names, paired["weights"], paired["arch"]))) < len(names):
+        raise ConfigError("the same model is given twice (same --model, --weights and --arch)")
+    choices = [ModelChoice(*values) for values in zip(names, paired["weights"], paired["arch"])]
+    first = choices[0]
+    settings: dict[str, Any] = {"model": first.model, "more_models": tuple(choices[1:])}
+    settings.update({k: v for k, v in (("weights", first.weights), ("arch", first.arch)) if v is not None})
+    return settings
+
+
+def _single(value: str | list[str] | None, option: str) -> str | None:
+    if isinstance(value, list):
+        if len(value) > 1:
+            raise ConfigError(f"--{option} is given {len(value)} times but --model is not given")
+        return value[0] if value else None
+    return value
+
+
+def _per_model(value: str | list[str] | None, count: int, option: str) -> list[str | None]:
+    values = [value] if isinstance(value, str) else list(value or [])
+    if len(values) <= 1:
+        return (values or [None]) * count
+    if len(values) != count:
+        raise ConfigError(f"--{option} is given {len(values)} times for {count} models: give it once "
+                          f"(for every model) or once per --model, in the same order")
+    return values
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Settings from a TOML file, checked against FILE_KEYS."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read config ({error.strerror or error})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: invalid TOML ({error})") from None
+    for key, value in data.items():
+        if key not in FILE_KEYS:
+            raise ConfigError(f"{path}: unknown setting {key!r}; allowed: {', '.join(sorted(FILE_KEYS))}")
+        if FILE_KEYS[key] is float and isinstance(value, int) and not isinstance(value, bool):
+            data[key] = value = float(value)
+        kinds = FILE_KEYS[key] if isinstance(FILE_KEYS[key], tuple) else (FILE_KEYS[key],)
+        if not isinstance(value, kinds) or isinstance(value, bool) and int in kinds:
+            raise ConfigError(f"{path}: setting {key!r} must be a {' or '.join(k.__name__ for k in kinds)}")
+        if list in kinds and str in kinds and isinstance(value, list) and not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{path}: setting {key!r} must be a str or a list of str")
+    for plugin, table in data.get("params", {}).items():
+        if not isinstance(table, dict):
+            raise ParamError(f"{path}: [params.{plugin}] must be a table of parameter = value")
+    return data

@@ -1,0 +1,140 @@
+"""Cascading randomization (Adebayo et al. 2018): rank correlation, the cascade, the plugin,
+and the published finding on the trained demo model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nnvis_core import Chart, Image, Table
+from nnvis_core.demo import DemoNet
+from nnvis_core.demo.model import WEIGHTS_PATH
+from nnvis_plugins.attribution import sanity
+from nnvis_core.toolkit import model_state
+
+
+def test_rank_averages_ties():
+    assert sanity.rank(np.array([10.0, 30.0, 20.0, 20.0])).tolist() == [1.0, 4.0, 2.5, 2.5]
+
+
+def test_spearman_known_values():
+    a = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert sanity.spearman(a, a ** 3) == pytest.approx(1.0)
+    assert sanity.spearman(a, -a) == pytest.approx(-1.0)
+    # a textbook example with ties: 1 - 6 sum d^2 / (n (n^2 - 1)) does not hold with ties; Pearson on ranks does
+    x = np.array([1.0, 2.0, 2.0, 3.0])
+    y = np.array([1.0, 3.0, 2.0, 4.0])
+    rx, ry = sanity.rank(x), sanity.rank(y)
+    assert sanity.spearman(x, y) == pytest.approx(np.corrcoef(rx, ry)[0, 1])
+    assert sanity.spearman(np.zeros(4), y) == 0.0
+
+
+def test_measured_levels_are_spread_and_end_at_full_randomization():
+    assert sanity.measured_levels(5, 12) == [1, 2, 3, 4, 5]
+    levels = sanity.measured_levels(22, 6)
+    assert levels[0] == 1 and levels[-1] == 22 and len(levels) == 6
+
+
+def test_cascade_leaves_the_model_alone_and_randomizes_from_the_top():
+    torch.manual_seed(0)
+    model = DemoNet().eval()
+    before = model_state(model)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(2, 3, 64, 64)
+    cascade = sanity.cascading_randomization(model, x, [0, 1], ["gradient", "guided_backprop", "gradcam"],
+                                             max_levels=4, options={"samples": 2})
+    assert model_state(model) == before
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
+    assert cascade.levels[0] == "trained" and cascade.levels[1] == "classifier.2" and cascade.levels[-1] == "features.0"
+    assert len(cascade.levels) == 5
+    for values in cascade.correlations.values():
+        assert values.shape == (5, 2)
+        assert np.allclose(values[0], 1.0)  # the trained map against itself
+
+
+def test_the_plugin_draws_a_chart_a_table_and_the_maps():
+    from pathlib import Path
+
+    from nnvis_core.contract.artifacts import as_result
+    from nnvis_core.contract.context import ImageItem, RunContext
+    from nnvis_core.demo import CLASS_NAMES, DEMO_SPEC
+    from nnvis_core.images import ImageRecord
+    from nnvis_core.models.loaded import LoadedModel, Preprocess
+    from nnvis_core.contract.params import resolve_params
+
+    torch.manual_seed(0)
+    loaded = LoadedModel(DemoNet().eval(), "demo", "random", list(CLASS_NAMES),
+                         Preprocess(None, None, DEMO_SPEC["mean"], DEMO_SPEC["std"]), "test")
+    ctx = RunContext(loaded, torch.device("cpu"), batch_size=8)
+    items = []
+    for i in range(3):
+        pixels = np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        tensor = loaded.preprocess.normalize(pixels)
+        with torch.no_grad():
+            probabilities = torch.softmax(loaded.module(tensor[None]), 1)[0]
+        record = ImageRecord(i, Path(f"/x/{CLASS_NAMES[i]}/{i}.png"), f"{CLASS_NAMES[i]}/{i}.png", CLASS_NAMES[i])
+        items.append(ImageItem(record, pixels, tensor, i, probabilities))
+    plugin = sanity.SanityCheck()
+    params = resolve_params(plugin.name, plugin.params, {"methods": "gradient,guided_backprop", "images": "2",
+                                                         "max_levels": "3"})
+    result = as_result(plugin.run_dataset(ctx, items, params))
+    chart, table, grid = result.artifacts
+    assert isinstance(chart, Chart) and isinstance(table, Table) and isinstance(grid, Image)
+    assert set(chart.series) == {"gradient", "guided_backprop"} and chart.x_ticks[0] == "trained"
+    assert len(chart.x) == 4
+    assert set(result.metrics) == {"gradient_final_spearman", "guided_backprop_final_spearman"}
+
+
+def test_unknown_methods_are_a_parameter_error():
+    """A name is checked against the built-in methods and the installed attribution plugins
+    (third-party ones included) before the run: Plugin.check_params."""
+    from nnvis_core.contract.params import ParamError, resolve_params
+    from nnvis_core.run.registry import load_registry
+
+    with pytest.raises(ParamError, match="name at least one method"):
+        resolve_params("sanity_check", sanity.SanityCheck.params, {"methods": " , "})
+    params = resolve_params("sanity_check", sanity.SanityCheck.params, {"methods": "gradient,lime"})
+    installed = {name: reg.item for name, reg in load_registry().plugins.items()}
+    with pytest.raises(ValueError, match="lime is neither a built-in method nor an installed attribution plugin"):
+        sanity.SanityCheck().check_params(params, installed)
+    sanity.SanityCheck().check_params({**params, "methods": "gradient,occlusion"}, installed)
+
+
+@pytest.mark.skipif(not WEIGHTS_PATH.is_file(), reason="trained demo weights not built yet")
+def test_the_published_finding_shows_on_the_trained_demo_model():
+    """Adebayo et al.: the gradient (and SmoothGrad) decorrelates as the top layers are randomized;
+    guided backprop largely does not (it keeps showing the input's edges)."""
+    from nnvis_core.demo import load_demo_model
+    from nnvis_core.demo.model import normalize
+    from nnvis_core.demo.shapes import generate_dataset
+
+    model = load_demo_model()
+    images, _, _ = generate_dataset(6, seed=11)
+    x = normalize(images)
+    with torch.no_grad():
+        targets = model(x).argmax(1)
+    cascade = sanity.cascading_randomization(model, x, targets, ["gradient", "smoothgrad", "guided_backprop"],
+                                             options={"samples": 8})
+    top_half = slice(1, 1 + (len(cascade.levels) - 1) // 2)  # randomizing the classifier and the top convs
+    mean = {m: float(c[top_half].mean()) for m, c in cascade.correlations.items()}
+    assert mean["guided_backprop"] > 0.75, mean
+    assert mean["gradient"] < mean["guided_backprop"] - 0.2, mean
+    assert mean["smoothgrad"] < mean["guided_backprop"] - 0.2, mean
+
+
+def test_attention_in_projections_are_randomized_like_any_weighted_layer():
+    """nn.MultiheadAttention holds q, k, v projections in its own parameters, not in a Linear."""
+    from nnvis_core.torchvision_compat import torchvision_models
+    from nnvis_plugins.attribution.sanity import _reinitialize, weighted_layers
+
+    torch.manual_seed(0)
+    model = torchvision_models().VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                                                   hidden_dim=16, mlp_dim=32, num_classes=4)
+    names = weighted_layers(model)
+    attention = "encoder.layers.encoder_layer_1.self_attention"
+    assert names.index(attention) < names.index(f"{attention}.out_proj")  # randomized after its out_proj
+    module = model.get_submodule(attention)
+    before = module.in_proj_weight.detach().clone()
+    _reinitialize(module)
+    assert not torch.allclose(before, module.in_proj_weight)
