@@ -100,7 +100,8 @@ def build(name: str) -> torch.nn.Module:
     return load_model(name)
 
 
-def forward(model: torch.nn.Module, x: torch.Tensor, grad: bool, context: Callable[[], object] | None) -> Callable[[], None]:
+def forward(model: torch.nn.Module, x: torch.Tensor, grad: bool,
+            context: Callable[[], object] | None) -> Callable[[], None]:
     def run() -> None:
         with ExitStack() as stack:
             stack.enter_context(torch.enable_grad() if grad else torch.no_grad())
@@ -137,7 +138,8 @@ def main() -> int:
         "nnvis policy" if keep_freed_memory() else "C library defaults (not glibc)")
     timer = best_times if args.clock == "wall" else best_cpu_times
     grads = [True] if args.grad else [False] if args.no_grad else [False, True]
-    print(f"input {args.batch}x3x{args.size}x{args.size}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+    print(f"input {args.batch}x3x{args.size}x{args.size}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, "
           f"best of {args.repeats}, contenders interleaved, {args.clock} clock, allocator: {policy}")
     header = (f"{'model':10s} {'autograd':8s} {'plain s':>8s} {'no-fast s':>9s} {'mode s':>8s} {'capture s':>9s} "
               f"{'capture/plain':>13s} {'fast path':>9s} {'dispatch':>8s} {'explicit':>8s} {'calls':>6s} {'attn':>5s}")
@@ -154,7 +156,8 @@ def main() -> int:
             model(x)
         for grad in grads:
             contenders = [forward(model, x, grad, None), forward(model, x, grad, fast_path_off),
-                          forward(model, x, grad, PassThrough), forward(model, x, grad, lambda model=model: captured_attention(model))]
+                          forward(model, x, grad, PassThrough),
+                          forward(model, x, grad, lambda model=model: captured_attention(model))]
             plain, no_fast, mode, capture = timer(contenders, args.repeats)
             worst = max(worst, capture / plain)
             print(f"{name:10s} {'on' if grad else 'off':8s} {plain:8.3f} {no_fast:9.3f} {mode:8.3f} {capture:9.3f} "

@@ -126,7 +126,8 @@ def main() -> None:
     }
     wanted = list(cases) if args.methods == "all" else args.methods.split(",")
     print(f"chunk sizes: integrated_gradients {ig_chunk}, smoothgrad {sg_chunk}")
-    header = f"{'method':22s} {'passes':>6s} {'bound s':>9s} {'nnvis s':>9s} {'captum s':>9s} {'nnvis/bound':>12s} {'nnvis/captum':>13s}"
+    header = (f"{'method':22s} {'passes':>6s} {'bound s':>9s} {'nnvis s':>9s} {'captum s':>9s} "
+              f"{'nnvis/bound':>12s} {'nnvis/captum':>13s}")
     print(header)
     print("-" * len(header))
     for name in wanted:

@@ -82,7 +82,8 @@ def time_tsne(points: int, dims: int, threads: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10_000)
-    parser.add_argument("--compare", type=int, default=2_500, help="a smaller folder for the memory comparison (0: none)")
+    parser.add_argument("--compare", type=int, default=2_500,
+                        help="a smaller folder for the memory comparison (0: none)")
     parser.add_argument("--plugins", default="tsne,neighbours,top_units")
     parser.add_argument("--tsne-points", type=int, default=10_000)
     parser.add_argument("--tsne-dims", type=int, default=512)

@@ -190,7 +190,8 @@ def run(args: argparse.Namespace) -> dict:
     results["seconds_per_outer_step"] = timing
     results["seconds_per_image_update"] = per_update
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
-    print(json.dumps({"seconds_per_outer_step": timing, "seconds_per_image_update": per_update, "wall_seconds": results["wall_seconds"]}), flush=True)
+    print(json.dumps({"seconds_per_outer_step": timing, "seconds_per_image_update": per_update,
+                      "wall_seconds": results["wall_seconds"]}), flush=True)
     return results
 
 

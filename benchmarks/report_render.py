@@ -64,13 +64,15 @@ SCALE = """async () => {
   const frames = [];
   for (let k = 0; view && k < 5; k++) {  // zoom in a step: the time to the second frame after the wheel event
     const start = performance.now();
-    canvas.dispatchEvent(new WheelEvent('wheel', {deltaY: -120, clientX: 300, clientY: 300, bubbles: true, cancelable: true}));
+    canvas.dispatchEvent(new WheelEvent('wheel',
+        {deltaY: -120, clientX: 300, clientY: 300, bubbles: true, cancelable: true}));
     await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
     frames.push(performance.now() - start);
   }
   return {first_paint: paint ? paint.startTime : NaN, dom_content_loaded: nav.domContentLoadedEventEnd,
           first_rows: first_rows, all_rows: all_rows, scatter_ready: scatter_ready,
-          scatter_frame: frames.length ? frames.sort((a, b) => a - b)[2] : NaN, elements: document.getElementsByTagName('*').length};
+          scatter_frame: frames.length ? frames.sort((a, b) => a - b)[2] : NaN,
+          elements: document.getElementsByTagName('*').length};
 }"""
 
 PAGE = """async () => {
@@ -112,7 +114,8 @@ def synthetic_report(out: Path, size: int) -> None:
             "results": {"saliency": {
                 "status": "ok", "seconds": 0.01, "error": None, "traceback": None,
                 "metrics": {"deletion_auc": float(rng.random()), "insertion_auc": float(rng.random())},
-                "artifacts": [{"kind": "heatmap", "title": "gradient", "caption": "", "path": "assets/shared/overlay.png",
+                "artifacts": [{"kind": "heatmap", "title": "gradient", "caption": "",
+                               "path": "assets/shared/overlay.png",
                                "map_path": "assets/shared/map.png", "raw": "assets/shared/raw.npy", "range": [0, 1],
                                "signed": False, "label": "|gradient|"}]}}})
     # A t-SNE-like scatter of every image: eight clusters, thumbnails on sprite sheets.
@@ -224,8 +227,10 @@ def measure_and_print(out: Path, size: int, repeats: int, run: dict) -> dict:
     print(f"{size:>7} images: {computed}index.html {figures['html_kib']:8.0f} KiB, first paint "
           f"{figures['first_paint']:7.1f} ms, first matrix rows {figures['first_rows']:7.1f} ms, every row loaded "
           f"{figures['all_rows']:8.1f} ms, scatter drawn {figures['scatter_ready']:7.1f} ms (zoom frame "
-          f"{figures['scatter_frame']:5.1f} ms), last page first paint {figures.get('page_first_paint', float('nan')):7.1f} ms "
-          f"(load {figures.get('page_load', float('nan')):7.1f} ms, largest page {figures['largest_page_kib']:.0f} KiB), "
+          f"{figures['scatter_frame']:5.1f} ms), "
+          f"last page first paint {figures.get('page_first_paint', float('nan')):7.1f} ms "
+          f"(load {figures.get('page_load', float('nan')):7.1f} ms, "
+          f"largest page {figures['largest_page_kib']:.0f} KiB), "
           f"{len(pages)} pages, index written in {figures['render_s']:.1f} s", flush=True)
     return figures
 
@@ -273,7 +278,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--keep", type=Path, help="keep images and reports here (reused when present)")
     parser.add_argument("--synthetic", action="store_true", help="write report.json directly (the page alone)")
-    parser.add_argument("--tile", type=Path, metavar="REPORT", help="repeat a finished report's images (the page alone)")
+    parser.add_argument("--tile", type=Path, metavar="REPORT",
+                        help="repeat a finished report's images (the page alone)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as temporary:

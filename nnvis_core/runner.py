@@ -50,7 +50,8 @@ from nnvis_core.run.sink import Sink
 from nnvis_core.contract.stream import ImageStream
 from nnvis_core.toolkit.precision import exact_float32
 
-__all__ = ["UsageError", "PluginRun", "RunOutcome", "RunPlan", "CallOutcome", "prepare", "prepare_all", "execute", "run", "choose_device"]
+__all__ = ["UsageError", "PluginRun", "RunOutcome", "RunPlan", "CallOutcome",
+           "prepare", "prepare_all", "execute", "run", "choose_device"]
 
 
 def prepare(config: ReportConfig, registry: Registry) -> RunPlan:

@@ -395,7 +395,8 @@ def model_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
             changes.append(f"module '{name or '(root)'}' was left in {'train' if mode else 'eval'} mode")
     for (name, key), count in after["hooks"].items():
         if before["hooks"].get((name, key), 0) != count:
-            changes.append(f"{key} of '{name or '(root)'}': {before['hooks'].get((name, key), 0)} before, {count} after")
+            was = before["hooks"].get((name, key), 0)
+            changes.append(f"{key} of '{name or '(root)'}': {was} before, {count} after")
     for key, count in after["global hooks"].items():
         if before["global hooks"][key] != count:
             changes.append(f"torch's {key}: {before['global hooks'][key]} before, {count} after")

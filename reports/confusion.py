@@ -28,7 +28,8 @@ def confusion(report: dict) -> dict | None:
         counts[position[truth]][position[said]] = count
     wrong = sorted(((count, t, s) for (t, s), count in pairs.items() if t != s),
                    key=lambda entry: (-entry[0], names[entry[1]], names[entry[2]]))
-    return {"classes": [names[i] for i in order], "indices": order, "counts": counts, "draw": len(order) <= MATRIX_LIMIT,
+    return {"classes": [names[i] for i in order], "indices": order, "counts": counts,
+            "draw": len(order) <= MATRIX_LIMIT,
             "confusions": [{"truth": names[t], "predicted": names[s], "truth_index": t, "predicted_index": s,
                             "count": c} for c, t, s in wrong],
             "right": sum(count for (t, s), count in pairs.items() if t == s), "total": sum(pairs.values())}

@@ -66,12 +66,14 @@ def curve_plot(entry: dict, width: int = 180, height: int = 120, margin: int = 1
     span = (high - low) or 1.0
 
     def point(xv: float, yv: float) -> str:
-        return f"{margin + (xv - low) / span * (width - 2 * margin):.1f},{height - margin - yv * (height - 2 * margin):.1f}"
+        x_pixel = margin + (xv - low) / span * (width - 2 * margin)
+        return f"{x_pixel:.1f},{height - margin - yv * (height - 2 * margin):.1f}"
 
     series = []
     for name in SERIES:
         curve = entry[name]
-        band = [point(a, b) for a, b in zip(x, curve["high"])] + [point(a, b) for a, b in reversed(list(zip(x, curve["low"])))]
+        upper = [point(a, b) for a, b in zip(x, curve["high"])]
+        band = upper + [point(a, b) for a, b in reversed(list(zip(x, curve["low"])))]
         series.append({"name": name, "line": " ".join(point(a, b) for a, b in zip(x, curve["mean"])),
                        "band": " ".join(band)})
     return {"width": width, "height": height, "margin": margin, "series": series}

@@ -48,7 +48,8 @@ def matrix_cell(result: dict | None) -> dict | None:
 
 
 def matrix_rows(views: list[dict], columns: list[dict]) -> Iterator[dict]:
-    """One row per readable image: what each model said, the true class in each model's classes, and a cell per column."""
+    """One row per readable image: what each model said, the true class in each model's classes,
+    and a cell per column."""
     for image in views[0]["images"]:
         if image["status"] != "ok":
             continue

@@ -281,7 +281,8 @@ class ReportWriter:
         readable = sum(1 for e in sections[0]["images"] if e["status"] == "ok")
         report = {
             **self.header,
-            "input": {**self.header["input"], "readable": readable, "unreadable": len(sections[0]["images"]) - readable},
+            "input": {**self.header["input"], "readable": readable,
+                      "unreadable": len(sections[0]["images"]) - readable},
             "models": [section["model"] for section in sections],
             "versions": _versions(),
             "seed": self.seed,

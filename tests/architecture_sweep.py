@@ -257,7 +257,8 @@ torchvision's ViT's, gets small random weights: a zero head makes every gradient
 zero; BatchNorm statistics are taken from eight other demo images, since with their initial values
 some random nets shrink every activation to 1e-8 and give every class the same
 probability; and the last Linear layer is scaled to logits of unit spread on those
-images, since with logits in the thousands any occluder flips the top class), at the smallest of {sizes} px it accepts, on one generated demo image, with
+images, since with logits in the thousands any occluder flips the top class), at the smallest of {sizes} px it
+accepts, on one generated demo image, with
 every built-in image-scope method at cheap settings. **ok**: finite maps of the
 input's size that are not constant; **zero**: a rectified map (Grad-CAM's ReLU) that is
 zero everywhere: on this random model no position raises the class score, which is

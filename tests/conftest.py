@@ -125,7 +125,9 @@ def few_demo_images(tmp_path: Path, demo_images: Path) -> Path:
 
 @pytest.fixture
 def fake_distribution(tmp_path: Path, monkeypatch):
-    """Make a distribution with `nnvis` entry points importable: fake_distribution(name, {ep: target}, files, requires=...)."""
+    """Make a distribution with `nnvis` entry points importable.
+
+    fake_distribution(name, {ep: target}, files, requires=...)."""
     site = tmp_path / "site"
     site.mkdir()
     monkeypatch.syspath_prepend(str(site))

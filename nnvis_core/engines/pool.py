@@ -203,7 +203,8 @@ class PoolEngine:
         mask_path = masks / record.relpath if masks is not None else None
         return data, mask_path.read_bytes() if mask_path is not None and mask_path.is_file() else None
 
-    def _read(self, records: list[ImageRecord], plan: RunPlan) -> Iterator[tuple[ImageRecord, bytes | None, bytes | None]]:
+    def _read(self, records: list[ImageRecord],
+              plan: RunPlan) -> Iterator[tuple[ImageRecord, bytes | None, bytes | None]]:
         """Each readable record with its file's bytes and its mask's (see _files)."""
         for record in records:
             try:

@@ -129,7 +129,8 @@ def read_labels(path: Path) -> list[str]:
     except OSError as error:
         raise ModelLoadError(f"{path}: cannot read labels file ({error.strerror or error})") from None
     except UnicodeDecodeError:
-        raise ModelLoadError(f"{path}: labels file is not UTF-8 text (one class name per line, or a JSON list)") from None
+        raise ModelLoadError(f"{path}: labels file is not UTF-8 text "
+                             f"(one class name per line, or a JSON list)") from None
     if path.suffix.lower() == ".json":
         try:
             names = json.loads(text)

@@ -51,7 +51,8 @@ def import_timm() -> ModuleType:
     try:
         return importlib.import_module("timm")
     except ImportError:
-        raise ModelLoadError('--model timm:NAME needs timm, which is not installed: pip install "nnvis[timm]"') from None
+        raise ModelLoadError('--model timm:NAME needs timm, which is not installed: '
+                             'pip install "nnvis[timm]"') from None
 
 
 def check_name(timm: ModuleType, name: str) -> None:
@@ -275,7 +276,8 @@ def _loaded(model: nn.Module, label: str, weights: str) -> LoadedModel:
 
 class TimmSource(ModelSource):
     name = "timm"
-    description = 'timm models; --weights DEFAULT|TAG|none|PATH (pretrained weights may download; pip install "nnvis[timm]")'
+    description = ('timm models; --weights DEFAULT|TAG|none|PATH '
+                   '(pretrained weights may download; pip install "nnvis[timm]")')
 
     def load(self, target: str, options: ModelOptions) -> LoadedModel:
         if not target:

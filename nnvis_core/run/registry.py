@@ -185,7 +185,8 @@ def load_registry(
     if use_entry_points:
         missing_by_distribution: dict[str, list[str]] = {}
         for ep in _entry_points():
-            if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name) or (only is not None and ep.name not in only):
+            unwanted = only is not None and ep.name not in only
+            if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name) or unwanted:
                 continue
             if _distribution(ep) not in missing_by_distribution:
                 missing_by_distribution[_distribution(ep)] = missing_requirements(ep.dist)

@@ -49,7 +49,15 @@ from nnvis_core.toolkit.guard import model_state, preserved
 from nnvis_core.toolkit.hooks import captured, captured_output, forward_until
 from nnvis_core.toolkit.maps import as_map
 from nnvis_core.toolkit.precision import exact_float32
-from nnvis_core.toolkit.imaging import BASELINES, gaussian_blur, model_baseline, normalizer, pixel_baseline, rgb_view, to_numpy
+from nnvis_core.toolkit.imaging import (
+    BASELINES,
+    gaussian_blur,
+    model_baseline,
+    normalizer,
+    pixel_baseline,
+    rgb_view,
+    to_numpy,
+)
 from nnvis_core.models.layers import (
     ACTIVATIONS,
     LAYER_KEYWORDS,

@@ -42,7 +42,8 @@ FAITHFULNESS_STEPS = Param(
 )
 REDUCE = ("abs_max", "abs_sum", "sum", "l2")
 LAYER_PARAM_HELP = ("the layer (named as in `nnvis layers`); auto = the rectified output of the last Conv2d "
-                    "(its activation, or the block it ends, e.g. layer4 of a ResNet); last_conv = the last Conv2d itself")
+                    "(its activation, or the block it ends, e.g. layer4 of a ResNet); "
+                    "last_conv = the last Conv2d itself")
 
 
 def curves_chart(curves: Curves, class_name: str) -> Chart:
@@ -52,7 +53,8 @@ def curves_chart(curves: Curves, class_name: str) -> Chart:
     ticks = [f"{x:.0%}" if i in (0, last // 2, last) else "" for i, x in enumerate(curves.fractions)]
     return Chart(CURVES_TITLE, [float(x) for x in curves.fractions],
                  {"deletion": [float(y) for y in curves.deletion], "insertion": [float(y) for y in curves.insertion]},
-                 x_label="share of pixels turned black (deletion) or revealed on a blurred copy (insertion), most important first",
+                 x_label="share of pixels turned black (deletion) or revealed on a blurred copy (insertion), "
+                         "most important first",
                  y_label=f"probability of {class_name}", x_ticks=ticks,
                  caption="the lower the deletion curve and the higher the insertion curve, the more faithful the map")
 

@@ -38,7 +38,8 @@ def gradient(
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def fresh_input_gradient(model: nn.Module, batch: torch.Tensor, target: Target, rule: str | None = None) -> torch.Tensor:
+def fresh_input_gradient(model: nn.Module, batch: torch.Tensor, target: Target,
+                         rule: str | None = None) -> torch.Tensor:
     """d score / d batch in one pass, for a tensor made for this call (it is marked as requiring grad)."""
     batch.requires_grad_(True)
     with torch.enable_grad():

@@ -69,7 +69,8 @@ def normalizer(mean: Sequence[float], std: Sequence[float]) -> Callable[[torch.T
     return lambda pixels: (pixels - mean_) / std_
 
 
-def model_baseline(kind: str, inputs: torch.Tensor, preprocess, generator: torch.Generator | None = None) -> torch.Tensor:
+def model_baseline(kind: str, inputs: torch.Tensor, preprocess,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
     """:func:`pixel_baseline` for a model's preprocessing (``ctx.model.preprocess``: its mean and std).
 
     >>> base = model_baseline("grey", ctx.input(item), ctx.model.preprocess)

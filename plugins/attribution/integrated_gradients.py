@@ -148,7 +148,8 @@ class IntegratedGradients(AttributionPlugin):
             "completeness_gap_relative": abs(gap) / max(abs(score - base_score), 1e-12),
             "score_change": score - base_score,
         }
-        caption = f"{params['baseline']} baseline, {params['steps']} steps; sum {total:.4g} vs score change {score - base_score:.4g}"
+        caption = (f"{params['baseline']} baseline, {params['steps']} steps; "
+                   f"sum {total:.4g} vs score change {score - base_score:.4g}")
         return Explanation(attributions[0], caption, metrics=metrics)
 
 

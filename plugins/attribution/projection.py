@@ -71,7 +71,8 @@ def project_feature(
         with relu_rule(model, rule):
             activation = forward_until(model, module, x)
         if activation.dim() != 4:
-            raise AttributionError(f"feature projection needs a layer with (N, C, H, W) output, got {tuple(activation.shape)}")
+            raise AttributionError("feature projection needs a layer with (N, C, H, W) output, "
+                                   f"got {tuple(activation.shape)}")
         n, k, h, w = activation.shape
         flat = activation.detach().flatten(2)  # (N, K, h*w)
         if channel is None:

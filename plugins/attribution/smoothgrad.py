@@ -120,7 +120,8 @@ class SmoothGrad(AttributionPlugin):
             ctx.module, inputs, target, params["base"], params["samples"], params["noise"], params["variant"],
             batch_size=ctx.batch_size, steps=params["steps"], baselines=baselines,
         )
-        caption = f"{params['variant']} of {params['samples']} {params['base']} maps, sigma {params['noise']:g} of range"
+        caption = (f"{params['variant']} of {params['samples']} {params['base']} maps, "
+                   f"sigma {params['noise']:g} of range")
         return Explanation(maps[0], caption)
 
 

@@ -49,7 +49,8 @@ def tsne_embed(features: np.ndarray, seed: int = 0, perplexity: float = 30.0, th
     from openTSNE import TSNE
 
     model = TSNE(n_components=2, perplexity=adapted_perplexity(n, perplexity), initialization="pca",
-                 metric="euclidean", n_jobs=threads or (-1 if n >= FFT_FROM_POINTS else 1), random_state=seed, verbose=False,
+                 metric="euclidean", n_jobs=threads or (-1 if n >= FFT_FROM_POINTS else 1), random_state=seed,
+                 verbose=False,
                  negative_gradient_method="fft" if n >= FFT_FROM_POINTS else "bh")
     return np.asarray(model.fit(reduced), dtype=np.float32)
 

@@ -190,7 +190,8 @@ def influence_boxes(model: nn.Module, layer: nn.Module, image: torch.Tensor, uni
         if len(hit_rows) == 0:
             boxes.append((0, 0, height, width))
         else:
-            boxes.append((int(hit_rows.min()), int(hit_columns.min()), int(hit_rows.max()) + 1, int(hit_columns.max()) + 1))
+            top, left = int(hit_rows.min()), int(hit_columns.min())
+            boxes.append((top, left, int(hit_rows.max()) + 1, int(hit_columns.max()) + 1))
     return boxes, gradient
 
 

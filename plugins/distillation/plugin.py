@@ -56,7 +56,8 @@ class DatasetDistillation(Plugin):
         "Learns a few synthetic images per class such that fresh random initializations of the model's "
         "architecture, trained on them alone for a few steps, classify the folder (Wang, Zhu, Torralba & Efros "
         "2018: unrolled inner steps, learned step sizes, optional soft labels; or gradient matching, Zhao, "
-        "Mopuri & Bilen 2021; or distribution matching, Zhao & Bilen 2023). Shows the images, the training curve, and held-out accuracy beside random real "
+        "Mopuri & Bilen 2021; or distribution matching, Zhao & Bilen 2023). Shows the images, the training curve, "
+        "and held-out accuracy beside random real "
         "images and the full folder trained the same way. Needs class subfolders; the loaded weights are not used."
     )
     scope = Scope.DATASET

@@ -160,8 +160,8 @@ class IncrementalRunner:
             self._integral[channel] = torch.nn.functional.pad(plane.cumsum(0).cumsum(1), (1, 0, 1, 0))
         s = self._integral[channel]
         h, w = region.values.shape[-2:]
-        t, l = region.top, region.left
-        return s[t + h, l + w] - s[t, l + w] - s[t + h, l] + s[t, l]
+        top, left = region.top, region.left
+        return s[top + h, left + w] - s[top, left + w] - s[top + h, left] + s[top, left]
 
     @torch.no_grad()
     def run(self, index: torch.Tensor, channel: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:

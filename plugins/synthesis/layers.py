@@ -10,7 +10,15 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from nnvis_core.toolkit import ACTIVATIONS, LayerNotFound, conv_layers, find_layer, patch_size, rectified_output, repeated_blocks
+from nnvis_core.toolkit import (
+    ACTIVATIONS,
+    LayerNotFound,
+    conv_layers,
+    find_layer,
+    patch_size,
+    rectified_output,
+    repeated_blocks,
+)
 
 DEFAULT_COUNT = 4
 

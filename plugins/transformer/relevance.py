@@ -109,7 +109,8 @@ class TransformerAttribution(TransformerMethod):
         layout = layout_for(ctx.module, inputs, weights[0].shape[-1], NAME)
         rows = query_row(propagated(relevance_matrix(weights, grads)), layout, ctx.module)
         heat = patch_maps(rows[:, None], layout, tuple(inputs.shape[-2:]))
-        caption = f"gradient-weighted attention of {layer_span(len(weights))}; {query_name(layout, ctx.module)}; {layout.describe()}"
+        caption = (f"gradient-weighted attention of {layer_span(len(weights))}; "
+                   f"{query_name(layout, ctx.module)}; {layout.describe()}")
         if not any(bool(grad.any()) for grad in grads):
             caption += "; the class score does not depend on the attention here (every gradient is zero)"
         return Explanation(heat[0, 0].float(), caption)

@@ -188,7 +188,8 @@ def test_preprocessing_and_classes_are_read_off_torchvision_weights_and_timm_mod
                     device="cpu", progress=False)
     model = run.view()["model"]
     assert model["preprocess"]["resize"] == 256 and model["preprocess"]["crop"] == 224
-    assert model["num_classes"] == 1000 and run.view()["images"][0]["predictions"][0]["name"] in weights.meta["categories"]
+    assert model["num_classes"] == 1000
+    assert run.view()["images"][0]["predictions"][0]["name"] in weights.meta["categories"]
     timm = import_timm()
     small = timm.create_model("resnet10t", pretrained=False)
     run = nnvis.run(files, small, plugins=["saliency"], saliency={"faithfulness_steps": 0}, device="cpu",

@@ -45,7 +45,8 @@ def test_each_hook_section_quotes_the_hookspec_docstring(name):
     function = hooks()[name]
     [argument] = inspect.signature(function).parameters
     text = section(f"`{name}({argument})`")
-    assert squash(inspect.getdoc(function)) in squash(text), f"docs/plugins.md section of {name} differs from its docstring"
+    assert squash(inspect.getdoc(function)) in squash(text), \
+        f"docs/plugins.md section of {name} differs from its docstring"
 
 
 def test_no_section_documents_a_hook_that_does_not_exist():

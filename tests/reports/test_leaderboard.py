@@ -140,7 +140,8 @@ def test_the_page_opens_on_the_leaderboard_and_its_columns_sort(demo_report, ope
     assert values[-1] == ""  # occlusion's missing value stays last
     assert [float(v) for v in values[:-1]] == sorted(float(v) for v in values[:-1])  # lower is better: ascending
     # the best value of each column is marked, and only that one
-    best_share = page.evaluate("[...document.querySelectorAll('td.best[data-key=mask_share]')].map(td => td.dataset.value)")
+    best_share = page.evaluate(
+        "[...document.querySelectorAll('td.best[data-key=mask_share]')].map(td => td.dataset.value)")
     assert [float(v) for v in best_share] == [max(row["mask_share"] for row in rows.values())]
     verdicts = page.evaluate("[...document.querySelectorAll('table.leaderboard .verdict')].map(v => v.textContent)")
     assert sorted(verdicts) == sorted(row["sanity"] for row in rows.values() if row["sanity"])
@@ -190,7 +191,8 @@ def test_each_card_carries_the_curves_behind_its_aucs(demo_report):
             assert len(x) == 33 and x[0] == 0 and x[-1] == 1  # faithfulness_steps=32
             for series in ("deletion", "insertion"):
                 y = np.asarray(chart["series"][series])
-                assert result["metrics"][f"{series}_auc"] == pytest.approx(float(((y[1:] + y[:-1]) / 2 * np.diff(x)).sum()))
+                trapezoid = float(((y[1:] + y[:-1]) / 2 * np.diff(x)).sum())
+                assert result["metrics"][f"{series}_auc"] == pytest.approx(trapezoid)
         assert image_curves(image["results"]["occlusion"]) is None  # faithfulness_steps=0
 
 

@@ -13,7 +13,20 @@ import numpy as np
 import pytest
 import torch
 
-from nnvis_core import CategoricalMap, Chart, Gallery, Heatmap, Image, Plugin, Result, Scatter, Scope, Table, Text, hookimpl
+from nnvis_core import (
+    CategoricalMap,
+    Chart,
+    Gallery,
+    Heatmap,
+    Image,
+    Plugin,
+    Result,
+    Scatter,
+    Scope,
+    Table,
+    Text,
+    hookimpl,
+)
 from nnvis_core.run.config import ReportConfig
 from nnvis_core.run.registry import load_registry
 from nnvis_core.runner import UsageError

@@ -119,7 +119,8 @@ def test_hostile_names_and_output_run_no_script_and_keep_the_markup(hostile_repo
     assert sections == [f"img-{i['index']}" for i in report["images"]]
     tooltips = page.evaluate("[...document.querySelectorAll('[title]')].map(e => e.getAttribute('title'))")
     assert Hostile.description in tooltips and f"help {PAYLOADS[2]}" in tooltips
-    leaderboard = page.evaluate("[...document.querySelectorAll('table.leaderboard tbody th')].map(th => th.textContent)")
+    leaderboard = page.evaluate(
+        "[...document.querySelectorAll('table.leaderboard tbody th')].map(th => th.textContent)")
     assert HostileMethod.title in leaderboard
 
 

@@ -17,7 +17,8 @@ ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Hardswish, nn
 LAYER_KINDS = {"activations": ACTIVATIONS, "convolutions": (nn.Conv2d,)}
 
 
-def layer_statistics(model: nn.Module, inputs: torch.Tensor, kinds: tuple[type, ...]) -> list[tuple[str, str, float, float]]:
+def layer_statistics(model: nn.Module, inputs: torch.Tensor,
+                     kinds: tuple[type, ...]) -> list[tuple[str, str, float, float]]:
     """(layer name, type, mean output, fraction of positive outputs) for each matching layer, in call order.
 
     The hooks are removed whether or not the forward pass succeeds.

@@ -99,7 +99,8 @@ class StemThenTokens(nn.Module):
 
 
 def test_a_conv_stem_before_token_blocks_is_no_default_layer():
-    with pytest.raises(LayerNotFound, match=r"last Conv2d \(stem.2\) is a stem .*name a layer.*the last with a spatial output is blocks\)$"):
+    expected = r"last Conv2d \(stem.2\) is a stem .*name a layer.*the last with a spatial output is blocks\)$"
+    with pytest.raises(LayerNotFound, match=expected):
         default_layer(StemThenTokens().eval())
     # VGG's many Linear layers after its last conv read flat vectors: the convnet rule stands
     vgg_like = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
@@ -224,7 +225,8 @@ def test_activations_show_a_middle_block_of_a_token_model_on_its_patch_grid(tmp_
     model.head = nn.Linear(16, 8)  # the demo's eight classes
     check = check_plugin(load_registry().plugin("activations"), params={"max_maps": 16}, images=2, model=model)
     [gallery] = [a for a in next(iter(check.results.values())).artifacts if a.kind == "gallery"]
-    assert gallery.title == "feature maps of blocks.1" and "tokens (1 prefix token dropped, 8x8 patches)" in gallery.caption
+    assert gallery.title == "feature maps of blocks.1"
+    assert "tokens (1 prefix token dropped, 8x8 patches)" in gallery.caption
     assert len(gallery.images) == 16 and gallery.images[0].shape[:2] == (8, 8)
 
 
@@ -260,13 +262,13 @@ def test_nnvis_layers_on_a_vit_and_a_swin():
 
     result = CliRunner().invoke(cli, ["layers", "--model", "torchvision:vit_b_16", "--weights", "none"])
     assert result.exit_code == 0, result.output
-    [line] = [l for l in result.output.splitlines() if l.startswith("encoder.layers.encoder_layer_11.ln_1 ")]
+    [line] = [row for row in result.output.splitlines() if row.startswith("encoder.layers.encoder_layer_11.ln_1 ")]
     assert line.split()[1:5] == ["LayerNorm", "tokens", "1+14x14", "x768"]
     assert " ".join(line.split()[5:]) == "layer=auto gradcam, guided_gradcam, occlusion, semantic_dictionary, top_units"
-    [line] = [l for l in result.output.splitlines() if l.startswith("encoder.layers.encoder_layer_7.mlp.0 ")]
+    [line] = [row for row in result.output.splitlines() if row.startswith("encoder.layers.encoder_layer_7.mlp.0 ")]
     assert line.split()[1:] == ["Linear", "tokens", "1+14x14", "x3072", "channel_maximization"]
     result = CliRunner().invoke(cli, ["layers", "--model", "torchvision:swin_t", "--weights", "none"])
-    [line] = [l for l in result.output.splitlines() if l.startswith("features.7 ")]
+    [line] = [row for row in result.output.splitlines() if row.startswith("features.7 ")]
     assert line.split()[1:5] == ["Sequential", "channels-last", "7x7x768", "layer=auto"]
 
 

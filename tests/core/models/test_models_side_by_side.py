@@ -242,7 +242,8 @@ def test_the_matrix_filters_disagreements_and_each_models_predictions(compared, 
     matrix.locator("select[data-filter=outcome]").select_option("")
     matrix.locator("select[data-filter=model]").select_option("0")
     arrow, circle = (str(i) for i in SWAPPED)
-    opened.page.locator(f"[data-confusion][data-model='1'] button[data-truth='{arrow}'][data-predicted='{circle}']").click()
+    cell = f"[data-confusion][data-model='1'] button[data-truth='{arrow}'][data-predicted='{circle}']"
+    opened.page.locator(cell).click()
     assert matrix.locator("select[data-filter=model]").input_value() == "1"
     assert count.text_content() == "2 of 6 images"
     assert opened.console_errors == [] and opened.page_errors == []

@@ -206,5 +206,6 @@ def test_a_weights_file_with_arch_timm_loads_as_with_weights_path(registry, tmp_
         by_arch = load(registry, str(path), None, arch=f"timm:{NAME}")
         by_weights = load(registry, f"timm:{NAME}", str(path))
         assert same_weights(by_arch.module, state)
-        assert (by_arch.name, by_arch.weights, by_arch.class_names) == (by_weights.name, str(path), by_weights.class_names)
+        assert by_arch.name == by_weights.name and by_arch.weights == str(path)
+        assert by_arch.class_names == by_weights.class_names
         assert by_arch.preprocess.describe() == by_weights.preprocess.describe()

@@ -46,7 +46,8 @@ def make_item(ctx, index: int = 0, with_mask: bool = True) -> ImageItem:
         probabilities = torch.softmax(ctx.module(tensor[None]), 1)[0]
     mask = np.zeros((64, 64), bool)
     mask[16:40, 20:44] = True
-    record = ImageRecord(index, Path(f"/x/{CLASS_NAMES[1]}/{index}.png"), f"{CLASS_NAMES[1]}/{index}.png", CLASS_NAMES[1])
+    relative = f"{CLASS_NAMES[1]}/{index}.png"
+    record = ImageRecord(index, Path(f"/x/{relative}"), relative, CLASS_NAMES[1])
     return ImageItem(record, pixels, tensor, 1, probabilities, mask if with_mask else None)
 
 

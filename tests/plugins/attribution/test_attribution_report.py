@@ -28,7 +28,8 @@ def test_every_attribution_plugin_in_one_report(few_demo_images, demo_images, tm
     outcome = build_report(config, load_registry())
     assert outcome.exit_code == 0
     report = read_report(out)
-    jsonschema.validate(read_report(out, model=None), json.loads(resources.files("nnvis_reports").joinpath("report.schema.json").read_text()))
+    schema = json.loads(resources.files("nnvis_reports").joinpath("report.schema.json").read_text())
+    jsonschema.validate(read_report(out, model=None), schema)
     summaries = {p["name"]: p["metrics_summary"] for p in report["plugins"]}
     for name in PER_IMAGE:
         summary = summaries[name]

@@ -176,7 +176,8 @@ def test_interactive_scatter_in_the_browser(few_demo_images, tmp_path, open_repo
     assert tip.is_visible()
     name = report["images"][scatter["image_ids"][2]]["path"]
     text = tip.inner_text()
-    assert name in text and f"predicted: {scatter['labels'][2]}" in text and f"true: {scatter['true_labels'][2]}" in text
+    assert name in text and f"predicted: {scatter['labels'][2]}" in text
+    assert f"true: {scatter['true_labels'][2]}" in text
 
     legend = page.locator("#dataset .scatter-legend li")
     assert legend.count() == len(set(scatter["labels"]))
@@ -233,7 +234,8 @@ def test_dataset_results_may_attach_artifacts_to_single_images(few_demo_images, 
 
     holder = types.SimpleNamespace(nnvis_register_plugins=hookimpl(lambda register: register(Tagger())))
     out = tmp_path / "out"
-    assert build_report(ReportConfig(few_demo_images, out, plugins=["tagger"]), load_registry(extra=[("test-plugins", holder)])).exit_code == 0
+    registry = load_registry(extra=[("test-plugins", holder)])
+    assert build_report(ReportConfig(few_demo_images, out, plugins=["tagger"]), registry).exit_code == 0
     report = read_report(out)
     tagged = {i: image["results"]["tagger"]["artifacts"][0]["text"] for i, image in enumerate(report["images"])
               if "tagger" in image["results"]}

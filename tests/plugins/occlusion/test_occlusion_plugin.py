@@ -130,8 +130,8 @@ def test_occluding_the_object_costs_more_than_occluding_background():
             maps = occlusion.occlusion_maps(model, x, true_class, occluder=occluder, layer=None)
             windows = maps.windows
             tops, lefts = windows.corners()
-            share = np.array([mask[t:t + windows.window, l:l + windows.window].mean()
-                              for t, l in zip(tops.tolist(), lefts.tolist())]).reshape(windows.shape)
+            share = np.array([mask[top:top + windows.window, left:left + windows.window].mean()
+                              for top, left in zip(tops.tolist(), lefts.tolist())]).reshape(windows.shape)
             assert (share >= 0.5).any() and (share == 0).any()
             on_object[kind].append(maps.drop[share >= 0.5].mean())
             on_background[kind].append(maps.drop[share == 0].mean())
@@ -151,7 +151,8 @@ def test_in_a_report_with_masks(few_demo_images, tmp_path):
     assert outcome.exit_code == 0
     report = read_report(out)
     jsonschema = pytest.importorskip("jsonschema")
-    jsonschema.validate(read_report(out, model=None), json.loads(resources.files("nnvis_reports").joinpath("report.schema.json").read_text()))
+    schema = json.loads(resources.files("nnvis_reports").joinpath("report.schema.json").read_text())
+    jsonschema.validate(read_report(out, model=None), schema)
     summary = {p["name"]: p["metrics_summary"] for p in report["plugins"]}["occlusion"]
     assert summary["deletion_auc"]["n"] == len(report["images"]) == 6
     assert summary["insertion_auc"]["mean"] > summary["deletion_auc"]["mean"]

@@ -126,7 +126,8 @@ def test_the_plugin_measures_the_models_own_classes(tmp_path):
 
 
 def test_an_imagenet_model_decides_among_the_sixteen_categories(tmp_path):
-    decisions = {"cat1-dog2.png": 283, "dog3-cat1.png": 281, "car1-truck2.png": 867}  # Persian cat, tabby, trailer truck
+    # Persian cat, tabby, trailer truck
+    decisions = {"cat1-dog2.png": 283, "dog3-cat1.png": 281, "car1-truck2.png": 867}
     result = ShapeBias().run_dataset(SimpleNamespace(class_names=[str(i) for i in range(1000)]),
                                      fake_items(tmp_path, decisions, 1000), {"decisions": "auto"})
     assert result.metrics["shape_bias"] == pytest.approx(1 / 3)
@@ -153,7 +154,8 @@ def test_the_plugin_refuses_folders_it_cannot_measure(tmp_path, names, reason):
 
 def test_imagenet16_decisions_need_an_imagenet_model():
     ctx = SimpleNamespace(class_names=["circle", "star"])
-    assert "needs a 1000-class ImageNet model; this one has 2" in ShapeBias().applies_with(ctx, {"decisions": "imagenet16"})
+    refusal = ShapeBias().applies_with(ctx, {"decisions": "imagenet16"})
+    assert "needs a 1000-class ImageNet model; this one has 2" in refusal
     assert ShapeBias().applies_with(ctx, {"decisions": "auto"}) is None
 
 

@@ -50,7 +50,8 @@ def test_gram_matrix_is_the_mean_outer_product_over_positions():
     for b in range(2):
         for c in range(3):
             for d in range(3):
-                expected[b, c, d] = sum(float(maps[b, c, y, x] * maps[b, d, y, x]) for y in range(4) for x in range(5)) / 20
+                products = (float(maps[b, c, y, x] * maps[b, d, y, x]) for y in range(4) for x in range(5))
+                expected[b, c, d] = sum(products) / 20
     np.testing.assert_allclose(gram_matrix(maps).numpy(), expected, rtol=1e-12)
     # Normalised by size: the same statistics over a larger field give the same Gram.
     np.testing.assert_allclose(gram_matrix(maps.repeat(1, 1, 3, 2)).numpy(), expected, rtol=1e-12)
@@ -152,7 +153,8 @@ def test_style_transfer_keeps_the_content_layer_and_takes_the_style_grams(demo):
                             middle_layer(model), layers, steps=60)
     assert result.curve[-1, 0] < 0.1 * result.curve[0, 0]
     with frozen(model):
-        grams = source_grams(FeatureReader(model, layers), normalize, torch.cat([result.pixels, pixels[[content, style]]]))
+        batch = torch.cat([result.pixels, pixels[[content, style]]])
+        grams = source_grams(FeatureReader(model, layers), normalize, batch)
     to_style = sum(gram_distance(grams[n][0], grams[n][2]) for n in layers)
     to_content = sum(gram_distance(grams[n][0], grams[n][1]) for n in layers)
     assert to_style < to_content
