@@ -40,10 +40,11 @@ from PIL import Image as PILImage
 from nnvis_core.contract.artifacts import Artifact, CategoricalMap, Heatmap, Result, Scatter, as_result
 from nnvis_core.run.config import ReportConfig
 from nnvis_core.contract.context import ImageItem, RunContext
+from nnvis_core.contract.params import Param
 from nnvis_core.models.loaded import LoadedModel
 from nnvis_core.models.source import ModelSource
 from nnvis_core.contract.plugin import Plugin, Scope, hookimpl
-from nnvis_core.run.registry import Registered, Registry, check_plugin as check_registration, load_registry
+from nnvis_core.run.registry import Registered, Registry, load_registry, registration_problems
 
 BUILTIN_SERVICES = ("model_sources", "html_report")  # nnvis's entry points that are not visualization plugins
 RUN_METHOD = {Scope.IMAGE: "run_image", Scope.DATASET: "run_dataset", Scope.MODEL: "run_model"}
@@ -117,16 +118,14 @@ def demo_items(folder: Path, images: int = 4, seed: int = 0) -> tuple[RunContext
 
 
 def declaration_problems(plugin: Any) -> list[str]:
-    """What is wrong with a plugin's declaration (empty when nothing is)."""
-    try:
-        check_registration(plugin)
-    except ValueError as error:
-        return [str(error)]
-    problems = []
-    method = RUN_METHOD[plugin.scope]
-    if getattr(type(plugin), method) is getattr(Plugin, method):
+    """Everything wrong with a plugin's declaration, all at once (empty when nothing is)."""
+    problems = registration_problems(plugin)
+    if not isinstance(plugin, Plugin):
+        return problems
+    method = RUN_METHOD.get(plugin.scope) if isinstance(plugin.scope, Scope) else None
+    if method and getattr(type(plugin), method) is getattr(Plugin, method):
         problems.append(f"scope is Scope.{plugin.scope.name} but {type(plugin).__name__} does not define {method}()")
-    for param in plugin.params:
+    for param in (p for p in plugin.params if isinstance(p, Param)):
         if not _PARAM_NAME.match(param.name):
             problems.append(f"parameter name {param.name!r} must match {_PARAM_NAME.pattern} (it is typed in --set)")
         if param.type not in (int, float, bool, str):

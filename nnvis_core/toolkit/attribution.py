@@ -90,13 +90,14 @@ class AttributionPlugin(Plugin):
 
     def check_declaration(self) -> None:
         names = {param.name for param in self.params}
-        for param, purpose in ((TARGET, "the class to explain"),
-                               (FAITHFULNESS_STEPS, "the deletion/insertion metrics")):
-            if param.name not in names:
-                raise ValueError(
-                    f"attribution plugin {self.name} declares no '{param.name}' parameter ({purpose}): add "
-                    f"nnvis_core.toolkit.{'TARGET' if param is TARGET else 'FAITHFULNESS_STEPS'} to its params"
-                )
+        missing = [
+            f"attribution plugin {self.name} declares no '{param.name}' parameter ({purpose}): add "
+            f"nnvis_core.toolkit.{'TARGET' if param is TARGET else 'FAITHFULNESS_STEPS'} to its params"
+            for param, purpose in ((TARGET, "the class to explain"), (FAITHFULNESS_STEPS, "the deletion/insertion metrics"))
+            if param.name not in names
+        ]
+        if missing:  # both at once: an author fixes the declaration in one round
+            raise ValueError("; ".join(missing))
 
     def _heat(self, attribution: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, bool]:
         """(H, W) map of an attribution, and whether it is signed."""

@@ -12,7 +12,8 @@ import torch
 
 from nnvis_core import Chart, Heatmap, Param, Plugin, Result, Scatter, Scope, Table
 from nnvis_core.testing import (
-    ContractError, check_declaration, check_installed, check_plugin, demo_items, model_changes, model_state,
+    ContractError, check_declaration, check_installed, check_plugin, declaration_problems, demo_items, model_changes,
+    model_state,
 )
 
 
@@ -204,6 +205,31 @@ def test_declaration_problems_are_all_listed():
                      "parameter nohelp has no help text", "parameter low: default 0 is not accepted",
                      "parameter kind: default 'c' is not accepted"):
         assert expected in message
+
+
+class BadRegistration(Plugin):
+    """Breaks the registration checks and the kit's own checks in one declaration."""
+
+    name = "Bad Name"
+    title = ""
+    description = "Declares image scope, a bad name, no title, and a parameter twice."
+    params = (Param("nohelp", int, 1), Param("nohelp", int, 2, "again"))
+
+
+def test_registration_and_declaration_problems_are_listed_together():
+    problems = declaration_problems(BadRegistration())
+    expected = ("must set a non-empty string 'title'", "plugin name 'Bad Name' must match",
+                "declares a parameter twice", "does not define run_image()", "parameter nohelp has no help text")
+    for text in expected:
+        assert any(text in problem for problem in problems), (text, problems)
+
+
+def test_an_attribution_plugin_missing_both_required_parameters_hears_of_both():
+    from nnvis_core.toolkit import AttributionPlugin
+
+    plugin = type("Bare", (AttributionPlugin,), {"name": "bare", "title": "Bare", "description": "d"})()
+    [problem] = declaration_problems(plugin)
+    assert "no 'target' parameter" in problem and "no 'faithfulness_steps' parameter" in problem
 
 
 @pytest.mark.parametrize(
