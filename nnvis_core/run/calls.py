@@ -71,7 +71,11 @@ def choose_device(spec: str) -> torch.device:
 
 
 def plugin_traceback(error: BaseException) -> str:
-    """The traceback from the plugin's own code on: nnvis's calling frames are left out."""
+    """The traceback from the plugin's own code on: nnvis's calling frames are left out.
+
+    Every path leaves them out, the test kit's too: its wrappers (nnvis_core/testing.py) and
+    the time limit's thread sit under nnvis_core like the runner. An error nnvis raised itself
+    after the plugin returned (a bad output) has no plugin frame: its last frame is kept."""
     core = Path(__file__).resolve().parents[1]  # nnvis_core, every room
     tb = error.__traceback__
     while tb is not None and tb.tb_next is not None and core in Path(tb.tb_frame.f_code.co_filename).resolve().parents:
@@ -103,8 +107,8 @@ def call_plugin(ctx: RunContext, run: PluginRun, item: ImageItem | None, call: C
     except CallTimeout as failure:
         error, trace = str(failure), failure.stack
         run.stuck = not failure.stopped
-    except ArtifactError as failure:
-        error, trace = f"bad output: {failure}", traceback.format_exc()
+    except ArtifactError as failure:  # from nnvis's check of the output, or raised in the plugin's own code
+        error, trace = f"bad output: {failure}", plugin_traceback(failure)
     except Exception as failure:  # noqa: BLE001 - a plugin must not take the report down
         error, trace = one_line(failure), plugin_traceback(failure)
     finally:

@@ -80,6 +80,24 @@ def test_an_exception_is_reported_with_its_image_and_a_short_traceback():
     assert "runner.py" not in message and "testing.py" not in message  # nnvis's own frames left out
 
 
+def _refuse_own_output(values):
+    Heatmap("own", values).validate()  # an ArtifactError raised in the plugin's own code
+
+
+@pytest.mark.parametrize(
+    "run_image, first_frame",
+    [(lambda self, ctx, item, params: _refuse_own_output(np.full((64, 64), np.nan)), "in <lambda>"),
+     (lambda self, ctx, item, params: [Heatmap("nan", np.full((64, 64), np.nan))], "in _finite")],
+    ids=["raised-by-the-plugin", "found-by-nnvis"],
+)
+def test_a_bad_output_traceback_leaves_out_nnvis_calling_frames(run_image, first_frame):
+    message = _failure(_variant("bad-trace", run_image=run_image))
+    trace = message[message.index("Traceback (most recent call last):"):]
+    assert first_frame in trace.splitlines()[1], trace
+    for internal in ("calls.py", "timeout.py", "testing.py", "local.py"):
+        assert internal not in trace, trace
+
+
 @pytest.mark.parametrize(
     "run_image, expected",
     [
