@@ -204,3 +204,24 @@ def test_a_run_computes_inside_exact_float32(monkeypatch, tmp_path):
 
     check_plugin(Flags(), images=1)
     assert seen and all(flags == (False, True) for flags in seen)
+
+
+def test_forward_until_takes_a_layer_by_name_as_resolve_layer_does():
+    from nnvis_core.toolkit import forward_until
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+    inputs = torch.rand(2, 3, 8, 8)
+    by_name = forward_until(model, "1", inputs)
+    assert torch.equal(by_name, forward_until(model, model[1], inputs))
+    assert torch.equal(forward_until(model, "last_conv", inputs), model[0](inputs))
+
+
+def test_select_target_takes_lists_one_target_per_image():
+    from nnvis_core.toolkit import AttributionError, select_target
+
+    assert select_target([3, 1, 2], [2, 0]).tolist() == [2, 3]
+    assert select_target(torch.tensor([3, 1, 2]), [1]).tolist() == [1]
+    assert select_target([3, 1, 2], torch.tensor([0, 0])).tolist() == [3, 3]
+    assert select_target(5, [0, 1]) == 5
+    with pytest.raises(AttributionError, match="2 targets, but input 2 is selected"):
+        select_target([3, 1], [2])
