@@ -132,12 +132,12 @@ def test_random_numbers_from_torch_are_deterministic_under_the_per_call_seed():
     "mutate, expected",
     [
         (lambda module: module.features[0].register_forward_hook(lambda *args: None),
-         "_forward_hooks of 'features.0': 0 before, 1 after"),
+         "a forward hook left on layer 'features.0'"),
         (lambda module: module.train(), "module '(root)' was left in train mode"),
         (lambda module: module.features[0].weight.requires_grad_(False), "requires_grad of 'features.0.weight'"),
         (lambda module: module.features[0].bias.data.add_(1.0), "values of 'features.0.bias' changed"),
         (lambda module: torch.nn.modules.module.register_module_forward_hook(lambda *args: None),
-         "torch's _global_forward_hooks: 0 before, 1 after"),
+         "a global forward hook left on torch's _global_forward_hooks"),
     ],
     ids=["hook", "train-mode", "requires-grad", "weights", "global-hook"],
 )
