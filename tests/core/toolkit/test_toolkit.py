@@ -225,3 +225,39 @@ def test_select_target_takes_lists_one_target_per_image():
     assert select_target(5, [0, 1]) == 5
     with pytest.raises(AttributionError, match="2 targets, but input 2 is selected"):
         select_target([3, 1], [2])
+
+
+class CamAtEight(AttributionPlugin):
+    """A layer-resolution method: an 8x8 map over the 64x64 demo input, as a CAM returns it."""
+
+    name = "cam-at-eight"
+    title = "CAM at 8x8"
+    description = "The input's brightness, pooled to 8x8."
+    params = (TARGET, FAITHFULNESS_STEPS)
+    shape = (8, 8)
+
+    def explain(self, ctx, item, inputs, target, params):
+        pooled = torch.nn.functional.adaptive_avg_pool2d(inputs[0].mean(0, keepdim=True), self.shape)[0]
+        return Explanation(pooled - pooled.min())
+
+
+@pytest.mark.parametrize("steps", ["0", "4"])
+def test_a_layer_sized_map_is_upsampled_to_the_input_whatever_the_faithfulness_steps(steps):
+    from nnvis_core.testing import check_plugin
+
+    check = check_plugin(CamAtEight(), params={"faithfulness_steps": steps}, images=2)
+    for result in check.results.values():
+        heatmap = result.artifacts[0]
+        assert heatmap.values.shape == (64, 64)
+        assert ("deletion_auc" in result.metrics) == (steps != "0") and "mask_share" in result.metrics
+
+
+@pytest.mark.parametrize("steps", ["0", "4"])
+def test_a_map_of_another_aspect_ratio_is_refused_in_one_line_naming_both_shapes(steps):
+    from nnvis_core.testing import ContractError, check_plugin
+
+    wide = type("Wide", (CamAtEight,), {"name": "wide-cam", "shape": (8, 32)})()
+    with pytest.raises(ContractError) as caught:
+        check_plugin(wide, params={"faithfulness_steps": steps}, images=1)
+    assert "AttributionError: the method's map of shape (8, 32) does not have the aspect ratio of the 64x64 input" \
+        in str(caught.value)
