@@ -8,6 +8,7 @@ moved into these rooms keep their old import paths (nnvis_core.moved).
 
 from nnvis_core.contract.artifacts import (
     Artifact,
+    BarChart,
     CategoricalMap,
     Chart,
     Gallery,
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Artifact",
+    "BarChart",
     "CategoricalMap",
     "Chart",
     "Gallery",

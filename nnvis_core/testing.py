@@ -37,13 +37,15 @@ import numpy as np
 import torch
 from PIL import Image as PILImage
 
-from nnvis_core.contract.artifacts import Artifact, CategoricalMap, Heatmap, Result, Scatter, as_result
+from nnvis_core.contract.artifacts import Artifact, Result, Scatter, as_result
+from nnvis_core.contract.conformance import hook_keys, hooks_changed
 from nnvis_core.run.config import ReportConfig
 from nnvis_core.contract.context import ImageItem, RunContext
+from nnvis_core.contract.params import Param
 from nnvis_core.models.loaded import LoadedModel
 from nnvis_core.models.source import ModelSource
 from nnvis_core.contract.plugin import Plugin, Scope, hookimpl
-from nnvis_core.run.registry import Registered, Registry, check_plugin as check_registration, load_registry
+from nnvis_core.run.registry import Registered, Registry, load_registry, registration_problems
 
 BUILTIN_SERVICES = ("model_sources", "html_report")  # nnvis's entry points that are not visualization plugins
 RUN_METHOD = {Scope.IMAGE: "run_image", Scope.DATASET: "run_dataset", Scope.MODEL: "run_model"}
@@ -117,16 +119,14 @@ def demo_items(folder: Path, images: int = 4, seed: int = 0) -> tuple[RunContext
 
 
 def declaration_problems(plugin: Any) -> list[str]:
-    """What is wrong with a plugin's declaration (empty when nothing is)."""
-    try:
-        check_registration(plugin)
-    except ValueError as error:
-        return [str(error)]
-    problems = []
-    method = RUN_METHOD[plugin.scope]
-    if getattr(type(plugin), method) is getattr(Plugin, method):
+    """Everything wrong with a plugin's declaration, all at once (empty when nothing is)."""
+    problems = registration_problems(plugin)
+    if not isinstance(plugin, Plugin):
+        return problems
+    method = RUN_METHOD.get(plugin.scope) if isinstance(plugin.scope, Scope) else None
+    if method and getattr(type(plugin), method) is getattr(Plugin, method):
         problems.append(f"scope is Scope.{plugin.scope.name} but {type(plugin).__name__} does not define {method}()")
-    for param in plugin.params:
+    for param in (p for p in plugin.params if isinstance(p, Param)):
         if not _PARAM_NAME.match(param.name):
             problems.append(f"parameter name {param.name!r} must match {_PARAM_NAME.pattern} (it is typed in --set)")
         if param.type not in (int, float, bool, str):
@@ -340,10 +340,7 @@ class _Recorder(Plugin):
                 self.problems.append(("model", f"{_where(where)} left the model changed (restore it in a "
                                       f"finally block): " + "; ".join(changes)))
         result = as_result(returned)  # a bad result raises here and becomes an error entry
-        for artifact in result.artifacts:
-            problem = _shape_problem(artifact, item)
-            if problem:
-                self.problems.append(("shape", f"{_where(where)}: {problem}"))
+        # Overlay maps of another aspect ratio are refused by the run itself (call_plugin), as in a report.
         torch.manual_seed(ctx.seed_for(item, self.name))  # as the runner seeded the first call
         difference = result_difference(result, as_result(invoke()))
         if difference:
@@ -356,31 +353,11 @@ class _Recorder(Plugin):
         return result
 
 
-def _shape_problem(artifact: Artifact, item: ImageItem | None) -> str | None:
-    """Overlay maps are stretched over the input: they must have its aspect ratio."""
-    if item is None or not isinstance(artifact, (Heatmap, CategoricalMap)) or not artifact.overlay:
-        return None
-    values = np.asarray(artifact.values if isinstance(artifact, Heatmap) else artifact.categories)
-    height, width = item.pixels.shape[:2]
-    if abs(values.shape[0] / values.shape[1] - height / width) > 0.1 * height / width:
-        return (f"{artifact.kind} '{artifact.title}' of shape {values.shape} is drawn over a {height}x{width} "
-                f"input: give it the input's aspect ratio, or overlay=False")
-    return None
-
-
-_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
-                 "_global_backward_pre_hooks")
-
-
 def model_state(module: torch.nn.Module) -> dict[str, Any]:
     """A snapshot of what a plugin may change by mistake: modes, hooks, requires_grad, weights, buffers."""
-    from torch.nn.modules import module as torch_module
-
     return {
         "training": {name: m.training for name, m in module.named_modules()},
-        "hooks": {(name, key): len(value) for name, m in module.named_modules()
-                  for key, value in vars(m).items() if key.endswith("hooks") and isinstance(value, dict)},
-        "global hooks": {key: len(getattr(torch_module, key, {})) for key in _GLOBAL_HOOKS},
+        "hooks": hook_keys(module),  # the module's and torch's global hooks, as the run sees them
         "requires_grad": {name: p.requires_grad for name, p in module.named_parameters()},
         "tensors": {name: t.detach().clone() for name, t in
                     [*module.named_parameters(), *module.named_buffers()]},
@@ -393,13 +370,7 @@ def model_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     for name, mode in after["training"].items():
         if before["training"].get(name) != mode:
             changes.append(f"module '{name or '(root)'}' was left in {'train' if mode else 'eval'} mode")
-    for (name, key), count in after["hooks"].items():
-        if before["hooks"].get((name, key), 0) != count:
-            was = before["hooks"].get((name, key), 0)
-            changes.append(f"{key} of '{name or '(root)'}': {was} before, {count} after")
-    for key, count in after["global hooks"].items():
-        if before["global hooks"][key] != count:
-            changes.append(f"torch's {key}: {before['global hooks'][key]} before, {count} after")
+    changes.extend(hooks_changed(before["hooks"], after["hooks"]))
     for name, flag in after["requires_grad"].items():
         if before["requires_grad"].get(name) != flag:
             changes.append(f"requires_grad of '{name}' changed to {flag}")

@@ -10,6 +10,7 @@ from PIL import Image as PILImage
 
 from nnvis_core.contract.artifacts import (
     Artifact,
+    BarChart,
     CategoricalMap,
     Chart,
     Gallery,
@@ -182,6 +183,10 @@ def save_artifact(artifact: Artifact, folder: Path, stem: str, base: np.ndarray 
     elif isinstance(artifact, Chart):
         entry.update(x=[float(v) for v in artifact.x], x_label=artifact.x_label, y_label=artifact.y_label,
                      x_ticks=[str(t) for t in artifact.x_ticks],
+                     series={str(k): [float(v) for v in values] for k, values in artifact.series.items()})
+    elif isinstance(artifact, BarChart):
+        entry.update(labels=[str(label) for label in artifact.labels], x_label=str(artifact.x_label),
+                     y_label=str(artifact.y_label),
                      series={str(k): [float(v) for v in values] for k, values in artifact.series.items()})
     elif isinstance(artifact, Gallery):
         labels = list(artifact.labels) or [""] * len(artifact.images)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jinja2
 
+from nnvis_reports.bars import bar_geometry
 from nnvis_reports.colormaps import DIVERGING, SEQUENTIAL, category_colour, css_gradient
 from nnvis_reports.confusion import confusion
 from nnvis_reports.curves import curve_plot, mean_curves
@@ -129,6 +130,7 @@ def _environment() -> jinja2.Environment:
         scatter_points=_scatter_points,
         scatter_view=_scatter_view,
         chart_lines=_chart_lines,
+        bar_geometry=bar_geometry,
         wrong_prediction=wrong_prediction,
         wrong_anywhere=wrong_anywhere,
         leaderboard_columns=COLUMNS,

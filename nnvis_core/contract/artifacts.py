@@ -166,6 +166,41 @@ class Chart(Artifact):
 
 
 @dataclass
+class BarChart(Artifact):
+    """Bars: one value per label (a count or a score per class), side by side for several series.
+
+    labels: the categories along the x axis; series: {name: one value per label}, drawn as
+    grouped bars from zero (negative values hang below it). A histogram is bars over bins:
+    BarChart.histogram(title, values, bins) counts them for you.
+    """
+
+    labels: Sequence[str]
+    series: dict[str, Sequence[float]]
+    x_label: str = ""
+    y_label: str = ""
+    kind = "bars"
+
+    @classmethod
+    def histogram(cls, title: str, values: Any, bins: int = 10, name: str = "count", **kwargs: Any) -> "BarChart":
+        """The bars of a histogram of `values` over `bins` equal bins, labelled by their range."""
+        counts, edges = np.histogram(np.asarray(values, dtype=np.float64), bins=bins)
+        labels = [f"{low:.3g} to {high:.3g}" for low, high in zip(edges[:-1], edges[1:])]
+        return cls(title, labels, {name: [float(c) for c in counts]}, **kwargs)
+
+    def validate(self) -> None:
+        if not len(self.labels):
+            raise ArtifactError(f"bar chart '{self.title}' has no labels")
+        if not self.series:
+            raise ArtifactError(f"bar chart '{self.title}' has no series")
+        for name, values in self.series.items():
+            if len(values) != len(self.labels):
+                raise ArtifactError(
+                    f"bar chart '{self.title}': series {name!r} has {len(values)} values for {len(self.labels)} labels"
+                )
+            _finite(f"bar chart '{self.title}'", np.asarray(values, dtype=np.float64))
+
+
+@dataclass
 class Gallery(Artifact):
     """A grid of small pictures, each with a label, optionally linked to a report image.
 
@@ -244,7 +279,7 @@ class Text(Artifact):
     kind = "text"
 
 
-ARTIFACT_TYPES = (Image, Heatmap, CategoricalMap, Table, Scatter, Chart, Gallery, SemanticDictionary, Text)
+ARTIFACT_TYPES = (Image, Heatmap, CategoricalMap, Table, Scatter, Chart, BarChart, Gallery, SemanticDictionary, Text)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import torch
 
 from nnvis_core.contract.artifacts import ArtifactError, Result, as_result
+from nnvis_core.contract.conformance import hook_keys, overlay_problem, remove_leaked_hooks
 from nnvis_core.run.config import ModelChoice, ReportConfig
 from nnvis_core.contract.context import ImageItem, RunContext
 from nnvis_core.models import ModelLoadError, ModelOptions, load_model
@@ -71,7 +72,11 @@ def choose_device(spec: str) -> torch.device:
 
 
 def plugin_traceback(error: BaseException) -> str:
-    """The traceback from the plugin's own code on: nnvis's calling frames are left out."""
+    """The traceback from the plugin's own code on: nnvis's calling frames are left out.
+
+    Every path leaves them out, the test kit's too: its wrappers (nnvis_core/testing.py) and
+    the time limit's thread sit under nnvis_core like the runner. An error nnvis raised itself
+    after the plugin returned (a bad output) has no plugin frame: its last frame is kept."""
     core = Path(__file__).resolve().parents[1]  # nnvis_core, every room
     tb = error.__traceback__
     while tb is not None and tb.tb_next is not None and core in Path(tb.tb_frame.f_code.co_filename).resolve().parents:
@@ -91,25 +96,45 @@ def seed_call(seed: int, device: torch.device | str) -> None:
 
 
 def call_plugin(ctx: RunContext, run: PluginRun, item: ImageItem | None, call: Callable[[], object]) -> CallOutcome:
-    """Run one plugin call in isolation; with run.time_limit, a longer call is stopped (nnvis_core.run.timeout)."""
+    """Run one plugin call in isolation; with run.time_limit, a longer call is stopped (nnvis_core.run.timeout).
+
+    What the test kit refuses, the run refuses too (nnvis_core.contract.conformance): a hook the
+    call left on the model is removed and fails the call, naming the layer; an overlay map of
+    another aspect ratio than the image fails it instead of being stretched."""
     if run.stuck:
         return CallOutcome(None, 0.0, "skipped: an earlier call ran past the time limit and could not be stopped")
     seed_call(ctx.seed_for(item, run.plugin.name), ctx.device)
+    hooks = hook_keys(ctx.module)
     start = time.perf_counter()
     result: Result | None = None
     error = trace = None
     try:
         result = as_result(call_with_time_limit(call, run.time_limit))
+        if item is not None:
+            _check_overlays(result, item)
     except CallTimeout as failure:
         error, trace = str(failure), failure.stack
         run.stuck = not failure.stopped
-    except ArtifactError as failure:
-        error, trace = f"bad output: {failure}", traceback.format_exc()
+    except ArtifactError as failure:  # from nnvis's check of the output, or raised in the plugin's own code
+        error, trace = f"bad output: {failure}", plugin_traceback(failure)
     except Exception as failure:  # noqa: BLE001 - a plugin must not take the report down
         error, trace = one_line(failure), plugin_traceback(failure)
     finally:
+        leaked = remove_leaked_hooks(ctx.module, hooks)
         ctx.module.zero_grad(set_to_none=True)
+    if leaked:
+        left = (f"left {' and '.join(leaked)} (removed by nnvis; remove your hooks in a finally block, "
+                "or use nnvis_core.toolkit.captured_output)")
+        result, error = None, left if error is None else f"{error}; it also {left}"
     return CallOutcome(result, time.perf_counter() - start, error, trace)
+
+
+def _check_overlays(result: Result, item: ImageItem) -> None:
+    """Raise ArtifactError for the first overlay map that would be stretched over the image."""
+    for artifact in result.artifacts:
+        problem = overlay_problem(artifact, item.pixels.shape)
+        if problem:
+            raise ArtifactError(problem)
 
 
 def load_context(config: ReportConfig, choice: ModelChoice, registry: Registry, device: torch.device,

@@ -73,29 +73,42 @@ def one_line(error: BaseException) -> str:
 
 
 def check_plugin(plugin: Any) -> None:
-    """Raise ValueError when `plugin` breaks the contract of nnvis_core.Plugin."""
+    """Raise ValueError when `plugin` breaks the contract of nnvis_core.Plugin (every problem, joined)."""
+    problems = registration_problems(plugin)
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def registration_problems(plugin: Any) -> list[str]:
+    """Every way `plugin` breaks the contract of nnvis_core.Plugin, empty when none.
+
+    All of them at once, so that an author fixes a declaration in one round rather than one
+    problem per run (the test kit lists them one per line)."""
     if not isinstance(plugin, Plugin):
-        raise ValueError(f"{plugin!r} is not an instance of nnvis_core.Plugin")
-    for attr in ("name", "title", "description"):
-        value = getattr(plugin, attr, None)
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"{type(plugin).__name__} must set a non-empty string '{attr}'")
-    if not PLUGIN_NAME.match(plugin.name):
-        raise ValueError(f"plugin name {plugin.name!r} must match {PLUGIN_NAME.pattern}")
+        return [f"{plugin!r} is not an instance of nnvis_core.Plugin"]
+    problems = [f"{type(plugin).__name__} must set a non-empty string '{attr}'"
+                for attr in ("name", "title", "description")
+                if not isinstance(getattr(plugin, attr, None), str) or not getattr(plugin, attr).strip()]
+    name = plugin.name if isinstance(getattr(plugin, "name", None), str) else type(plugin).__name__
+    if isinstance(getattr(plugin, "name", None), str) and plugin.name.strip() and not PLUGIN_NAME.match(plugin.name):
+        problems.append(f"plugin name {plugin.name!r} must match {PLUGIN_NAME.pattern}")
     if not isinstance(plugin.scope, Scope):
-        raise ValueError(f"plugin {plugin.name}: scope must be a nnvis_core.Scope")
+        problems.append(f"plugin {name}: scope must be a nnvis_core.Scope")
     if plugin.api_version not in SUPPORTED_API_VERSIONS:
-        raise ValueError(
-            f"plugin {plugin.name} targets plugin API {plugin.api_version}, this nnvis runs versions "
+        problems.append(
+            f"plugin {name} targets plugin API {plugin.api_version}, this nnvis runs versions "
             f"{', '.join(map(str, SUPPORTED_API_VERSIONS))} (install a version of one that matches the other)"
         )
-    for param in plugin.params:
-        if not isinstance(param, Param):
-            raise ValueError(f"plugin {plugin.name}: params must hold nnvis_core.Param, got {param!r}")
-    names = [p.name for p in plugin.params]
+    problems += [f"plugin {name}: params must hold nnvis_core.Param, got {param!r}"
+                 for param in plugin.params if not isinstance(param, Param)]
+    names = [p.name for p in plugin.params if isinstance(p, Param)]
     if len(set(names)) != len(names):
-        raise ValueError(f"plugin {plugin.name} declares a parameter twice")
-    plugin.check_declaration()
+        problems.append(f"plugin {name} declares a parameter twice")
+    try:
+        plugin.check_declaration()
+    except ValueError as error:
+        problems.append(str(error))
+    return problems
 
 
 def _entry_points() -> list[metadata.EntryPoint]:

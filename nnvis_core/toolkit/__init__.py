@@ -47,7 +47,7 @@ from nnvis_core.toolkit.faithfulness import Curves, deletion_insertion, mask_sha
 from nnvis_core.toolkit.gradients import fresh_input_gradient, gradient, reduce_channels
 from nnvis_core.toolkit.guard import model_state, preserved
 from nnvis_core.toolkit.hooks import captured, captured_output, forward_until
-from nnvis_core.toolkit.maps import as_map
+from nnvis_core.toolkit.maps import as_map, upsample_to_input
 from nnvis_core.toolkit.precision import exact_float32
 from nnvis_core.toolkit.imaging import (
     BASELINES,
@@ -101,7 +101,7 @@ __all__ = [
     "exact_float32",
     "CUE_CONFLICT_CSV", "CueConflictError", "cue_conflict_name", "parse_cue_conflict_name", "read_cue_conflict_csv",
     "write_cue_conflict_csv",
-    "ACTIVATIONS", "as_map", "Attention", "AttributionError", "AttributionPlugin", "BASELINES", "bytes_per_image",
+    "ACTIVATIONS", "as_map", "upsample_to_input", "Attention", "AttributionError", "AttributionPlugin", "BASELINES", "bytes_per_image",
     "captured", "captured_attention", "captured_output", "check_target_count", "chunk_size", "chunk_target",
     "conv_layers", "Curves", "default_layer", "deletion_insertion", "Explanation", "FAITHFULNESS_STEPS",
     "feature_source", "find_layer", "first_conv", "forward_until", "fresh_input_gradient", "gaussian_blur",

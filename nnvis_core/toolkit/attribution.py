@@ -31,6 +31,7 @@ from nnvis_core.toolkit.faithfulness import Curves, deletion_insertion, mask_sha
 from nnvis_core.toolkit.gradients import reduce_channels
 from nnvis_core.toolkit.guard import preserved
 from nnvis_core.toolkit.imaging import to_numpy
+from nnvis_core.toolkit.maps import upsample_to_input
 from nnvis_core.models.layers import resolve_layer_name
 
 CURVES_TITLE = "deletion and insertion curves"
@@ -92,19 +93,22 @@ class AttributionPlugin(Plugin):
 
     def check_declaration(self) -> None:
         names = {param.name for param in self.params}
-        for param, purpose in ((TARGET, "the class to explain"),
-                               (FAITHFULNESS_STEPS, "the deletion/insertion metrics")):
-            if param.name not in names:
-                raise ValueError(
-                    f"attribution plugin {self.name} declares no '{param.name}' parameter ({purpose}): add "
-                    f"nnvis_core.toolkit.{'TARGET' if param is TARGET else 'FAITHFULNESS_STEPS'} to its params"
-                )
+        missing = [
+            f"attribution plugin {self.name} declares no '{param.name}' parameter ({purpose}): add "
+            f"nnvis_core.toolkit.{'TARGET' if param is TARGET else 'FAITHFULNESS_STEPS'} to its params"
+            for param, purpose in ((TARGET, "the class to explain"), (FAITHFULNESS_STEPS, "the deletion/insertion metrics"))
+            if param.name not in names
+        ]
+        if missing:  # both at once: an author fixes the declaration in one round
+            raise ValueError("; ".join(missing))
 
-    def _heat(self, attribution: torch.Tensor, params: dict[str, Any]) -> tuple[torch.Tensor, bool]:
-        """(H, W) map of an attribution, and whether it is signed."""
+    def _heat(self, attribution: torch.Tensor, params: dict[str, Any], size: tuple[int, int]) -> tuple[torch.Tensor, bool]:
+        """(H, W) map of an attribution at the input's `size` (a layer-sized map is upsampled), and
+        whether it is signed."""
         attribution = attribution.detach()
         how = params.get("reduce", "sum")
         heat = attribution if attribution.dim() == 2 else reduce_channels(attribution, how)
+        heat = upsample_to_input(heat, size)
         return heat, attribution.dim() == 3 and how == "sum" or bool(heat.min() < 0)
 
     def heatmap(self, ctx, item, target: int, params: dict[str, Any]) -> torch.Tensor:
@@ -112,15 +116,17 @@ class AttributionPlugin(Plugin):
 
         The sanity check calls it with a ctx whose model is a randomized copy.
         """
+        inputs = ctx.input(item)
         with preserved(ctx.module):
-            return self._heat(self.explain(ctx, item, ctx.input(item), target, params).attribution, params)[0]
+            return self._heat(self.explain(ctx, item, inputs, target, params).attribution, params,
+                              tuple(inputs.shape[-2:]))[0]
 
     def run_image(self, ctx, item, params) -> Result:
         target = ctx.target(item, params["target"])
         inputs = ctx.input(item)
         with preserved(ctx.module):
             explanation = self.explain(ctx, item, inputs, target, params)
-            heat, signed = self._heat(explanation.attribution, params)
+            heat, signed = self._heat(explanation.attribution, params, tuple(inputs.shape[-2:]))
             metrics = dict(explanation.metrics)  # the target class is in the caption: a mean class index means nothing
             steps = params.get("faithfulness_steps", 0)
             curves = None

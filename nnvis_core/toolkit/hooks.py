@@ -12,6 +12,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
+from nnvis_core.models.layers import resolve_layer
 from nnvis_core.toolkit.targets import AttributionError
 
 
@@ -51,8 +52,13 @@ def captured_output(layer: nn.Module, stop: bool = False) -> Iterator[dict]:
         handle.remove()
 
 
-def forward_until(model: nn.Module, layer: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    """The output of `layer` for `inputs`, without running the layers above it."""
+def forward_until(model: nn.Module, layer: nn.Module | str, inputs: torch.Tensor) -> torch.Tensor:
+    """The output of `layer` for `inputs`, without running the layers above it.
+
+    layer: the submodule, or its name as `nnvis layers` lists it ('auto' and 'last_conv' too),
+    resolved like every toolkit function that takes a layer (resolve_layer).
+    """
+    layer = resolve_layer(model, layer)
     with captured_output(layer, stop=True) as record:
         try:
             model(inputs)

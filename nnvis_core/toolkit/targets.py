@@ -61,12 +61,22 @@ def check_target_count(target: Target, batch: int) -> None:
         raise AttributionError(f"{count} targets for {batch} inputs")
 
 
-def select_target(target: Target, which: torch.Tensor) -> Target:
-    """The target for a batch made of inputs `which` (indices into the original batch)."""
+def select_target(target: Target, which: torch.Tensor | Sequence[int]) -> Target:
+    """The target for a batch made of inputs `which` (indices into the original batch).
+
+    target: one class for all inputs, or one per input of the original batch (a list or a tensor);
+    which: the indices, as a tensor or a plain list.
+    """
     if _is_callable(target):
         return target
     index = torch.as_tensor(target).long().reshape(-1)
-    return int(index) if index.numel() == 1 else index.to(which.device)[which]
+    if index.numel() == 1:
+        return int(index)
+    device = which.device if isinstance(which, torch.Tensor) else index.device  # the selection's device, as before
+    index, which = index.to(device), torch.as_tensor(which, dtype=torch.long, device=device).reshape(-1)
+    if which.numel() and int(which.max()) >= index.numel():
+        raise AttributionError(f"{index.numel()} targets, but input {int(which.max())} is selected")
+    return index[which]
 
 
 def chunk_target(target: Target, start: int, stop: int) -> Target:

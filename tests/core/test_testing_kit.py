@@ -12,7 +12,8 @@ import torch
 
 from nnvis_core import Chart, Heatmap, Param, Plugin, Result, Scatter, Scope, Table
 from nnvis_core.testing import (
-    ContractError, check_declaration, check_installed, check_plugin, demo_items, model_changes, model_state,
+    ContractError, check_declaration, check_installed, check_plugin, declaration_problems, demo_items, model_changes,
+    model_state,
 )
 
 
@@ -79,6 +80,24 @@ def test_an_exception_is_reported_with_its_image_and_a_short_traceback():
     assert "runner.py" not in message and "testing.py" not in message  # nnvis's own frames left out
 
 
+def _refuse_own_output(values):
+    Heatmap("own", values).validate()  # an ArtifactError raised in the plugin's own code
+
+
+@pytest.mark.parametrize(
+    "run_image, first_frame",
+    [(lambda self, ctx, item, params: _refuse_own_output(np.full((64, 64), np.nan)), "in <lambda>"),
+     (lambda self, ctx, item, params: [Heatmap("nan", np.full((64, 64), np.nan))], "in _finite")],
+    ids=["raised-by-the-plugin", "found-by-nnvis"],
+)
+def test_a_bad_output_traceback_leaves_out_nnvis_calling_frames(run_image, first_frame):
+    message = _failure(_variant("bad-trace", run_image=run_image))
+    trace = message[message.index("Traceback (most recent call last):"):]
+    assert first_frame in trace.splitlines()[1], trace
+    for internal in ("calls.py", "timeout.py", "testing.py", "local.py"):
+        assert internal not in trace, trace
+
+
 @pytest.mark.parametrize(
     "run_image, expected",
     [
@@ -113,12 +132,12 @@ def test_random_numbers_from_torch_are_deterministic_under_the_per_call_seed():
     "mutate, expected",
     [
         (lambda module: module.features[0].register_forward_hook(lambda *args: None),
-         "_forward_hooks of 'features.0': 0 before, 1 after"),
+         "a forward hook left on layer 'features.0'"),
         (lambda module: module.train(), "module '(root)' was left in train mode"),
         (lambda module: module.features[0].weight.requires_grad_(False), "requires_grad of 'features.0.weight'"),
         (lambda module: module.features[0].bias.data.add_(1.0), "values of 'features.0.bias' changed"),
         (lambda module: torch.nn.modules.module.register_module_forward_hook(lambda *args: None),
-         "torch's _global_forward_hooks: 0 before, 1 after"),
+         "a global forward hook left on torch's _global_forward_hooks"),
     ],
     ids=["hook", "train-mode", "requires-grad", "weights", "global-hook"],
 )
@@ -204,6 +223,31 @@ def test_declaration_problems_are_all_listed():
                      "parameter nohelp has no help text", "parameter low: default 0 is not accepted",
                      "parameter kind: default 'c' is not accepted"):
         assert expected in message
+
+
+class BadRegistration(Plugin):
+    """Breaks the registration checks and the kit's own checks in one declaration."""
+
+    name = "Bad Name"
+    title = ""
+    description = "Declares image scope, a bad name, no title, and a parameter twice."
+    params = (Param("nohelp", int, 1), Param("nohelp", int, 2, "again"))
+
+
+def test_registration_and_declaration_problems_are_listed_together():
+    problems = declaration_problems(BadRegistration())
+    expected = ("must set a non-empty string 'title'", "plugin name 'Bad Name' must match",
+                "declares a parameter twice", "does not define run_image()", "parameter nohelp has no help text")
+    for text in expected:
+        assert any(text in problem for problem in problems), (text, problems)
+
+
+def test_an_attribution_plugin_missing_both_required_parameters_hears_of_both():
+    from nnvis_core.toolkit import AttributionPlugin
+
+    plugin = type("Bare", (AttributionPlugin,), {"name": "bare", "title": "Bare", "description": "d"})()
+    [problem] = declaration_problems(plugin)
+    assert "no 'target' parameter" in problem and "no 'faithfulness_steps' parameter" in problem
 
 
 @pytest.mark.parametrize(

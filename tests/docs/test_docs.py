@@ -8,6 +8,8 @@ import re
 from importlib import resources
 from pathlib import Path
 
+import torch
+
 from nnvis_core import toolkit
 from nnvis_core.contract import artifacts, hookspecs
 
@@ -57,3 +59,26 @@ def test_the_rise_walkthrough_quotes_the_example_package():
         for line in block.splitlines():
             if line.strip() and line.strip() != "...":
                 assert line.strip() in source, f"the guide quotes a line the RISE package does not have: {line}"
+
+
+def _batch_summary(ctx, batch, scale):
+    """A module-level batch function, as map_batches requires."""
+    return [type(item).__name__ for item in batch], scale * torch.stack([item.tensor for item in batch]).shape[0]
+
+
+def test_the_guide_names_map_batches_import_and_what_a_batch_holds(tmp_path):
+    guide = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
+    line = "from nnvis_core.contract.stream import map_batches, only, shared_store"
+    assert line in guide
+    namespace: dict = {}
+    exec(line, namespace)  # the documented import works
+    assert "A `batch` is a plain `list` of `ImageItem`s" in guide
+    assert "torch.stack([item.tensor for item in batch]).to(ctx.device)" in guide
+
+    from nnvis_core.testing import demo_items
+
+    ctx, items = demo_items(tmp_path, images=5)
+    ctx.batch_size = 2
+    answers = list(namespace["map_batches"](ctx, items, _batch_summary, 10))
+    assert [kinds for kinds, _ in answers] == [["ImageItem"] * 2, ["ImageItem"] * 2, ["ImageItem"]]
+    assert [count for _, count in answers] == [20, 20, 10]

@@ -204,3 +204,60 @@ def test_a_run_computes_inside_exact_float32(monkeypatch, tmp_path):
 
     check_plugin(Flags(), images=1)
     assert seen and all(flags == (False, True) for flags in seen)
+
+
+def test_forward_until_takes_a_layer_by_name_as_resolve_layer_does():
+    from nnvis_core.toolkit import forward_until
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+    inputs = torch.rand(2, 3, 8, 8)
+    by_name = forward_until(model, "1", inputs)
+    assert torch.equal(by_name, forward_until(model, model[1], inputs))
+    assert torch.equal(forward_until(model, "last_conv", inputs), model[0](inputs))
+
+
+def test_select_target_takes_lists_one_target_per_image():
+    from nnvis_core.toolkit import AttributionError, select_target
+
+    assert select_target([3, 1, 2], [2, 0]).tolist() == [2, 3]
+    assert select_target(torch.tensor([3, 1, 2]), [1]).tolist() == [1]
+    assert select_target([3, 1, 2], torch.tensor([0, 0])).tolist() == [3, 3]
+    assert select_target(5, [0, 1]) == 5
+    with pytest.raises(AttributionError, match="2 targets, but input 2 is selected"):
+        select_target([3, 1], [2])
+
+
+class CamAtEight(AttributionPlugin):
+    """A layer-resolution method: an 8x8 map over the 64x64 demo input, as a CAM returns it."""
+
+    name = "cam-at-eight"
+    title = "CAM at 8x8"
+    description = "The input's brightness, pooled to 8x8."
+    params = (TARGET, FAITHFULNESS_STEPS)
+    shape = (8, 8)
+
+    def explain(self, ctx, item, inputs, target, params):
+        pooled = torch.nn.functional.adaptive_avg_pool2d(inputs[0].mean(0, keepdim=True), self.shape)[0]
+        return Explanation(pooled - pooled.min())
+
+
+@pytest.mark.parametrize("steps", ["0", "4"])
+def test_a_layer_sized_map_is_upsampled_to_the_input_whatever_the_faithfulness_steps(steps):
+    from nnvis_core.testing import check_plugin
+
+    check = check_plugin(CamAtEight(), params={"faithfulness_steps": steps}, images=2)
+    for result in check.results.values():
+        heatmap = result.artifacts[0]
+        assert heatmap.values.shape == (64, 64)
+        assert ("deletion_auc" in result.metrics) == (steps != "0") and "mask_share" in result.metrics
+
+
+@pytest.mark.parametrize("steps", ["0", "4"])
+def test_a_map_of_another_aspect_ratio_is_refused_in_one_line_naming_both_shapes(steps):
+    from nnvis_core.testing import ContractError, check_plugin
+
+    wide = type("Wide", (CamAtEight,), {"name": "wide-cam", "shape": (8, 32)})()
+    with pytest.raises(ContractError) as caught:
+        check_plugin(wide, params={"faithfulness_steps": steps}, images=1)
+    assert "AttributionError: the method's map of shape (8, 32) does not have the aspect ratio of the 64x64 input" \
+        in str(caught.value)
