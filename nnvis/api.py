@@ -32,7 +32,7 @@ import torch
 from PIL import Image as PILImage
 
 from nnvis_core.contract.artifacts import Heatmap, Result, as_result
-from nnvis_core.run.config import ModelChoice, ReportConfig
+from nnvis_core.run.config import ConfigError, ReportConfig, build_config
 from nnvis_core.contract.context import ImageItem, RunContext
 from nnvis_core.images import ImageReadError, ImageRecord, match_label
 from nnvis_core.hook_marker import hookimpl
@@ -353,12 +353,15 @@ def inline_files(page: str, root: Path) -> str:
     return INLINED.sub(inline, page)
 
 
-def run(images: Any, model: Any = "demo", plugins: Sequence[str | Plugin] | None = None, *, masks: str | Path | None = None,
-        labels: str | Path | None = None, weights: Any = None, arch: str | None = None,
-        compare: Sequence[Any] = (), preprocess: Preprocess | dict | None = None,
-        class_names: Sequence[str] | None = None, device: str = "auto", seed: int = 0, batch_size: int = 16,
-        plugin_timeout: float | None = None, progress: bool = True, cache: str | Path | None = None,
-        **params: dict) -> Run:
+def run(images: Any, model: Any = "demo", plugins: Sequence[str | Plugin] | None = None, *,
+        masks: str | Path | None = None, labels: str | Path | None = None, weights: Any = None,
+        arch: str | list[str] | None = None, compare: Sequence[Any] = (), preprocess: Preprocess | dict | None = None,
+        class_names: Sequence[str] | None = None, trust_checkpoint: bool = False, device: str = "auto",
+        seed: int = 0, batch_size: int = 16, resize: int | None = None, crop: int | None = None,
+        mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+        plugin_timeout: float | None = None, engine: str = "local", address: str | None = None,
+        workers: int | None = None, gpus_per_worker: float = 0.0, jobs: int = 1, progress: bool = True,
+        cache: str | Path | None = None, **params: dict) -> Run:
     """Run plugins on images with a model, as `nnvis report` does on a folder.
 
     images: a folder, a list of image files, PIL images, or RGB tensors ((3, H, W) each or one
@@ -369,10 +372,13 @@ def run(images: Any, model: Any = "demo", plugins: Sequence[str | Plugin] | None
     model: a model spec as on the command line ("demo", "torchvision:resnet18", a file) or a
     torch.nn.Module (with `preprocess`, default resize 256 / crop 224 / ImageNet statistics, and
     `class_names`), both read off `weights` when it is a torchvision WeightsEnum member, or off a
-    timm model's pretrained config, when not given; compare: more models, side by side.
+    timm model's pretrained config, when not given; a list of them: side by side, as `--model`
+    given more than once (compare: more models, the same).
     cache: a folder where results are kept (nnvis_core.run.cache): a later run with the same inputs
-    and settings takes them from there instead of computing them again. None: no cache. Plugin parameters go as keyword
-    arguments named after the plugin, validated exactly as --set is: occlusion={"window": 16}.
+    and settings takes them from there instead of computing them again. None: no cache. Plugin
+    parameters go as keyword arguments named after the plugin, validated exactly as --set is:
+    occlusion={"window": 16}. Every other option is the command line's of the same name, checked by
+    the same function (nnvis_core.run.config.build_config).
     Raises nnvis.UsageError (one line) for what the CLI would refuse with exit code 2.
     """
     for name, values in params.items():
@@ -380,17 +386,21 @@ def run(images: Any, model: Any = "demo", plugins: Sequence[str | Plugin] | None
             raise UsageError(f"{name}=...: plugin parameters go as a dict, e.g. {name}={{'target': 'true'}}")
     given = [p for p in plugins or [] if isinstance(p, Plugin)]
     names = None if plugins is None else [p.name if isinstance(p, Plugin) else str(p) for p in plugins]
-    models = _models([model, *compare], preprocess, class_names, given, weights)
-    weights = weights if isinstance(weights, str) or weights is None else None  # an enum served the module
+    chosen = list(model) if isinstance(model, (list, tuple)) else [model]
+    models = _models([*chosen, *compare], preprocess, class_names, given, weights)
+    weights = weights if isinstance(weights, (str, list, tuple)) or weights is None else None  # an enum served the module
     try:
         with _images(images) as (folder, records):
-            first, *more = models.specs
-            config = ReportConfig(
-                folder, Path(tempfile.gettempdir()) / "nnvis-python-run-unused", model=first, weights=weights, arch=arch,
-                more_models=tuple(ModelChoice(spec, weights, arch) for spec in more),
-                labels=Path(labels) if labels else None, masks=Path(masks) if masks else None,
-                plugins=names, params=params, device=device, seed=seed,
-                batch_size=batch_size, plugin_timeout=plugin_timeout, quiet=True, images=records)
+            try:
+                config = build_config(
+                    folder, Path(tempfile.gettempdir()) / "nnvis-python-run-unused", model=models.specs,
+                    weights=list(weights) if isinstance(weights, tuple) else weights, arch=arch, labels=labels,
+                    masks=masks, trust_checkpoint=trust_checkpoint, plugins=names, params=params, device=device,
+                    seed=seed, batch_size=batch_size, resize=resize, crop=crop, mean=mean, std=std,
+                    plugin_timeout=plugin_timeout, engine=engine, address=address, workers=workers,
+                    gpus_per_worker=gpus_per_worker, jobs=jobs, quiet=True, images=records)
+            except (ConfigError, ParamError) as error:
+                raise UsageError(str(error)) from None
             sink = MemorySink(cache_dir=Path(cache) if cache is not None else None)
             run_core(config, models.registry, sink, _progress if progress else None)
     finally:
