@@ -1,0 +1,107 @@
+"""`nnvis.explain`: one attribution method on one image, the map as a tensor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from nnvis.images import IN_MEMORY_ROOT, to_pil
+from nnvis.models import model_specs
+from nnvis.notebook import result_html
+from nnvis_core.contract.artifacts import Heatmap, Result, as_result
+from nnvis_core.contract.context import ImageItem, RunContext
+from nnvis_core.contract.params import ParamError, resolve_params
+from nnvis_core.contract.targets import TargetError
+from nnvis_core.images import ImageReadError, ImageRecord, match_label
+from nnvis_core.models import ModelOptions, load_model
+from nnvis_core.models.loaded import ModelLoadError, Preprocess
+from nnvis_core.run.plan import UsageError
+from nnvis_core.runner import choose_device
+
+
+@dataclass
+class Explained:
+    """One method on one image: `map` is the (H, W) map the card draws, as a tensor."""
+
+    map: torch.Tensor
+    target: int
+    target_name: str
+    predicted: int
+    result: Result
+    pixels: np.ndarray | None = None  # the input as the model saw it (H, W, 3), under the drawn map
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return dict(self.result.metrics)
+
+    @property
+    def caption(self) -> str:
+        return next((a.caption for a in self.result.artifacts if isinstance(a, Heatmap)), "")
+
+    def _repr_html_(self) -> str:
+        """The map over the input, as the report draws it, with its caption and metrics."""
+        return result_html(self.result, self.pixels)
+
+
+def explain(model: Any, image: Any, method: str = "gradcam", target: str | int = "predicted", *,
+            weights: Any = None, preprocess: Preprocess | dict | None = None,
+            class_names: Sequence[str] | None = None, device: str = "auto", seed: int = 0, **params: Any) -> Explained:
+    """One attribution method on one image (a file, a PIL image or an RGB tensor (3, H, W) in [0, 1]),
+    the one-liner: the map as a tensor, the target, the metrics.
+
+    target: predicted, true (from the file's folder name), a class index or a class name.
+    """
+    models = model_specs([model], preprocess, class_names, weights=weights)
+    weights = weights if isinstance(weights, str) or weights is None else None
+    registry = models.registry
+    try:
+        if method not in registry.plugins:
+            raise UsageError(f"unknown method {method!r}; installed: {', '.join(registry.plugins)}")
+        plugin = registry.plugins[method].item
+        try:
+            values = resolve_params(method, plugin.params, {**params, **({"target": str(target)}
+                                                                         if "target" in {p.name for p in plugin.params} else {})})
+        except ParamError as error:
+            raise UsageError(str(error)) from None
+        resolved = choose_device(device)
+        try:
+            loaded = load_model(models.specs[0], ModelOptions(weights=weights, seed=seed), registry, str(resolved))
+        except ModelLoadError as error:
+            raise UsageError(str(error)) from None
+        ctx = RunContext(loaded, resolved, seed, 16, None, {n: r.item for n, r in registry.plugins.items()})
+        item = _item(ctx, image)
+        torch.manual_seed(ctx.seed_for(item, method))
+        try:
+            result = as_result(plugin.run_image(ctx, item, values))
+        except TargetError as error:
+            raise UsageError(f"{method}.target: {error}") from None
+        heatmap = next((a for a in result.artifacts if isinstance(a, Heatmap)), None)
+        if heatmap is None:
+            raise UsageError(f"{method} draws no map (its first result is a {type(result.artifacts[0]).__name__})")
+        chosen = ctx.target(item, str(values.get("target", "predicted")))
+        return Explained(torch.as_tensor(heatmap.values), chosen, ctx.class_names[chosen], item.predicted, result,
+                         item.pixels)
+    finally:
+        models.restore()
+
+
+def _item(ctx: RunContext, image: Any) -> ImageItem:
+    """One image as the model sees it, with the model's prediction."""
+    if isinstance(image, (str, Path)):
+        path = Path(image)
+        record = ImageRecord(0, path, path.name, path.parent.name or None)
+    else:
+        record = ImageRecord(0, IN_MEMORY_ROOT / "image_0000.png", "image_0000.png", None, image=to_pil(image))
+    preprocess = ctx.model.preprocess
+    try:
+        pixels = preprocess.display(record.read())
+    except ImageReadError as error:
+        raise UsageError(str(error)) from None
+    tensor = preprocess.normalize(pixels)
+    with torch.no_grad():
+        probabilities = torch.softmax(ctx.module(tensor[None].to(ctx.device)).float(), dim=1)[0].cpu()
+    return ImageItem(record, pixels, tensor, match_label(record.folder, ctx.class_names), probabilities)

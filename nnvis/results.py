@@ -1,0 +1,128 @@
+"""A finished run held in memory (nnvis.run's return value): its results, its report on demand."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nnvis.notebook import PARTS, Leaderboard, Shown, framed, inline_files, page_part, result_html
+from nnvis_core.contract.artifacts import Result
+from nnvis_core.run.config import ReportConfig
+from nnvis_core.run.sink import MemorySink
+from nnvis_reports.reader import model_view
+from nnvis_reports.sink import HtmlReport
+
+
+class Run:
+    """A finished run: results per image and plugin, the leaderboard, and the report on demand."""
+
+    def __init__(self, sink: MemorySink, config: ReportConfig):
+        self._sink = sink
+        self._config = config
+        self._report: dict | None = None
+
+    @property
+    def models(self) -> list[str]:
+        return [kept.plan.ctx.model.name for kept in self._sink.models]
+
+    @property
+    def images(self) -> list[str]:
+        """The readable images' paths, relative to the image folder, in report order."""
+        return [item.record.relpath for item in self._sink.items]
+
+    @property
+    def unreadable(self) -> dict[str, str]:
+        return dict(self._sink.unreadable)
+
+    @property
+    def reused(self) -> int:
+        """Results taken from the cache (nnvis.run's `cache`) instead of computed."""
+        return self._sink.outcome.reused if self._sink.outcome else 0
+
+    def result(self, image: str, plugin: str, model: int = 0) -> "ImageResult":
+        """One plugin's Result on one image (artifacts with their arrays, metrics): raises KeyError
+        naming what exists, and RuntimeError with the plugin's message when the call failed."""
+        kept = self._sink.models[model]
+        if image not in kept.images:
+            raise KeyError(f"no readable image {image!r}; images: {', '.join(list(kept.images)[:5])}...")
+        outcome = kept.images[image].get(plugin) or kept.global_results.get(plugin)
+        if outcome is None:
+            raise KeyError(f"plugin {plugin!r} has no result on {image!r}; ran: "
+                           f"{', '.join(r.plugin.name for r in kept.plan.runs)}")
+        if not outcome.ok:
+            raise RuntimeError(f"{plugin} failed on {image}: {outcome.error}")
+        item = next((i for i in kept.items if i.record.relpath == image), None)
+        found = outcome.result
+        return ImageResult(found.artifacts, found.metrics, found.image_artifacts, item.pixels if item else None)
+
+    def dataset_result(self, plugin: str, model: int = 0) -> Result:
+        """A dataset- or model-scope plugin's Result (t-SNE, sanity check...)."""
+        outcome = self._sink.models[model].global_results[plugin]
+        if not outcome.ok:
+            raise RuntimeError(f"{plugin} failed: {outcome.error}")
+        return outcome.result
+
+    def save(self, out: str | Path, force: bool = False) -> Path:
+        """Write the report the CLI writes (index.html, report.json, assets/) to `out`; return index.html."""
+        out = Path(out)
+        self._sink.replay(HtmlReport(out, force))
+        return out / "index.html"
+
+    def report(self) -> dict:
+        """report.json's content (schema 2, docs/report-format.md)."""
+        if self._report is None:
+            with tempfile.TemporaryDirectory(prefix="nnvis-run-") as temporary:
+                self.save(Path(temporary) / "report")
+                self._report = json.loads((Path(temporary) / "report" / "report.json").read_text(encoding="utf-8"))
+        return self._report
+
+    def to_json(self) -> str:
+        return json.dumps(self.report(), indent=1, ensure_ascii=False)
+
+    @property
+    def leaderboard(self) -> "Leaderboard":
+        """One row per model and attribution method (nnvis_reports.leaderboard): a list of dicts,
+        drawn as the report's table in a notebook."""
+        return Leaderboard(self.report()["leaderboard"], self.show("leaderboard"))
+
+    def view(self, model: int = 0) -> dict:
+        """report.json as if `model` were the only model (nnvis_reports.reader.model_view)."""
+        return model_view(self.report(), model)
+
+    def page(self) -> str:
+        """index.html, self-contained: every picture it shows inlined as a data URI."""
+        with tempfile.TemporaryDirectory(prefix="nnvis-show-") as temporary:
+            index = self.save(Path(temporary) / "report")
+            return inline_files(index.read_text(encoding="utf-8"), index.parent)
+
+    def _repr_html_(self) -> str:
+        """The whole report, self-contained, in a sandboxed frame."""
+        return framed(self.page())
+
+    def show(self, part: str) -> "Shown":
+        """One part of the page, to show in a notebook: leaderboard, folder, matrix, dataset
+        (the dataset plugins' views: t-SNE, neighbours...) or model (model plugins' pictures)."""
+        if part not in PARTS:
+            raise ValueError(f"show({part!r}): the parts are {', '.join(PARTS)}")
+        return Shown(lambda: framed(page_part(self.page(), part), height=PARTS[part]))
+
+    def __repr__(self) -> str:
+        failed = sum(1 for kept in self._sink.models for results in kept.images.values()
+                     for outcome in results.values() if not outcome.ok)
+        plugins = ", ".join(r.plugin.name for r in self._sink.models[0].plan.runs) if self._sink.models else ""
+        return (f"<nnvis.Run: {len(self.images)} images through {', '.join(self.models)}; plugins {plugins}; "
+                f"{failed} failed calls, {len(self._sink.unreadable)} unreadable>")
+
+
+@dataclass
+class ImageResult(Result):
+    """A plugin's Result on one image (Run.result), which a notebook draws as the report's card does."""
+
+    pixels: np.ndarray | None = None  # the input as the model saw it, under the maps
+
+    def _repr_html_(self) -> str:
+        return result_html(self, self.pixels)
