@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -11,7 +11,7 @@ import torch
 
 from nnvis.images import IN_MEMORY_ROOT, to_pil
 from nnvis.models import model_specs
-from nnvis.notebook import result_html
+from nnvis.notebook import plugin_card, result_html
 from nnvis_core.contract.artifacts import Heatmap, Result, as_result
 from nnvis_core.contract.context import ImageItem, RunContext
 from nnvis_core.contract.params import ParamError, resolve_params
@@ -33,6 +33,7 @@ class Explained:
     predicted: int
     result: Result
     pixels: np.ndarray | None = None  # the input as the model saw it (H, W, 3), under the drawn map
+    plugin: dict = field(default_factory=dict)  # the method's name, title and description, for the card
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -44,7 +45,7 @@ class Explained:
 
     def _repr_html_(self) -> str:
         """The map over the input, as the report draws it, with its caption and metrics."""
-        return result_html(self.result, self.pixels)
+        return result_html(self.result, self.pixels, self.plugin)
 
 
 def explain(model: Any, image: Any, method: str = "gradcam", target: str | int = "predicted", *,
@@ -84,7 +85,7 @@ def explain(model: Any, image: Any, method: str = "gradcam", target: str | int =
             raise UsageError(f"{method} draws no map (its first result is a {type(result.artifacts[0]).__name__})")
         chosen = ctx.target(item, str(values.get("target", "predicted")))
         return Explained(torch.as_tensor(heatmap.values), chosen, ctx.class_names[chosen], item.predicted, result,
-                         item.pixels)
+                         item.pixels, plugin_card(plugin))
     finally:
         models.restore()
 

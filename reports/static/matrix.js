@@ -185,7 +185,7 @@
 
   function picture(src, alt, className) {
     const image = element("img", className);
-    image.setAttribute("src", src);
+    image.setAttribute("src", window.nnvisPicture(src));
     image.setAttribute("alt", alt);
     image.setAttribute("loading", "lazy");
     image.setAttribute("width", "96");
@@ -345,7 +345,7 @@
   function switchPictures(view) {
     view.mode = view.root.querySelector(".matrix-show").value;
     view.root.querySelectorAll("img.matrix-map").forEach((image) => {
-      image.setAttribute("src", view.mode === "map" ? image.dataset.map : image.dataset.overlay);
+      image.setAttribute("src", window.nnvisPicture(view.mode === "map" ? image.dataset.map : image.dataset.overlay));
     });
   }
 
