@@ -3,7 +3,7 @@ a folder, or image records in memory."""
 
 from __future__ import annotations
 
-import tempfile
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -11,10 +11,8 @@ from typing import Any, Iterator
 import torch
 from PIL import Image as PILImage
 
-from nnvis_core.images import ImageRecord
+from nnvis_core.images import IN_MEMORY_ROOT, ImageRecord
 from nnvis_core.run.plan import UsageError
-
-IN_MEMORY_ROOT = Path("(in memory)")  # the image folder named for images given as PIL images or tensors
 
 
 def to_pil(image: Any) -> PILImage.Image:
@@ -34,9 +32,9 @@ def to_pil(image: Any) -> PILImage.Image:
 
 @contextmanager
 def image_source(images: Any) -> Iterator[tuple[Path, tuple[ImageRecord, ...]]]:
-    """(folder, records in memory) for `images`: a folder as it is; image files as a temporary
-    folder of links to them under their parent folder's name (which gives the true class),
-    removed afterwards; PIL images and tensors as records in memory, named image_0000.png..."""
+    """(folder, records in memory) for `images`: a folder as it is; image files as records named by
+    their parent folder and name (the parent gives the true class), under the folder their parents
+    share; PIL images, arrays and tensors as records in memory, named image_0000.png..."""
     if isinstance(images, (str, Path)):
         yield Path(images), ()
         return
@@ -51,14 +49,21 @@ def image_source(images: Any) -> Iterator[tuple[Path, tuple[ImageRecord, ...]]]:
         yield IN_MEMORY_ROOT, tuple(ImageRecord(i, IN_MEMORY_ROOT / f"image_{i:04d}.png", f"image_{i:04d}.png", None,
                                                 image=picture) for i, picture in enumerate(pictures))
         return
-    with tempfile.TemporaryDirectory(prefix="nnvis-images-") as temporary:
-        root = Path(temporary)
-        for number, path in enumerate(Path(p).resolve() for p in images):
-            if not path.is_file():
-                raise UsageError(f"{path}: no such image file")
-            target = root / path.parent.name / path.name
-            if target.exists() or target.is_symlink():
-                target = target.with_name(f"{path.stem}-{number}{path.suffix}")
-            target.parent.mkdir(exist_ok=True)
-            target.symlink_to(path)
-        yield root, ()
+    yield file_records([Path(os.path.abspath(p)) for p in images])
+
+
+def file_records(paths: list[Path]) -> tuple[Path, tuple[ImageRecord, ...]]:
+    """Image files as (the folder their parent folders share, records in path order), each named
+    PARENT/NAME as a folder walk would name it (a second file of the same name gets -N)."""
+    named: dict[str, Path] = {}
+    for number, path in enumerate(paths):
+        if not path.is_file():
+            raise UsageError(f"{path}: no such image file")
+        relpath = f"{path.parent.name}/{path.name}"
+        if relpath in named:
+            relpath = f"{path.parent.name}/{path.stem}-{number}{path.suffix}"
+        named[relpath] = path
+    root = Path(os.path.commonpath([path.parent.parent for path in paths]))
+    ordered = sorted(named.items())
+    return root, tuple(ImageRecord(index, path, relpath, relpath.split("/")[0])
+                       for index, (relpath, path) in enumerate(ordered))

@@ -8,6 +8,8 @@ disk until Run.save.
 from __future__ import annotations
 
 import tempfile
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -56,6 +58,7 @@ def run(images: Any, model: Any = "demo", plugins: Sequence[str | Plugin] | None
             raise UsageError(f"{name}=...: plugin parameters go as a dict, e.g. {name}={{'target': 'true'}}")
     given = [p for p in plugins or [] if isinstance(p, Plugin)]
     names = None if plugins is None else [p.name if isinstance(p, Plugin) else str(p) for p in plugins]
+    started, clock = datetime.now(timezone.utc), time.perf_counter()
     chosen = list(model) if isinstance(model, (list, tuple)) else [model]
     models = model_specs([*chosen, *compare], preprocess, class_names, given, weights)
     weights = weights if isinstance(weights, (str, list, tuple)) or weights is None else None  # an enum served the module
@@ -75,6 +78,7 @@ def run(images: Any, model: Any = "demo", plugins: Sequence[str | Plugin] | None
             run_core(config, models.registry, sink, _progress if progress else None)
     finally:
         models.restore()
+    sink.timing = {"started": started.isoformat(timespec="seconds"), "seconds": round(time.perf_counter() - clock, 3)}
     return Run(sink, config)
 
 
