@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 from nnvis.images import image_source
 from nnvis.models import model_specs
+from nnvis.progress import progress_bar
 from nnvis.results import Run
 from nnvis_core.contract.params import ParamError
 from nnvis_core.contract.plugin import Plugin
@@ -75,23 +76,8 @@ def run(images: Any, model: Any = "demo", plugins: Sequence[str | Plugin] | None
             except (ConfigError, ParamError) as error:
                 raise UsageError(str(error)) from None
             sink = MemorySink(cache_dir=Path(cache) if cache is not None else None)
-            run_core(config, models.registry, sink, _progress if progress else None)
+            run_core(config, models.registry, sink, progress_bar if progress else None)
     finally:
         models.restore()
     sink.timing = {"started": started.isoformat(timespec="seconds"), "seconds": round(time.perf_counter() - clock, 3)}
     return Run(sink, config)
-
-
-def _progress(total: int, status=lambda: ""):
-    """A bar that draws in notebooks and terminals alike (tqdm.auto); the engine has nothing to add
-    here (nnvis.run computes in this process)."""
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, desc="images x plugins", leave=False)
-
-    def advance(n: int) -> None:
-        bar.update(n)
-        if bar.n >= total:
-            bar.close()
-
-    return advance
