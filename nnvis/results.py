@@ -108,12 +108,20 @@ class Run:
         """report.json as if `model` were the only model (nnvis_reports.reader.model_view)."""
         return model_view(self.report(), model)
 
-    def page(self, part: str = "page", model: int | None = None) -> str:
+    def page(self, part: str = "page", model: int | None = None, image: int | None = None) -> str:
         """The page, or one part of it, as a self-contained document (its pictures inlined once
         each); with `model`, as if that model were the only one."""
         with self._saved() as folder:
             report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
-            return inline_document(report if model is None else only_model(report, model), folder, part)
+            return inline_document(report if model is None else only_model(report, model), folder, part, image)
+
+    def show_image(self, image: str, model: int | None = None) -> Shown:
+        """One image's full detail (its input, predictions and every result of every model), as the
+        saved report shows it: the page shown inline leaves it out, to stay light."""
+        if image not in self.images:
+            raise KeyError(f"no readable image {image!r}; images: {', '.join(self.images[:5])}...")
+        index = next(item.record.index for item in self._sink.items if item.record.relpath == image)
+        return Shown(lambda: framed(self.page("image", model, index), height=PARTS["page"]))
 
     def _repr_html_(self) -> str:
         """The whole report, self-contained, in a sandboxed frame."""

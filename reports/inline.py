@@ -39,6 +39,7 @@ PART_STATIC = {
     "dataset": (("report.css",), ("pictures.js", "scatter.js", "dictionary.js")),
     "model": (("report.css",), ("pictures.js", "scatter.js", "dictionary.js")),
     "result": (("report.css",), ("pictures.js", "scatter.js", "dictionary.js")),
+    "image": (("report.css",), ("pictures.js", "scatter.js", "dictionary.js")),
 }
 
 
@@ -104,13 +105,17 @@ class PictureTable:
     __str__ = __html__
 
 
-def inline_document(report: dict, root: Path, part: str = "page") -> str:
+def inline_document(report: dict, root: Path, part: str = "page", image: int | None = None) -> str:
     """The page (`page`) or one part of it as a self-contained document; `report` is report.json's
-    content, its picture paths relative to `root`."""
-    if part not in PARTS:
+    content, its picture paths relative to `root`. The page leaves out each image's detail (the
+    bulk of a page): part `image` shows the detail of image number `image` on demand."""
+    if part not in (*PARTS, "image"):
         raise ValueError(f"no part {part!r}; the parts are {', '.join(PARTS)}")
     table = PictureTable(root)
     context = one_page_context(table.keyed(report))
+    if part == "image":
+        context["entry"] = context["report"]["images"][image]
+        table.use([view["images"][image] for view in context["views"]])  # dictionary pictures
     if part in ("page", "matrix"):
         table.use(context["matrix"]["rows"])  # matrix.js draws these
     if part in ("page", "dataset", "model"):
@@ -119,7 +124,7 @@ def inline_document(report: dict, root: Path, part: str = "page") -> str:
     shown = {"page": True, "leaderboard": bool(context["leaderboard_rows"]), "folder": bool(context["folder_images"]),
              "matrix": bool(context["matrix"]["header"]["plugins"]),
              "dataset": any(view["dataset"] for view in context["views"]),
-             "model": any(view["model_results"] for view in context["views"])}[part]
+             "model": any(view["model_results"] for view in context["views"]), "image": True}[part]
     template = environment().get_template("index.html.j2" if part == "page" else "part.html.j2")
     styles, scripts = PART_STATIC[part]
     return "".join(template.generate(**context, part=part, shown=shown, inline=True, picture=table.attribute,

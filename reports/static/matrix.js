@@ -373,6 +373,7 @@
     const href = cell.parentElement.dataset.href;
     if (href) { location.href = href; return; }  // a paged report: the image's page
     const id = "img-" + cell.parentElement.dataset.image;
+    if (!document.getElementById(id)) return;  // a page shown inline: the detail is shown on demand
     if (location.hash === "#" + id) document.getElementById(id).scrollIntoView();  // no hash change: no scroll
     else location.hash = id;
   }

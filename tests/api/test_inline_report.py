@@ -41,7 +41,7 @@ def test_the_header_is_one_sentence_for_every_model_with_the_run_s_own_time(comp
     assert summary == (f"3 of 3 images from <code>{demo_images}</code> through <strong>demo</strong> (DemoNet, "
                        f"weights: embedded, 8 classes, on cpu) and through <strong>demo-vit</strong> "
                        f"(VisionTransformer, weights: embedded, 8 classes, on cpu) in {seconds} s.")
-    assert 0.9 * wall <= seconds <= wall
+    assert 0.9 * wall <= seconds <= round(wall, 3) + 0.001  # report.json rounds to the millisecond
     saved = json.loads((run.save(tmp_path / "saved").parent / "report.json").read_text(encoding="utf-8"))
     assert saved["timing"]["seconds"] == seconds and "nnvis-images-" not in page
 
@@ -82,9 +82,24 @@ def test_the_inline_page_draws_every_picture_in_a_browser(compared, tmp_path, op
     opened = open_report(tmp_path / "inline.html")
     opened.page.wait_for_selector("[data-matrix] tbody tr")
     sources = opened.page.locator("img").evaluate_all("images => images.map(i => i.getAttribute('src'))")
-    assert len(sources) > 18 and all(source.startswith("data:image/webp;base64,") for source in sources)
+    assert len(sources) > 6 and all(source.startswith("data:image/webp;base64,") for source in sources)
     sizes = opened.page.locator("[data-matrix] tbody img").evaluate_all(
         "images => images.slice(0, 6).map(i => i.complete ? i.naturalWidth : -1)")
     assert sizes and all(size == 64 for size in sizes)
     assert opened.console_errors == [] and opened.page_errors == []
     assert [url for url in opened.requests if not url.startswith(("file:", "data:"))] == []
+
+
+def test_an_image_s_detail_shows_on_demand(compared, tmp_path, open_report):
+    run, _ = compared
+    assert 'id="img-' not in run.page()  # the page shown inline leaves the detail out
+    detail = document(run.show_image(run.images[1])._repr_html_())
+    assert detail.count('<section class="image" id="img-1">') == 1 and detail.count("Gradient saliency") == 2
+    assert "demo-vit" in detail and ".npy" not in detail
+    (tmp_path / "detail.html").write_text(detail, encoding="utf-8")
+    opened = open_report(tmp_path / "detail.html")
+    sizes = opened.page.locator("img").evaluate_all("images => images.map(i => i.complete ? i.naturalWidth : -1)")
+    assert len(sizes) == 2 * 2 and all(size == 64 for size in sizes)  # per model: its input and its map
+    assert opened.console_errors == [] and opened.page_errors == []
+    with pytest.raises(KeyError, match="no readable image"):
+        run.show_image("nothing.png")
