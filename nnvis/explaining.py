@@ -20,7 +20,11 @@ from nnvis_core.images import ImageReadError, ImageRecord, match_label
 from nnvis_core.models import ModelOptions, load_model
 from nnvis_core.models.loaded import ModelLoadError, Preprocess
 from nnvis_core.run.plan import UsageError
+from nnvis_core.contract.plugin import Plugin
+from nnvis_core.models.layers import LAYER_KEYWORDS, LayerNotFound, find_layer
 from nnvis_core.runner import choose_device
+from nnvis_core.toolkit import AttributionPlugin
+from nnvis_core.toolkit.targets import AttributionError
 
 
 @dataclass
@@ -74,12 +78,15 @@ def explain(model: Any, image: Any, method: str = "gradcam", target: str | int =
         except ModelLoadError as error:
             raise UsageError(str(error)) from None
         ctx = RunContext(loaded, resolved, seed, 16, None, {n: r.item for n, r in registry.plugins.items()})
+        check_applies(ctx, method, plugin, values)
         item = _item(ctx, image)
         torch.manual_seed(ctx.seed_for(item, method))
         try:
             result = as_result(plugin.run_image(ctx, item, values))
         except TargetError as error:
             raise UsageError(f"{method}.target: {error}") from None
+        except (LayerNotFound, AttributionError) as error:
+            raise UsageError(cannot_apply(ctx, method, first_line(error))) from None
         heatmap = next((a for a in result.artifacts if isinstance(a, Heatmap)), None)
         if heatmap is None:
             raise UsageError(f"{method} draws no map (its first result is a {type(result.artifacts[0]).__name__})")
@@ -88,6 +95,43 @@ def explain(model: Any, image: Any, method: str = "gradcam", target: str | int =
                          item.pixels, plugin_card(plugin))
     finally:
         models.restore()
+
+
+def first_line(error: BaseException) -> str:
+    """An error's message in one line (a KeyError's without the quotes its str adds)."""
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    return (text.strip().splitlines() or [type(error).__name__])[0]
+
+
+def check_applies(ctx: RunContext, method: str, plugin: Plugin, values: dict) -> None:
+    """What the CLI refuses before a run (nnvis_core.runner's applicable and check_layers), refused
+    here with the same line: a method that does not apply, a layer that does not exist."""
+    reason = plugin.applies_with(ctx, values)
+    if reason is None and isinstance(values.get("layer"), str) and values["layer"] not in LAYER_KEYWORDS:
+        try:
+            find_layer(ctx.module, values["layer"])
+        except LayerNotFound as error:
+            raise UsageError(f"{method}.layer: {first_line(error)}") from None
+    elif reason is None and "layer" in {p.name for p in plugin.params}:
+        reason = _layer_problem(plugin, ctx)
+    if reason is not None:
+        raise UsageError(cannot_apply(ctx, method, reason))
+
+
+def _layer_problem(plugin: Plugin, ctx: RunContext) -> str | None:
+    """Why `plugin` finds no layer to read on the model by default (Grad-CAM on an MLP), or None."""
+    try:
+        plugin.default_layers(ctx.module)
+    except (LayerNotFound, AttributionError) as error:
+        return first_line(error)
+    return None
+
+
+def cannot_apply(ctx: RunContext, method: str, reason: str) -> str:
+    """The line for a method that cannot run on the model, naming the attribution methods that can."""
+    can = [name for name, plugin in ctx.plugins.items() if isinstance(plugin, AttributionPlugin)
+           and plugin.applies_to(ctx) is None and _layer_problem(plugin, ctx) is None]
+    return f"{method} does not apply to model {ctx.model.name}: {reason}; methods that apply: {', '.join(can) or 'none'}"
 
 
 def _item(ctx: RunContext, image: Any) -> ImageItem:
