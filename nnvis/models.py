@@ -4,6 +4,7 @@ train/eval mode and device put back afterwards."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -16,7 +17,7 @@ from nnvis_core.models.loaded import LoadedModel, Preprocess
 from nnvis_core.models.source import ModelSource
 from nnvis_core.contract.plugin import Plugin
 from nnvis_core.run.plan import UsageError
-from nnvis_core.run.registry import Registry, load_registry
+from nnvis_core.run.registry import Origin, Registered, Registry, check_plugin, load_registry
 
 IN_MEMORY = "python"  # the model source prefix of models given as nn.Module
 
@@ -100,4 +101,26 @@ def model_specs(models: Sequence[Any], preprocess, class_names, plugins: Sequenc
         holder.nnvis_register_model_sources = hookimpl(lambda register: register(InMemoryModels(loaded)))
         holder.nnvis_register_plugins = hookimpl(lambda register: [register(plugin) for plugin in plugins])
         extra.append(("nnvis-python", holder))
-    return Models(specs, load_registry(extra=extra), saved)
+    registry = load_registry(extra=extra)
+    for plugin in plugins:
+        given_wins(registry, plugin)
+    return Models(specs, registry, saved)
+
+
+def given_wins(registry: Registry, plugin: Plugin) -> None:
+    """A Plugin object given to nnvis.run runs, even where an installed plugin has its name: the
+    registry keeps the first of two names (the installed one), so the given one replaces it here,
+    with a warning that names both."""
+    try:
+        check_plugin(plugin)
+    except ValueError as error:
+        raise UsageError(f"plugin {getattr(plugin, 'name', plugin)!r}: {error}") from None
+    installed = registry.plugins.get(plugin.name)
+    if installed is None or installed.item is plugin:
+        return
+    warnings.warn(f"plugin {plugin.name!r}: the object given to nnvis.run runs instead of the installed plugin "
+                  f"of that name ({installed.origin}, {installed.origin.module}) for this run", UserWarning,
+                  stacklevel=4)
+    registry.plugins[plugin.name] = Registered(plugin, Origin(type(plugin).__module__, "(registered directly)", ""))
+    registry.failures[:] = [failure for failure in registry.failures
+                            if not (failure.name == plugin.name and failure.distribution == "(registered directly)")]
