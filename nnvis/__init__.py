@@ -21,5 +21,8 @@ from nnvis.results import Run
 from nnvis.running import run
 from nnvis_core import __version__
 from nnvis_core.run.plan import UsageError
+from nnvis_core.torchvision_compat import install_import_hook
+
+install_import_hook()  # a later `import torchvision` works beside a CPU-only torch (README: From Python)
 
 __all__ = ["Explained", "Run", "UsageError", "__version__", "explain", "run"]
