@@ -16,7 +16,7 @@ The modules, by job: running (nnvis.run), results (the Run it returns), explaini
 arrays and tensors as images) and notebook (what Jupyter shows).
 """
 
-from nnvis.explaining import Explained, explain
+from nnvis.explaining import Explained, ExplainedBatch, explain
 from nnvis.results import Run
 from nnvis.running import run
 from nnvis_core import __version__
@@ -25,4 +25,4 @@ from nnvis_core.torchvision_compat import install_import_hook
 
 install_import_hook()  # a later `import torchvision` works beside a CPU-only torch (README: From Python)
 
-__all__ = ["Explained", "Run", "UsageError", "__version__", "explain", "run"]
+__all__ = ["Explained", "ExplainedBatch", "Run", "UsageError", "__version__", "explain", "run"]

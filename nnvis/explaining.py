@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from nnvis.images import IN_MEMORY_ROOT, to_pil
+from nnvis.images import IN_MEMORY_ROOT, as_images, to_pil
 from nnvis.models import model_specs
 from nnvis.notebook import plugin_card, result_html
 from nnvis_core.contract.artifacts import Heatmap, Result, as_result
@@ -52,11 +52,42 @@ class Explained:
         return result_html(self.result, self.pixels, self.plugin)
 
 
+@dataclass
+class ExplainedBatch:
+    """One method on a batch of images (explain given an (N, 3, H, W) tensor or a list): `map` is
+    the (N, H, W) maps, as Captum returns a batch's attributions; `items` each image's Explained."""
+
+    map: torch.Tensor
+    items: list[Explained]
+
+    @property
+    def target(self) -> list[int]:
+        return [item.target for item in self.items]
+
+    @property
+    def predicted(self) -> list[int]:
+        return [item.predicted for item in self.items]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _repr_html_(self) -> str:
+        """The first few images' cards."""
+        return "".join(item._repr_html_() for item in self.items[:SHOWN_CARDS])
+
+
+SHOWN_CARDS = 4  # cards a notebook draws for a batch
+
+
 def explain(model: Any, image: Any, method: str = "gradcam", target: str | int = "predicted", *,
             weights: Any = None, preprocess: Preprocess | dict | None = None,
-            class_names: Sequence[str] | None = None, device: str = "auto", seed: int = 0, **params: Any) -> Explained:
-    """One attribution method on one image (a file, a PIL image or an RGB tensor (3, H, W) in [0, 1]),
-    the one-liner: the map as a tensor, the target, the metrics.
+            class_names: Sequence[str] | None = None, device: str = "auto", seed: int = 0,
+            **params: Any) -> Explained | ExplainedBatch:
+    """One attribution method on one image (a file, a PIL image, a NumPy array (H, W, 3) or an RGB
+    tensor (3, H, W) in [0, 1]), the one-liner: the map as a tensor, the target, the metrics.
+
+    A batch (an (N, 3, H, W) tensor, (1, 3, H, W) included, or a list of images) gives an
+    ExplainedBatch whose `map` is (N, H, W).
 
     target: predicted, true (from the file's folder name), a class index or a class name.
     """
@@ -79,22 +110,30 @@ def explain(model: Any, image: Any, method: str = "gradcam", target: str | int =
             raise UsageError(str(error)) from None
         ctx = RunContext(loaded, resolved, seed, 16, None, {n: r.item for n, r in registry.plugins.items()})
         check_applies(ctx, method, plugin, values)
-        item = _item(ctx, image)
-        torch.manual_seed(ctx.seed_for(item, method))
-        try:
-            result = as_result(plugin.run_image(ctx, item, values))
-        except TargetError as error:
-            raise UsageError(f"{method}.target: {error}") from None
-        except (LayerNotFound, AttributionError) as error:
-            raise UsageError(cannot_apply(ctx, method, first_line(error))) from None
-        heatmap = next((a for a in result.artifacts if isinstance(a, Heatmap)), None)
-        if heatmap is None:
-            raise UsageError(f"{method} draws no map (its first result is a {type(result.artifacts[0]).__name__})")
-        chosen = ctx.target(item, str(values.get("target", "predicted")))
-        return Explained(torch.as_tensor(heatmap.values), chosen, ctx.class_names[chosen], item.predicted, result,
-                         item.pixels, plugin_card(plugin))
+        batch = as_images(image)
+        if not isinstance(batch, list):
+            return _explain_one(ctx, method, plugin, values, image)
+        items = [_explain_one(ctx, method, plugin, values, one) for one in batch]
+        return ExplainedBatch(torch.stack([item.map for item in items]), items)
     finally:
         models.restore()
+
+
+def _explain_one(ctx: RunContext, method: str, plugin: Plugin, values: dict, image: Any) -> Explained:
+    item = _item(ctx, image)
+    torch.manual_seed(ctx.seed_for(item, method))
+    try:
+        result = as_result(plugin.run_image(ctx, item, values))
+    except TargetError as error:
+        raise UsageError(f"{method}.target: {error}") from None
+    except (LayerNotFound, AttributionError) as error:
+        raise UsageError(cannot_apply(ctx, method, first_line(error))) from None
+    heatmap = next((a for a in result.artifacts if isinstance(a, Heatmap)), None)
+    if heatmap is None:
+        raise UsageError(f"{method} draws no map (its first result is a {type(result.artifacts[0]).__name__})")
+    chosen = ctx.target(item, str(values.get("target", "predicted")))
+    return Explained(torch.as_tensor(heatmap.values), chosen, ctx.class_names[chosen], item.predicted, result,
+                     item.pixels, plugin_card(plugin))
 
 
 def first_line(error: BaseException) -> str:

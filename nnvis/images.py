@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 from PIL import Image as PILImage
 
@@ -16,18 +17,47 @@ from nnvis_core.run.plan import UsageError
 
 
 def to_pil(image: Any) -> PILImage.Image:
-    """A PIL image, or an RGB tensor (3, H, W) with values in [0, 1] (or uint8), as an 8-bit RGB image."""
+    """One image as an 8-bit RGB picture: a PIL image; an RGB tensor (3, H, W); a NumPy array
+    (H, W, 3) or (H, W). Floats hold values in [0, 1] (before normalization), integers 0 to 255."""
     if isinstance(image, PILImage.Image):
         return image.convert("RGB")
+    if isinstance(image, np.ndarray):
+        return _from_array(image)
     if isinstance(image, torch.Tensor) and image.dim() == 3 and image.shape[0] == 3:
-        values = image.detach().cpu()
-        if values.is_floating_point():
-            if values.min() < 0 or values.max() > 1:
-                raise UsageError("images: a float tensor must hold RGB values in [0, 1], before normalization")
-            values = (values * 255).round()
-        return PILImage.fromarray(values.to(torch.uint8).permute(1, 2, 0).numpy())
-    raise UsageError(f"images: cannot read a {type(image).__name__} {getattr(image, 'shape', '')} as an RGB "
-                     f"image (give a folder, image files, PIL images, or RGB tensors (3, H, W) or (N, 3, H, W))")
+        return _from_array(image.detach().cpu().permute(1, 2, 0).numpy())
+    if isinstance(image, torch.Tensor) and image.dim() in (3, 4) and image.shape[-1] == 3 and image.shape[-3] != 3:
+        order = "(N, H, W, 3)" if image.dim() == 4 else "(H, W, 3)"
+        raise UsageError(f"images: this tensor of shape {tuple(image.shape)} looks channels-last {order}; give "
+                         f"channels first, (3, H, W) or (N, 3, H, W): tensor.permute({'0, 3, 1, 2' if image.dim() == 4 else '2, 0, 1'})")
+    raise UsageError(f"images: cannot read a {type(image).__name__} {tuple(getattr(image, 'shape', ()))} as an RGB "
+                     f"image (give a folder, image files, PIL images, NumPy arrays (H, W, 3), or RGB tensors "
+                     f"(3, H, W) or (N, 3, H, W))")
+
+
+def _from_array(values: np.ndarray) -> PILImage.Image:
+    """An (H, W, 3) or (H, W) array as an RGB picture (floats in [0, 1], integers 0 to 255)."""
+    if values.ndim == 3 and values.shape[0] == 3 and values.shape[-1] != 3:
+        raise UsageError(f"images: this array of shape {values.shape} looks channels-first (3, H, W); NumPy "
+                         f"images go channels-last, (H, W, 3): array.transpose(1, 2, 0)")
+    if not (values.ndim == 2 or values.ndim == 3 and values.shape[-1] == 3):
+        raise UsageError(f"images: cannot read an array of shape {values.shape} as an RGB image (give (H, W, 3))")
+    if values.dtype.kind == "f":
+        if values.size and (values.min() < 0 or values.max() > 1):
+            raise UsageError("images: a float tensor or array must hold RGB values in [0, 1], before normalization")
+        values = np.round(values * 255)
+    elif values.dtype.kind in "iu" and values.size and (values.min() < 0 or values.max() > 255):
+        raise UsageError("images: an integer array must hold values 0 to 255")
+    picture = PILImage.fromarray(np.ascontiguousarray(values).astype(np.uint8))
+    return picture.convert("RGB")
+
+
+def as_images(images: Any) -> Any:
+    """A batch (an (N, 3, H, W) tensor, an (N, H, W, 3) array) as a list of images; anything else as it is."""
+    if isinstance(images, torch.Tensor) and images.dim() == 4 and images.shape[-1] == 3 and images.shape[1] != 3:
+        to_pil(images)  # channels-last: refused with the hint
+    if isinstance(images, torch.Tensor) and images.dim() == 4 or isinstance(images, np.ndarray) and images.ndim == 4:
+        return list(images)
+    return images
 
 
 @contextmanager
@@ -38,9 +68,8 @@ def image_source(images: Any) -> Iterator[tuple[Path, tuple[ImageRecord, ...]]]:
     if isinstance(images, (str, Path)):
         yield Path(images), ()
         return
-    if isinstance(images, torch.Tensor) and images.dim() == 4:
-        images = list(images)
-    if isinstance(images, (PILImage.Image, torch.Tensor)):
+    images = as_images(images)
+    if isinstance(images, (PILImage.Image, torch.Tensor, np.ndarray)):
         images = [images]
     if not isinstance(images, (list, tuple)) or not images:
         raise UsageError("images: give a folder, a list of image files, PIL images or RGB tensors")
