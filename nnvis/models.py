@@ -4,6 +4,7 @@ train/eval mode and device put back afterwards."""
 
 from __future__ import annotations
 
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,75 @@ def _as_preprocess(preprocess: Preprocess | dict | None) -> Preprocess:
         raise UsageError(f"preprocess: unknown keys {', '.join(sorted(unknown))} (use resize, crop, mean, std)")
     statistics = {k: tuple(given[k]) for k in ("mean", "std") if k in given}
     return Preprocess(given.get("resize", 256), given.get("crop", 224), **statistics)
+
+
+def linear_input_side(model: torch.nn.Module) -> int | None:
+    """The side of the square RGB input a model's first layer with weights reads when it is a
+    Linear layer (an MLP on flattened pixels): 3 x side x side inputs; None otherwise."""
+    first = next((m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d,
+                                                                  torch.nn.LazyLinear))), None)
+    if not isinstance(first, torch.nn.Linear) or isinstance(first, torch.nn.LazyLinear):
+        return None
+    side = round((first.in_features / 3) ** 0.5)
+    return side if 3 * side * side == first.in_features else None
+
+
+def assumed_preprocess(model: torch.nn.Module, no_names: bool) -> Preprocess:
+    """The preprocessing of a module given without `preprocess` nor weights that say it: its first
+    Linear layer's input size where it has one (no resize beyond it), else ImageNet's 256 / 224;
+    ImageNet's mean and std either way. Says what it assumed, once."""
+    side = linear_input_side(model)
+    if side is not None:
+        _warn_assumed(model, f"its first Linear layer reads 3x{side}x{side}, so images are resized to "
+                             f"{side}x{side} (no crop beyond it) with ImageNet's mean and std", no_names)
+        return Preprocess(side, side)
+    side = small_input_side(model)
+    if side is not None:
+        _warn_assumed(model, f"it takes 3x{side}x{side} inputs and not ImageNet's 224, so images are resized to "
+                             f"{side}x{side} (no crop beyond it) with ImageNet's mean and std", no_names)
+        return Preprocess(side, side)
+    _warn_assumed(model, "assumed ImageNet's preprocessing: resize 256, crop 224, ImageNet's mean and std", no_names)
+    return Preprocess(256, 224)
+
+
+SMALL_SIDES = (32, 28, 64, 96, 128)  # input sides tried, in order, on a model that refuses 224 x 224
+
+
+def small_input_side(model: torch.nn.Module) -> int | None:
+    """The side of a tiny square input (CIFAR's 32, MNIST's 28...) a model takes where it refuses
+    224 x 224, found by trying; None where it takes 224 or none of SMALL_SIDES."""
+    first = next(iter(model.parameters()), None)
+    device = first.device if first is not None else torch.device("cpu")
+    training = model.training
+    model.eval()  # batch norm takes one image in eval mode
+
+    def takes(side: int) -> bool:
+        try:
+            with torch.no_grad():
+                model(torch.zeros(1, 3, side, side, device=device))
+        except Exception:  # noqa: BLE001 - any refusal means: not this size
+            return False
+        return True
+
+    try:
+        return None if takes(224) else next((side for side in SMALL_SIDES if takes(side)), None)
+    finally:
+        model.train(training)
+
+
+def _warn_assumed(model: torch.nn.Module, what: str, no_names: bool) -> None:
+    names = "; class names class 0, class 1... (none given)" if no_names else ""
+    warnings.warn(f"nnvis: {type(model).__name__} was given without preprocess: {what}{names}. Say otherwise with "
+                  f"preprocess={{'resize': ..., 'crop': ..., 'mean': [...], 'std': [...]}}"
+                  f"{' and class_names=[...]' if no_names else ''}", UserWarning, stacklevel=_caller_level())
+
+
+def _caller_level() -> int:
+    """warnings.warn's stacklevel of the first frame outside nnvis: the user's call."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("nnvis"):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 @dataclass
@@ -89,7 +159,12 @@ def model_specs(models: Sequence[Any], preprocess, class_names, plugins: Sequenc
         first = next(iter(model.parameters()), None)
         saved.append((model, model.training, first.device if first is not None else None))
         inferred = _inferred(model, weights) if preprocess is None or class_names is None else None
-        chosen = _as_preprocess(preprocess) if preprocess is not None or inferred is None else inferred[0]
+        if preprocess is None and inferred is None:
+            chosen = assumed_preprocess(model, class_names is None)
+        else:
+            chosen = _as_preprocess(preprocess) if preprocess is not None or inferred is None else inferred[0]
+            if class_names is None and inferred is None:
+                _warn_assumed(model, "no preprocessing assumed", True)
         names = list(class_names) if class_names is not None else (inferred[1] if inferred else [])
         described = f"in memory ({weights})" if weights is not None and not isinstance(weights, str) else "in memory"
         notes = inferred[2] if inferred and preprocess is None else []
