@@ -43,9 +43,9 @@ def run(images: Any, model: Any = "demo", plugins: Sequence[str | Plugin] | None
     plugins: names of installed plugins, or Plugin objects (registered for this run, exactly as an
     installed third-party plugin is); None: the default ones.
     model: a model spec as on the command line ("demo", "torchvision:resnet18", a file) or a
-    torch.nn.Module (with `preprocess`, default resize 256 / crop 224 / ImageNet statistics, and
-    `class_names`), both read off `weights` when it is a torchvision WeightsEnum member, or off a
-    timm model's pretrained config, when not given; a list of them: side by side, as `--model`
+    torch.nn.Module (with `preprocess` and `class_names`, both read off `weights` when it is a
+    torchvision WeightsEnum member, or off a timm model's pretrained config, when not given, else
+    assumed with a warning: nnvis.models.assumed_preprocess); a list of them: side by side, as `--model`
     given more than once (compare: more models, the same).
     cache: a folder where results are kept (nnvis_core.run.cache): a later run with the same inputs
     and settings takes them from there instead of computing them again. None: no cache. Plugin
