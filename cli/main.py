@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 import nnvis_core
-from nnvis_core.run.config import ConfigError, ReportConfig, read_config_file, split_models
+from nnvis_core.run.config import DEFAULT_OUT, ConfigError, build_config, read_config_file
 from nnvis_core.contract.params import ParamError, parse_assignments
 from nnvis_core.run.registry import load_registry
 from nnvis_cli.scaffold import KINDS
@@ -35,18 +35,6 @@ def cli() -> None:
     """See inside PyTorch image classifiers: write a static HTML report of visualizations."""
 
 
-def _floats(text: str | None, option: str) -> tuple[float, float, float] | None:
-    if text is None:
-        return None
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 3:
-        fail_usage(f"{option} expects three comma-separated numbers, got {text!r}")
-    return values  # type: ignore[return-value]
-
-
 def _merge_config(path: Path | None, cli_values: dict, assignments: tuple[str, ...]) -> dict:
     """Config file settings overlaid with the command line's (which win)."""
     merged: dict = {}
@@ -64,9 +52,9 @@ def _merge_config(path: Path | None, cli_values: dict, assignments: tuple[str, .
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("image_dir", type=click.Path(path_type=Path))
-@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), default=Path("nnvis-report"),
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), default=DEFAULT_OUT,
               show_default=True, help="Folder for index.html, assets/ and report.json.")
-@click.option("--model", "models", multiple=True,
+@click.option("--model", "model", multiple=True,
               help="demo (default, a small convnet), demo-vit (a small ViT), torchvision:NAME, "
                    "a model file (TorchScript or state_dict), "
                    "or PREFIX:NAME for a model source a plugin adds (see nnvis plugins). "
@@ -80,61 +68,50 @@ def _merge_config(path: Path | None, cli_values: dict, assignments: tuple[str, .
 @click.option("--labels", type=click.Path(path_type=Path), help="Class names: text file (one per line) or JSON list.")
 @click.option("--masks", type=click.Path(path_type=Path),
               help="Folder of ground-truth object masks with the same relative paths as the images.")
-@click.option("--plugins", "plugin_names", help="Comma-separated plugin names, or 'all'. Default: saliency.")
+@click.option("--plugins", "plugins", help="Comma-separated plugin names, or 'all'. Default: saliency.")
 @click.option("--set", "assignments", multiple=True, metavar="PLUGIN.PARAM=VALUE",
               help="Set a plugin parameter (repeatable), e.g. --set saliency.target=true")
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
               help="TOML file with the same settings; command-line values win.")
 @click.option("--device", help="cpu, cuda, cuda:N or auto (default).")
-@click.option("--batch-size", type=click.IntRange(1), help="Images per forward pass (default 16).")
+@click.option("--batch-size", type=int, help="Images per forward pass (default 16).")
 @click.option("--seed", type=int, help="Seed for every random choice (default 0).")
-@click.option("--resize", type=click.IntRange(1), help="Override: resize the shorter side to this many pixels.")
-@click.option("--crop", type=click.IntRange(1), help="Override: centre-crop to this square size.")
+@click.option("--resize", type=int, help="Override: resize the shorter side to this many pixels.")
+@click.option("--crop", type=int, help="Override: centre-crop to this square size.")
 @click.option("--mean", help="Override: normalization mean, three comma-separated numbers.")
 @click.option("--std", help="Override: normalization std, three comma-separated numbers.")
-@click.option("--plugin-timeout", type=click.FloatRange(0, min_open=True), metavar="SECONDS",
+@click.option("--plugin-timeout", type=float, metavar="SECONDS",
               help="Stop a plugin call that runs longer and report it as failed (default: no limit).")
 @click.option("--resume", is_flag=True,
               help="Reuse the results a run into the same OUT computed before it was interrupted.")
 @click.option("--force", is_flag=True,
               help="Write into an existing folder that is not an nnvis report (its other files are kept).")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default=None,
+@click.option("--engine", metavar="[local|ray]",
               help="Where the per-image plugin calls run: this process (local, default) or Ray workers "
                    "(needs nnvis[ray]; see docs/distributed.md).")
 @click.option("--address", help="With --engine ray: the cluster to join (auto, HOST:PORT, ray://...). "
                                 "Default: start a local Ray instance for this run.")
-@click.option("--workers", type=click.IntRange(1), help="With --engine ray: how many workers (default: one per CPU, "
-                                                        "or per GPU share with --gpus-per-worker).")
-@click.option("--gpus-per-worker", type=click.FloatRange(0), help="With --engine ray: GPUs each worker holds.")
-@click.option("--jobs", type=click.IntRange(1), help="With the local engine: worker processes for the per-image "
-                                                     "calls, each with the model loaded (default 1: this process).")
+@click.option("--workers", type=int, help="With --engine ray: how many workers (default: one per CPU, "
+                                          "or per GPU share with --gpus-per-worker).")
+@click.option("--gpus-per-worker", type=float, help="With --engine ray: GPUs each worker holds.")
+@click.option("--jobs", type=int, help="With the local engine: worker processes for the per-image "
+                                       "calls, each with the model loaded (default 1: this process).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar and no per-file messages.")
-def report(image_dir, out_dir, models, weights, arch, trust_checkpoint, labels, masks, plugin_names, assignments,
-           config_path, device, batch_size, seed, resize, crop, mean, std, plugin_timeout, resume, force, engine,
-           address, workers, gpus_per_worker, jobs, quiet) -> None:
-    """Write an HTML report for the images in IMAGE_DIR (searched recursively)."""
+def report(image_dir, out_dir, assignments, config_path, resume, force, quiet, **options) -> None:
+    """Write an HTML report for the images in IMAGE_DIR (searched recursively).
+
+    Every option but the output folder's goes, by name, to nnvis_core.run.config.build_config,
+    which checks it exactly as for nnvis.run."""
     from nnvis_core.allocator import keep_freed_memory
     from nnvis_core.runner import UsageError, run
 
     keep_freed_memory()  # steadier forward passes (nnvis_core.allocator)
 
-    cli_values = {
-        "model": list(models) or None, "weights": list(weights) or None, "arch": list(arch) or None, "labels": labels, "masks": masks, "trust_checkpoint": trust_checkpoint,
-        "plugins": [p.strip() for p in plugin_names.split(",") if p.strip()] if plugin_names else None,
-        "device": device, "batch_size": batch_size, "seed": seed, "resize": resize, "crop": crop,
-        "mean": _floats(mean, "--mean"), "std": _floats(std, "--std"), "plugin_timeout": plugin_timeout,
-        "engine": engine, "address": address, "workers": workers, "gpus_per_worker": gpus_per_worker,
-        "jobs": jobs,
-    }
+    for repeated in ("model", "weights", "arch"):
+        options[repeated] = list(options[repeated]) or None
     try:
-        settings = _merge_config(config_path, cli_values, assignments)
-        settings.update(split_models(settings.pop("model", None), settings.pop("weights", None),
-                                     settings.pop("arch", None)))
-        for key in ("labels", "masks"):
-            if isinstance(settings.get(key), str):
-                settings[key] = Path(settings[key])
-        config = ReportConfig(image_dir=image_dir, out_dir=out_dir, quiet=quiet, resume=resume, force=force,
-                              **settings)
+        settings = _merge_config(config_path, options, assignments)
+        config = build_config(image_dir, out_dir, quiet=quiet, resume=resume, force=force, **settings)
     except (ConfigError, ParamError) as error:
         fail_usage(str(error))
     registry = load_registry()

@@ -55,6 +55,9 @@ class ImageReadError(Exception):
         self.reason = reason
 
 
+IN_MEMORY_ROOT = Path("(in memory)")  # the image folder named for images given in memory (nnvis.run)
+
+
 @dataclass(frozen=True)
 class ImageRecord:
     index: int  # position in the deterministic order

@@ -12,6 +12,8 @@ expects and import again. Users with matching builds never reach the workaround.
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
 import sys
 from types import ModuleType
 
@@ -57,3 +59,33 @@ def torchvision_models() -> ModuleType:
     """torchvision.models, imported through import_torchvision()."""
     import_torchvision()
     return importlib.import_module("torchvision.models")
+
+
+class _TorchvisionFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """On a plain `import torchvision`, imports it through import_torchvision() (with the
+    workaround where the plain import fails) and hands that module to the import statement."""
+
+    busy = False
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "torchvision" or self.busy:
+            return None
+        type(self).busy = True
+        try:
+            import_torchvision()
+        finally:
+            type(self).busy = False
+        return importlib.util.spec_from_loader(name, self)
+
+    def create_module(self, spec):
+        return sys.modules["torchvision"]
+
+    def exec_module(self, module) -> None:
+        """Already executed by import_torchvision()."""
+
+
+def install_import_hook() -> None:
+    """Make a later plain `import torchvision` work beside a CPU-only torch, as nnvis's own imports
+    do (`import nnvis` calls this): the workaround is applied only if that import would fail."""
+    if not any(isinstance(finder, _TorchvisionFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _TorchvisionFinder())

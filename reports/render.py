@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from itertools import islice
+from typing import Iterator
 from pathlib import Path
 
 import jinja2
 
+from markupsafe import Markup
+
+from nnvis_core.images import IN_MEMORY_ROOT
 from nnvis_reports.bars import bar_geometry
 from nnvis_reports.colormaps import DIVERGING, SEQUENTIAL, category_colour, css_gradient
 from nnvis_reports.confusion import confusion
@@ -112,6 +116,12 @@ def wrong_anywhere(index: int, views: list[dict]) -> bool:
     return any(wrong_prediction(view["images"][index]) for view in views)
 
 
+def file_picture(path: str) -> Markup:
+    """An <img>'s src attribute for a picture saved beside the page (nnvis_reports.inline draws
+    the same tag from its table of pictures instead)."""
+    return Markup('src="{}"').format(path)
+
+
 def _compact_dumps(value, **kwargs) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False, **kwargs)
 
@@ -137,6 +147,9 @@ def _environment() -> jinja2.Environment:
         confusion=confusion,
         mean_curves=mean_curves,
         curve_plot=curve_plot,
+        picture=file_picture,
+        inline=False,  # a page shown inline (nnvis_reports.inline): no files beside it
+        in_memory_root=str(IN_MEMORY_ROOT),
     )
     env.filters["compact_json"] = lambda value: jinja2.utils.htmlsafe_json_dumps(value, dumps=_compact_dumps)
     env.filters["pct"] = lambda p: f"{100 * p:.1f}%"
@@ -146,8 +159,8 @@ def _environment() -> jinja2.Environment:
 
 # Our own scripts, inlined like the stylesheet (the page loads nothing from elsewhere but its own
 # folder's files: pictures, and the matrix's row chunks in a paged report).
-SCRIPTS = ("scatter.js", "dictionary.js", "leaderboard.js", "matrix.js", "confusion.js")
-PAGE_SCRIPTS = ("dictionary.js", "detail.js")
+SCRIPTS = ("pictures.js", "scatter.js", "dictionary.js", "leaderboard.js", "matrix.js", "confusion.js")
+PAGE_SCRIPTS = ("pictures.js", "dictionary.js", "detail.js")
 STYLES = ("report.css", "matrix.css")
 
 
@@ -169,13 +182,9 @@ def write_html(report: dict, path, page_size: int | None = None) -> None:
     labels = [model_label(report, k) for k in range(len(views))]
     inline = {**_context(report, views, labels, None), "scatter_sources": {}}  # as if on one page
     paging = paging_for(views[0]["images"], page_size or PAGE_SIZE, detail_bytes(inline, views[0]["images"]))
-    columns = matrix_columns(views, labels)
-    rows = matrix_rows(views, columns)
+    header, rows = _matrix(views, labels)
     if paging is not None:
         rows = ({**row, "href": paging.image_href(row["index"])} for row in rows)
-    header = matrix_header(columns, labels, {c.key: c.better for c in COLUMNS})
-    header["maps"] = [any(cell_draws_map(image["results"].get(c["plugin"]["name"]))
-                          for image in views[c["model"]]["images"]) for c in columns]
     if paging is None:
         matrix = {"header": header, "rows": rows, "chunks": []}
     else:
@@ -185,9 +194,40 @@ def write_html(report: dict, path, page_size: int | None = None) -> None:
     context["scatter_sources"] = _write_scatter_data(views, paging, path.parent) if paging else {}
     template = _environment().get_template("index.html.j2")
     with open(path, "w", encoding="utf-8") as out:
-        out.writelines(template.generate(**context, matrix=matrix, css=_static(STYLES), scripts=_static(SCRIPTS)))
+        out.writelines(template.generate(**context, matrix=matrix, css=_static(STYLES), scripts=_static(SCRIPTS),
+                                         pictures=""))
     if paging is not None:
         _write_pages(paging, context, path.parent / "pages")
+
+
+def _matrix(views: list[dict], labels: list[str]) -> tuple[dict, Iterator[dict]]:
+    """The matrix's header (its columns) and its rows, one per readable image (a generator)."""
+    columns = matrix_columns(views, labels)
+    header = matrix_header(columns, labels, {c.key: c.better for c in COLUMNS})
+    header["maps"] = [any(cell_draws_map(image["results"].get(c["plugin"]["name"]))
+                          for image in views[c["model"]]["images"]) for c in columns]
+    return header, matrix_rows(views, columns)
+
+
+def one_page_context(report: dict) -> dict:
+    """Everything index.html.j2 is rendered with for a report on one page, its matrix rows inline
+    (a report shown in a notebook: nnvis_reports.inline)."""
+    report = upgrade(report)
+    views = [model_view(report, k) for k in range(len(report["by_model"]))]
+    labels = [model_label(report, k) for k in range(len(views))]
+    header, rows = _matrix(views, labels)
+    return {**_context(report, views, labels, None), **_folder(views, None), "scatter_sources": {},
+            "matrix": {"header": header, "rows": list(rows), "chunks": []}}
+
+
+def environment() -> jinja2.Environment:
+    """The report's templates (for nnvis_reports.inline)."""
+    return _environment()
+
+
+def static(names: tuple[str, ...]) -> str:
+    """The report's own stylesheets or scripts, joined (for nnvis_reports.inline)."""
+    return _static(names)
 
 
 def _context(report: dict, views: list[dict], labels: list[str], paging: Paging | None) -> dict:
@@ -232,7 +272,8 @@ def _write_pages(paging: Paging, context: dict, folder: Path) -> None:
     for page in range(paging.pages):
         entries = [images[i] for i in paging.indices(page) if images[i]["status"] == "ok"]
         with open(folder / Path(paging.page_path(page)).name, "w", encoding="utf-8") as out:
-            out.writelines(template.generate(**context, page=page, entries=entries, css=css, scripts=scripts))
+            out.writelines(template.generate(**context, page=page, entries=entries, css=css, scripts=scripts,
+                                             pictures=""))
 
 
 def _write_scatter_data(views: list[dict], paging: Paging, root: Path) -> dict[str, str]:

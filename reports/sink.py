@@ -67,7 +67,7 @@ class HtmlReport:
         self._writer().add_global_result(run, outcome)
 
     def finish(self, outcome: RunOutcome) -> None:
-        self._writer().finish()
+        self._writer().finish(outcome.timing)
         assert self.output is not None
         self.output.commit(keep_cache=outcome.failed_calls > 0)  # --resume then retries only those
 

@@ -272,8 +272,9 @@ class ReportWriter:
     def add_global_result(self, run: PluginRun, outcome: CallOutcome) -> None:
         self.sections[-1].add_global_result(run, outcome)
 
-    def report(self) -> dict:
-        """report.json's content; each model's `images` is its ImageStore, read like a list."""
+    def report(self, timing: dict | None = None) -> dict:
+        """report.json's content; each model's `images` is its ImageStore, read like a list.
+        `timing`: the run's own, when it ran before this writer (nnvis_core.run.sink.MemorySink)."""
         finished = datetime.now(timezone.utc)
         sections = [section.section() for section in self.sections]
         for section, label in zip(sections, model_labels([section["model"] for section in sections])):
@@ -286,18 +287,18 @@ class ReportWriter:
             "models": [section["model"] for section in sections],
             "versions": _versions(),
             "seed": self.seed,
-            "timing": {"started": self.started.isoformat(timespec="seconds"),
-                       "seconds": round((finished - self.started).total_seconds(), 3)},
+            "timing": timing or {"started": self.started.isoformat(timespec="seconds"),
+                                 "seconds": round((finished - self.started).total_seconds(), 3)},
             "by_model": sections,
         }
         report["leaderboard"] = [row for k in range(len(sections)) for row in leaderboard(model_view(report, k))]
         return report
 
-    def finish(self) -> None:
+    def finish(self, timing: dict | None = None) -> None:
         """Write report.json and index.html, each streamed to its file."""
         from nnvis_reports.render import write_html
 
-        report = self.report()
+        report = self.report(timing)
         write_report_json(report, self.root / "report.json")
         write_html(report, self.root / "index.html")
         self.close()

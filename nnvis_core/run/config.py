@@ -143,3 +143,126 @@ def read_config_file(path: Path) -> dict[str, Any]:
         if not isinstance(table, dict):
             raise ParamError(f"{path}: [params.{plugin}] must be a table of parameter = value")
     return data
+
+
+# --- the one builder every front end calls ------------------------------------------------------
+
+# Where a run reads from and writes to: each front end sets these its own way (the CLI from
+# IMAGE_DIR, -o, --resume, --force, -q; nnvis.run from `images` and later Run.save). Every other
+# option of build_config is offered, under the same name, by `nnvis report` and `nnvis.run`.
+PLACE_OPTIONS = ("image_dir", "out_dir", "resume", "force", "quiet", "images")
+DEFAULT_OUT = Path("nnvis-report")
+ENGINES = ("local", "ray")
+
+
+def build_config(image_dir: str | Path, out_dir: str | Path | None = None, *,
+                 model: str | list[str] | None = None, weights: str | list[str] | None = None,
+                 arch: str | list[str] | None = None, labels: str | Path | None = None,
+                 masks: str | Path | None = None, trust_checkpoint: bool | None = None,
+                 plugins: str | list[str] | None = None, params: dict[str, dict[str, Any]] | None = None,
+                 device: str | None = None, batch_size: int | None = None, seed: int | None = None,
+                 resize: int | None = None, crop: int | None = None,
+                 mean: str | tuple[float, ...] | None = None, std: str | tuple[float, ...] | None = None,
+                 plugin_timeout: float | None = None, engine: str | None = None, address: str | None = None,
+                 workers: int | None = None, gpus_per_worker: float | None = None, jobs: int | None = None,
+                 resume: bool = False, force: bool = False, quiet: bool = False,
+                 images: tuple[Any, ...] = ()) -> ReportConfig:
+    """The run's ReportConfig from keyword arguments, checked: the one place `nnvis report` and
+    `nnvis.run` turn options into a run, so an option added here is offered and checked the same
+    way by both. None means "the default". Raises ConfigError with one line naming the option.
+
+    model, weights, arch: one value, or a list (several models side by side; see split_models).
+    plugins: a list of names or one comma-separated string ("all": every plugin).
+    mean, std: three numbers, or a string of three comma-separated numbers.
+
+        build_config("examples/demo/images", model=["demo", "demo-vit"], plugins="gradcam,occlusion")
+    """
+    settings: dict[str, Any] = dict(split_models(model, weights, arch))
+    settings.update(
+        labels=_path(labels, "labels"), masks=_path(masks, "masks"), trust_checkpoint=bool(trust_checkpoint),
+        plugins=_plugin_names(plugins), params=_params(params),
+        device=_text(device, "device") or "auto", seed=_whole(seed, "seed", None) if seed is not None else 0,
+        batch_size=_whole(batch_size, "batch_size", 1) if batch_size is not None else 16,
+        resize=_whole(resize, "resize", 1), crop=_whole(crop, "crop", 1),
+        mean=_three(mean, "mean"), std=_three(std, "std"), plugin_timeout=_seconds(plugin_timeout),
+        engine=_engine(engine), address=_text(address, "address"), workers=_whole(workers, "workers", 1),
+        gpus_per_worker=_number(gpus_per_worker, "gpus_per_worker") if gpus_per_worker is not None else 0.0,
+        jobs=_whole(jobs, "jobs", 1) if jobs is not None else 1,
+    )
+    return ReportConfig(image_dir=Path(image_dir), out_dir=Path(out_dir) if out_dir is not None else DEFAULT_OUT,
+                        resume=resume, force=force, quiet=quiet, images=tuple(images), **settings)
+
+
+def option_name(name: str) -> str:
+    """How a message names an option, for readers of either front end: `batch_size (--batch-size)`."""
+    return f"{name} (--{name.replace('_', '-')})"
+
+
+def _whole(value: Any, name: str, least: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or least is not None and value < least:
+        at_least = f" of at least {least}" if least is not None else ""
+        raise ConfigError(f"{option_name(name)} must be a whole number{at_least}, got {value!r}")
+    return value
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ConfigError(f"{option_name(name)} must be a number of at least 0, got {value!r}")
+    return float(value)
+
+
+def _seconds(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{option_name('plugin_timeout')} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _text(value: Any, name: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{option_name(name)} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _path(value: Any, name: str) -> Path | None:
+    if value is not None and not isinstance(value, (str, Path)):
+        raise ConfigError(f"{option_name(name)} must be a path, got {type(value).__name__}")
+    return Path(value) if value is not None else None
+
+
+def _engine(value: Any) -> str:
+    if value is not None and value not in ENGINES:
+        raise ConfigError(f"{option_name('engine')} must be one of {', '.join(ENGINES)}, got {value!r}")
+    return value or "local"
+
+
+def _three(value: Any, name: str) -> tuple[float, float, float] | None:
+    if value is None:
+        return None
+    try:
+        values = tuple(float(v) for v in (value.split(",") if isinstance(value, str) else value))
+        given = f"{len(values)} numbers"
+    except (TypeError, ValueError):
+        values, given = (), "something else than numbers"
+    if len(values) != 3:
+        raise ConfigError(f"{option_name(name)} expects three comma-separated numbers, got {given}")
+    return values  # type: ignore[return-value]
+
+
+def _plugin_names(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{option_name('plugins')} must be plugin names, got {value!r}")
+    return [name.strip() for name in names if name.strip()]
+
+
+def _params(value: Any) -> dict[str, dict[str, Any]]:
+    for plugin, values in (value or {}).items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"{plugin}=...: plugin parameters go as a dict, e.g. {plugin}={{'target': 'true'}}")
+    return {plugin: dict(values) for plugin, values in (value or {}).items()}

@@ -86,6 +86,9 @@ class RunOutcome:
     failed_images: int
     failed_calls: int
     reused: int = 0  # results taken from the cache of an interrupted run
+    # When the run started (ISO 8601) and its wall time in seconds, where a sink that writes later
+    # (MemorySink.replay) must not time itself: {"started": ..., "seconds": ...}; None: the sink times.
+    timing: dict | None = None
 
     @property
     def exit_code(self) -> int:

@@ -9,7 +9,7 @@ for tests and for code that wants the results rather than a page.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -117,6 +117,9 @@ class MemorySink:
     # Where results are kept across runs (nnvis_core.run.cache): a result computed before for the same
     # inputs is taken from there. None: every result is computed.
     cache_dir: Path | None = None
+    # The run's real timing ({"started": ISO 8601, "seconds": wall time}), which `replay` hands on:
+    # a report written later from memory names the run's time, not its own.
+    timing: dict | None = None
 
     def begin(self, plan: RunPlan) -> Path | None:
         self.models.append(ModelResults(plan))
@@ -190,7 +193,7 @@ class MemorySink:
                 for run in plan.runs:
                     if run.plugin.name in kept.global_results:
                         sink.add_global_result(run, kept.global_results[run.plugin.name])
-            sink.finish(self.outcome)
+            sink.finish(replace(self.outcome, timing=self.timing) if self.timing else self.outcome)
         finally:
             sink.close()
         return self.outcome

@@ -20,7 +20,7 @@
       image.title = "picture not rendered yet (render budget)";
       image.textContent = "not rendered";
     } else {
-      image.src = source;
+      image.src = window.nnvisPicture(source);
       image.alt = data.unit_label + " " + unit.unit;
     }
     image.style.width = unit.size + "px";

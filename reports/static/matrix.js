@@ -185,7 +185,7 @@
 
   function picture(src, alt, className) {
     const image = element("img", className);
-    image.setAttribute("src", src);
+    image.setAttribute("src", window.nnvisPicture(src));
     image.setAttribute("alt", alt);
     image.setAttribute("loading", "lazy");
     image.setAttribute("width", "96");
@@ -345,7 +345,7 @@
   function switchPictures(view) {
     view.mode = view.root.querySelector(".matrix-show").value;
     view.root.querySelectorAll("img.matrix-map").forEach((image) => {
-      image.setAttribute("src", view.mode === "map" ? image.dataset.map : image.dataset.overlay);
+      image.setAttribute("src", window.nnvisPicture(view.mode === "map" ? image.dataset.map : image.dataset.overlay));
     });
   }
 
@@ -373,6 +373,7 @@
     const href = cell.parentElement.dataset.href;
     if (href) { location.href = href; return; }  // a paged report: the image's page
     const id = "img-" + cell.parentElement.dataset.image;
+    if (!document.getElementById(id)) return;  // a page shown inline: the detail is shown on demand
     if (location.hash === "#" + id) document.getElementById(id).scrollIntoView();  // no hash change: no scroll
     else location.hash = id;
   }

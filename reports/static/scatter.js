@@ -42,7 +42,7 @@
       sheets = (data.sprite.sheets || [data.sprite.path]).map(function (path) {
         var sheet = new Image();
         sheet.onload = redraw;
-        sheet.src = path;
+        sheet.src = window.nnvisPicture(path);
         return sheet;
       });
     }

@@ -161,10 +161,17 @@ def test_parts_of_the_report_show_inline(demo_run, api_images, tmp_path, open_re
         demo_run.show("nothing")
     explained = nnvis.explain("demo", api_images / demo_run.images[0], "gradcam", device="cpu")
     figure = explained._repr_html_()
-    assert figure.startswith('<div class="nnvis-result">') and "data:image/png;base64," in figure
-    assert "deletion_auc" in figure
-    card = demo_run.result(demo_run.images[0], "occlusion")._repr_html_()  # one result, as its card draws it
-    assert card.count("<figure") == 4 and "(chart: in the saved report)" in card
+    assert figure.startswith('<iframe class="nnvis-report" sandbox="allow-scripts"')
+    figure = html.unescape(re.search(r'srcdoc="(.*)"></iframe>', figure, re.S)[1])
+    assert "Grad-CAM" in figure and "data:image/webp;base64," in figure and "<th>deletion_auc</th>" in figure
+    frame = demo_run.result(demo_run.images[0], "occlusion")._repr_html_()  # one result, as its card draws it
+    card = html.unescape(re.search(r'srcdoc="(.*)"></iframe>', frame, re.S)[1])
+    assert card.count('<figure class="artifact') == 5 and '<svg class="chart"' in card and "raw .npy" not in card
+    (tmp_path / "card.html").write_text(card, encoding="utf-8")
+    opened = open_report(tmp_path / "card.html")
+    sizes = opened.page.locator("img").evaluate_all("images => images.map(i => i.complete ? i.naturalWidth : -1)")
+    assert len(sizes) == 4 and all(size == 64 for size in sizes)
+    assert opened.console_errors == [] and opened.page_errors == []
 
 
 def test_the_t_sne_shows_inline(api_images, tmp_path, open_report):

@@ -63,7 +63,7 @@ def test_config_file_and_flags(runner, few_demo_images, tmp_path):
         (["--set", "justtext"], "--set expects PLUGIN.PARAM=VALUE"),
         (["--plugins", "nope"], "unknown plugin nope"),
         (["--model", "torchvision:nosuchnet"], "torchvision has no classification model 'nosuchnet'"),
-        (["--mean", "1,2"], "--mean expects three comma-separated numbers"),
+        (["--mean", "1,2"], "mean (--mean) expects three comma-separated numbers"),
         (["--device", "cuda:0"], "no CUDA device"),
     ],
 )

@@ -66,3 +66,20 @@ def test_torchvision_is_imported_only_in_its_compat_module():
     assert offenders == []
     tv_source = (ROOT / "nnvis_core" / "torchvision_compat.py").read_text(encoding="utf-8")
     assert "torchvision.io" not in tv_source and "torchvision.ops" not in tv_source
+
+
+def test_a_plain_import_torchvision_after_import_nnvis_works():
+    """A notebook's `import nnvis; import torchvision` (nnvis_core.torchvision_compat.install_import_hook)."""
+    plain = run_python("import torchvision")
+    result = run_python(
+        "import sys\n"
+        "import nnvis\n"
+        "assert 'torchvision' not in sys.modules  # import nnvis itself stays light\n"
+        "import torchvision\n"
+        "import torchvision.models as models\n"
+        "print(type(torchvision.models.resnet18()).__name__, models.resnet18 is torchvision.models.resnet18)\n"
+        "from nnvis_core import torchvision_compat as tv\n"
+        "print(tv.workaround_applied)\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["ResNet", "True", str(plain.returncode != 0)]
