@@ -164,7 +164,9 @@ def model_specs(models: Sequence[Any], preprocess, class_names, plugins: Sequenc
         else:
             chosen = _as_preprocess(preprocess) if preprocess is not None or inferred is None else inferred[0]
             if class_names is None and inferred is None:
-                _warn_assumed(model, "no preprocessing assumed", True)
+                warnings.warn(f"nnvis: {type(model).__name__} was given without class_names: class names class 0, "
+                              f"class 1... Say otherwise with class_names=[...]", UserWarning,
+                              stacklevel=_caller_level())
         names = list(class_names) if class_names is not None else (inferred[1] if inferred else [])
         described = f"in memory ({weights})" if weights is not None and not isinstance(weights, str) else "in memory"
         notes = inferred[2] if inferred and preprocess is None else []

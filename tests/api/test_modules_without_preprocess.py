@@ -46,3 +46,11 @@ def test_nothing_is_said_when_preprocess_and_class_names_are_given():
         warnings.simplefilter("error")
         nnvis.explain(load_demo_model(None), torch.rand(3, 64, 64), "saliency", preprocess=preprocess,
                       class_names=CLASS_NAMES, device="cpu")
+
+
+def test_a_module_given_with_preprocess_but_no_class_names_is_warned_of_the_names_only():
+    with pytest.warns(UserWarning) as caught:
+        nnvis.explain(mlp(), torch.rand(3, 32, 32), "saliency", preprocess={"resize": 32, "crop": 32}, device="cpu")
+    messages = [str(w.message) for w in caught]
+    assert messages == ["nnvis: Sequential was given without class_names: class names class 0, class 1... "
+                        "Say otherwise with class_names=[...]"]
