@@ -48,13 +48,12 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
 import torch
+from common import best_times, load_model
 from torch.overrides import TorchFunctionMode
 
 from nnvis_core.allocator import keep_freed_memory
 from nnvis_core.toolkit.attention import captured_attention
 from nnvis_core.torchvision_compat import torchvision_models
-
-from common import best_times, load_model
 
 
 class PassThrough(TorchFunctionMode):

@@ -20,8 +20,10 @@ import warnings
 from typing import Callable
 
 import torch
+from common import best_times, load_model
 
 from nnvis_core.models.layers import find_layer
+from nnvis_core.toolkit import gradient
 from nnvis_plugins.attribution import (
     deconvnet,
     gradcam,
@@ -31,9 +33,6 @@ from nnvis_plugins.attribution import (
     integrated_gradients,
     smoothgrad,
 )
-from nnvis_core.toolkit import gradient
-
-from common import best_times, load_model
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> float:

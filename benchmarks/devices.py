@@ -21,16 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import load_model
 
 from nnvis_core.contract.artifacts import as_result
 from nnvis_core.contract.context import ImageItem, RunContext
-from nnvis_core.images import ImageRecord
-from nnvis_core.models.loaded import LoadedModel, Preprocess
 from nnvis_core.contract.params import resolve_params
 from nnvis_core.contract.plugin import Scope
+from nnvis_core.images import ImageRecord
+from nnvis_core.models.loaded import LoadedModel, Preprocess
 from nnvis_core.run.registry import load_registry
-
-from common import load_model
 
 SLOW_DEFAULTS = {"sanity_check": {"max_levels": 4}}  # the full cascade is minutes per image on a CPU
 

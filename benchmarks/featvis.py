@@ -35,6 +35,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from common import best_times
 
 from nnvis_core.models.loaded import IMAGENET_MEAN, IMAGENET_STD
 from nnvis_core.torchvision_compat import import_torchvision, torchvision_models
@@ -42,8 +43,6 @@ from nnvis_plugins.featvis import objectives
 from nnvis_plugins.featvis.parameterizations import fourier_image
 from nnvis_plugins.featvis.render import evaluate, optimize
 from nnvis_plugins.featvis.transforms import standard_transforms
-
-from common import best_times
 
 
 def timed_runs(runs: dict[str, Callable[[], np.ndarray]], repeats: int) -> tuple[dict[str, float], dict]:

@@ -39,6 +39,7 @@ import warnings
 from typing import Callable
 
 import torch
+from common import best_times, load_model
 from torch import nn
 
 from nnvis_plugins import occlusion
@@ -46,8 +47,6 @@ from nnvis_plugins.occlusion.incremental import FULL, STATIC
 from nnvis_plugins.occlusion.patches import Region
 from nnvis_plugins.occlusion.runners import IncrementalRunner
 from nnvis_plugins.occlusion.windows import Windows, fill_values
-
-from common import best_times, load_model
 
 
 def bare_passes(model: nn.Module, x: torch.Tensor, count: int, chunk: int, channels_last: bool) -> None:

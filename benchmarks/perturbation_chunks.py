@@ -15,8 +15,8 @@ import argparse
 
 import numpy as np
 import torch
-
 from common import best_times, load_model
+
 from nnvis_core.toolkit import MEMORY_MB, bytes_per_image, chunk_size, target_probabilities
 
 SIZES = {"demo": 64}

@@ -40,9 +40,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from nnvis_core.run.config import ReportConfig
 from nnvis_core.demo.bundle import write_bundle
 from nnvis_core.demo.shapes import CLASS_NAMES
+from nnvis_core.run.config import ReportConfig
 from nnvis_core.run.registry import load_registry
 from nnvis_reports import build_report
 from nnvis_reports.render import write_html

@@ -41,9 +41,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import make_images, nnvis
 from PIL import Image
 
-from common import make_images, nnvis
 from nnvis_core.demo import load_demo_model
 from nnvis_core.demo.model import normalize
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import click
 
 import nnvis_core
-from nnvis_core.run.config import DEFAULT_OUT, ConfigError, build_config, read_config_file
-from nnvis_core.contract.params import ParamError, parse_assignments
-from nnvis_core.run.registry import load_registry
 from nnvis_cli.scaffold import KINDS
+from nnvis_core.contract.params import ParamError, parse_assignments
+from nnvis_core.run.config import DEFAULT_OUT, ConfigError, build_config, read_config_file
+from nnvis_core.run.registry import load_registry
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 EXIT_USAGE = 2
@@ -270,8 +270,12 @@ def cue_conflict(shapes_dir, textures_dir, out_dir, model, weights, arch, size, 
     import torch
 
     from nnvis_core.models import ModelLoadError, ModelOptions, load_model
-    from nnvis_plugins.synthesis.cue_conflict_images import CueConflictInputError, plan_pairs, class_images, \
-        write_cue_conflict_folder
+    from nnvis_plugins.synthesis.cue_conflict_images import (
+        CueConflictInputError,
+        class_images,
+        plan_pairs,
+        write_cue_conflict_folder,
+    )
 
     try:
         count = len(plan_pairs(class_images(shapes_dir), class_images(textures_dir), per_pair, seed))

@@ -15,13 +15,13 @@ from nnvis.notebook import plugin_card, result_html
 from nnvis_core.contract.artifacts import Heatmap, Result, as_result
 from nnvis_core.contract.context import ImageItem, RunContext
 from nnvis_core.contract.params import ParamError, resolve_params
+from nnvis_core.contract.plugin import Plugin
 from nnvis_core.contract.targets import TargetError
 from nnvis_core.images import ImageReadError, ImageRecord, match_label
 from nnvis_core.models import ModelOptions, load_model
+from nnvis_core.models.layers import LAYER_KEYWORDS, LayerNotFound, find_layer
 from nnvis_core.models.loaded import ModelLoadError, Preprocess
 from nnvis_core.run.plan import UsageError
-from nnvis_core.contract.plugin import Plugin
-from nnvis_core.models.layers import LAYER_KEYWORDS, LayerNotFound, find_layer
 from nnvis_core.runner import choose_device
 from nnvis_core.toolkit import AttributionPlugin
 from nnvis_core.toolkit.targets import AttributionError
@@ -99,8 +99,9 @@ def explain(model: Any, image: Any, method: str = "gradcam", target: str | int =
             raise UsageError(f"unknown method {method!r}; installed: {', '.join(registry.plugins)}")
         plugin = registry.plugins[method].item
         try:
-            values = resolve_params(method, plugin.params, {**params, **({"target": str(target)}
-                                                                         if "target" in {p.name for p in plugin.params} else {})})
+            takes_target = "target" in {p.name for p in plugin.params}
+            given = {**params, **({"target": str(target)} if takes_target else {})}
+            values = resolve_params(method, plugin.params, given)
         except ParamError as error:
             raise UsageError(str(error)) from None
         resolved = choose_device(device)
@@ -170,7 +171,8 @@ def cannot_apply(ctx: RunContext, method: str, reason: str) -> str:
     """The line for a method that cannot run on the model, naming the attribution methods that can."""
     can = [name for name, plugin in ctx.plugins.items() if isinstance(plugin, AttributionPlugin)
            and plugin.applies_to(ctx) is None and _layer_problem(plugin, ctx) is None]
-    return f"{method} does not apply to model {ctx.model.name}: {reason}; methods that apply: {', '.join(can) or 'none'}"
+    return (f"{method} does not apply to model {ctx.model.name}: {reason}; "
+            f"methods that apply: {', '.join(can) or 'none'}")
 
 
 def _item(ctx: RunContext, image: Any) -> ImageItem:

@@ -27,8 +27,9 @@ def to_pil(image: Any) -> PILImage.Image:
         return _from_array(image.detach().cpu().permute(1, 2, 0).numpy())
     if isinstance(image, torch.Tensor) and image.dim() in (3, 4) and image.shape[-1] == 3 and image.shape[-3] != 3:
         order = "(N, H, W, 3)" if image.dim() == 4 else "(H, W, 3)"
+        permute = "0, 3, 1, 2" if image.dim() == 4 else "2, 0, 1"
         raise UsageError(f"images: this tensor of shape {tuple(image.shape)} looks channels-last {order}; give "
-                         f"channels first, (3, H, W) or (N, 3, H, W): tensor.permute({'0, 3, 1, 2' if image.dim() == 4 else '2, 0, 1'})")
+                         f"channels first, (3, H, W) or (N, 3, H, W): tensor.permute({permute})")
     raise UsageError(f"images: cannot read a {type(image).__name__} {tuple(getattr(image, 'shape', ()))} as an RGB "
                      f"image (give a folder, image files, PIL images, NumPy arrays (H, W, 3), or RGB tensors "
                      f"(3, H, W) or (N, 3, H, W))")

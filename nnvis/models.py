@@ -12,11 +12,11 @@ from typing import Any, Sequence
 
 import torch
 
+from nnvis_core.contract.plugin import Plugin
 from nnvis_core.hook_marker import hookimpl
 from nnvis_core.models import ModelOptions
 from nnvis_core.models.loaded import LoadedModel, Preprocess
 from nnvis_core.models.source import ModelSource
-from nnvis_core.contract.plugin import Plugin
 from nnvis_core.run.plan import UsageError
 from nnvis_core.run.registry import Origin, Registered, Registry, check_plugin, load_registry
 

@@ -62,7 +62,8 @@ def run(images: Any, model: Any = "demo", plugins: Sequence[str | Plugin] | None
     started, clock = datetime.now(timezone.utc), time.perf_counter()
     chosen = list(model) if isinstance(model, (list, tuple)) else [model]
     models = model_specs([*chosen, *compare], preprocess, class_names, given, weights)
-    weights = weights if isinstance(weights, (str, list, tuple)) or weights is None else None  # an enum served the module
+    # a torchvision weights enum only described an in-memory module (above): the run loads nothing by it
+    weights = weights if isinstance(weights, (str, list, tuple)) or weights is None else None
     try:
         with image_source(images) as (folder, records):
             try:

@@ -21,6 +21,13 @@ from typing import Callable
 
 import torch
 
+from nnvis_core.contract.context import RunContext
+from nnvis_core.contract.plugin import Scope
+from nnvis_core.contract.stream import ImageStream
+from nnvis_core.engines.local import Engine, LocalEngine, open_engine
+from nnvis_core.images import ImageRecord, discover_images
+from nnvis_core.models import LayerNotFound, find_layer
+from nnvis_core.models.layers import LAYER_KEYWORDS
 from nnvis_core.run.cache import NoCache, ResultCache, run_fingerprint
 from nnvis_core.run.calls import (
     call_plugin,
@@ -30,11 +37,6 @@ from nnvis_core.run.calls import (
     select_plugins,
 )
 from nnvis_core.run.config import ReportConfig
-from nnvis_core.contract.context import RunContext
-from nnvis_core.engines.local import Engine, LocalEngine, open_engine
-from nnvis_core.images import ImageRecord, discover_images
-from nnvis_core.models import LayerNotFound, find_layer
-from nnvis_core.models.layers import LAYER_KEYWORDS
 from nnvis_core.run.plan import (
     CallOutcome,
     PluginRun,
@@ -43,11 +45,8 @@ from nnvis_core.run.plan import (
     SkippedPlugin,
     UsageError,
 )
-from nnvis_core.contract.plugin import Scope
-from nnvis_core.run.sink import encoder_of
 from nnvis_core.run.registry import Registry, one_line
-from nnvis_core.run.sink import Sink
-from nnvis_core.contract.stream import ImageStream
+from nnvis_core.run.sink import Sink, encoder_of
 from nnvis_core.toolkit.precision import exact_float32
 
 __all__ = ["UsageError", "PluginRun", "RunOutcome", "RunPlan", "CallOutcome",

@@ -39,12 +39,12 @@ from PIL import Image as PILImage
 
 from nnvis_core.contract.artifacts import Artifact, Result, Scatter, as_result
 from nnvis_core.contract.conformance import hook_keys, hooks_changed
-from nnvis_core.run.config import ReportConfig
 from nnvis_core.contract.context import ImageItem, RunContext
 from nnvis_core.contract.params import Param
+from nnvis_core.contract.plugin import Plugin, Scope, hookimpl
 from nnvis_core.models.loaded import LoadedModel
 from nnvis_core.models.source import ModelSource
-from nnvis_core.contract.plugin import Plugin, Scope, hookimpl
+from nnvis_core.run.config import ReportConfig
 from nnvis_core.run.registry import Registered, Registry, load_registry, registration_problems
 
 BUILTIN_SERVICES = ("model_sources", "html_report")  # nnvis's entry points that are not visualization plugins
@@ -107,9 +107,9 @@ def demo_items(folder: Path, images: int = 4, seed: int = 0) -> tuple[RunContext
 
     folder receives the generated image files.
     """
+    from nnvis_core.contract.stream import stream_items
     from nnvis_core.images import discover_images
     from nnvis_core.models import ModelOptions, load_model
-    from nnvis_core.contract.stream import stream_items
 
     image_dir, mask_dir = write_demo_images(folder, images)
     model = load_model("demo", ModelOptions(), _demo_registry(), "cpu")

@@ -56,7 +56,7 @@ def webp_uri(path: Path, keep_size: bool = False) -> str:
 
 
 class PictureTable:
-    """The pictures of one document, by key: a path of the report becomes a key 
+    """The pictures of one document, by key: a path of the report becomes a key
     (a hash of its bytes) when the data is keyed, and a picture is encoded only once something shown uses its key."""
 
     def __init__(self, root: Path) -> None:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 from itertools import islice
-from typing import Iterator
 from pathlib import Path
+from typing import Iterator
 
 import jinja2
-
 from markupsafe import Markup
 
 from nnvis_core.images import IN_MEMORY_ROOT

@@ -11,14 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from nnvis_core.run.config import ReportConfig
 from nnvis_core.contract.context import ImageItem
-from nnvis_core.images import ImageRecord
-from nnvis_core.run.plan import CallOutcome, PluginRun, RunOutcome, RunPlan, UsageError
 from nnvis_core.contract.plugin import hookimpl
+from nnvis_core.images import ImageRecord
+from nnvis_core.run.config import ReportConfig
+from nnvis_core.run.plan import CallOutcome, PluginRun, RunOutcome, RunPlan, UsageError
 from nnvis_core.run.registry import Registry
-from nnvis_core.runner import run
 from nnvis_core.run.sink import SinkFactory
+from nnvis_core.runner import run
 from nnvis_reports.assets import PictureEncoder
 from nnvis_reports.output import OutputError, OutputFolder
 from nnvis_reports.writer import ReportWriter

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import math
 import platform
-from importlib import metadata
 import sys
 from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np

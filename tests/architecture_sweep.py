@@ -205,8 +205,8 @@ def judge(outcome, size: int) -> Outcome:
 def sweep(name: str) -> tuple[int, dict[str, Outcome]]:
     """(input size, {plugin: outcome}) for one architecture."""
     from nnvis_core.run.config import ReportConfig
-    from nnvis_core.runner import run
     from nnvis_core.run.sink import MemorySink
+    from nnvis_core.runner import run
     from nnvis_core.testing import write_demo_images
 
     model = build(name)

@@ -136,7 +136,8 @@ class Scatter(Artifact):
         if self.features is not None:
             f = np.asarray(self.features)
             if f.ndim != 2 or len(f) != len(p):
-                raise ArtifactError(f"scatter '{self.title}': features must be (N, D) for {len(p)} points, got {f.shape}")
+                raise ArtifactError(f"scatter '{self.title}': features must be (N, D) for {len(p)} points, "
+                                    f"got {f.shape}")
             _finite(f"scatter '{self.title}' features", f)
 
 
@@ -159,7 +160,8 @@ class Chart(Artifact):
             raise ArtifactError(f"chart '{self.title}' has no series")
         for name, values in self.series.items():
             if len(values) != len(self.x):
-                raise ArtifactError(f"chart '{self.title}': series {name!r} has {len(values)} values for {len(self.x)} x")
+                raise ArtifactError(f"chart '{self.title}': series {name!r} has {len(values)} values "
+                                    f"for {len(self.x)} x")
             _finite(f"chart '{self.title}'", np.asarray(values, dtype=np.float64))
         if len(self.x_ticks) not in (0, len(self.x)):
             raise ArtifactError(f"chart '{self.title}': {len(self.x_ticks)} ticks for {len(self.x)} x")

@@ -10,10 +10,10 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import numpy as np
 import torch
 
-from nnvis_core.images import ImageRecord
-from nnvis_core.models.loaded import LoadedModel
 from nnvis_core.contract.targets import resolve_target
+from nnvis_core.images import ImageRecord
 from nnvis_core.models.layers import resolve_layer
+from nnvis_core.models.loaded import LoadedModel
 
 
 @dataclass

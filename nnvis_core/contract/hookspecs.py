@@ -15,8 +15,8 @@ import pluggy
 from nnvis_core.hook_marker import PROJECT
 
 if TYPE_CHECKING:
-    from nnvis_core.models.source import ModelSource
     from nnvis_core.contract.plugin import Plugin
+    from nnvis_core.models.source import ModelSource
     from nnvis_core.run.sink import SinkFactory
 
 hookspec = pluggy.HookspecMarker(PROJECT)

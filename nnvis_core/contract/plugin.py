@@ -26,8 +26,8 @@ import enum
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping, Sequence
 
 from nnvis_core.contract.artifacts import Artifact
-from nnvis_core.hook_marker import PROJECT, hookimpl  # noqa: F401 - part of this module's API
 from nnvis_core.contract.params import Param
+from nnvis_core.hook_marker import PROJECT, hookimpl  # noqa: F401 - part of this module's API
 
 if TYPE_CHECKING:
     import torch

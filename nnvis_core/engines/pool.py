@@ -19,14 +19,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from nnvis_core.run.cache import NoCache, ResultCache
-from nnvis_core.run.config import ReportConfig
 from nnvis_core.contract.context import ImageItem
-from nnvis_core.images import ImageReadError, ImageRecord, read_image_bytes
-from nnvis_core.run.plan import CallOutcome, Outcomes, RunPlan, Unreadable, UsageError
-from nnvis_core.run.sink import PictureEncoder
 from nnvis_core.contract.stream import stream_items
 from nnvis_core.engines.worker import Shipped
+from nnvis_core.images import ImageReadError, ImageRecord, read_image_bytes
+from nnvis_core.run.cache import NoCache, ResultCache
+from nnvis_core.run.config import ReportConfig
+from nnvis_core.run.plan import CallOutcome, Outcomes, RunPlan, Unreadable, UsageError
+from nnvis_core.run.sink import PictureEncoder
 
 IN_FLIGHT_PER_WORKER = 2
 

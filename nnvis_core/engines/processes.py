@@ -24,13 +24,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
+from nnvis_core.engines.pool import Pool, PoolEngine, WorkerLost
+from nnvis_core.engines.worker import ImageWorker, WorkerSpec
 from nnvis_core.run.cache import model_digest
 from nnvis_core.run.config import ReportConfig
 from nnvis_core.run.plan import RunPlan, UsageError
-from nnvis_core.engines.pool import Pool, PoolEngine, WorkerLost
 from nnvis_core.run.registry import one_line
 from nnvis_core.run.sink import PictureEncoder
-from nnvis_core.engines.worker import ImageWorker, WorkerSpec
 
 RESTARTS = 3  # per worker, as the Ray engine's actors
 _WORKER: ImageWorker | None = None  # this process's, in a worker process

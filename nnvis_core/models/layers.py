@@ -20,7 +20,6 @@ from torch import nn
 
 from nnvis_core.models.outputs import MAP, TOKENS, LayoutError, output_layout, patch_size
 
-
 # The run checks every other value of a `layer` parameter against the model up front.
 PENULTIMATE = "penultimate"
 LAYER_KEYWORDS = ("auto", "last_conv", PENULTIMATE)

@@ -14,10 +14,10 @@ from typing import Any, Mapping, Protocol
 
 import torch
 
+from nnvis_core.hook_marker import hookimpl
 from nnvis_core.models.checkpoints import apply_state_dict, load_checkpoint, num_classes_of, unwrap_state_dict
 from nnvis_core.models.loaded import LoadedModel, ModelLoadError, ModelOptions, Preprocess, read_labels
 from nnvis_core.models.source import ModelSource, check_model_source  # noqa: F401 - public here too
-from nnvis_core.hook_marker import hookimpl
 
 
 class HasModelSources(Protocol):

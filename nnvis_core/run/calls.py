@@ -14,14 +14,14 @@ import torch
 
 from nnvis_core.contract.artifacts import ArtifactError, Result, as_result
 from nnvis_core.contract.conformance import hook_keys, overlay_problem, remove_leaked_hooks
-from nnvis_core.run.config import ModelChoice, ReportConfig
 from nnvis_core.contract.context import ImageItem, RunContext
-from nnvis_core.models import ModelLoadError, ModelOptions, load_model
 from nnvis_core.contract.params import ParamError, resolve_params
-from nnvis_core.run.plan import CallOutcome, PluginRun, UsageError
 from nnvis_core.contract.plugin import Plugin
-from nnvis_core.run.registry import Registry, one_line
 from nnvis_core.contract.targets import TargetError, check_target
+from nnvis_core.models import ModelLoadError, ModelOptions, load_model
+from nnvis_core.run.config import ModelChoice, ReportConfig
+from nnvis_core.run.plan import CallOutcome, PluginRun, UsageError
+from nnvis_core.run.registry import Registry, one_line
 from nnvis_core.run.timeout import CallTimeout, call_with_time_limit
 
 __all__ = ["call_plugin", "choose_device", "load_context", "plugin_runs", "select_plugins"]

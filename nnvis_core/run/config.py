@@ -16,10 +16,11 @@ list with one value per model.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from nnvis_core.contract.params import ParamError
 

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from nnvis_core.contract.artifacts import Result
-from nnvis_core.run.config import ReportConfig
 from nnvis_core.contract.context import RunContext
-from nnvis_core.images import ImageRecord
 from nnvis_core.contract.plugin import Plugin, Scope
+from nnvis_core.images import ImageRecord
+from nnvis_core.run.config import ReportConfig
 
 
 class UsageError(Exception):

@@ -15,9 +15,9 @@ from typing import Any, Callable, Collection, Iterable
 import pluggy
 
 from nnvis_core.contract import hookspecs
-from nnvis_core.models.source import check_model_source
 from nnvis_core.contract.params import Param
 from nnvis_core.contract.plugin import PROJECT, SUPPORTED_API_VERSIONS, Plugin, Scope
+from nnvis_core.models.source import check_model_source
 from nnvis_core.run.sink import check_sink_factory
 
 ENTRY_POINT_GROUP = "nnvis"

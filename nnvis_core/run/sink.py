@@ -13,9 +13,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from nnvis_core.run.config import ReportConfig
 from nnvis_core.contract.context import ImageItem
 from nnvis_core.images import ImageRecord
+from nnvis_core.run.config import ReportConfig
 from nnvis_core.run.plan import CallOutcome, PluginRun, RunOutcome, RunPlan
 
 

@@ -27,12 +27,12 @@ import torch
 from nnvis_core.contract.artifacts import Artifact, Chart, Heatmap, Result
 from nnvis_core.contract.params import Param
 from nnvis_core.contract.plugin import Plugin, Scope
+from nnvis_core.models.layers import resolve_layer_name
 from nnvis_core.toolkit.faithfulness import Curves, deletion_insertion, mask_share
 from nnvis_core.toolkit.gradients import reduce_channels
 from nnvis_core.toolkit.guard import preserved
 from nnvis_core.toolkit.imaging import to_numpy
 from nnvis_core.toolkit.maps import upsample_to_input
-from nnvis_core.models.layers import resolve_layer_name
 
 CURVES_TITLE = "deletion and insertion curves"
 
@@ -96,13 +96,15 @@ class AttributionPlugin(Plugin):
         missing = [
             f"attribution plugin {self.name} declares no '{param.name}' parameter ({purpose}): add "
             f"nnvis_core.toolkit.{'TARGET' if param is TARGET else 'FAITHFULNESS_STEPS'} to its params"
-            for param, purpose in ((TARGET, "the class to explain"), (FAITHFULNESS_STEPS, "the deletion/insertion metrics"))
+            for param, purpose in ((TARGET, "the class to explain"),
+                                   (FAITHFULNESS_STEPS, "the deletion/insertion metrics"))
             if param.name not in names
         ]
         if missing:  # both at once: an author fixes the declaration in one round
             raise ValueError("; ".join(missing))
 
-    def _heat(self, attribution: torch.Tensor, params: dict[str, Any], size: tuple[int, int]) -> tuple[torch.Tensor, bool]:
+    def _heat(self, attribution: torch.Tensor, params: dict[str, Any],
+              size: tuple[int, int]) -> tuple[torch.Tensor, bool]:
         """(H, W) map of an attribution at the input's `size` (a layer-sized map is upsampled), and
         whether it is signed."""
         attribution = attribution.detach()

@@ -9,6 +9,7 @@ integrated_gradients, gradcam, guided_gradcam, gradient_x_input; faithfulness
 (deletion/insertion AUC, mask share); sanity (cascading randomization).
 """
 
+from nnvis_core.toolkit import AttributionError, UnsupportedActivation, relu_rule  # noqa: F401 - part of this API
 from nnvis_plugins.attribution import (  # noqa: F401
     deconvnet,
     gradcam,
@@ -18,4 +19,3 @@ from nnvis_plugins.attribution import (  # noqa: F401
     integrated_gradients,
     smoothgrad,
 )
-from nnvis_core.toolkit import AttributionError, UnsupportedActivation, relu_rule  # noqa: F401 - part of this API

@@ -15,8 +15,8 @@ from torch import nn
 
 from nnvis_core import hookimpl
 from nnvis_core.toolkit import Target
-from nnvis_plugins.attribution.projection import Projection, RulePlugin, class_attribution
 from nnvis_plugins.attribution import projection
+from nnvis_plugins.attribution.projection import Projection, RulePlugin, class_attribution
 
 
 def attribute(model: nn.Module, inputs: torch.Tensor, target: Target, batch_size: int | None = None) -> torch.Tensor:

@@ -14,14 +14,14 @@ from torch import nn
 
 from nnvis_core import Param, hookimpl
 from nnvis_core.toolkit import (
+    FAITHFULNESS_STEPS,
+    LAYER_PARAM_HELP,
+    TARGET,
     AttributionError,
     AttributionPlugin,
     Explanation,
-    FAITHFULNESS_STEPS,
-    LAYER_PARAM_HELP,
     Layout,
     LayoutError,
-    TARGET,
     Target,
     captured_output,
     default_layer,  # noqa: F401 - gradcam.default_layer(model) is part of this module's API

@@ -11,10 +11,10 @@ from torch import nn
 
 from nnvis_core import hookimpl
 from nnvis_core.toolkit import (
-    AttributionPlugin,
-    Explanation,
     FAITHFULNESS_STEPS,
     TARGET,
+    AttributionPlugin,
+    Explanation,
     Target,
     gradient,
     reduce_param,

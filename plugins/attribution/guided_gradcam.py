@@ -10,19 +10,19 @@ import torch
 from torch import nn
 
 from nnvis_core import Image, Param, hookimpl
-from nnvis_plugins.attribution import gradcam
 from nnvis_core.toolkit import (
-    AttributionPlugin,
-    Explanation,
     FAITHFULNESS_STEPS,
     LAYER_PARAM_HELP,
     TARGET,
+    AttributionPlugin,
+    Explanation,
     Target,
     gradient,
     layer_name,
     reduce_param,
     rgb_view,
 )
+from nnvis_plugins.attribution import gradcam
 
 
 def attribute(model: nn.Module, inputs: torch.Tensor, target: Target, layer: nn.Module | str = "auto",

@@ -16,10 +16,10 @@ from torch import nn
 
 from nnvis_core import Param, hookimpl
 from nnvis_core.toolkit import (
-    AttributionPlugin,
-    Explanation,
     FAITHFULNESS_STEPS,
     TARGET,
+    AttributionPlugin,
+    Explanation,
     Target,
     check_target_count,
     fresh_input_gradient,

@@ -20,12 +20,12 @@ from torch import nn
 
 from nnvis_core import Image, Param
 from nnvis_core.toolkit import (
-    AttributionError,
-    AttributionPlugin,
-    Explanation,
     FAITHFULNESS_STEPS,
     LAYER_PARAM_HELP,
     TARGET,
+    AttributionError,
+    AttributionPlugin,
+    Explanation,
     Target,
     forward_until,
     gradient,

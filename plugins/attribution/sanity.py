@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from nnvis_core import Chart, Image, Param, Plugin, Result, Scope, Table, hookimpl
-from nnvis_plugins.attribution import gradcam, guided_gradcam, integrated_gradients, smoothgrad
 from nnvis_core.contract.params import resolve_params
 from nnvis_core.toolkit import AttributionPlugin, Target, gradient, preserved, reduce_channels
+from nnvis_plugins.attribution import gradcam, guided_gradcam, integrated_gradients, smoothgrad
 
 MapFunction = Callable[[nn.Module, torch.Tensor, Target, dict], torch.Tensor]
 

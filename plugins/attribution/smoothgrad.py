@@ -17,17 +17,17 @@ import torch
 from torch import nn
 
 from nnvis_core import Param, hookimpl
-from nnvis_plugins.attribution import integrated_gradients
 from nnvis_core.toolkit import (
-    AttributionPlugin,
-    Explanation,
     FAITHFULNESS_STEPS,
     TARGET,
+    AttributionPlugin,
+    Explanation,
     Target,
     gradient,
     reduce_param,
     repeat_target,
 )
+from nnvis_plugins.attribution import integrated_gradients
 
 BASES = ("gradient", "guided_backprop", "integrated_gradients")
 VARIANTS = ("mean", "squared", "vargrad")

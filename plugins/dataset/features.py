@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from nnvis_core.contract.context import ImageItem, RunContext
-from nnvis_core.toolkit import PENULTIMATE, LayerNotFound, LayoutError, as_map, captured, feature_source
 from nnvis_core.contract.stream import map_batches, shared_store
+from nnvis_core.toolkit import PENULTIMATE, LayerNotFound, LayoutError, as_map, captured, feature_source
 
 LAYER_HELP = ("layer whose pooled output is the feature vector: penultimate (input of the last Linear), "
               "last_conv, or a named module (see nnvis layers)")

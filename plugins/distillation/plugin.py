@@ -8,8 +8,8 @@ from nnvis_core import Param, Plugin, Scope, Text, hookimpl
 from nnvis_core.contract.artifacts import Result
 from nnvis_plugins.distillation.architecture import INITS, Architecture, output_layer, why_not_reinitializable
 from nnvis_plugins.distillation.card import accuracy_table, image_grid, training_curve
-from nnvis_plugins.distillation.distribution import distil_distribution
 from nnvis_plugins.distillation.data import FolderRefusal, Split, labelled_images, random_real, split
+from nnvis_plugins.distillation.distribution import distil_distribution
 from nnvis_plugins.distillation.evaluation import LongTraining, Score, held_out_score
 from nnvis_plugins.distillation.matching import distil_matching
 from nnvis_plugins.distillation.synthetic import STARTS, Distilled, Settings, draw_seed

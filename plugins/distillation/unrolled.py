@@ -16,8 +16,14 @@ import torch
 
 from nnvis_plugins.distillation.architecture import Architecture
 from nnvis_plugins.distillation.data import Split
-from nnvis_plugins.distillation.synthetic import (Distilled, Settings, draw_seed, real_batch, soft_label_logits,
-                                                  starting_images)
+from nnvis_plugins.distillation.synthetic import (
+    Distilled,
+    Settings,
+    draw_seed,
+    real_batch,
+    soft_label_logits,
+    starting_images,
+)
 from nnvis_plugins.distillation.training import loss_on, train
 
 

@@ -7,7 +7,7 @@ from pathlib import Path, PurePosixPath
 from typing import Sequence
 
 from nnvis_core.images import ImageRecord
-from nnvis_core.toolkit import CUE_CONFLICT_CSV, read_cue_conflict_csv, parse_cue_conflict_name
+from nnvis_core.toolkit import CUE_CONFLICT_CSV, parse_cue_conflict_name, read_cue_conflict_csv
 
 CONVENTIONS = "SHAPE-TEXTURE_index.png (nnvis cue-conflict) or shape1-texture2.png (Geirhos et al.)"
 

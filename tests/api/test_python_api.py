@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import without_timings
 
 import nnvis
-from conftest import without_timings
 from nnvis_cli.main import cli
 from nnvis_core.contract.artifacts import Heatmap
 from nnvis_core.demo import CLASS_NAMES, DEMO_SPEC, load_demo_model

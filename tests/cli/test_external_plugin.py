@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-
 import pytest
-
 from conftest import run_nnvis as nnvis
+
 from nnvis_reports.reader import read_report
 
 

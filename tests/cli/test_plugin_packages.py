@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import run_nnvis
+
 from nnvis_cli.main import cli
 from nnvis_cli.scaffold import KINDS, ScaffoldError, package_names, write_plugin_package
 from nnvis_core.testing import check_plugin

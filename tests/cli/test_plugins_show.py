@@ -6,8 +6,8 @@ import pytest
 from click.testing import CliRunner
 
 import nnvis_core
-from nnvis_cli.main import cli
 from nnvis_cli.describe import WIDTH, allowed_values, format_value
+from nnvis_cli.main import cli
 from nnvis_core.contract.params import Param
 from nnvis_core.toolkit import MEMORY_MB
 

@@ -7,14 +7,14 @@ import types
 
 import numpy as np
 import pytest
-
 from conftest import registry_with
+
 from nnvis_core import Heatmap, Plugin, Scope, hookimpl
 from nnvis_core.run.config import ReportConfig
 from nnvis_core.run.plan import CallOutcome, UsageError
 from nnvis_core.run.registry import load_registry
-from nnvis_core.runner import prepare, run
 from nnvis_core.run.sink import MemorySink
+from nnvis_core.runner import prepare, run
 from nnvis_reports import HtmlReport
 from nnvis_reports.reader import read_report
 

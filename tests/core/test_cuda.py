@@ -21,16 +21,16 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from nnvis_cli.main import cli
 
+from nnvis_cli.main import cli
 from nnvis_core.contract.artifacts import Heatmap, as_result
 from nnvis_core.contract.context import ImageItem, RunContext
-from nnvis_core.images import discover_images
-from nnvis_core.models import ModelOptions, load_model
 from nnvis_core.contract.params import resolve_params
 from nnvis_core.contract.plugin import Scope
-from nnvis_core.run.registry import load_registry
 from nnvis_core.contract.stream import stream_items
+from nnvis_core.images import discover_images
+from nnvis_core.models import ModelOptions, load_model
+from nnvis_core.run.registry import load_registry
 from nnvis_core.testing import (
     GIVEN_MODEL,
     _demo_registry,

@@ -9,15 +9,15 @@ import time
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import registry_with
 
 from nnvis_cli.main import cli
-from conftest import registry_with
 from nnvis_core import Heatmap, Plugin, Scope, Text
 from nnvis_core.run import timeout as timeout_module
 from nnvis_core.run.config import ReportConfig
 from nnvis_core.run.registry import load_registry
-from nnvis_core.runner import UsageError
 from nnvis_core.run.timeout import CallTimeout, call_with_time_limit
+from nnvis_core.runner import UsageError
 from nnvis_reports import build_report
 from nnvis_reports.reader import read_report
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from counter_plugins import nnvis, read_calls
 
 from nnvis_core import CategoricalMap, Chart, Gallery, Heatmap, Image, Result, Scatter, Table, Text
@@ -210,8 +209,8 @@ def test_failures_are_not_cached(tmp_path):
 
 
 def test_keys_change_with_everything_a_result_depends_on(few_demo_images, tmp_path):
-    from nnvis_core.runner import prepare
     from nnvis_core.contract.stream import stream_items
+    from nnvis_core.runner import prepare
 
     registry = load_registry()
 

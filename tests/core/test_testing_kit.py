@@ -12,7 +12,13 @@ import torch
 
 from nnvis_core import Chart, Heatmap, Param, Plugin, Result, Scatter, Scope, Table
 from nnvis_core.testing import (
-    ContractError, check_declaration, check_installed, check_plugin, declaration_problems, demo_items, model_changes,
+    ContractError,
+    check_declaration,
+    check_installed,
+    check_plugin,
+    declaration_problems,
+    demo_items,
+    model_changes,
     model_state,
 )
 

@@ -12,13 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import pip_install_offline, run_nnvis
+
+from nnvis_cli.scaffold import write_plugin_package
 from nnvis_core import Param, Plugin, testing
 from nnvis_core.contract import artifacts, hookspecs
 from nnvis_core.contract.context import ImageItem, RunContext
 from nnvis_core.models import ModelOptions, ModelSource
-from nnvis_cli.scaffold import write_plugin_package
 from nnvis_reports.reader import read_report
 
 ROOT = Path(__file__).resolve().parents[2]

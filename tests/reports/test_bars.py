@@ -9,8 +9,8 @@ from importlib import resources
 
 import numpy as np
 import pytest
-
 from conftest import registry_with
+
 from nnvis_core import BarChart, Plugin, Result, Scope
 from nnvis_core.contract.artifacts import ArtifactError
 from nnvis_core.run.cache import decode_result, encode_result
@@ -86,7 +86,7 @@ def test_bad_bars_are_refused_and_the_test_kit_names_them(bars, message):
         Result([bars]).validate()
     plugin = type("BadBars", (Plugin,), {"name": "bad-bars", "title": "Bad bars", "description": "d",
                                          "scope": Scope.MODEL, "run_model": lambda self, ctx, params: [bars]})()
-    with pytest.raises(ContractError, match=re.escape(f"bad output: bar chart 'b'")) as caught:
+    with pytest.raises(ContractError, match=re.escape("bad output: bar chart 'b'")) as caught:
         check_plugin(plugin, images=1)
     assert message in str(caught.value)
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-
 import pytest
+from page_waits import settled_top
 
 from nnvis_core.run.config import ReportConfig
 from nnvis_core.run.registry import load_registry
 from nnvis_reports import build_report
 from nnvis_reports.reader import read_report
-
-from page_waits import settled_top
 
 
 def load_every_image(page) -> list[str]:

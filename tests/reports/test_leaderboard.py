@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from conftest import copy_demo
 from page_waits import settled_top
-from nnvis_reports import build_report
-from nnvis_reports.leaderboard import COLUMNS, SANITY_PASS_BELOW, best, leaderboard
 
 from nnvis_core.run.config import ReportConfig
 from nnvis_core.run.registry import load_registry
+from nnvis_reports import build_report
+from nnvis_reports.leaderboard import COLUMNS, SANITY_PASS_BELOW, best, leaderboard
 from nnvis_reports.reader import read_report
 
 jsonschema = pytest.importorskip("jsonschema")

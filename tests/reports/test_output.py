@@ -14,8 +14,8 @@ from nnvis_core.run.registry import load_registry
 from nnvis_core.runner import UsageError
 from nnvis_reports import build_report
 from nnvis_reports.output import OutputFolder, is_report, work_folder
-from nnvis_reports.writer import ReportWriter
 from nnvis_reports.reader import read_report
+from nnvis_reports.writer import ReportWriter
 
 RANDOM_PLUGINS = ["saliency", "smoothgrad"]
 RANDOM_PARAMS = {"smoothgrad": {"samples": 3, "faithfulness_steps": 0}}

@@ -73,8 +73,8 @@ def test_demo_report(few_demo_images, tmp_path):
 
 
 def test_saliency_npy_equals_a_fresh_computation(few_demo_images, tmp_path):
-    from nnvis_core.models import ModelOptions, load_model
     from nnvis_core.images import load_rgb
+    from nnvis_core.models import ModelOptions, load_model
     from nnvis_plugins.attribution.saliency import saliency_map
 
     out = tmp_path / "out"
@@ -244,8 +244,8 @@ def test_true_and_named_targets(few_demo_images, tmp_path):
 
 
 def test_model_is_left_as_it_was(few_demo_images, tmp_path):
-    from nnvis_core.runner import execute, prepare
     from nnvis_core.run.sink import MemorySink
+    from nnvis_core.runner import execute, prepare
 
     registry = load_registry()
     config = ReportConfig(few_demo_images, tmp_path / "out")

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from conftest import NAME_PAYLOADS, add_hostile_names, copy_demo, registry_with
 from page_waits import settled_top
-from nnvis_reports import build_report
 
 from nnvis_core import Heatmap, Plugin, Result, Scope, Text
 from nnvis_core.run.config import ReportConfig
 from nnvis_core.run.registry import load_registry
+from nnvis_reports import build_report
 from nnvis_reports.reader import read_report
 
 ROWS = "[...document.querySelectorAll('#matrix tbody tr')].map(r => Number(r.dataset.image))"

@@ -8,8 +8,8 @@ import json
 import re
 
 import pytest
-
 from conftest import NAME_PAYLOADS, add_hostile_names
+
 from nnvis_core.run.config import ReportConfig
 from nnvis_core.run.registry import load_registry
 from nnvis_reports import build_report

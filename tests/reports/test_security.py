@@ -8,11 +8,11 @@ import socket
 import numpy as np
 import pytest
 import torch
-
 from conftest import NAME_PAYLOADS, add_hostile_names, registry_with
+
 from nnvis_core import CategoricalMap, Chart, Gallery, Heatmap, Param, Plugin, Result, Scatter, Scope, Table, Text
-from nnvis_core.run.config import ReportConfig
 from nnvis_core.demo import load_demo_model
+from nnvis_core.run.config import ReportConfig
 from nnvis_core.run.registry import load_registry
 from nnvis_core.toolkit import FAITHFULNESS_STEPS, TARGET, AttributionPlugin, Explanation
 from nnvis_reports import build_report

@@ -7,12 +7,12 @@ import json
 
 import pytest
 import torch
+from nnvis_example.activations import MeanActivations, layer_statistics
+from nnvis_example.zoo import ZooSource
 from torch import nn
 
 from nnvis_core.models import ModelLoadError, ModelOptions
 from nnvis_core.testing import check_installed, check_plugin
-from nnvis_example.activations import MeanActivations, layer_statistics
-from nnvis_example.zoo import ZooSource
 
 
 def test_follows_the_plugin_contract():

@@ -6,10 +6,10 @@ from importlib import metadata
 
 import pytest
 import torch
+from nnvis_rise import Rise, draw_grids, rise, smooth_masks
 from torch import nn
 
 from nnvis_core.testing import check_installed, check_plugin, demo_items
-from nnvis_rise import Rise, draw_grids, rise, smooth_masks
 
 SIZE = 32
 REGION = (slice(8, 16), slice(16, 24))  # rows, columns of the square the model looks at

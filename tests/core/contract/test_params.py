@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nnvis_core.run.config import ConfigError, read_config_file
 from nnvis_core.contract.params import Param, ParamError, parse_assignments, resolve_params
+from nnvis_core.run.config import ConfigError, read_config_file
 
 DECLARED = (
     Param("window", int, 9, minimum=1, maximum=64),

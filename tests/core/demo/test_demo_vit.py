@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from nnvis_cli.main import cli
 from PIL import Image
 
+from nnvis_cli.main import cli
 from nnvis_core.demo import CLASS_NAMES, DEMO_SPEC
 from nnvis_core.demo.model import WEIGHTS_PATH
 from nnvis_core.demo.train import evaluate, train_demo_model

@@ -12,9 +12,16 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import copy_demo
-from engine_checks import (CHEAP, assert_only_the_dead_workers_batches_ran_twice, assert_same_numbers,
-                           assert_same_pictures, comparable, image_scope_builtins, kill_a_worker_mid_run,
-                           one_thread_report)
+from engine_checks import (
+    CHEAP,
+    assert_only_the_dead_workers_batches_ran_twice,
+    assert_same_numbers,
+    assert_same_pictures,
+    comparable,
+    image_scope_builtins,
+    kill_a_worker_mid_run,
+    one_thread_report,
+)
 
 import nnvis_core.engines.pool  # noqa: F401 - imported before the patches below, which it would bind
 from nnvis_cli.main import cli

@@ -18,9 +18,16 @@ import pytest
 from click.testing import CliRunner
 from conftest import copy_demo
 from counter_plugins import nnvis, read_calls
-from engine_checks import (CHEAP, assert_only_the_dead_workers_batches_ran_twice, assert_same_numbers,
-                           assert_same_pictures, comparable, image_scope_builtins, kill_a_worker_mid_run,
-                           one_thread_report)
+from engine_checks import (
+    CHEAP,
+    assert_only_the_dead_workers_batches_ran_twice,
+    assert_same_numbers,
+    assert_same_pictures,
+    comparable,
+    image_scope_builtins,
+    kill_a_worker_mid_run,
+    one_thread_report,
+)
 
 import nnvis_core.engines.pool  # noqa: F401 - imported before the tests' patches, which it would bind
 from nnvis_cli.main import cli

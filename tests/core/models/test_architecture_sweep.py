@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 import architecture_sweep as sweep
+import pytest
 
 ARCHITECTURES = sweep.architectures()
 

@@ -217,8 +217,8 @@ def test_occlusion_reads_the_feature_map_of_a_token_layer():
 def test_activations_show_a_middle_block_of_a_token_model_on_its_patch_grid(tmp_path):
     """Not the patch embedding (the only Conv2d, hence 'the middle conv'): the middle block's tokens,
     prefix tokens dropped, as one map per channel."""
-    from nnvis_core.testing import check_plugin
     from nnvis_core.run.registry import load_registry
+    from nnvis_core.testing import check_plugin
 
     torch.manual_seed(0)
     model = TinyViT(prefix=1).eval()  # 64-px demo images, 8-px patches: an 8x8 grid

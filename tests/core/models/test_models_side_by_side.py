@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import NAME_PAYLOADS
+
 from nnvis_cli.main import cli
-from nnvis_core.run.config import ConfigError, ModelChoice, ReportConfig, split_models
 from nnvis_core.demo import CLASS_NAMES, load_demo_model
+from nnvis_core.run.config import ConfigError, ModelChoice, ReportConfig, split_models
 from nnvis_core.run.registry import load_registry
 from nnvis_core.runner import UsageError, prepare_all
 from nnvis_reports import build_report

@@ -22,9 +22,6 @@ from nnvis_core import torchvision_compat as tv
 tv.import_torchvision()  # timm imports torchvision: it must come through nnvis's import first
 timm = pytest.importorskip("timm")
 
-from nnvis_plugins.attribution import gradcam
-from nnvis_plugins.transformer import maps, relevance, rollout
-
 from nnvis_core.contract.context import ImageItem, RunContext
 from nnvis_core.images import ImageRecord
 from nnvis_core.models.layers import default_layer
@@ -32,6 +29,8 @@ from nnvis_core.models.loaded import LoadedModel, Preprocess
 from nnvis_core.models.outputs import CHANNELS_LAST, MAP, TOKENS, Layout, output_layout
 from nnvis_core.testing import check_plugin, model_changes, model_state
 from nnvis_core.toolkit.attention import FUSED, captured_attention
+from nnvis_plugins.attribution import gradcam
+from nnvis_plugins.transformer import maps, relevance, rollout
 
 GLOBAL, WINDOWS, NONE, NO_GRID = "global", "windows", "none", "no grid"
 REFUSALS = {

@@ -179,6 +179,7 @@ def test_without_timm_installed_the_error_says_how_to_install_it(registry, monke
 
 def test_nnvis_layers_on_a_timm_model():
     from click.testing import CliRunner
+
     from nnvis_cli.main import cli
 
     result = CliRunner().invoke(cli, ["layers", "--model", f"timm:{NAME}", "--weights", "none"])

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from conftest import registry_with
+
 from nnvis_core import Heatmap, Plugin
 from nnvis_core.contract.conformance import aspect_problem, hook_keys, remove_leaked_hooks
 from nnvis_core.models import ModelOptions, load_model

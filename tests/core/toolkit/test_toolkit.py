@@ -8,9 +8,9 @@ import types
 import numpy as np
 import pytest
 import torch
+from conftest import registry_with
 from torch import nn
 
-from conftest import registry_with
 from nnvis_core import Param, Plugin
 from nnvis_core.run.config import ReportConfig
 from nnvis_core.run.registry import check_plugin, load_registry

@@ -7,8 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from nnvis_core.toolkit import deletion_insertion, mask_share, pixel_order
-from nnvis_core.toolkit import gaussian_blur
+from nnvis_core.toolkit import deletion_insertion, gaussian_blur, mask_share, pixel_order
 
 
 class LooksAtTheCorner(nn.Module):

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from nnvis_core.demo import DemoNet
+from nnvis_core.toolkit import AttributionError, gradient, reduce_channels
 from nnvis_plugins.attribution import (
     deconvnet,
     gradcam,
@@ -18,7 +19,6 @@ from nnvis_plugins.attribution import (
     integrated_gradients,
     smoothgrad,
 )
-from nnvis_core.toolkit import AttributionError, gradient, reduce_channels
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import torch
 
 from nnvis_core.demo import DemoNet
 from nnvis_core.models.layers import find_layer, last_conv_layer
+from nnvis_core.toolkit import gradient
 from nnvis_core.torchvision_compat import torchvision_models
 from nnvis_plugins.attribution import (
     deconvnet,
@@ -24,7 +25,6 @@ from nnvis_plugins.attribution import (
     integrated_gradients,
     smoothgrad,
 )
-from nnvis_core.toolkit import gradient
 
 captum_attr = pytest.importorskip("captum.attr")
 from captum.attr._core.noise_tunnel import NoiseTunnel  # noqa: E402

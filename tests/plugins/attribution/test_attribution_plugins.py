@@ -12,10 +12,10 @@ import torch
 from nnvis_core import Heatmap, Result, Scope
 from nnvis_core.contract.artifacts import as_result
 from nnvis_core.contract.context import ImageItem, RunContext
+from nnvis_core.contract.params import resolve_params
 from nnvis_core.demo import CLASS_NAMES, DEMO_SPEC, DemoNet
 from nnvis_core.images import ImageRecord
 from nnvis_core.models.loaded import LoadedModel, Preprocess
-from nnvis_core.contract.params import resolve_params
 from nnvis_core.run.registry import load_registry
 from nnvis_core.toolkit import model_state
 

@@ -8,10 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nnvis_core.toolkit import UnsupportedActivation, gradient, model_state, preserved, relu_rule
 from nnvis_plugins.attribution import deconvnet, gradcam, guided_backprop
-from nnvis_core.toolkit import gradient
-from nnvis_core.toolkit import model_state, preserved
-from nnvis_core.toolkit import UnsupportedActivation, relu_rule
 
 RULES = {"guided": guided_backprop.attribute, "deconvnet": deconvnet.attribute}
 

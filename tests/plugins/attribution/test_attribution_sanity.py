@@ -10,8 +10,8 @@ import torch
 from nnvis_core import Chart, Image, Table
 from nnvis_core.demo import DemoNet
 from nnvis_core.demo.model import WEIGHTS_PATH
-from nnvis_plugins.attribution import sanity
 from nnvis_core.toolkit import model_state
+from nnvis_plugins.attribution import sanity
 
 
 def test_rank_averages_ties():
@@ -58,10 +58,10 @@ def test_the_plugin_draws_a_chart_a_table_and_the_maps():
 
     from nnvis_core.contract.artifacts import as_result
     from nnvis_core.contract.context import ImageItem, RunContext
+    from nnvis_core.contract.params import resolve_params
     from nnvis_core.demo import CLASS_NAMES, DEMO_SPEC
     from nnvis_core.images import ImageRecord
     from nnvis_core.models.loaded import LoadedModel, Preprocess
-    from nnvis_core.contract.params import resolve_params
 
     torch.manual_seed(0)
     loaded = LoadedModel(DemoNet().eval(), "demo", "random", list(CLASS_NAMES),

@@ -22,8 +22,7 @@ from torch import nn
 from nnvis_core.models.layers import find_layer
 from nnvis_core.toolkit import gradient
 from nnvis_core.torchvision_compat import torchvision_models
-from nnvis_plugins.attribution import saliency
-from nnvis_plugins.attribution import gradcam, integrated_gradients
+from nnvis_plugins.attribution import gradcam, integrated_gradients, saliency
 
 captum_attr = pytest.importorskip("captum.attr")
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from nnvis_core.toolkit import PENULTIMATE, captured, feature_source
 from nnvis_plugins.dataset.embedding import (
     adapted_perplexity,
     cosine_neighbours,
@@ -17,7 +18,6 @@ from nnvis_plugins.dataset.embedding import (
     snap_to_grid,
     tsne_embed,
 )
-from nnvis_core.toolkit import PENULTIMATE, captured, feature_source
 from nnvis_plugins.dataset.features import pool
 
 

@@ -14,12 +14,11 @@ import pytest
 from PIL import Image
 
 from nnvis_core import hookimpl
-from nnvis_core.run.config import ReportConfig
-from nnvis_core.runner import UsageError
-from nnvis_core.demo.bundle import write_bundle
-from nnvis_core.run.registry import load_registry
-from nnvis_core.runner import prepare
 from nnvis_core.contract.stream import ImageStream
+from nnvis_core.demo.bundle import write_bundle
+from nnvis_core.run.config import ReportConfig
+from nnvis_core.run.registry import load_registry
+from nnvis_core.runner import UsageError, prepare
 from nnvis_plugins.dataset.embedding import cosine_neighbours, knn_agreement
 from nnvis_plugins.dataset.features import collect_features
 from nnvis_plugins.dataset.tsne import tsne_result

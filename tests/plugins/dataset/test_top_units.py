@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from nnvis_core.contract.stream import ImageStream
 from nnvis_core.run.config import ReportConfig
 from nnvis_core.run.registry import load_registry
 from nnvis_core.runner import UsageError, prepare
-from nnvis_core.contract.stream import ImageStream
 from nnvis_plugins.dataset.top_units import (
     UnitRecord,
     check_channels,

@@ -12,9 +12,9 @@ from nnvis_core.run.config import ReportConfig
 from nnvis_core.run.registry import load_registry
 from nnvis_core.runner import UsageError
 from nnvis_plugins.distillation.architecture import Architecture, why_not_reinitializable
+from nnvis_plugins.distillation.data import Split, labelled_images, random_real, split
 from nnvis_plugins.distillation.distribution import distil_distribution, mean_embedding_distance
 from nnvis_plugins.distillation.evaluation import LongTraining, held_out_score
-from nnvis_plugins.distillation.data import Split, labelled_images, random_real, split
 from nnvis_plugins.distillation.matching import distil_matching, gradient_distance
 from nnvis_plugins.distillation.synthetic import Settings
 from nnvis_plugins.distillation.training import train, train_adam

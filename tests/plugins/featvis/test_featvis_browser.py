@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from nnvis_core.run.config import ReportConfig
 from nnvis_core.run.registry import load_registry
 from nnvis_reports import build_report

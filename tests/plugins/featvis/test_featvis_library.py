@@ -10,10 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from nnvis_core.toolkit import model_state
-from nnvis_plugins.featvis import colour, objectives as o, transforms as t
+from nnvis_core.toolkit import model_state, preactivation, rectified_output
+from nnvis_plugins.featvis import colour
+from nnvis_plugins.featvis import objectives as o
+from nnvis_plugins.featvis import transforms as t
 from nnvis_plugins.featvis.cache import VisualizationCache, cached_units, default_cache_dir, model_fingerprint
-from nnvis_core.toolkit import preactivation, rectified_output
 from nnvis_plugins.featvis.layers import sample_layers, spread
 from nnvis_plugins.featvis.parameterizations import fourier_image, gaussian_blur, pixel_image
 from nnvis_plugins.featvis.render import Recorder, Settings, optimize, render

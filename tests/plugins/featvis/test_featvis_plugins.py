@@ -16,8 +16,8 @@ from PIL import Image
 
 from nnvis_core import Plugin, Scope, SemanticDictionary, hookimpl
 from nnvis_core.contract.artifacts import ArtifactError
-from nnvis_core.run.config import ReportConfig
 from nnvis_core.demo import DEMO_SPEC, load_demo_model
+from nnvis_core.run.config import ReportConfig
 from nnvis_core.run.registry import load_registry
 from nnvis_core.runner import UsageError
 from nnvis_plugins.featvis.render import normalizer

@@ -15,10 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from nnvis_core.demo import DemoNet, load_demo_model
+from nnvis_core.toolkit import AttributionError, model_state
 from nnvis_core.torchvision_compat import torchvision_models
 from nnvis_plugins import occlusion
-from nnvis_core.toolkit import AttributionError
-from nnvis_core.toolkit import model_state
 from nnvis_plugins.occlusion.incremental import FULL
 from nnvis_plugins.occlusion.patches import Region
 from nnvis_plugins.occlusion.runners import IncrementalRunner, occluded_images

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from nnvis_core.demo import CLASS_NAMES, DEMO_SPEC, load_demo_model
+from nnvis_core.torchvision_compat import torchvision_models
 from nnvis_plugins import occlusion
 from nnvis_plugins.occlusion.choice import AUTO_WORK
 from nnvis_plugins.occlusion.method import checked_positions
 from nnvis_plugins.occlusion.windows import OcclusionError
-
-from nnvis_core.demo import CLASS_NAMES, DEMO_SPEC, load_demo_model
-from nnvis_core.torchvision_compat import torchvision_models
 
 WINDOW, STRIDE = 12, 6  # 10 x 10 positions on the 64-pixel demo images
 
@@ -114,9 +114,9 @@ def test_approximate_refuses_a_vit_in_one_line(vit):
 def test_the_plugin_caption_and_metrics_name_the_engine_and_the_error(demo):
     from nnvis_core.contract.artifacts import as_result
     from nnvis_core.contract.context import ImageItem, RunContext
+    from nnvis_core.contract.params import resolve_params
     from nnvis_core.images import ImageRecord
     from nnvis_core.models.loaded import LoadedModel, Preprocess
-    from nnvis_core.contract.params import resolve_params
     from nnvis_core.run.registry import load_registry
 
     preprocess = Preprocess(None, None, DEMO_SPEC["mean"], DEMO_SPEC["std"])

@@ -14,15 +14,15 @@ from PIL import Image
 
 from nnvis_core import CategoricalMap, Heatmap
 from nnvis_core.contract.artifacts import as_result
-from nnvis_core.run.config import ReportConfig
 from nnvis_core.contract.context import ImageItem, RunContext
+from nnvis_core.contract.params import ParamError, resolve_params
 from nnvis_core.demo import CLASS_NAMES, DEMO_SPEC, load_demo_model
 from nnvis_core.images import ImageRecord
 from nnvis_core.models.loaded import LoadedModel, Preprocess
-from nnvis_core.contract.params import ParamError, resolve_params
+from nnvis_core.run.config import ReportConfig
 from nnvis_core.run.registry import load_registry
-from nnvis_plugins import occlusion
 from nnvis_core.toolkit import model_state
+from nnvis_plugins import occlusion
 from nnvis_reports import build_report
 from nnvis_reports.reader import read_report
 

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from nnvis_plugins.transformer import maps, relevance, rollout
 from torch import nn
 
 from nnvis_core.contract.context import ImageItem, RunContext
@@ -30,6 +29,7 @@ from nnvis_core.toolkit.attention import (
     captured_attention,
     global_attention,
 )
+from nnvis_plugins.transformer import maps, relevance, rollout
 
 TOL = 1e-6
 
