@@ -21,7 +21,8 @@ from common import load_model
 from nnvis_core.demo import DEMO_SPEC
 from nnvis_core.images import discover_images, load_rgb
 from nnvis_core.models.loaded import Preprocess
-from nnvis_plugins.synthesis.features import FeatureReader, frozen
+from nnvis_core.toolkit import frozen
+from nnvis_plugins.synthesis.features import FeatureReader
 from nnvis_plugins.synthesis.gram import gram_distance
 from nnvis_plugins.synthesis.layers import spread_layers
 from nnvis_plugins.synthesis.texture import device_normalizer, source_grams, synthesize_texture

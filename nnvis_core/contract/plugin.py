@@ -110,6 +110,23 @@ class Plugin:
         """Scope.IMAGE: artifacts for one image."""
         raise NotImplementedError
 
+    def run_batch(
+        self, ctx: "RunContext", items: Sequence["ImageItem"], params: dict[str, Any]
+    ) -> Sequence[Any]:
+        """Scope.IMAGE, optional: one result (a list of artifacts or a Result) per item, in order.
+
+        A plugin overrides it when a batch costs less than its images one at a time (one
+        optimization over the batch instead of one per image); the core then feeds it up to
+        `--batch-size` images whose results are not cached yet, and still caches, checks and
+        reports each image on its own. Each result must be what `run_image` gives for that image
+        alone, whatever else shares the batch: draw random numbers per item (from
+        `ctx.seed_for(item, self.name)` or a parameter), never from one stream for the batch, and
+        keep the items' computations independent. When the batch raises or runs past its time
+        limit (the per-call limit times the batch size), the core calls `run_image` for each of its
+        images instead. Plugins that do not override it get `run_image` calls only.
+        """
+        raise NotImplementedError
+
     def run_dataset(
         self, ctx: "RunContext", items: Iterable["ImageItem"], params: dict[str, Any]
     ) -> list[Artifact]:
@@ -123,3 +140,8 @@ class Plugin:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {getattr(self, 'name', '?')}>"
+
+
+def runs_batches(plugin: Plugin) -> bool:
+    """Whether `plugin` declares a batched entry: an image-scope plugin whose class overrides run_batch."""
+    return plugin.scope is Scope.IMAGE and getattr(type(plugin), "run_batch", None) not in (None, Plugin.run_batch)

@@ -2,7 +2,8 @@
 and yields each readable image with its outcomes; the runner hands both to the sink, so the
 report is written the same way whichever engine computed it.
 
-The local engine (the default) computes in this process, one batch at a time, or with
+The local engine (the default) computes in this process, one batch at a time (a plugin with a
+batched entry, Plugin.run_batch, gets the batch's uncached images in one call), or with
 `--jobs N` in N worker processes (nnvis_core.engines.processes). The Ray engine
 (nnvis_core.engines.ray_actors, `--engine ray`) computes on a pool of Ray actors. All take a
 result from the cache when it holds one and store each new result as soon as it exists,
@@ -15,10 +16,12 @@ import contextlib
 from typing import Callable, Iterator, Protocol
 
 from nnvis_core.run.cache import NoCache, ResultCache
+from nnvis_core.run.batches import batch_outcomes
 from nnvis_core.run.calls import call_plugin
 from nnvis_core.run.config import ReportConfig
 from nnvis_core.contract.context import ImageItem
-from nnvis_core.run.plan import Outcomes, RunPlan, Unreadable, UsageError
+from nnvis_core.contract.plugin import runs_batches
+from nnvis_core.run.plan import CallOutcome, Outcomes, PluginRun, RunPlan, Unreadable, UsageError
 from nnvis_core.run.sink import PictureEncoder
 from nnvis_core.contract.stream import BatchFunction, stream_items
 
@@ -61,16 +64,38 @@ class LocalEngine:
     def image_results(self, plan: RunPlan, cache: ResultCache | NoCache,
                       unreadable: Unreadable) -> Iterator[tuple[ImageItem, Outcomes]]:
         for batch in stream_items(plan.records, plan.ctx, unreadable):
-            for item in batch:
-                yield item, self._outcomes(plan, cache, item)
+            together = _BatchedRuns(plan, cache, batch)
+            for position, item in enumerate(batch):
+                yield item, self._outcomes(plan, cache, item, together, position)
 
     @staticmethod
-    def _outcomes(plan: RunPlan, cache: ResultCache | NoCache, item: ImageItem) -> Outcomes:
+    def _outcomes(plan: RunPlan, cache: ResultCache | NoCache, item: ImageItem, together: "_BatchedRuns",
+                  position: int) -> Outcomes:
         ctx = plan.ctx
-        digest = cache.item_digest(item, ctx.masks_dir)
+        digest = together.digests[position]
         for run in plan.image_runs:
+            if runs_batches(run.plugin):
+                yield run, together.outcome(run, position)
+                continue
             yield run, cache.call(cache.image_key(run, digest), lambda: call_plugin(
                 ctx, run, item, lambda: run.plugin.run_image(ctx, item, dict(run.params))))
+
+
+class _BatchedRuns:
+    """The outcomes of the plugins with a batched entry for one batch of images, computed for the
+    whole batch when its first image asks (the others' come from here, or from the cache)."""
+
+    def __init__(self, plan: RunPlan, cache: ResultCache | NoCache, items: list[ImageItem]) -> None:
+        self.plan, self.cache, self.items = plan, cache, items
+        self.digests = [cache.item_digest(item, plan.ctx.masks_dir) for item in items]
+        self.done: dict[str, list[CallOutcome]] = {}
+
+    def outcome(self, run: PluginRun, position: int) -> CallOutcome:
+        name = run.plugin.name
+        if name not in self.done:
+            keys = [self.cache.image_key(run, digest) for digest in self.digests]
+            self.done[name] = batch_outcomes(self.plan.ctx, run, self.items, keys, self.cache)
+        return self.done[name][position]
 
 
 @contextlib.contextmanager

@@ -2,10 +2,11 @@
 
 A worker loads the model once, from the same source and weights the driver resolved
 (checked by the weights' SHA-256), and then serves batch after batch: it decodes the
-bytes the driver shipped, preprocesses and classifies them, runs the plugins whose result
-the cache does not already hold, and encodes the report's pictures for them with the
-sink's encoder, so the driver only writes files. The same class runs as a Ray actor
-(`--engine ray`) and in each process of the local engine's pool (`--jobs N`).
+bytes the driver shipped, preprocesses and classifies them, runs each plugin once over
+the batch's images whose result the cache does not already hold (nnvis_core.run.batches:
+one batched call for a plugin that has one), and encodes the report's pictures for them
+with the sink's encoder, so the driver only writes files. The same class runs as a Ray
+actor (`--engine ray`) and in each process of the local engine's pool (`--jobs N`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from dataclasses import dataclass, replace
 import torch
 
 from nnvis_core.run.cache import model_digest
-from nnvis_core.run.calls import call_plugin, choose_device, load_context, plugin_runs, select_plugins
+from nnvis_core.run.batches import call_batch
+from nnvis_core.run.calls import choose_device, load_context, plugin_runs, select_plugins
 from nnvis_core.run.config import ModelChoice, ReportConfig
 from nnvis_core.contract.context import ImageItem
 from nnvis_core.images import ImageReadError, ImageRecord, load_rgb
@@ -89,12 +91,18 @@ class ImageWorker:
     def run_batch(self, batch: list[Shipped]) -> tuple[int, list[str | tuple[ImageItem, dict[str, CallOutcome]]]]:
         """For each image, its unreadable reason, or the item with the outcomes of its `todo` plugins."""
         answers: list = self._decode(batch)
-        for position, shipped in enumerate(batch):
-            if not isinstance(answers[position], str):
-                item = answers[position]
-                answers[position] = (item, {name: self._encoded(item, self._call(name, item)) for name in shipped.todo})
-                if self.encoder is not None:
-                    item.pictures = self.encoder.encode_item(item)
+        readable = [position for position, answer in enumerate(answers) if not isinstance(answer, str)]
+        computed: dict[int, dict[str, CallOutcome]] = {position: {} for position in readable}
+        for name, run in self.runs.items():  # each plugin once over the batch's images that need it
+            positions = [position for position in readable if name in batch[position].todo]
+            items = [answers[position] for position in positions]
+            for position, outcome in zip(positions, call_batch(self.ctx, run, items) if items else []):
+                computed[position][name] = self._encoded(answers[position], outcome)
+        for position in readable:
+            item = answers[position]
+            answers[position] = (item, computed[position])
+            if self.encoder is not None:
+                item.pictures = self.encoder.encode_item(item)
         return os.getpid(), answers
 
     def _encoded(self, item: ImageItem, outcome: CallOutcome) -> CallOutcome:
@@ -127,7 +135,3 @@ class ImageWorker:
             answers.append(None)
         items = iter(classify(self.ctx, decoded) if decoded else [])
         return [next(items) if answer is None else answer for answer in answers]
-
-    def _call(self, name: str, item: ImageItem) -> CallOutcome:
-        run = self.runs[name]
-        return call_plugin(self.ctx, run, item, lambda: run.plugin.run_image(self.ctx, item, dict(run.params)))

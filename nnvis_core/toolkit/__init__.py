@@ -14,7 +14,7 @@ docs/plugins.md (plugin API version 2) walks through it.
   channels-last), :class:`Layout` with ``to_map``, :func:`as_map`
 - hooks: :func:`captured_output`, :func:`forward_until`, :func:`captured`
 - attention: :func:`captured_attention` (weights even from fused kernels), :func:`global_attention`
-- the guard: :func:`preserved`
+- the guard: :func:`preserved`, :func:`frozen` (eval mode, frozen weights), :func:`guarded_state`
 - gradients and backward rules: :func:`gradient`, :func:`relu_rule`
 - images: :func:`model_baseline` (black, grey, blur, noise), :func:`gaussian_blur`, :func:`rgb_view`
 - scoring: :func:`target_probabilities` (chunked by a memory budget), :func:`chunk_size`
@@ -45,7 +45,7 @@ from nnvis_core.toolkit.cue_conflict_labels import (
 )
 from nnvis_core.toolkit.faithfulness import Curves, deletion_insertion, mask_share, pixel_order
 from nnvis_core.toolkit.gradients import fresh_input_gradient, gradient, reduce_channels
-from nnvis_core.toolkit.guard import model_state, preserved
+from nnvis_core.toolkit.guard import frozen, guarded_state, model_state, preserved
 from nnvis_core.toolkit.hooks import captured, captured_output, forward_until
 from nnvis_core.toolkit.maps import as_map, upsample_to_input
 from nnvis_core.toolkit.precision import exact_float32
@@ -104,8 +104,8 @@ __all__ = [
     "ACTIVATIONS", "as_map", "upsample_to_input", "Attention", "AttributionError", "AttributionPlugin", "BASELINES", "bytes_per_image",
     "captured", "captured_attention", "captured_output", "check_target_count", "chunk_size", "chunk_target",
     "conv_layers", "Curves", "default_layer", "deletion_insertion", "Explanation", "FAITHFULNESS_STEPS",
-    "feature_source", "find_layer", "first_conv", "forward_until", "fresh_input_gradient", "gaussian_blur",
-    "global_attention", "gradient", "inference_bytes", "last_conv_layer", "LAYER_KEYWORDS", "layer_name",
+    "feature_source", "find_layer", "first_conv", "forward_until", "fresh_input_gradient", "frozen", "gaussian_blur",
+    "global_attention", "gradient", "guarded_state", "inference_bytes", "last_conv_layer", "LAYER_KEYWORDS", "layer_name",
     "LAYER_PARAM_HELP", "LayerNotFound", "Layout", "LayoutError", "leaf_output_sizes", "mask_share", "middle_block",
     "MEMORY_MB", "model_baseline", "model_state", "normalizer", "output_layout", "patch_size", "PENULTIMATE",
     "pixel_baseline", "pixel_order", "preactivation", "preserved", "rectified_output", "repeated_blocks", "RECTIFIERS",

@@ -1,4 +1,11 @@
-"""Leave the model exactly as it was found, even when a method fails midway."""
+"""Leave the model exactly as it was found, even when a method fails midway.
+
+One implementation for every family: ``preserved`` restores what a method could
+change by mistake, and ``frozen`` is ``preserved`` plus eval mode and frozen
+parameters for the block (what an optimization of the *input* wants: no weight
+gradients are computed or kept). Plugin families import them from
+``nnvis_core.toolkit`` rather than keeping copies of their own.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +22,14 @@ _HOOK_DICTS = (
 )
 
 
-def model_state(model: nn.Module) -> dict:
-    """A comparable snapshot of what a method could change by mistake: modes,
-    hooks, requires_grad flags, gradients (by identity) and parameter data pointers."""
+def guarded_state(model: nn.Module) -> dict:
+    """What ``preserved`` promises to restore, as a value that compares equal when it was restored:
+    modes, hooks (by handle id), requires_grad flags, gradients (by identity) and parameter storage
+    (data pointer and version). Cheap: nothing is copied.
+
+    Not the testing kit's ``nnvis_core.testing.model_state``, which copies weights and buffers so that a
+    plugin that *wrote* to them can be told, in words, what it changed.
+    """
     return {
         "training": [(n, m.training) for n, m in model.named_modules()],
         "hooks": [(n, h, tuple(getattr(m, h, {}).keys())) for n, m in model.named_modules() for h in _HOOK_DICTS],
@@ -25,6 +37,9 @@ def model_state(model: nn.Module) -> dict:
         "grads": [(n, id(p.grad) if p.grad is not None else None) for n, p in model.named_parameters()],
         "params": [(n, p.data_ptr(), p._version) for n, p in model.named_parameters()],
     }
+
+
+model_state = guarded_state  # the name this had before; kept for plugin authors who use it
 
 
 @contextmanager
@@ -55,3 +70,19 @@ def preserved(model: nn.Module) -> Iterator[nn.Module]:
         for name, p in params:
             p.requires_grad_(flags[name])
             p.grad = grads[name]
+
+
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """``preserved``, with the model in eval mode and every parameter's requires_grad off inside the
+    block: for methods that optimize or differentiate the input only, so no weight gradient is
+    computed or kept. Everything is restored after, even when the block raises.
+
+    >>> with frozen(model):
+    ...     pixels.requires_grad_(True); model(pixels).sum().backward()   # pixels.grad only
+    """
+    with preserved(model):
+        model.eval()
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        yield model

@@ -21,15 +21,14 @@ it is in eval mode, and every hook is removed, even on failure.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from nnvis_core.toolkit import Layout, LayoutError, find_layer, output_layout
+from nnvis_core.toolkit import Layout, LayoutError, find_layer, frozen, output_layout
 from nnvis_plugins.featvis import objectives as obj
 from nnvis_plugins.featvis.parameterizations import ImageParam, fourier_image, pixel_image
 from nnvis_plugins.featvis.transforms import Transform, identity, standard_transforms
@@ -174,26 +173,6 @@ class Recorder:
         if missing:
             raise obj.ObjectiveError(f"layer(s) {', '.join(sorted(missing))} did not run in the model's forward pass")
         return dict(self.outputs), logits
-
-
-@contextmanager
-def frozen(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and no parameter gradients for the block; flags, modes and gradients restored after."""
-    training = {name: module.training for name, module in model.named_modules()}
-    params = list(model.parameters())
-    flags = [p.requires_grad for p in params]
-    grads = [p.grad for p in params]
-    model.eval()
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for name, module in model.named_modules():
-            module.training = training[name]
-        for p, flag, grad in zip(params, flags, grads):
-            p.requires_grad_(flag)
-            p.grad = grad
 
 
 def normalizer(mean: Sequence[float], std: Sequence[float], device: torch.device):

@@ -67,24 +67,3 @@ def _hooks(modules: dict[str, nn.Module], record: dict[str, torch.Tensor]) -> It
     finally:
         for handle in handles:
             handle.remove()
-
-
-@contextmanager
-def frozen(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and no parameter gradients inside the block (only the image is optimized);
-    modes, flags and gradients restored after, even when the block raises."""
-    training = {name: module.training for name, module in model.named_modules()}
-    params = list(model.parameters())
-    flags = [p.requires_grad for p in params]
-    grads = [p.grad for p in params]
-    model.eval()
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for name, module in model.named_modules():
-            module.training = training[name]
-        for p, flag, grad in zip(params, flags, grads):
-            p.requires_grad_(flag)
-            p.grad = grad

@@ -27,7 +27,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nnvis_plugins.synthesis.features import FeatureReader, frozen
+from nnvis_core.toolkit import frozen
+from nnvis_plugins.synthesis.features import FeatureReader
 from nnvis_plugins.synthesis.optimize import Optimized, optimize, pixel_logits
 from nnvis_plugins.synthesis.texture import Normalize
 

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnvis_plugins.synthesis.features import FeatureReader, frozen
+from nnvis_core.toolkit import frozen
+from nnvis_plugins.synthesis.features import FeatureReader
 from nnvis_plugins.synthesis.gram import gram_loss, gram_matrix
 from nnvis_plugins.synthesis.optimize import Optimized, noise_logits, optimize
 

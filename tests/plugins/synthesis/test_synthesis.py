@@ -13,7 +13,8 @@ import torch
 from nnvis_core.demo import DEMO_SPEC
 from nnvis_core.testing import check_plugin
 from nnvis_plugins.synthesis.feature_inversion import FeatureInversion
-from nnvis_plugins.synthesis.features import FeatureReader, frozen
+from nnvis_core.toolkit import frozen
+from nnvis_plugins.synthesis.features import FeatureReader
 from nnvis_plugins.synthesis.gram import gram_distance, gram_loss, gram_matrix
 from nnvis_plugins.synthesis.inversion import invert_features, pixel_correlation, total_variation
 from nnvis_plugins.synthesis.layers import parse_layers, spread_layers
