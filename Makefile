@@ -36,6 +36,7 @@ demo: install
 
 test: install-test $(CHROMIUM)
 	$(BIN)/lint-imports
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q --durations=15
 
 clean:

@@ -1,8 +1,10 @@
 """Compare two nnvis report folders: report.json apart from timings (numbers to rel 1e-3), and every PNG
 (max grey-level difference per file). Why: to check that a change of how a run is computed (batches,
 engines) leaves the report as it was. Usage: python benchmarks/compare_reports.py A B"""
-import json, sys
+import json
+import sys
 from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
@@ -20,11 +22,13 @@ def walk(a, b, where=""):
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b)):
             if k not in a or k not in b:
-                diffs.append((where + "/" + k, "missing on one side")); continue
+                diffs.append((where + "/" + k, "missing on one side"))
+                continue
             walk(a[k], b[k], where + "/" + k)
     elif isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
-            diffs.append((where, f"length {len(a)} vs {len(b)}")); return
+            diffs.append((where, f"length {len(a)} vs {len(b)}"))
+            return
         for i, (x, y) in enumerate(zip(a, b)):
             walk(x, y, f"{where}[{i}]")
     elif isinstance(a, float) or isinstance(b, float):
@@ -43,7 +47,8 @@ pngs = sorted(p.relative_to(A) for p in A.rglob("*.png"))
 missing = [p for p in pngs if not (B / p).is_file()]
 for p in pngs:
     if (B / p).is_file():
-        x = np.asarray(Image.open(A / p), dtype=np.int16); y = np.asarray(Image.open(B / p), dtype=np.int16)
+        x = np.asarray(Image.open(A / p), dtype=np.int16)
+        y = np.asarray(Image.open(B / p), dtype=np.int16)
         worst[str(p)] = int(np.abs(x - y).max()) if x.shape == y.shape else 999
 print(f"PNGs: {len(pngs)} compared, {len(missing)} missing in B, identical {sum(v == 0 for v in worst.values())}, "
       f"max diff <= 2: {sum(v <= 2 for v in worst.values())}")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from common import load_model
+
 from nnvis_core.demo import DEMO_SPEC
 from nnvis_core.images import discover_images, load_rgb
 from nnvis_core.models.loaded import Preprocess

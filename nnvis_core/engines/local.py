@@ -15,16 +15,15 @@ from __future__ import annotations
 import contextlib
 from typing import Callable, Iterator, Protocol
 
-from nnvis_core.run.cache import NoCache, ResultCache
-from nnvis_core.run.batches import batch_outcomes
-from nnvis_core.run.calls import call_plugin
-from nnvis_core.run.config import ReportConfig
 from nnvis_core.contract.context import ImageItem
 from nnvis_core.contract.plugin import runs_batches
+from nnvis_core.contract.stream import BatchFunction, stream_items
+from nnvis_core.run.batches import batch_outcomes
+from nnvis_core.run.cache import NoCache, ResultCache
+from nnvis_core.run.calls import call_plugin
+from nnvis_core.run.config import ReportConfig
 from nnvis_core.run.plan import CallOutcome, Outcomes, PluginRun, RunPlan, Unreadable, UsageError
 from nnvis_core.run.sink import PictureEncoder
-from nnvis_core.contract.stream import BatchFunction, stream_items
-
 
 
 class Engine(Protocol):

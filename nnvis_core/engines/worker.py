@@ -18,15 +18,15 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from nnvis_core.run.cache import model_digest
+from nnvis_core.contract.context import ImageItem
+from nnvis_core.contract.stream import classify, load_mask
+from nnvis_core.images import ImageReadError, ImageRecord, load_rgb
 from nnvis_core.run.batches import call_batch
+from nnvis_core.run.cache import model_digest
 from nnvis_core.run.calls import choose_device, load_context, plugin_runs, select_plugins
 from nnvis_core.run.config import ModelChoice, ReportConfig
-from nnvis_core.contract.context import ImageItem
-from nnvis_core.images import ImageReadError, ImageRecord, load_rgb
 from nnvis_core.run.plan import CallOutcome
 from nnvis_core.run.sink import PictureEncoder
-from nnvis_core.contract.stream import classify, load_mask
 
 
 @dataclass(frozen=True)

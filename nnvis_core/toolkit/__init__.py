@@ -25,6 +25,26 @@ docs/plugins.md (plugin API version 2) walks through it.
 """
 
 from nnvis_core.contract.targets import TargetError, resolve_target
+from nnvis_core.models.layers import (
+    ACTIVATIONS,
+    LAYER_KEYWORDS,
+    PENULTIMATE,
+    RECTIFIERS,
+    LayerNotFound,
+    conv_layers,
+    default_layer,
+    feature_source,
+    find_layer,
+    first_conv,
+    last_conv_layer,
+    middle_block,
+    preactivation,
+    rectified_output,
+    repeated_blocks,
+    resolve_layer,
+    resolve_layer_name,
+)
+from nnvis_core.models.outputs import Layout, LayoutError, output_layout, patch_size, token_layout
 from nnvis_core.toolkit.attention import Attention, captured_attention, global_attention
 from nnvis_core.toolkit.attribution import (
     FAITHFULNESS_STEPS,
@@ -47,8 +67,6 @@ from nnvis_core.toolkit.faithfulness import Curves, deletion_insertion, mask_sha
 from nnvis_core.toolkit.gradients import fresh_input_gradient, gradient, reduce_channels
 from nnvis_core.toolkit.guard import frozen, guarded_state, model_state, preserved
 from nnvis_core.toolkit.hooks import captured, captured_output, forward_until
-from nnvis_core.toolkit.maps import as_map, upsample_to_input
-from nnvis_core.toolkit.precision import exact_float32
 from nnvis_core.toolkit.imaging import (
     BASELINES,
     gaussian_blur,
@@ -58,26 +76,8 @@ from nnvis_core.toolkit.imaging import (
     rgb_view,
     to_numpy,
 )
-from nnvis_core.models.layers import (
-    ACTIVATIONS,
-    LAYER_KEYWORDS,
-    PENULTIMATE,
-    RECTIFIERS,
-    LayerNotFound,
-    conv_layers,
-    default_layer,
-    feature_source,
-    find_layer,
-    first_conv,
-    last_conv_layer,
-    middle_block,
-    preactivation,
-    rectified_output,
-    repeated_blocks,
-    resolve_layer,
-    resolve_layer_name,
-)
-from nnvis_core.models.outputs import Layout, LayoutError, output_layout, patch_size, token_layout
+from nnvis_core.toolkit.maps import as_map, upsample_to_input
+from nnvis_core.toolkit.precision import exact_float32
 from nnvis_core.toolkit.rules import UnsupportedActivation, relu_rule
 from nnvis_core.toolkit.scoring import (
     MEMORY_MB,
@@ -101,11 +101,13 @@ __all__ = [
     "exact_float32",
     "CUE_CONFLICT_CSV", "CueConflictError", "cue_conflict_name", "parse_cue_conflict_name", "read_cue_conflict_csv",
     "write_cue_conflict_csv",
-    "ACTIVATIONS", "as_map", "upsample_to_input", "Attention", "AttributionError", "AttributionPlugin", "BASELINES", "bytes_per_image",
+    "ACTIVATIONS", "as_map", "upsample_to_input", "Attention", "AttributionError", "AttributionPlugin", "BASELINES",
+    "bytes_per_image",
     "captured", "captured_attention", "captured_output", "check_target_count", "chunk_size", "chunk_target",
     "conv_layers", "Curves", "default_layer", "deletion_insertion", "Explanation", "FAITHFULNESS_STEPS",
     "feature_source", "find_layer", "first_conv", "forward_until", "fresh_input_gradient", "frozen", "gaussian_blur",
-    "global_attention", "gradient", "guarded_state", "inference_bytes", "last_conv_layer", "LAYER_KEYWORDS", "layer_name",
+    "global_attention", "gradient", "guarded_state", "inference_bytes", "last_conv_layer", "LAYER_KEYWORDS",
+    "layer_name",
     "LAYER_PARAM_HELP", "LayerNotFound", "Layout", "LayoutError", "leaf_output_sizes", "mask_share", "middle_block",
     "MEMORY_MB", "model_baseline", "model_state", "normalizer", "output_layout", "patch_size", "PENULTIMATE",
     "pixel_baseline", "pixel_order", "preactivation", "preserved", "rectified_output", "repeated_blocks", "RECTIFIERS",

@@ -135,7 +135,8 @@ class Recorder:
             if not isinstance(output, torch.Tensor):
                 raise obj.ObjectiveError(f"layer {name!r} returns {type(output).__name__}, not a tensor")
             if name in self.outputs:
-                raise obj.ObjectiveError(f"layer {name!r} runs more than once per forward pass; pick one that runs once")
+                raise obj.ObjectiveError(f"layer {name!r} runs more than once per forward pass; "
+                                         "pick one that runs once")
             self.outputs[name] = self._as_map(name, output)
             if self.stop and len(self.outputs) == len(self.modules):
                 raise _Enough

@@ -5,8 +5,16 @@ from __future__ import annotations
 from nnvis_core import Gallery, Image, Param, Plugin, Result, Scope, Table, hookimpl
 from nnvis_plugins.synthesis.inversion import invert_features
 from nnvis_plugins.synthesis.layers import DEFAULT_COUNT, parse_layers
-from nnvis_plugins.synthesis.options import (OPTIMIZER, SEED, beyond_cap, item_pixels, loss_chart, max_images_param,
-                                             model_normalizer, steps_param)
+from nnvis_plugins.synthesis.options import (
+    OPTIMIZER,
+    SEED,
+    beyond_cap,
+    item_pixels,
+    loss_chart,
+    max_images_param,
+    model_normalizer,
+    steps_param,
+)
 from nnvis_plugins.synthesis.texture import as_picture
 
 

@@ -9,8 +9,15 @@ import torch
 from nnvis_core import Image, Param, Plugin, Result, Scope, hookimpl
 from nnvis_core.images import load_rgb
 from nnvis_plugins.synthesis.layers import DEFAULT_COUNT, middle_layer, parse_layers
-from nnvis_plugins.synthesis.options import (OPTIMIZER, beyond_cap, item_pixels, loss_chart, max_images_param,
-                                             model_normalizer, steps_param)
+from nnvis_plugins.synthesis.options import (
+    OPTIMIZER,
+    beyond_cap,
+    item_pixels,
+    loss_chart,
+    max_images_param,
+    model_normalizer,
+    steps_param,
+)
 from nnvis_plugins.synthesis.style import CONTENT_WEIGHT, STYLE_WEIGHT, transfer_style
 from nnvis_plugins.synthesis.texture import as_picture
 

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from nnvis_core import Image, Param, Plugin, Result, Scope, hookimpl
 from nnvis_plugins.synthesis.layers import DEFAULT_COUNT, parse_layers
-from nnvis_plugins.synthesis.options import (OPTIMIZER, SEED, beyond_cap, item_pixels, loss_chart, max_images_param,
-                                             model_normalizer, steps_param)
+from nnvis_plugins.synthesis.options import (
+    OPTIMIZER,
+    SEED,
+    beyond_cap,
+    item_pixels,
+    loss_chart,
+    max_images_param,
+    model_normalizer,
+    steps_param,
+)
 from nnvis_plugins.synthesis.texture import as_picture, synthesize_texture
 
 LAYERS_HELP = ("comma-separated layer names (see nnvis layers), or auto: the activation outputs of "

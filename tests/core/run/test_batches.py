@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import copy_demo, registry_with, without_timings
+
 from nnvis_core import Heatmap, Plugin, Result, Scope
 from nnvis_core.contract.plugin import runs_batches
 from nnvis_core.run.config import ReportConfig
@@ -49,8 +49,9 @@ class Noisy(Plugin):
             generator = torch.Generator().manual_seed(ctx.seed_for(item, self.name))
             noise = torch.rand(8, 8, generator=generator).numpy()
             grey = item.tensor.mean(0).numpy()[:8, :8]
+            heatmap = Heatmap("grey plus noise", grey + noise, signed=True)
             results.append("nonsense" if item.record.relpath == self.bad else
-                           Result([Heatmap("grey plus noise", grey + noise, signed=True)], {"noise": float(noise.mean())}))
+                           Result([heatmap], {"noise": float(noise.mean())}))
         return results
 
 

@@ -12,8 +12,8 @@ import torch
 
 from nnvis_core.demo import DEMO_SPEC
 from nnvis_core.testing import check_plugin
-from nnvis_plugins.synthesis.feature_inversion import FeatureInversion
 from nnvis_core.toolkit import frozen
+from nnvis_plugins.synthesis.feature_inversion import FeatureInversion
 from nnvis_plugins.synthesis.features import FeatureReader
 from nnvis_plugins.synthesis.gram import gram_distance, gram_loss, gram_matrix
 from nnvis_plugins.synthesis.inversion import invert_features, pixel_correlation, total_variation
@@ -172,9 +172,9 @@ def test_style_transfer_without_a_style_is_refused_or_left_out(tmp_path):
     missing = CliRunner().invoke(cli, ["report", str(images), "--plugins", "style_transfer", "--set",
                                        "style_transfer.style=nowhere.png", "-o", str(tmp_path / "b")])
     assert missing.exit_code == 2 and "nowhere.png: no such file" in missing.output
-    from nnvis_core.runner import prepare
     from nnvis_core.run.config import ReportConfig
     from nnvis_core.run.registry import load_registry
+    from nnvis_core.runner import prepare
 
     registry = load_registry()
     plan = prepare(ReportConfig(image_dir=images, out_dir=tmp_path / "c", plugins=["all"]), registry)
