@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 
-def settled_top(page, selector: str, timeout_ms: int = 3000) -> float:
+def settled_top(page, selector: str, timeout_ms: int = 5000, still_samples: int = 3) -> float:
     """Where the element's top sits once scrolling and layout stop moving it: on a busy machine
-    the jump to an anchor can land a frame after the click that asked for it has returned."""
+    the jump to an anchor can land a frame after the click that asked for it has returned, and a
+    stalled frame can make two reads agree mid-move, so the top must hold for `still_samples`
+    reads in a row, 100 ms apart."""
     script = f"document.querySelector({selector!r}).getBoundingClientRect().top"
-    top = page.evaluate(script)
+    top, still = page.evaluate(script), 0
     for _ in range(timeout_ms // 100):
         page.wait_for_timeout(100)
         now = page.evaluate(script)
-        if now == top:
+        still = still + 1 if now == top else 0
+        if still >= still_samples:
             return now
         top = now
     return top
