@@ -13,10 +13,11 @@ import time
 from typing import Sequence
 
 from nnvis_core.contract.artifacts import ArtifactError, Result, as_result
+from nnvis_core.contract.conformance import hook_keys, remove_leaked_hooks
 from nnvis_core.contract.context import ImageItem, RunContext
 from nnvis_core.contract.plugin import runs_batches
 from nnvis_core.run.cache import NoCache, ResultCache
-from nnvis_core.run.calls import call_plugin, plugin_traceback, seed_call
+from nnvis_core.run.calls import call_plugin, check_overlays, plugin_traceback, seed_call
 from nnvis_core.run.plan import CallOutcome, PluginRun
 from nnvis_core.run.registry import one_line
 from nnvis_core.run.timeout import CallTimeout, call_with_time_limit
@@ -36,33 +37,38 @@ def call_batch(ctx: RunContext, run: PluginRun, items: Sequence[ImageItem]) -> l
 
     The batch is seeded as its first item's call would be (a batch of one behaves as run_image),
     gets the per-call time limit times its size, and its time is shared evenly among its items.
-    A result that fails the checks is that item's error alone; a batch that raises, returns the
-    wrong number of results or runs past its limit is computed again one item at a time.
+    A result that fails the checks call_plugin applies (a valid result, overlays of the image's
+    aspect ratio) is that item's error alone; a batch that raises, returns the wrong number of
+    results, runs past its limit or leaves a hook on the model is computed again one item at a
+    time, so that each item's call is checked as call_plugin checks it.
     """
     if len(items) < 2 or not runs_batches(run.plugin) or run.stuck:
         return call_each(ctx, run, items)
     limit = None if run.time_limit is None else run.time_limit * len(items)
     seed_call(ctx.seed_for(items[0], run.plugin.name), ctx.device)
+    hooks = hook_keys(ctx.module)
     start = time.perf_counter()
+    returned: list | None = None
     try:
         returned = call_with_time_limit(lambda: list(run.plugin.run_batch(ctx, list(items), dict(run.params))), limit)
     except CallTimeout as failure:
         run.stuck = not failure.stopped  # then call_each skips every item, as call_plugin would
-        return call_each(ctx, run, items)
     except Exception:  # noqa: BLE001 - one bad item must not fail the batch: each is tried alone
-        return call_each(ctx, run, items)
-    finally:
+        pass
+    finally:  # before any per-item call, so that each call's own hook check starts clean
+        leaked = remove_leaked_hooks(ctx.module, hooks)
         ctx.module.zero_grad(set_to_none=True)
-    if len(returned) != len(items):
+    if returned is None or leaked or len(returned) != len(items):
         return call_each(ctx, run, items)
     share = (time.perf_counter() - start) / len(items)
-    return [_checked(result, share) for result in returned]
+    return [_checked(result, item, share) for result, item in zip(returned, items)]
 
 
-def _checked(returned: object, seconds: float) -> CallOutcome:
+def _checked(returned: object, item: ImageItem, seconds: float) -> CallOutcome:
     """One item's outcome: its result, or the checks' complaint as that item's error."""
     try:
         result: Result = as_result(returned)
+        check_overlays(result, item)
     except ArtifactError as failure:
         return CallOutcome(None, seconds, f"bad output: {failure}", plugin_traceback(failure))
     except Exception as failure:  # noqa: BLE001 - a plugin's odd return value must not end the run

@@ -111,7 +111,7 @@ def call_plugin(ctx: RunContext, run: PluginRun, item: ImageItem | None, call: C
     try:
         result = as_result(call_with_time_limit(call, run.time_limit))
         if item is not None:
-            _check_overlays(result, item)
+            check_overlays(result, item)
     except CallTimeout as failure:
         error, trace = str(failure), failure.stack
         run.stuck = not failure.stopped
@@ -129,7 +129,7 @@ def call_plugin(ctx: RunContext, run: PluginRun, item: ImageItem | None, call: C
     return CallOutcome(result, time.perf_counter() - start, error, trace)
 
 
-def _check_overlays(result: Result, item: ImageItem) -> None:
+def check_overlays(result: Result, item: ImageItem) -> None:
     """Raise ArtifactError for the first overlay map that would be stretched over the image."""
     for artifact in result.artifacts:
         problem = overlay_problem(artifact, item.pixels.shape)

@@ -22,7 +22,9 @@ from nnvis_reports import build_report
 class Noisy(Plugin):
     """The input's grey level plus noise drawn per image; notes the size of every batch it gets.
     NNVIS test knobs as class attributes: `fail` (an image that raises), `bad` (one that returns
-    nonsense), `stall` (seconds a batch of more than one image busy-waits)."""
+    nonsense), `stall` (seconds a batch of more than one image busy-waits), `stretched` (one whose
+    map has another aspect ratio than the image), `leak` (a batch of more than one image leaves a
+    forward hook on the model)."""
 
     name = "noisy_batches"
     title = "Noisy batches"
@@ -32,6 +34,8 @@ class Noisy(Plugin):
     fail: str | None = None
     bad: str | None = None
     stall: float = 0.0
+    stretched: str | None = None
+    leak: bool = False
 
     def run_image(self, ctx, item, params):
         return self.run_batch(ctx, [item], params)[0]
@@ -42,6 +46,8 @@ class Noisy(Plugin):
             end = time.perf_counter() + self.stall
             while time.perf_counter() < end:  # Python bytecode: the time limit can stop it
                 pass
+        if len(items) > 1 and self.leak:
+            ctx.module.register_forward_hook(lambda module, inputs, output: None)
         results = []
         for item in items:
             if item.record.relpath == self.fail:
@@ -49,6 +55,8 @@ class Noisy(Plugin):
             generator = torch.Generator().manual_seed(ctx.seed_for(item, self.name))
             noise = torch.rand(8, 8, generator=generator).numpy()
             grey = item.tensor.mean(0).numpy()[:8, :8]
+            if item.record.relpath == self.stretched:
+                grey, noise = np.tile(grey, (1, 2)), np.tile(noise, (1, 2))
             heatmap = Heatmap("grey plus noise", grey + noise, signed=True)
             results.append("nonsense" if item.record.relpath == self.bad else
                            Result([heatmap], {"noise": float(noise.mean())}))
@@ -67,9 +75,9 @@ class OneAtATime(Plugin):
 
 @pytest.fixture
 def noisy():
-    Noisy.batches, Noisy.fail, Noisy.bad, Noisy.stall = [], None, None, 0.0
+    Noisy.batches, Noisy.fail, Noisy.bad, Noisy.stall, Noisy.stretched, Noisy.leak = [], None, None, 0.0, None, False
     yield Noisy
-    Noisy.batches, Noisy.fail, Noisy.bad, Noisy.stall = [], None, None, 0.0
+    Noisy.batches, Noisy.fail, Noisy.bad, Noisy.stall, Noisy.stretched, Noisy.leak = [], None, None, 0.0, None, False
 
 
 @pytest.fixture
@@ -148,3 +156,20 @@ def test_resume_computes_only_the_missing_images_and_caches_each_on_its_own(nois
 def test_noise_is_per_image(noisy, images, tmp_path) -> None:
     noise = [result["metrics"]["noise"] for result in results(report(images, tmp_path / "r", batch_size=6)).values()]
     assert len(set(np.round(noise, 6))) == 6
+
+
+def test_a_batch_is_checked_as_each_call_is(noisy, images, tmp_path) -> None:
+    """The run's checks of one call (nnvis_core.contract.conformance) hold for a batch too: a map of
+    another aspect ratio is its image's error, and a batch that leaves a hook is undone and retried
+    one image at a time, each of which is then refused for the hook it leaves."""
+    clean = results(report(images, tmp_path / "clean", batch_size=6))
+    noisy.stretched = sorted(clean)[1]
+    stretched = results(report(images, tmp_path / "stretched", batch_size=6))
+    assert stretched[noisy.stretched]["status"] == "error" and "aspect ratio" in stretched[noisy.stretched]["error"]
+    assert {path: r for path, r in stretched.items() if path != noisy.stretched} == \
+           {path: r for path, r in clean.items() if path != noisy.stretched}
+    noisy.stretched, noisy.leak = None, True
+    noisy.batches.clear()
+    leaked = results(report(images, tmp_path / "leaked", batch_size=6))
+    assert noisy.batches == [6, 1, 1, 1, 1, 1, 1]  # a batch of one leaks nothing here: each image is fine
+    assert leaked == clean
