@@ -335,11 +335,16 @@ class _Recorder(Plugin):
         try:
             returned = invoke()
         finally:  # checked when the call raises too: that is when cleanup is most often forgotten
-            changes = model_changes(before, model_state(ctx.module))
+            after = model_state(ctx.module)
+            # A hook left behind fails the call in the run itself (nnvis_core.run.calls), which names it.
+            leaked = any(new - before["hooks"].get(place, frozenset()) for place, new in after["hooks"].items())
+            changes = model_changes(before, after, left_hooks=False)
             if changes:
                 self.problems.append(("model", f"{_where(where)} left the model changed (restore it in a "
                                       f"finally block): " + "; ".join(changes)))
         result = as_result(returned)  # a bad result raises here and becomes an error entry
+        if leaked:  # the run fails this call; a second call for the determinism check would leave more
+            return result
         # Overlay maps of another aspect ratio are refused by the run itself (call_plugin), as in a report.
         torch.manual_seed(ctx.seed_for(item, self.name))  # as the runner seeded the first call
         difference = result_difference(result, as_result(invoke()))
@@ -364,13 +369,14 @@ def model_state(module: torch.nn.Module) -> dict[str, Any]:
     }
 
 
-def model_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    """Human-readable differences between two model_state snapshots."""
+def model_changes(before: dict[str, Any], after: dict[str, Any], left_hooks: bool = True) -> list[str]:
+    """Human-readable differences between two model_state snapshots (without hooks left behind
+    when `left_hooks` is False: the run reports those itself)."""
     changes = []
     for name, mode in after["training"].items():
         if before["training"].get(name) != mode:
             changes.append(f"module '{name or '(root)'}' was left in {'train' if mode else 'eval'} mode")
-    changes.extend(hooks_changed(before["hooks"], after["hooks"]))
+    changes.extend(hooks_changed(before["hooks"], after["hooks"], left=left_hooks))
     for name, flag in after["requires_grad"].items():
         if before["requires_grad"].get(name) != flag:
             changes.append(f"requires_grad of '{name}' changed to {flag}")

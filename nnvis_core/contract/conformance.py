@@ -85,13 +85,13 @@ def hook_keys(model: nn.Module) -> HookKeys:
     return {(name, registry): frozenset(hooks) for name, registry, hooks in _registries(model) if hooks}
 
 
-def hooks_changed(before: HookKeys, after: HookKeys) -> list[str]:
+def hooks_changed(before: HookKeys, after: HookKeys, left: bool = True) -> list[str]:
     """Each registry whose hooks differ, as a phrase naming the layer:
-    "a forward hook left on layer 'features.0'", or "... removed from ..."."""
+    "a forward hook left on layer 'features.0'", or "... removed from ..." (only those with `left` False)."""
     changes = []
     for place in sorted(before.keys() | after.keys()):
         old, new = before.get(place, frozenset()), after.get(place, frozenset())
-        if new - old:
+        if left and new - old:
             changes.append(f"{_count(len(new - old), place)} left on {_where(place)}")
         if old - new:
             changes.append(f"{_count(len(old - new), place)} removed from {_where(place)}")
