@@ -373,7 +373,14 @@
     const href = cell.parentElement.dataset.href;
     if (href) { location.href = href; return; }  // a paged report: the image's page
     const id = "img-" + cell.parentElement.dataset.image;
-    if (!document.getElementById(id)) return;  // a page shown inline: the detail is shown on demand
+    const detail = view.root.querySelector(".matrix-detail");
+    if (detail) {  // a page shown inline leaves the detail out: the notebook shows it on demand
+      const image = view.data.images.find((entry) => String(entry.index) === cell.parentElement.dataset.image);
+      detail.textContent = image.path + ": its full detail is shown by run.show_image(" + JSON.stringify(image.path)
+        + ") in the notebook (run: the nnvis.run result shown here).";
+      detail.hidden = false;
+      return;
+    }
     if (location.hash === "#" + id) document.getElementById(id).scrollIntoView();  // no hash change: no scroll
     else location.hash = id;
   }

@@ -90,6 +90,19 @@ def test_the_inline_page_draws_every_picture_in_a_browser(compared, tmp_path, op
     assert [url for url in opened.requests if not url.startswith(("file:", "data:"))] == []
 
 
+def test_a_click_in_the_inline_matrix_says_how_to_show_that_image(compared, tmp_path, open_report):
+    run, _ = compared
+    (tmp_path / "inline.html").write_text(document(run._repr_html_()), encoding="utf-8")
+    opened = open_report(tmp_path / "inline.html")
+    opened.page.wait_for_selector("[data-matrix] tbody tr")
+    detail = opened.page.locator(".matrix-detail")
+    assert detail.is_hidden()
+    opened.page.locator("[data-matrix] tbody tr").nth(1).locator("td").first.click()
+    assert detail.is_visible()
+    assert f'run.show_image("{run.images[1]}")' in detail.text_content()
+    assert opened.console_errors == [] and opened.page_errors == []
+
+
 def test_an_image_s_detail_shows_on_demand(compared, tmp_path, open_report):
     run, _ = compared
     assert 'id="img-' not in run.page()  # the page shown inline leaves the detail out
