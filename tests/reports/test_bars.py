@@ -58,6 +58,20 @@ def test_a_plugin_returning_bars_renders_them_in_report_json_and_index_html(few_
     assert "{{ 7*7 }}" in svg and "49" not in re.findall(r"<text[^>]*>([^<]*)</text>", svg)
 
 
+def test_the_bars_draw_in_a_browser_with_their_labels_as_text(few_demo_images, tmp_path, open_report):
+    out = tmp_path / "out"
+    build_report(ReportConfig(few_demo_images, out, plugins=["per-class"]), registry_with(PerClass()))
+    opened = open_report(out / "index.html")
+    chart = opened.page.locator("svg.chart.bars").first
+    chart.scroll_into_view_if_needed()
+    boxes = chart.locator("rect").evaluate_all("rects => rects.map(r => r.getBBox().height)")
+    assert len(boxes) == len(HOSTILE) * 2 and all(height > 0 for height in boxes)
+    titles = chart.locator("rect title").all_text_contents()
+    assert any(title.startswith(HOSTILE[0] + ": images ") for title in titles)  # a label as text, not markup
+    assert chart.bounding_box()["width"] > 100
+    assert opened.dialogs == [] and opened.console_errors == [] and opened.page_errors == []
+
+
 def test_bars_rise_from_zero_and_negative_values_hang_below_it():
     from nnvis_reports.bars import bar_geometry
 
