@@ -22,7 +22,7 @@ from nnvis_core.models import ModelOptions, load_model
 from nnvis_core.models.layers import LAYER_KEYWORDS, LayerNotFound, find_layer
 from nnvis_core.models.loaded import ModelLoadError, Preprocess
 from nnvis_core.run.plan import UsageError
-from nnvis_core.runner import choose_device
+from nnvis_core.runner import choose_device, default_layer_problem
 from nnvis_core.toolkit import AttributionPlugin
 from nnvis_core.toolkit.targets import AttributionError
 
@@ -82,7 +82,7 @@ SHOWN_CARDS = 4  # cards a notebook draws for a batch
 def explain(model: Any, image: Any, method: str = "gradcam", target: str | int = "predicted", *,
             weights: Any = None, preprocess: Preprocess | dict | None = None,
             class_names: Sequence[str] | None = None, device: str = "auto", seed: int = 0,
-            **params: Any) -> Explained | ExplainedBatch:
+            model_output: str | None = None, **params: Any) -> Explained | ExplainedBatch:
     """One attribution method on one image (a file, a PIL image, a NumPy array (H, W, 3) or an RGB
     tensor (3, H, W) in [0, 1]), the one-liner: the map as a tensor, the target, the metrics.
 
@@ -90,6 +90,7 @@ def explain(model: Any, image: Any, method: str = "gradcam", target: str | int =
     ExplainedBatch whose `map` is (N, H, W).
 
     target: predicted, true (from the file's folder name), a class index or a class name.
+    model_output: where the class scores are when the model returns more than a tensor (as --model-output).
     """
     models = model_specs([model], preprocess, class_names, weights=weights)
     weights = weights if isinstance(weights, str) or weights is None else None
@@ -106,7 +107,8 @@ def explain(model: Any, image: Any, method: str = "gradcam", target: str | int =
             raise UsageError(str(error)) from None
         resolved = choose_device(device)
         try:
-            loaded = load_model(models.specs[0], ModelOptions(weights=weights, seed=seed), registry, str(resolved))
+            options = ModelOptions(weights=weights, seed=seed, output=model_output)
+            loaded = load_model(models.specs[0], options, registry, str(resolved))
         except ModelLoadError as error:
             raise UsageError(str(error)) from None
         ctx = RunContext(loaded, resolved, seed, 16, None, {n: r.item for n, r in registry.plugins.items()})
@@ -146,31 +148,21 @@ def first_line(error: BaseException) -> str:
 def check_applies(ctx: RunContext, method: str, plugin: Plugin, values: dict) -> None:
     """What the CLI refuses before a run (nnvis_core.runner's applicable and check_layers), refused
     here with the same line: a method that does not apply, a layer that does not exist."""
-    reason = plugin.applies_with(ctx, values)
+    reason = plugin.applies_with(ctx, values) or default_layer_problem(plugin, ctx, values)
     if reason is None and isinstance(values.get("layer"), str) and values["layer"] not in LAYER_KEYWORDS:
         try:
             find_layer(ctx.module, values["layer"])
         except LayerNotFound as error:
             raise UsageError(f"{method}.layer: {first_line(error)}") from None
-    elif reason is None and "layer" in {p.name for p in plugin.params}:
-        reason = _layer_problem(plugin, ctx)
     if reason is not None:
         raise UsageError(cannot_apply(ctx, method, reason))
-
-
-def _layer_problem(plugin: Plugin, ctx: RunContext) -> str | None:
-    """Why `plugin` finds no layer to read on the model by default (Grad-CAM on an MLP), or None."""
-    try:
-        plugin.default_layers(ctx.module)
-    except (LayerNotFound, AttributionError) as error:
-        return first_line(error)
-    return None
 
 
 def cannot_apply(ctx: RunContext, method: str, reason: str) -> str:
     """The line for a method that cannot run on the model, naming the attribution methods that can."""
     can = [name for name, plugin in ctx.plugins.items() if isinstance(plugin, AttributionPlugin)
-           and plugin.applies_to(ctx) is None and _layer_problem(plugin, ctx) is None]
+           and plugin.applies_to(ctx) is None
+           and default_layer_problem(plugin, ctx, {p.name: p.default for p in plugin.params}) is None]
     return (f"{method} does not apply to model {ctx.model.name}: {reason}; "
             f"methods that apply: {', '.join(can) or 'none'}")
 

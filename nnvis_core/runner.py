@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 
 from nnvis_core.contract.context import RunContext
-from nnvis_core.contract.plugin import Scope
+from nnvis_core.contract.plugin import Plugin, Scope
 from nnvis_core.contract.stream import ImageStream
 from nnvis_core.engines.local import Engine, LocalEngine, open_engine
 from nnvis_core.images import ImageRecord, discover_images
@@ -111,12 +111,30 @@ def applicable(runs: list[PluginRun], ctx: RunContext, everything: bool) -> tupl
     for plugin_run in runs:
         reason = plugin_run.plugin.applies_with(ctx, plugin_run.params)
         if reason is None:
+            reason = default_layer_problem(plugin_run.plugin, ctx, plugin_run.params)
+        if reason is None:
             kept.append(plugin_run)
         elif everything:
             skipped.append(SkippedPlugin(plugin_run.plugin.name, reason))
         else:
             raise UsageError(f"{plugin_run.plugin.name} does not apply to model {ctx.model.name}: {reason}")
     return kept, skipped
+
+
+def default_layer_problem(plugin: Plugin, ctx: RunContext, params: dict) -> str | None:
+    """Why `plugin` finds no layer to read when the user named none (Grad-CAM on an MLP), or None.
+
+    Asked before the run, so that such a plugin is refused (or left out under
+    `--plugins all`) once, not failed on every image."""
+    layer = params.get("layer")
+    if not isinstance(layer, str) or layer not in LAYER_KEYWORDS:
+        return None
+    try:
+        plugin.default_layers(ctx.module)
+    except (LayerNotFound, ValueError) as error:
+        text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+        return (text.strip().splitlines() or [type(error).__name__])[0]
+    return None
 
 
 def check_layers(runs: list[PluginRun], ctx: RunContext) -> None:

@@ -44,3 +44,19 @@ def test_no_lookup_error_escapes_except_usage_error(demo_images):
             call()
         except nnvis.UsageError:
             pass
+
+
+def test_a_run_refuses_grad_cam_on_a_model_without_its_layer_before_any_image():
+    with pytest.raises(nnvis.UsageError) as raised:
+        nnvis.run([torch.rand(3, 32, 32)] * 2, mlp(), plugins=["gradcam", "saliency"], preprocess=SMALL,
+                  class_names=[str(i) for i in range(10)], device="cpu")
+    assert str(raised.value).startswith("gradcam does not apply to model Sequential: ")
+
+
+def test_every_plugin_leaves_grad_cam_out_with_its_reason_on_such_a_model():
+    run = nnvis.run([torch.rand(3, 32, 32)] * 2, mlp(), plugins=["all"], preprocess=SMALL,
+                    class_names=[str(i) for i in range(10)], device="cpu")
+    skipped = {entry["name"]: entry["reason"] for entry in run.report()["by_model"][0]["skipped_plugins"]}
+    assert "gradcam" in skipped and "saliency" not in skipped
+    assert all(outcome["status"] == "ok" for image in run.report()["by_model"][0]["images"]
+               for name, outcome in image["results"].items() if name == "saliency")
