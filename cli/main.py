@@ -65,6 +65,9 @@ def _merge_config(path: Path | None, cli_values: dict, assignments: tuple[str, .
                                             "Once for every model, or once per --model.")
 @click.option("--trust-checkpoint", is_flag=True, default=None,
               help="Allow a checkpoint holding pickled Python objects (can run code: only for files you trust).")
+@click.option("--model-output", metavar="KEY",
+              help="Where the class scores are when the model's forward returns more than a tensor: a dict key, "
+                   "an attribute or a tuple position. Default: 'logits', else the first tensor.")
 @click.option("--labels", type=click.Path(path_type=Path), help="Class names: text file (one per line) or JSON list.")
 @click.option("--masks", type=click.Path(path_type=Path),
               help="Folder of ground-truth object masks with the same relative paths as the images.")

@@ -16,6 +16,7 @@ from nnvis_core.contract.plugin import Plugin
 from nnvis_core.hook_marker import hookimpl
 from nnvis_core.models import ModelOptions
 from nnvis_core.models.loaded import LoadedModel, Preprocess
+from nnvis_core.models.logits import remove_output_selection
 from nnvis_core.models.source import ModelSource
 from nnvis_core.run.plan import UsageError
 from nnvis_core.run.registry import Origin, Registered, Registry, check_plugin, load_registry
@@ -126,6 +127,7 @@ class Models:
 
     def restore(self) -> None:
         for module, training, device in self.saved:
+            remove_output_selection(module)
             module.train(training)
             if device is not None:
                 module.to(device)

@@ -29,7 +29,8 @@ from nnvis_core.runner import run as run_core
 def run(images: Any, model: Any = "demo", plugins: Sequence[str | Plugin] | None = None, *,
         masks: str | Path | None = None, labels: str | Path | None = None, weights: Any = None,
         arch: str | list[str] | None = None, compare: Sequence[Any] = (), preprocess: Preprocess | dict | None = None,
-        class_names: Sequence[str] | None = None, trust_checkpoint: bool = False, device: str = "auto",
+        class_names: Sequence[str] | None = None, trust_checkpoint: bool = False, model_output: str | None = None,
+        device: str = "auto",
         seed: int = 0, batch_size: int = 16, resize: int | None = None, crop: int | None = None,
         mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
         plugin_timeout: float | None = None, engine: str = "local", address: str | None = None,
@@ -70,8 +71,9 @@ def run(images: Any, model: Any = "demo", plugins: Sequence[str | Plugin] | None
                 config = build_config(
                     folder, Path(tempfile.gettempdir()) / "nnvis-python-run-unused", model=models.specs,
                     weights=list(weights) if isinstance(weights, tuple) else weights, arch=arch, labels=labels,
-                    masks=masks, trust_checkpoint=trust_checkpoint, plugins=names, params=params, device=device,
-                    seed=seed, batch_size=batch_size, resize=resize, crop=crop, mean=mean, std=std,
+                    masks=masks, trust_checkpoint=trust_checkpoint, model_output=model_output, plugins=names,
+                    params=params, device=device, seed=seed, batch_size=batch_size, resize=resize, crop=crop,
+                    mean=mean, std=std,
                     plugin_timeout=plugin_timeout, engine=engine, address=address, workers=workers,
                     gpus_per_worker=gpus_per_worker, jobs=jobs, quiet=True, images=records)
             except (ConfigError, ParamError) as error:

@@ -89,6 +89,7 @@ class ModelOptions:
     trust_checkpoint: bool = False
     labels: Path | None = None
     seed: int = 0
+    output: str | None = None  # the part of the forward's output that holds the class scores (--output)
 
 
 @dataclass

@@ -17,6 +17,7 @@ import torch
 from nnvis_core.hook_marker import hookimpl
 from nnvis_core.models.checkpoints import apply_state_dict, load_checkpoint, num_classes_of, unwrap_state_dict
 from nnvis_core.models.loaded import LoadedModel, ModelLoadError, ModelOptions, Preprocess, read_labels
+from nnvis_core.models.logits import OutputError, logits_of, select_output
 from nnvis_core.models.source import ModelSource, check_model_source  # noqa: F401 - public here too
 
 
@@ -138,14 +139,15 @@ def nnvis_register_model_sources(register) -> None:
     register(FileSource())
 
 
-def _class_count(module: torch.nn.Module, preprocess: Preprocess) -> int | None:
+def _probe(module: torch.nn.Module, preprocess: Preprocess) -> Any:
+    """What one forward pass of a blank image of the model's input size returns, or None when the model
+    rejects it (the runner reports input-size problems later, in one line)."""
     size = preprocess.crop or preprocess.resize or 224
     try:
         with torch.no_grad():
-            out = module(torch.zeros(1, 3, size, size))
-    except Exception:  # noqa: BLE001 - the runner reports input-size problems later
+            return module(torch.zeros(1, 3, size, size))
+    except Exception:  # noqa: BLE001
         return None
-    return int(out.shape[-1]) if out.ndim == 2 else None
 
 
 def load_model(spec: str, options: ModelOptions, registry: HasModelSources, device: str = "cpu") -> LoadedModel:
@@ -165,7 +167,16 @@ def load_model(spec: str, options: ModelOptions, registry: HasModelSources, devi
     if options.labels is not None:
         loaded.class_names = read_labels(options.labels)
     loaded.module.eval()
-    count = _class_count(loaded.module, loaded.preprocess)
+    output = _probe(loaded.module, loaded.preprocess)
+    if output is not None:
+        try:
+            note = select_output(loaded.module, output, options.output)
+        except OutputError as error:
+            raise ModelLoadError(f"model {loaded.name}: {error}") from None
+        if note:
+            loaded.notes.append(note)
+            output = logits_of(output, options.output)
+    count = int(output.shape[-1]) if isinstance(output, torch.Tensor) and output.ndim == 2 else None
     if count is not None and loaded.class_names and len(loaded.class_names) != count:
         raise ModelLoadError(
             f"model {loaded.name} has {count} outputs but {len(loaded.class_names)} class names were given"

@@ -140,7 +140,8 @@ def check_overlays(result: Result, item: ImageItem) -> None:
 def load_context(config: ReportConfig, choice: ModelChoice, registry: Registry, device: torch.device,
              runs: list[PluginRun], several: bool = False) -> RunContext:
     """One model loaded and checked against the plugins' targets."""
-    options = ModelOptions(choice.weights, choice.arch, config.trust_checkpoint, config.labels, config.seed)
+    options = ModelOptions(choice.weights, choice.arch, config.trust_checkpoint, config.labels, config.seed,
+                           config.model_output)
     try:
         model = load_model(choice.model, options, registry, str(device))
     except ModelLoadError as error:

@@ -27,7 +27,7 @@ from nnvis_core.contract.params import ParamError
 FILE_KEYS = {
     "model": (str, list), "weights": (str, list), "arch": (str, list), "labels": str, "plugins": list, "device": str,
     "batch_size": int, "seed": int, "masks": str, "resize": int, "crop": int, "params": dict,
-    "plugin_timeout": float,
+    "plugin_timeout": float, "model_output": str,
 }
 
 
@@ -54,6 +54,7 @@ class ReportConfig:
     labels: Path | None = None
     masks: Path | None = None  # ground-truth object masks: MASKS/relpath for each image
     trust_checkpoint: bool = False
+    model_output: str | None = None  # the part of each model's forward output holding the class scores
     plugins: list[str] | None = None  # None: the plugins that declare default_enabled; ["all"]: every one
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     device: str = "auto"
@@ -160,7 +161,8 @@ def build_config(image_dir: str | Path, out_dir: str | Path | None = None, *,
                  model: str | list[str] | None = None, weights: str | list[str] | None = None,
                  arch: str | list[str] | None = None, labels: str | Path | None = None,
                  masks: str | Path | None = None, trust_checkpoint: bool | None = None,
-                 plugins: str | list[str] | None = None, params: dict[str, dict[str, Any]] | None = None,
+                 model_output: str | None = None, plugins: str | list[str] | None = None,
+                 params: dict[str, dict[str, Any]] | None = None,
                  device: str | None = None, batch_size: int | None = None, seed: int | None = None,
                  resize: int | None = None, crop: int | None = None,
                  mean: str | tuple[float, ...] | None = None, std: str | tuple[float, ...] | None = None,
@@ -175,12 +177,15 @@ def build_config(image_dir: str | Path, out_dir: str | Path | None = None, *,
     model, weights, arch: one value, or a list (several models side by side; see split_models).
     plugins: a list of names or one comma-separated string ("all": every plugin).
     mean, std: three numbers, or a string of three comma-separated numbers.
+    model_output: where a forward that returns more than a tensor keeps the class scores (a key, an
+    attribute or a tuple position; nnvis_core.models.logits); by default `logits` or the first tensor.
 
         build_config("examples/demo/images", model=["demo", "demo-vit"], plugins="gradcam,occlusion")
     """
     settings: dict[str, Any] = dict(split_models(model, weights, arch))
     settings.update(
         labels=_path(labels, "labels"), masks=_path(masks, "masks"), trust_checkpoint=bool(trust_checkpoint),
+        model_output=_text(model_output, "model_output"),
         plugins=_plugin_names(plugins), params=_params(params),
         device=_text(device, "device") or "auto", seed=_whole(seed, "seed", None) if seed is not None else 0,
         batch_size=_whole(batch_size, "batch_size", 1) if batch_size is not None else 16,
