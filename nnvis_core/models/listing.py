@@ -68,8 +68,10 @@ def layer_rows(model: nn.Module, input_hw: tuple[int, int],
     and, given the installed plugins by name, which of them read it by default."""
     outputs: dict[str, object] = {}
     names = {module: name for name, module in model.named_modules() if name}
-    handles = [module.register_forward_hook(lambda m, args, out: outputs.setdefault(names[m], out))
-               for module in names]
+    def record(module: nn.Module, args, output) -> None:  # returns None: the output is left as it is
+        outputs.setdefault(names[module], output)  # the first call of a module called twice
+
+    handles = [module.register_forward_hook(record) for module in names]
     parameter = next(model.parameters(), None)
     try:
         with torch.no_grad():
