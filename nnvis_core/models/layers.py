@@ -276,10 +276,24 @@ def _ends(container: nn.Module, child: str) -> bool:
 _BLOCKS: "weakref.WeakKeyDictionary[nn.Module, tuple[list[str], str]]" = weakref.WeakKeyDictionary()
 
 
+_INPUT_SIZES: "weakref.WeakKeyDictionary[nn.Module, tuple[int, int]]" = weakref.WeakKeyDictionary()
+
+
+def remember_input_size(model: nn.Module, size: tuple[int, int]) -> None:
+    """The input size a loaded model's preprocessing gives it (load_model tells it here), which the
+    layer probes use first: a 64 px model probed at 224 px may reject the probe or show other maps."""
+    _INPUT_SIZES[model] = (int(size[0]), int(size[1]))
+    _ORDER.pop(model, None)
+    _BLOCKS.pop(model, None)
+
+
 def probe_size(model: nn.Module) -> tuple[int, int]:
-    """An input size the model accepts: torchvision ViT's image_size, the size timm's patch embedding
-    was built for (which `img_size=` may have changed from the pretrained config, and which a strict
-    one asserts), timm's configured size, else 224."""
+    """An input size the model accepts: the size its preprocessing gives it (remember_input_size),
+    torchvision ViT's image_size, the size timm's patch embedding was built for (which `img_size=` may
+    have changed from the pretrained config, and which a strict one asserts), timm's configured size,
+    else 224."""
+    if model in _INPUT_SIZES:
+        return _INPUT_SIZES[model]
     size = getattr(model, "image_size", None)
     if isinstance(size, int):
         return size, size

@@ -16,6 +16,7 @@ import torch
 
 from nnvis_core.hook_marker import hookimpl
 from nnvis_core.models.checkpoints import apply_state_dict, load_checkpoint, num_classes_of, unwrap_state_dict
+from nnvis_core.models.layers import remember_input_size
 from nnvis_core.models.loaded import LoadedModel, ModelLoadError, ModelOptions, Preprocess, read_labels
 from nnvis_core.models.logits import OutputError, logits_of, select_output
 from nnvis_core.models.source import ModelSource, check_model_source  # noqa: F401 - public here too
@@ -139,10 +140,15 @@ def nnvis_register_model_sources(register) -> None:
     register(FileSource())
 
 
+def input_side(preprocess: Preprocess) -> int:
+    """The side of the square input the model's preprocessing gives it."""
+    return preprocess.crop or preprocess.resize or 224
+
+
 def _probe(module: torch.nn.Module, preprocess: Preprocess) -> Any:
     """What one forward pass of a blank image of the model's input size returns, or None when the model
     rejects it (the runner reports input-size problems later, in one line)."""
-    size = preprocess.crop or preprocess.resize or 224
+    size = input_side(preprocess)
     try:
         with torch.no_grad():
             return module(torch.zeros(1, 3, size, size))
@@ -150,8 +156,10 @@ def _probe(module: torch.nn.Module, preprocess: Preprocess) -> Any:
         return None
 
 
-def load_model(spec: str, options: ModelOptions, registry: HasModelSources, device: str = "cpu") -> LoadedModel:
-    """Resolve `--model` against the registered sources and load it on `device`."""
+def load_model(spec: str, options: ModelOptions, registry: HasModelSources, device: str = "cpu",
+               preprocess: Mapping[str, Any] | None = None) -> LoadedModel:
+    """Resolve `--model` against the registered sources and load it on `device`; `preprocess`
+    replaces fields of the source's preprocessing (--resize, --crop, --mean, --std; None keeps one)."""
     sources = {name: reg.item for name, reg in registry.model_sources.items()}
     prefix, colon, rest = spec.partition(":")
     if colon and prefix in sources:
@@ -163,10 +171,11 @@ def load_model(spec: str, options: ModelOptions, registry: HasModelSources, devi
     else:
         known = ", ".join(sorted(f"{n}:" if n not in ("demo", "demo-vit") else n for n in sources))
         raise ModelLoadError(f"--model {spec!r}: not a file, and no model source matches (sources: {known})")
-    loaded = source.load(target, options)
+    loaded = source.load(target, options).with_preprocess(**(preprocess or {}))
     if options.labels is not None:
         loaded.class_names = read_labels(options.labels)
     loaded.module.eval()
+    remember_input_size(loaded.module, (input_side(loaded.preprocess),) * 2)
     output = _probe(loaded.module, loaded.preprocess)
     if output is not None:
         try:

@@ -143,10 +143,10 @@ def load_context(config: ReportConfig, choice: ModelChoice, registry: Registry, 
     options = ModelOptions(choice.weights, choice.arch, config.trust_checkpoint, config.labels, config.seed,
                            config.model_output)
     try:
-        model = load_model(choice.model, options, registry, str(device))
+        model = load_model(choice.model, options, registry, str(device),
+                           dict(resize=config.resize, crop=config.crop, mean=config.mean, std=config.std))
     except ModelLoadError as error:
         raise UsageError(str(error)) from None
-    model = model.with_preprocess(resize=config.resize, crop=config.crop, mean=config.mean, std=config.std)
     for plugin_run in runs:
         if "target" in plugin_run.params:
             try:
