@@ -110,12 +110,12 @@ def applicable(runs: list[PluginRun], ctx: RunContext, everything: bool) -> tupl
     kept, skipped = [], []
     for plugin_run in runs:
         reason = plugin_run.plugin.applies_with(ctx, plugin_run.params)
-        if reason is None:
-            reason = default_layer_problem(plugin_run.plugin, ctx, plugin_run.params)
+        layer_problem = reason is None and default_layer_problem(plugin_run.plugin, ctx, plugin_run.params)
+        reason = reason or layer_problem or None
         if reason is None:
             kept.append(plugin_run)
         elif everything:
-            skipped.append(SkippedPlugin(plugin_run.plugin.name, reason))
+            skipped.append(SkippedPlugin(plugin_run.plugin.name, reason, needs_layer=bool(layer_problem)))
         else:
             raise UsageError(f"{plugin_run.plugin.name} does not apply to model {ctx.model.name}: {reason}")
     return kept, skipped

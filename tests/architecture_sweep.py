@@ -225,8 +225,8 @@ def sweep(name: str) -> tuple[int, dict[str, Outcome]]:
         sink = MemorySink()
         run(config, registry, sink)
     found: dict[str, Outcome] = {}
-    for skipped in sink.plan.skipped:
-        found[skipped.name] = Outcome("not applicable", skipped.reason)
+    for skipped in sink.plan.skipped:  # left out for want of a default layer: a refusal, listed with its reason
+        found[skipped.name] = Outcome("refused" if skipped.needs_layer else "not applicable", skipped.reason)
     for plugin in PLUGINS:
         calls = sink.outcomes(plugin)
         if calls:

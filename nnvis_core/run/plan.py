@@ -50,10 +50,12 @@ Unreadable = Callable[[ImageRecord, str], None]  # what an engine calls for an i
 
 @dataclass(frozen=True)
 class SkippedPlugin:
-    """A plugin `--plugins all` left out because it does not apply to the model."""
+    """A plugin `--plugins all` left out because it does not apply to the model, or (`needs_layer`)
+    because it finds no layer to read by default: naming one may make it run."""
 
     name: str
     reason: str
+    needs_layer: bool = False
 
 
 @dataclass

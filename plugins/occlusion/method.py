@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnvis_core.toolkit import MEMORY_MB, chunk_size, preserved, resolve_layer
+from nnvis_core.toolkit import MEMORY_MB, LayerNotFound, chunk_size, preserved, resolve_layer
 from nnvis_plugins.occlusion.choice import AUTO_WORK, NoReuse
 from nnvis_plugins.occlusion.program import Unsupported
 from nnvis_plugins.occlusion.runners import ApproximateRunner, BatchedRunner, IncrementalRunner
@@ -74,6 +74,7 @@ class OcclusionMaps:
     feature: np.ndarray | None = None  # its total activation with the occluder at each position
     engine: str = "batched"  # "incremental", "batched" or "approximate"
     note: str = ""  # why the batched engine ran, when "auto" could not use the incremental one
+    panel_note: str = ""  # why the feature-map panel is left out (panel_optional)
     batch_size: int = 0
     work: float | None = None  # incremental engines: one position's work as a share of a whole image's
     threshold: float | None = None  # approximate engine: its projective-field threshold
@@ -147,6 +148,7 @@ def occlusion_maps(
     full_share: float | None = None,
     threshold: float = THRESHOLD,
     check: float = CHECK,
+    panel_optional: bool = False,
 ) -> OcclusionMaps:
     """Slide an occluder over one image (1, C, H, W) or (C, H, W) and record the model's response.
 
@@ -168,6 +170,9 @@ def occlusion_maps(
     threshold: the approximate engine recomputes at most this share of each layer's side (1: exact).
     check: the share of positions the approximate engine also runs exactly, to measure its
     error (`deviation`); at least one.
+    panel_optional: when `layer` cannot be read (no such layer on the model, or an output that
+    lays on no grid), leave the feature map out and say why in `panel_note` instead of failing:
+    the occlusion maps themselves need no layer.
     """
     if engine not in ENGINES:
         raise OcclusionError(f"unknown engine {engine!r}: use {', '.join(ENGINES)}")
@@ -181,9 +186,23 @@ def occlusion_maps(
     windows = Windows(height, width, window, stride or default_stride(height, width, window))
     fill = fill_values(occluder, x, window)
     with torch.no_grad(), preserved(model):
-        module = None if layer is None else resolve_layer(model, layer)
+        module, panel_note = None, ""
+        if layer is not None:
+            try:
+                module = resolve_layer(model, layer)
+            except (LayerNotFound, ValueError) as error:
+                if not panel_optional:
+                    raise
+                panel_note = f"no feature-map panel: {_first_line(error)}"
         layer_name = None if module is None else _module_name(model, module)
-        runner, note = _runner(model, x, windows, fill, module, layer_name, engine, full_share, threshold)
+        try:
+            runner, note = _runner(model, x, windows, fill, module, layer_name, engine, full_share, threshold)
+        except OcclusionError as error:
+            if not (panel_optional and module is not None and str(error).startswith(f"layer {layer_name}")):
+                raise
+            panel_note = f"no feature-map panel: {error}"
+            module = layer_name = None
+            runner, note = _runner(model, x, windows, fill, None, None, engine, full_share, threshold)
         base_probs = _softmax(runner.base_logits)[0]
         classes = base_probs.shape[0]
         target = int(base_probs.argmax()) if target is None else int(target)
@@ -222,7 +241,7 @@ def occlusion_maps(
         layer=layer_name, channel=channel,
         base_feature=None if channel is None else float(runner.base_feature[0, channel].double().sum()),
         feature=torch.cat(feature).numpy().reshape(grid) if feature else None,
-        engine=runner.name, note=note, batch_size=batch, work=getattr(runner, "work", None),
+        engine=runner.name, note=note, panel_note=panel_note, batch_size=batch, work=getattr(runner, "work", None),
         threshold=runner.threshold if isinstance(runner, ApproximateRunner) else None, deviation=deviation,
     )
 
@@ -298,3 +317,8 @@ def attribute(
         maps.append(torch.from_numpy(result.drop_map()))
     dtype = inputs.dtype if inputs.dtype == torch.float64 else torch.float32
     return torch.stack(maps)[:, None].to(device=inputs.device, dtype=dtype)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    return (text.strip().splitlines() or [type(error).__name__])[0]

@@ -7,7 +7,15 @@ import numpy as np
 import torch
 
 from nnvis_core import CategoricalMap, Heatmap, Param, hookimpl
-from nnvis_core.toolkit import FAITHFULNESS_STEPS, LAYER_PARAM_HELP, TARGET, AttributionPlugin, Explanation
+from nnvis_core.toolkit import (
+    FAITHFULNESS_STEPS,
+    LAYER_KEYWORDS,
+    LAYER_PARAM_HELP,
+    TARGET,
+    AttributionPlugin,
+    Explanation,
+    LayerNotFound,
+)
 from nnvis_plugins.occlusion.method import ENGINES, MEMORY_MB, THRESHOLD, occlusion_maps
 from nnvis_plugins.occlusion.windows import OCCLUDERS, grey
 
@@ -45,6 +53,14 @@ class Occlusion(AttributionPlugin):
         FAITHFULNESS_STEPS,
     )
 
+    def default_layers(self, model) -> list[str]:
+        """The feature-map panel's layer, or none: occlusion itself needs no layer, so a model
+        without a readable one gets the maps without the panel, not a refusal."""
+        try:
+            return super().default_layers(model)
+        except (LayerNotFound, ValueError):
+            return []
+
     def explain(self, ctx, item, inputs, target, params) -> Explanation:
         maps = occlusion_maps(
             ctx.module, inputs, target,
@@ -52,11 +68,12 @@ class Occlusion(AttributionPlugin):
             occluder=_fill(params["occluder"], ctx.model.preprocess),
             layer=params["layer"], channel=None if params["channel"] < 0 else params["channel"],
             engine=params["engine"], memory_mb=params["memory_mb"],
+            panel_optional=params["layer"] in LAYER_KEYWORDS,  # a layer the user named must be read
         )
         names = ctx.class_names
         w = maps.windows
         caption = (f"{params['occluder']} {w.window}x{w.window} square, stride {w.stride}, {w.count} positions, "
-                   + maps.describe_engine())
+                   + maps.describe_engine() + (f"; {maps.panel_note}" if maps.panel_note else ""))
         artifacts = [
             Heatmap(f"{self.name}: P({names[target]})", maps.pixels(maps.probability), value_range=(0.0, 1.0),
                     label=f"P({names[target]})",

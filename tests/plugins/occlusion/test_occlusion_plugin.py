@@ -162,3 +162,21 @@ def test_in_a_report_with_masks(few_demo_images, tmp_path):
         assert kinds == ["heatmap", "heatmap", "categorical", "heatmap", "chart"]
     html = (out / "index.html").read_text(encoding="utf-8")
     assert "Occlusion sensitivity" in html and "incremental inference" in html
+
+
+def test_a_model_without_a_readable_layer_gets_the_maps_without_the_panel():
+    import nnvis
+
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 16), torch.nn.ReLU(),
+                              torch.nn.Linear(16, 4))
+    image = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1))
+    explained = nnvis.explain(mlp, image, "occlusion", preprocess={"resize": 32, "crop": 32},
+                              class_names=list("abcd"), device="cpu", window=8, stride=8)
+    assert explained.map.shape == (32, 32) and float(explained.map.abs().sum()) > 0
+    titles = [artifact.title for artifact in explained.result.artifacts]
+    assert not any("feature map" in title for title in titles)
+    assert "no feature-map panel: " in explained.caption
+    with pytest.raises(nnvis.UsageError, match="occlusion.layer"):  # a layer the user names must exist
+        nnvis.explain(mlp, image, "occlusion", preprocess={"resize": 32, "crop": 32}, class_names=list("abcd"),
+                      device="cpu", layer="nope")
