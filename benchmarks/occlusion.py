@@ -16,7 +16,8 @@ Every contender computes the same thing: the target-probability drop for every
 position of the occluder (625 positions at 224 px with window 32 and stride 8).
 
 - ours, incremental: `occlusion.attribute(..., engine="incremental")`, batches sized by the
-  default memory budget; ours, auto: the same with the default engine="auto";
+  default memory budget; ours, auto: the same with the default engine="auto" (which decides
+  once per model and geometry, on the first image of a run: here the untimed call before);
 - ours, batched: the same function on whole occluded images (`engine="batched"`);
 - Captum: `Occlusion(softmax(model)).attribute(...)` with `perturbations_per_eval` 1 (its
   default) and the other values of --captum-batches; the best of them is "Captum best";

@@ -18,6 +18,7 @@ baseline.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -112,7 +113,26 @@ def positions_per_batch(runner, positions: int, memory_mb: float = MEMORY_MB, ba
     return min(batch_size, positions) if batch_size else chunk_size(runner.bytes_per_position, memory_mb, positions)
 
 
+# Why `auto` ran the batched engine, by model and by geometry (image shape, window, stride, layer,
+# full_share): the traced plan depends on nothing else, so one image's trace decides for the others.
+_BATCHED_BECAUSE: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, str]]" = weakref.WeakKeyDictionary()
+
+
 def _runner(model, image, windows, fill, layer, layer_name, engine, full_share, threshold):
+    if engine == "auto":
+        geometry = (tuple(image.shape), windows.window, windows.stride, layer_name, full_share)
+        decided = _BATCHED_BECAUSE.setdefault(model, {})
+        if geometry not in decided:
+            runner, note = _chosen_runner(model, image, windows, fill, layer, layer_name, engine, full_share,
+                                          threshold)
+            if isinstance(runner, BatchedRunner):
+                decided[geometry] = note
+            return runner, note
+        return BatchedRunner(model, image, windows, fill, layer, layer_name), decided[geometry]
+    return _chosen_runner(model, image, windows, fill, layer, layer_name, engine, full_share, threshold)
+
+
+def _chosen_runner(model, image, windows, fill, layer, layer_name, engine, full_share, threshold):
     if engine == "batched":
         return BatchedRunner(model, image, windows, fill, layer, layer_name), ""
     if engine == "approximate":

@@ -58,6 +58,24 @@ def test_auto_runs_whole_images_on_a_vit_and_says_why(vit):
     assert np.abs(forced.probability - maps.probability).max() <= 1e-5
 
 
+def test_auto_traces_a_model_once_per_geometry_not_once_per_image(monkeypatch):
+    from nnvis_plugins.occlusion import method
+
+    traced = []
+    real = method.IncrementalRunner
+    monkeypatch.setattr(method, "IncrementalRunner", lambda *args, **kwargs: traced.append(1) or real(*args, **kwargs))
+    model = torchvision_models().VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
+                                                   hidden_dim=32, mlp_dim=64).eval()  # a fresh one: nothing decided
+    images = [torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    first, *others = [occlusion.occlusion_maps(model, x, window=8, stride=4, layer=None) for x in images]
+    assert len(traced) == 1  # the first image's trace decided for the others
+    assert all(maps.engine == "batched" and maps.note == first.note for maps in others)
+    occlusion.occlusion_maps(model, images[0], window=16, stride=4, layer=None)  # another window: traced again
+    assert len(traced) == 2
+    again = occlusion.occlusion_maps(model, images[1], window=8, stride=4, layer=None, engine="batched")
+    assert np.array_equal(again.probability, others[0].probability)
+
+
 def test_auto_runs_the_demo_convnet_incrementally_and_says_how_much_work(demo, image, exact):
     maps = occlusion.occlusion_maps(demo, image, window=WINDOW, stride=STRIDE)
     assert maps.engine == "incremental" and maps.note == ""
