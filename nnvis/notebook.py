@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 
 from nnvis_core.contract.artifacts import Result
+from nnvis_core.contract.conformance import degenerate_reasons
 from nnvis_reports.assets import save_artifact
 from nnvis_reports.inline import result_document
 
@@ -55,6 +56,9 @@ def result_html(result: Result, pixels: np.ndarray | None, plugin: dict) -> str:
                      for number, artifact in enumerate(result.artifacts)]
         entry = {"status": "ok", "artifacts": artifacts, "metrics": {k: float(v) for k, v in result.metrics.items()},
                  "error": None, "traceback": None}
+        blank = degenerate_reasons(result)
+        if blank:
+            entry["degenerate"] = list(blank)
         return framed(result_document(entry, plugin, root), height=CARD_HEIGHT)
 
 

@@ -17,10 +17,12 @@ that model's results.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable
 
 import torch
 
+from nnvis_core.contract.conformance import degenerate_reasons
 from nnvis_core.contract.context import RunContext
 from nnvis_core.contract.plugin import Plugin, Scope
 from nnvis_core.contract.stream import ImageStream
@@ -148,6 +150,14 @@ def check_layers(runs: list[PluginRun], ctx: RunContext) -> None:
                 raise UsageError(f"{plugin_run.plugin.name}.layer: {error}") from None
 
 
+def judged(outcome: CallOutcome) -> CallOutcome:
+    """The outcome with what makes its result degenerate (a zero map, a flat picture, a loss that did not
+    fall): judged here, where every engine's results and the cache's pass, so that each is judged once."""
+    if not outcome.ok:
+        return outcome
+    return replace(outcome, degenerate=degenerate_reasons(outcome.result))
+
+
 def check_input_size(plan: RunPlan) -> None:
     """A model that rejects its own preprocessed input size is a usage error, not 1000 failures."""
     ctx = plan.ctx
@@ -193,7 +203,7 @@ def execute(
             if outcome.error:
                 failed_calls += 1
                 log(f"{item.record.relpath}: plugin {plugin_run.plugin.name} failed: {outcome.error}")
-            sink.add_image_result(item, plugin_run, outcome)
+            sink.add_image_result(item, plugin_run, judged(outcome))
             advance(1)
         if not per_image:
             advance(1)
@@ -212,7 +222,7 @@ def execute(
             if outcome.error:
                 failed_calls += 1
                 log(f"plugin {plugin_run.plugin.name} failed: {outcome.error}")
-            sink.add_global_result(plugin_run, outcome)
+            sink.add_global_result(plugin_run, judged(outcome))
             advance(1)
     finally:
         ctx.task_mapper = None  # the engine stops after the run; the context may outlive it

@@ -70,6 +70,7 @@ class _Tally:
     def __init__(self) -> None:
         self.ok = 0
         self.failures = 0
+        self.degenerate = 0  # ok results that show nothing (a zero or constant map)
         self.sums: dict[str, list] = {}  # column key -> [total, count]
 
     def add(self, result: dict) -> None:
@@ -77,6 +78,7 @@ class _Tally:
             self.failures += 1
             return
         self.ok += 1
+        self.degenerate += bool(result.get("degenerate"))
         for key, value in (("seconds_per_image", result["seconds"]), *result["metrics"].items()):
             total = self.sums.setdefault(key, [0, 0])
             total[0] += value
@@ -103,7 +105,7 @@ def leaderboard(report: Mapping[str, Any]) -> list[dict]:
             continue
         name, tally = plugin["name"], tallies[plugin["name"]]
         row: dict[str, Any] = {"model": model, "method": name, "title": plugin["title"], "images": tally.ok,
-                               "failures": tally.failures}
+                               "failures": tally.failures, "degenerate": tally.degenerate}
         for column in COLUMNS:
             row[column.key] = sanity.get(name) if column.key == "sanity_spearman" else tally.mean(column.key)
         spearman = row["sanity_spearman"]

@@ -40,7 +40,7 @@ def matrix_cell(result: dict | None) -> dict | None:
     if result is None:
         return None
     first = result["artifacts"][0] if result.get("artifacts") else None
-    return {"status": result["status"], "error": result.get("error"),
+    return {"status": result["status"], "error": result.get("error"), "degenerate": bool(result.get("degenerate")),
             "kind": first["kind"] if first else None,
             "path": first.get("path") if first else None,
             "map_path": first.get("map_path") if first else None,

@@ -176,6 +176,8 @@ class ModelSection:
                 saved["sprite"] = self._sprite(saved["image_ids"], folder / f"{stem}.sprite.png")
             entry["artifacts"].append(saved)
         entry["metrics"] = {k: float(v) for k, v in result.metrics.items()}
+        if outcome.degenerate:
+            entry["degenerate"] = list(outcome.degenerate)
         for key, value in entry["metrics"].items():
             self.metric_stats[run.plugin.name].setdefault(key, MetricStats()).add(value)
         return entry

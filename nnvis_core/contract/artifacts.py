@@ -146,6 +146,8 @@ class Chart(Artifact):
     """Line chart: one or more named series over shared x positions.
 
     x_ticks: optional labels for the x positions (e.g. layer names).
+    minimized: each series is a loss the plugin minimized (an optimization's curve): a series that
+    ends no lower than it starts marks the result degenerate in the report.
     """
 
     x: Sequence[float]
@@ -153,6 +155,7 @@ class Chart(Artifact):
     x_label: str = ""
     y_label: str = ""
     x_ticks: Sequence[str] = ()
+    minimized: bool = False
     kind = "chart"
 
     def validate(self) -> None:

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from torch import nn
 from torch.nn.modules import module as torch_module
 
-from nnvis_core.contract.artifacts import Artifact, CategoricalMap, Heatmap
+from nnvis_core.contract.artifacts import Artifact, CategoricalMap, Chart, Gallery, Heatmap, Image, Result
 
 # How far a map's height/width ratio may stray from the input's, relative to it: a 7x7 layer over
 # a 224x224 image matches, and so does a 7x10 one over 224x320 (0.700 against 0.700).
@@ -134,3 +135,36 @@ def _where(place: tuple[str, str]) -> str:
 def _count(number: int, place: tuple[str, str]) -> str:
     what = GLOBAL_HOOKS.get(place[1]) or MODULE_HOOKS[place[1]]
     return f"a {what}" if number == 1 else f"{number} {what}s"
+
+
+def degenerate_reasons(result: Result) -> tuple[str, ...]:
+    """Why a result that passed every check still shows nothing, one phrase per artifact: a map that is
+    zero or constant everywhere, a picture (or every picture of a gallery) of one flat colour, a loss
+    (a Chart marked `minimized`) that ended no lower than it started. Empty for a result that shows
+    something. The run records them beside the result, so that the card and the leaderboard say so
+    instead of a plain ok; the values themselves are kept (non-finite ones were refused already)."""
+    reasons = []
+    for artifact in result.artifacts:
+        if isinstance(artifact, Heatmap):
+            values = np.asarray(artifact.values, dtype=np.float64)
+            if values.size and not values.any():
+                reasons.append(f"heatmap '{artifact.title}' is zero everywhere")
+            elif values.size and values.max() <= values.min():
+                reasons.append(f"heatmap '{artifact.title}' is constant ({values.flat[0]:.4g} everywhere)")
+        elif isinstance(artifact, Image) and _flat(artifact.pixels):
+            reasons.append(f"image '{artifact.title}' is one flat colour")
+        elif isinstance(artifact, Gallery):
+            pictures = [picture for picture in artifact.images if picture is not None]
+            if pictures and all(_flat(picture) for picture in pictures):
+                reasons.append(f"every picture of gallery '{artifact.title}' is one flat colour")
+        elif isinstance(artifact, Chart) and artifact.minimized:
+            for name, values in artifact.series.items():
+                if len(values) >= 2 and values[-1] >= values[0]:
+                    reasons.append(f"'{name}' of chart '{artifact.title}' did not decrease "
+                                   f"(first {values[0]:.4g}, last {values[-1]:.4g})")
+    return tuple(reasons)
+
+
+def _flat(pixels: Any) -> bool:
+    values = np.asarray(pixels)
+    return bool(values.size) and bool((values == values.reshape(-1, values.shape[-1])[0]).all())

@@ -38,6 +38,8 @@ class CallOutcome:
     traceback: str | None = None
     # Per artifact, the sink's files for it already encoded where the call ran (a Ray worker), or None.
     pictures: tuple[dict[str, bytes] | None, ...] | None = None
+    # Why the result shows nothing though it passed every check (conformance.degenerate_reasons).
+    degenerate: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -47,4 +47,4 @@ def loss_chart(title: str, curves: dict[str, np.ndarray], what: str) -> Chart:
     series = {name: np.log10(np.maximum(np.asarray(values, dtype=float), 1e-30)).tolist()
               for name, values in curves.items()}
     return Chart(title, list(range(length)), series, x_label="loss evaluation (forward + backward pass)",
-                 y_label=f"log10 {what}")
+                 y_label=f"log10 {what}", minimized=True)

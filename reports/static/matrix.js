@@ -49,6 +49,18 @@
     return columns.some((c) => image.cells[c.i] && image.cells[c.i].status === "error");
   }
 
+  // A map that shows nothing (zero or constant everywhere), though its call succeeded.
+  function hasBlank(image, columns) {
+    return columns.some((c) => image.cells[c.i] && image.cells[c.i].degenerate);
+  }
+
+  function methodsMatch(image, columns, wanted) {
+    if (wanted === "failed") return hasFailure(image, columns);
+    if (wanted === "clean") return !hasFailure(image, columns);
+    if (wanted === "blank") return hasBlank(image, columns);
+    return true;
+  }
+
   // A method's metric on one image, or null where the call failed or did not report it.
   function metricValue(image, column, metric) {
     const cell = image.cells[column.i];
@@ -100,7 +112,7 @@
       && (!filters.outcome || outcome(image, model) === filters.outcome)
       && (!filters.agreement || disagree(image) === (filters.agreement === "disagree"))
       && (!filters.search || image.path.toLowerCase().includes(filters.search.toLowerCase()))
-      && (!filters.failed || hasFailure(image, columns) === (filters.failed === "failed"));
+      && methodsMatch(image, columns, filters.failed);
   }
 
   // Images without a value (the method failed, or never reported it) go last either way; ties
@@ -213,6 +225,7 @@
     map.dataset.overlay = result.path;
     map.dataset.map = result.map_path || result.path;
     cell.append(map);
+    if (result.degenerate) cell.append(element("span", "matrix-blank", "shows nothing"));
     const metrics = Object.entries(result.metrics).map(([name, value]) => name + " " + number(value)).join(", ");
     cell.setAttribute("title", column.title + (metrics ? ": " + metrics : ""));
   }
