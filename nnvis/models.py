@@ -15,6 +15,7 @@ import torch
 from nnvis_core.contract.plugin import Plugin
 from nnvis_core.hook_marker import hookimpl
 from nnvis_core.models import ModelOptions
+from nnvis_core.models.layers import forget_input_size
 from nnvis_core.models.loaded import LoadedModel, Preprocess
 from nnvis_core.models.logits import remove_output_selection
 from nnvis_core.models.source import ModelSource
@@ -128,6 +129,7 @@ class Models:
     def restore(self) -> None:
         for module, training, device in self.saved:
             remove_output_selection(module)
+            forget_input_size(module)
             module.train(training)
             if device is not None:
                 module.to(device)

@@ -276,15 +276,22 @@ def _ends(container: nn.Module, child: str) -> bool:
 _BLOCKS: "weakref.WeakKeyDictionary[nn.Module, tuple[list[str], str]]" = weakref.WeakKeyDictionary()
 
 
-_INPUT_SIZES: "weakref.WeakKeyDictionary[nn.Module, tuple[int, int]]" = weakref.WeakKeyDictionary()
+INPUT_SIZE_ATTRIBUTE = "_nnvis_input_size"
 
 
 def remember_input_size(model: nn.Module, size: tuple[int, int]) -> None:
     """The input size a loaded model's preprocessing gives it (load_model tells it here), which the
-    layer probes use first: a 64 px model probed at 224 px may reject the probe or show other maps."""
-    _INPUT_SIZES[model] = (int(size[0]), int(size[1]))
+    layer probes use first: a 64 px model probed at 224 px may reject the probe or show other maps.
+    Kept on the module itself, so that its copies (the sanity check's randomized ones) know it too."""
+    setattr(model, INPUT_SIZE_ATTRIBUTE, (int(size[0]), int(size[1])))
     _ORDER.pop(model, None)
     _BLOCKS.pop(model, None)
+
+
+def forget_input_size(model: nn.Module) -> None:
+    """Take remember_input_size's note off a model given in memory (it goes back as it came)."""
+    if INPUT_SIZE_ATTRIBUTE in vars(model):
+        delattr(model, INPUT_SIZE_ATTRIBUTE)
 
 
 def probe_size(model: nn.Module) -> tuple[int, int]:
@@ -292,8 +299,9 @@ def probe_size(model: nn.Module) -> tuple[int, int]:
     torchvision ViT's image_size, the size timm's patch embedding was built for (which `img_size=` may
     have changed from the pretrained config, and which a strict one asserts), timm's configured size,
     else 224."""
-    if model in _INPUT_SIZES:
-        return _INPUT_SIZES[model]
+    remembered = getattr(model, INPUT_SIZE_ATTRIBUTE, None)
+    if remembered is not None:
+        return remembered
     size = getattr(model, "image_size", None)
     if isinstance(size, int):
         return size, size
