@@ -153,9 +153,9 @@ def degenerate_reasons(result: Result) -> tuple[str, ...]:
                 reasons.append(f"heatmap '{artifact.title}' is constant ({values.flat[0]:.4g} everywhere)")
         elif isinstance(artifact, Image) and _flat(artifact.pixels):
             reasons.append(f"image '{artifact.title}' is one flat colour")
-        elif isinstance(artifact, Gallery):
+        elif isinstance(artifact, Gallery):  # tiles that show a report image (None) show something
             pictures = [picture for picture in artifact.images if picture is not None]
-            if pictures and all(_flat(picture) for picture in pictures):
+            if pictures and len(pictures) == len(artifact.images) and all(_flat(picture) for picture in pictures):
                 reasons.append(f"every picture of gallery '{artifact.title}' is one flat colour")
         elif isinstance(artifact, Chart) and artifact.minimized:
             for name, values in artifact.series.items():

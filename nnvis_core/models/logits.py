@@ -103,7 +103,8 @@ def select_output(module: nn.Module, output: Any, key: str | None = None) -> str
                           "returns its class scores as a tensor")
     module.register_forward_hook(SelectOutput(key))
     what = f"output {key!r}" if key is not None else _described(output)
-    return f"the model returns a {type(output).__name__}; nnvis reads its {what} as the class scores"
+    return (f"the model's forward returns {type(output).__name__}, not a tensor; nnvis reads its {what} "
+            "as the class scores")
 
 
 def _described(output: Any) -> str:

@@ -38,6 +38,7 @@ def test_a_result_that_shows_something_is_not_degenerate():
     ramp = np.linspace(0, 1, 64).reshape(8, 8)
     noise = np.random.default_rng(0).random((8, 8, 3))
     result = Result([Heatmap("m", ramp), Image("p", noise), Gallery("g", [GREY, noise]),  # one flat tile is fine
+                     Gallery("grid", [GREY, None, GREY], image_ids=[None, 3, None]),  # padding around a report image
                      Chart("loss", [0, 1], {"style": [1.0, 0.5]}, minimized=True),
                      Chart("accuracy", [0, 1], {"top-1": [0.5, 0.5]})])  # not a loss: not judged
     assert degenerate_reasons(result) == ()

@@ -89,7 +89,7 @@ def test_maps_of_a_wrapped_output_equal_those_of_the_plain_model(wrap):
         for method in ("saliency", "gradcam"):
             assert heatmap(wrapped, image, method).tolist() == heatmap(plain, image, method).tolist()
     notes = wrapped.report()["by_model"][0]["model"]["notes"]
-    assert any(note.startswith("the model returns a ") for note in notes), notes
+    assert any(note.startswith("the model's forward returns ") for note in notes), notes
     assert not model._forward_hooks  # the model given goes back as it came
     assert not isinstance(model(torch.rand(1, 3, 32, 32)), torch.Tensor)
 
