@@ -131,6 +131,48 @@ def preactivation(model: nn.Module, name: str) -> str:
     return _join(parent, children[position - 1]) if position > 0 else name
 
 
+def spatial_problem(model: nn.Module, name: str) -> str | None:
+    """Why the output of layer `name` cannot carry a spatial explanation, from the probe pass: it comes
+    after the global pooling ((N, C) features or 1x1 maps), it is a single token, or it is zero everywhere
+    (a residual branch whose last norm starts at zero, read before its add). None when it can, or when
+    the probe did not run it."""
+    order = _forward_order(model)
+    shape = None if order is None else order.shapes.get(name)
+    if shape is None:
+        return None
+    if len(shape) == 2:
+        return f"{name} gives {shape[1]} features per image (after the global pooling), not a spatial map"
+    if len(shape) == 4 and (shape[2] == shape[3] == 1 or shape[1] == shape[2] == 1):
+        return (f"{name} gives 1x1 maps at this input size (it comes after the global pooling, or the input "
+                "is too small)")
+    if len(shape) == 3 and shape[1] == 1:
+        return f"{name} gives a single token, not one per patch"
+    if name in order.zero:
+        return f"{name} outputs zero everywhere at initialization (a residual branch read before its add)"
+    return None
+
+
+def last_spatial_block(model: nn.Module) -> str | None:
+    """The module whose forward ends last among the model's blocks (its children, or the members of a
+    Sequential, ModuleList or ModuleDict: never a branch inside a block) that give a (N, C, H, W) map
+    larger than 1x1, hold weights, run once and do not output zero: the output of the model's last
+    block that still has a spatial layout (a ResNetV2's final norm, a DLA's last level, a RegNet's
+    last stage: after its adds). None when the probe did not run."""
+    order = _forward_order(model)
+    if order is None:
+        return None
+    containers = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+    for name in reversed(order.finished):
+        shape = order.shapes.get(name, ())
+        parent = name.rpartition(".")[0]
+        if not (len(shape) == 4 and shape[2] > 1 and shape[3] > 1 and order.calls.get(name) == 1
+                and name not in order.zero and next(model.get_submodule(name).parameters(), None) is not None):
+            continue
+        if not parent or isinstance(model.get_submodule(parent), containers):
+            return name
+    return None
+
+
 def default_layer(model: nn.Module) -> str:
     """The layer Grad-CAM and the other layer readers use by default, per architecture family.
 
@@ -143,7 +185,9 @@ def default_layer(model: nn.Module) -> str:
     last Conv2d is the patch embedding or a depthwise conv inside a block: never
     the default.
 
-    Convnets: the rectified output of the last Conv2d. The paper weights the last
+    Convnets: the rectified output of the last Conv2d (when the probe pass shows it cannot carry a
+    spatial explanation, :func:`spatial_problem`, the output of the last block with a spatial map,
+    :func:`last_spatial_block`). The paper weights the last
     conv layer's *rectified* feature maps; at the raw conv output the negative
     parts cancel the positive ones and many maps are all zero (on the demo model,
     70% of images). So: the activation module that directly follows the last
@@ -154,8 +198,26 @@ def default_layer(model: nn.Module) -> str:
     (A layer that turns out to run twice per forward pass is refused when it is captured.)
     """
     if patch_size(model) is not None:
-        return block_default_layer(model)
-    return refuse_a_non_tensor(model, _convnet_default(model))
+        return _spatial_or_refused(model, block_default_layer(model))
+    name = refuse_a_non_tensor(model, _convnet_default(model))
+    problem = spatial_problem(model, name)
+    if problem is None:
+        return name
+    fallback = last_spatial_block(model)  # the convnet rule read past the pooling, or a zero branch
+    if fallback is None or spatial_problem(model, fallback) is not None:
+        raise LayerNotFound(f"{type(model).__name__}: {problem}, and no later block gives a spatial map; "
+                            "name a layer (see nnvis layers)")
+    return fallback
+
+
+def _spatial_or_refused(model: nn.Module, name: str) -> str:
+    """A token model's default block, unless it cannot carry a spatial explanation (CrossViT's class-token
+    projections): refused in one line rather than read as if it could."""
+    problem = spatial_problem(model, name)
+    if problem is not None:
+        raise LayerNotFound(f"{type(model).__name__}: the default rule picks {name}, but {problem}; name a layer "
+                            "(see nnvis layers)")
+    return name
 
 
 def _convnet_default(model: nn.Module) -> str:
@@ -224,6 +286,10 @@ class _ForwardOrder:
         self.linear_on_tokens: set[str] = set()
         self.not_tensor: dict[str, str] = {}
         self.last_spatial = ""
+        self.shapes: dict[str, tuple[int, ...]] = {}  # each module's first output shape
+        self.zero: set[str] = set()  # modules whose first output is zero everywhere
+        self.calls: dict[str, int] = {}
+        self.finished: list[str] = []  # modules with a tensor output, in the order their forward ended
 
 
 _ORDER: "weakref.WeakKeyDictionary[nn.Module, _ForwardOrder | None]" = weakref.WeakKeyDictionary()
@@ -246,6 +312,13 @@ def _forward_order(model: nn.Module) -> _ForwardOrder | None:
                 order.linear_on_tokens.add(name)
             if not isinstance(output, torch.Tensor):
                 order.not_tensor[name] = type(output).__name__
+            else:
+                order.shapes[name] = tuple(output.shape)
+                if not output.any():
+                    order.zero.add(name)
+        order.calls[name] = order.calls.get(name, 0) + 1
+        if isinstance(output, torch.Tensor):
+            order.finished.append(name)
         if isinstance(output, torch.Tensor) and output.dim() in (3, 4):
             order.last_spatial = name
 
@@ -255,7 +328,9 @@ def _forward_order(model: nn.Module) -> _ForwardOrder | None:
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, 3, *probe_size(model), device=parameter.device if parameter is not None else "cpu"))
+            # noise, not zeros: a branch that is zero at initialization shows as zero only on its own
+            noise = torch.rand(1, 3, *probe_size(model), generator=torch.Generator().manual_seed(0))
+            model(noise.to(parameter.device if parameter is not None else "cpu"))
         _ORDER[model] = order
     except Exception:  # noqa: BLE001 - an input size the model rejects: nothing known
         _ORDER[model] = None

@@ -1,0 +1,60 @@
+"""layer=auto reads what the model computes: never a module after the global pooling, never a single
+token, never a residual branch that is zero before its add; where the name-based rule lands on one of
+those, the output of the last block with a spatial map is read instead, or the model is refused in
+one line. On timm families where the name-based rule went wrong (issue 33), with random weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nnvis_core.models import LayerNotFound
+from nnvis_core.models.layers import default_layer, first_conv, spatial_problem
+from nnvis_core.models.timm_source import import_timm
+
+timm = import_timm()
+
+# family: (model, the layer the name-based rule picked, and why it could not carry a map)
+WRONG_BEFORE = {
+    "dla34": "fc",  # a 1x1 classifier conv after the global pooling
+    "ghostnetv2_100": "conv_head",  # the same
+    "resnetv2_50": "head",  # (N, C) logits
+    "regnety_002": "s4.b7.conv3",  # a residual branch whose last norm starts at zero
+}
+
+
+def built(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model(name, pretrained=False).eval()
+
+
+def map_of(model: torch.nn.Module, layer: str) -> torch.Tensor:
+    """Grad-CAM's ingredients at `layer` on a seeded noise image: activations x gradients, summed."""
+    captured = {}
+    module = model.get_submodule(layer)
+    handle = module.register_forward_hook(lambda m, args, out: captured.setdefault("out", out))
+    try:
+        x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+        logits = model(x)
+        activation = captured["out"]
+        gradient, = torch.autograd.grad(logits[0, logits[0].argmax()], activation)
+    finally:
+        handle.remove()
+    return (gradient * activation).sum(dim=1)[0]
+
+
+@pytest.mark.parametrize("name", WRONG_BEFORE)
+def test_auto_reads_a_spatial_block_output_where_the_name_rule_did_not(name):
+    model = built(name)
+    assert spatial_problem(model, WRONG_BEFORE[name]) is not None
+    layer = default_layer(model)
+    assert spatial_problem(model, layer) is None and layer != first_conv(model)
+    cam = map_of(model, layer)
+    assert cam.dim() == 2 and min(cam.shape) > 1 and float(cam.max() - cam.min()) > 0
+
+
+def test_a_token_model_whose_default_is_one_token_is_refused_in_one_line():
+    with pytest.raises(LayerNotFound) as refused:
+        default_layer(built("crossvit_tiny_240"))
+    message = str(refused.value.args[0])
+    assert "\n" not in message and "gives a single token" in message and "name a layer" in message
