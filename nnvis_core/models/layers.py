@@ -152,6 +152,14 @@ def spatial_problem(model: nn.Module, name: str) -> str | None:
     return None
 
 
+def folds_the_batch(model: nn.Module, name: str) -> bool:
+    """Whether layer `name` gave the probe pass's one image more than one row (MViT's attention pooling
+    runs on images x heads): its rows are not images, so no per-image reader can use it."""
+    order = _forward_order(model)
+    shape = None if order is None else order.shapes.get(name)
+    return bool(shape) and shape[0] != 1
+
+
 def last_spatial_block(model: nn.Module) -> str | None:
     """The module whose forward ends last among the model's blocks (its children, or the members of a
     Sequential, ModuleList or ModuleDict: never a branch inside a block) that give a (N, C, H, W) map

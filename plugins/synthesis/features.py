@@ -40,6 +40,10 @@ class FeatureReader:
         missing = [name for name in self.layers if name not in record]
         if missing:
             raise AttributionError(f"layer {missing[0]!r} was not run by the model's forward pass")
+        for name, output in record.items():
+            if output.shape[0] != images.shape[0]:
+                raise AttributionError(f"layer {name!r} gives {output.shape[0]} rows for {images.shape[0]} images "
+                                       "(it folds something, such as attention heads, into the batch); pick another")
         hw = tuple(images.shape[-2:])
         return {name: as_map(self.model, record[name], hw) for name in self.layers}
 

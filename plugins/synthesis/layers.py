@@ -15,6 +15,7 @@ from nnvis_core.toolkit import (
     LayerNotFound,
     conv_layers,
     find_layer,
+    folds_the_batch,
     patch_size,
     rectified_output,
     repeated_blocks,
@@ -38,7 +39,7 @@ def spread_layers(model: nn.Module, count: int = DEFAULT_COUNT) -> list[str]:
     if patch_size(model) is not None:
         blocks, _ = repeated_blocks(model)
         return [blocks[i] for i in _evenly(count, len(blocks))]
-    convs = conv_layers(model)
+    convs = [name for name in conv_layers(model) if not folds_the_batch(model, name)]  # not MViT's pooling convs
     if not convs:
         raise LayerNotFound(f"{type(model).__name__} has no Conv2d layer and no patch embedding: name the layers")
     picks = [_activation_after(model, convs[i]) for i in _evenly(count, len(convs))]

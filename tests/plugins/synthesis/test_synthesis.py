@@ -180,3 +180,33 @@ def test_style_transfer_without_a_style_is_refused_or_left_out(tmp_path):
     plan = prepare(ReportConfig(image_dir=images, out_dir=tmp_path / "c", plugins=["all"]), registry)
     assert "style_transfer" in {s.name for s in plan.skipped}
     assert "style_transfer" not in {r.plugin.name for r in plan.runs}
+
+
+class HeadsInTheBatch(torch.nn.Module):
+    """A conv stem, then a conv that runs on images x 2 heads (MViT's attention pooling), then a head."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU())
+        self.pool = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        b, c, h, w = x.shape
+        x = self.pool(x.reshape(b * 2, c // 2, h, w)).reshape(b, c, h, w)
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def test_a_layer_that_folds_heads_into_the_batch_is_never_read_as_images():
+    from nnvis_core.models.layers import remember_input_size
+    from nnvis_core.toolkit import AttributionError
+    from nnvis_plugins.synthesis.features import FeatureReader
+    from nnvis_plugins.synthesis.layers import spread_layers
+
+    model = HeadsInTheBatch().eval()
+    remember_input_size(model, (16, 16))
+    assert "pool" not in spread_layers(model)
+    with pytest.raises(AttributionError, match="'pool' gives 4 rows for 2 images"):
+        FeatureReader(model, ["pool"])(torch.rand(2, 3, 16, 16))
