@@ -202,8 +202,9 @@ def judge(outcome, size: int) -> Outcome:
     return zero or Outcome(OK)
 
 
-def sweep(name: str) -> tuple[int, dict[str, Outcome]]:
-    """(input size, {plugin: outcome}) for one architecture."""
+def sweep(name: str) -> tuple[int, dict[str, Outcome], str, str | None]:
+    """(input size, {plugin: outcome}, the layer layer=auto reads, why that layer is wrong or None) for
+    one architecture."""
     from nnvis_core.run.config import ReportConfig
     from nnvis_core.run.sink import MemorySink
     from nnvis_core.runner import run
@@ -231,14 +232,31 @@ def sweep(name: str) -> tuple[int, dict[str, Outcome]]:
         calls = sink.outcomes(plugin)
         if calls:
             found[plugin] = judge(next(iter(calls.values())), size)
-    return size, {plugin: found.get(plugin, Outcome("failed", "did not run")) for plugin in PLUGINS}
+    auto, wrong = auto_layer(model, size)
+    return size, {plugin: found.get(plugin, Outcome("failed", "did not run")) for plugin in PLUGINS}, auto, wrong
 
 
 SHORT = {OK: "ok", "zero": "zero", "refused": "refused", "not applicable": "n/a", "failed": "FAILED"}
 
 
-def row(name: str, size: int, outcomes: dict[str, Outcome]) -> str:
-    return "| " + " | ".join([f"`{name}`", str(size), *(SHORT[outcomes[p].status] for p in PLUGINS)]) + " |"
+def row(name: str, size: int, outcomes: dict[str, Outcome], auto: str) -> str:
+    return "| " + " | ".join([f"`{name}`", str(size), auto, *(SHORT[outcomes[p].status] for p in PLUGINS)]) + " |"
+
+
+def auto_layer(model: nn.Module, size: int) -> tuple[str, str | None]:
+    """(what layer=auto reads on the model at `size` px, in the page's words; why that choice is wrong, or
+    None): never the first conv, never a module after the global pooling, a single token or zeros."""
+    from nnvis_core.models import LayerNotFound
+    from nnvis_core.models.layers import conv_layers, default_layer, remember_input_size, spatial_problem
+
+    remember_input_size(model, (size, size))
+    try:
+        layer = default_layer(model)
+    except (LayerNotFound, ValueError):
+        return "refused", None
+    if conv_layers(model)[:1] == [layer]:
+        return f"`{layer}`", "layer=auto reads the first conv"
+    return f"`{layer}`", spatial_problem(model, layer)
 
 
 def reasons(name: str, outcomes: dict[str, Outcome]) -> list[str]:
@@ -259,7 +277,8 @@ some random nets shrink every activation to 1e-8 and give every class the same
 probability; and the last Linear layer is scaled to logits of unit spread on those
 images, since with logits in the thousands any occluder flips the top class), at the smallest of {sizes} px it
 accepts, on one generated demo image, with
-every built-in image-scope method at cheap settings. **ok**: finite maps of the
+every built-in image-scope method at cheap settings. **layer=auto**: the layer the layer methods read
+by default at that size ([docs/timm.md](timm.md#how-layerauto-is-chosen)), or refused. **ok**: finite maps of the
 input's size that are not constant; **zero**: a rectified map (Grad-CAM's ReLU) that is
 zero everywhere: on this random model no position raises the class score, which is
 what the method says for a class the image shows no evidence of; **refused**: the
@@ -269,12 +288,12 @@ transformer methods on models without attention; `--plugins all` leaves them out
 """
 
 
-def page(results: dict[str, tuple[int, dict[str, Outcome]]]) -> str:
+def page(results: dict[str, tuple[int, dict[str, Outcome], str, str | None]]) -> str:
     lines = [HEADER.format(sizes=", ".join(map(str, SIZES)))]
-    lines.append("| architecture | px | " + " | ".join(PLUGINS) + " |")
-    lines.append("|---|---|" + "---|" * len(PLUGINS))
-    lines += [row(name, *results[name]) for name in results]
-    counts = {status: sum(o.status == status for _, outcomes in results.values() for o in outcomes.values())
+    lines.append("| architecture | px | layer=auto | " + " | ".join(PLUGINS) + " |")
+    lines.append("|---|---|---|" + "---|" * len(PLUGINS))
+    lines += [row(name, *results[name][:2], results[name][2]) for name in results]
+    counts = {status: sum(o.status == status for _, outcomes, *_ in results.values() for o in outcomes.values())
               for status in SHORT}
     lines.append("")
     lines.append(f"Totals: {len(results)} architectures x {len(PLUGINS)} methods: "
@@ -289,7 +308,8 @@ def main(argv: list[str]) -> int:
     results = {}
     for name in names:
         results[name] = sweep(name)
-        print(row(name, *results[name]), flush=True)
+        size, outcomes, auto, wrong = results[name]
+        print(row(name, size, outcomes, auto) + (f"  WRONG LAYER: {wrong}" if wrong else ""), flush=True)
     if "--write" in argv:
         PAGE.write_text(page(results))
         print(f"wrote {PAGE}")

@@ -3,6 +3,8 @@
 Every image-scope method on every torchvision classifier and a dozen timm
 families either gives finite, non-constant maps of the input's size or refuses
 in one line; the page says which, and fails here the moment it stops being true.
+The layer layer=auto reads is on the page too, and is never the first conv, a module
+after the global pooling, a single token or a zero branch.
 """
 
 from __future__ import annotations
@@ -31,10 +33,11 @@ def marks(name: str) -> list:
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=marks(n)) for n in ARCHITECTURES])
 def test_every_method_gives_maps_or_refuses_as_the_page_says(name):
-    size, outcomes = sweep.sweep(name)
+    size, outcomes, auto, wrong = sweep.sweep(name)
     failed = {plugin: o.reason for plugin, o in outcomes.items() if o.status == "failed"}
     assert not failed, f"{name}: {failed}"
+    assert wrong is None, f"{name}: layer=auto reads {auto}: {wrong}"
     lines = page_lines()
-    assert sweep.row(name, size, outcomes) in lines, f"{name}: the page's row is out of date"
+    assert sweep.row(name, size, outcomes, auto) in lines, f"{name}: the page's row is out of date"
     listed = [line for line in lines if line.startswith(f"- `{name}` ")]
     assert listed == sweep.reasons(name, outcomes), f"{name}: the page's refusals are out of date"
