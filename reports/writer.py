@@ -95,7 +95,7 @@ class ModelSection:
         self.assets.mkdir(parents=True, exist_ok=True)
         self.ctx = ctx
         self.runs = runs
-        self.skipped = [vars(s) for s in plan.skipped]
+        self.skipped = [{"name": s.name, "reason": s.reason} for s in plan.skipped]
         self.images = ImageStore((self._pending(record) for record in records), root)
         self.open: dict[int, dict] = {}  # entries of images whose results are still coming in
         self.image_runs = {run.plugin.name for run in runs if run.plugin.scope.value == "image"}
