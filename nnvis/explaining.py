@@ -19,7 +19,7 @@ from nnvis_core.contract.plugin import Plugin
 from nnvis_core.contract.targets import TargetError
 from nnvis_core.images import ImageReadError, ImageRecord, match_label
 from nnvis_core.models import ModelOptions, load_model
-from nnvis_core.models.layers import LAYER_KEYWORDS, LayerNotFound, find_layer
+from nnvis_core.models.layers import LAYER_KEYWORDS, LayerNotFound, error_line, find_layer
 from nnvis_core.models.loaded import ModelLoadError, Preprocess
 from nnvis_core.run.plan import UsageError
 from nnvis_core.runner import choose_device, default_layer_problem
@@ -130,19 +130,13 @@ def _explain_one(ctx: RunContext, method: str, plugin: Plugin, values: dict, ima
     except TargetError as error:
         raise UsageError(f"{method}.target: {error}") from None
     except (LayerNotFound, AttributionError) as error:
-        raise UsageError(cannot_apply(ctx, method, first_line(error))) from None
+        raise UsageError(cannot_apply(ctx, method, error_line(error))) from None
     heatmap = next((a for a in result.artifacts if isinstance(a, Heatmap)), None)
     if heatmap is None:
         raise UsageError(f"{method} draws no map (its first result is a {type(result.artifacts[0]).__name__})")
     chosen = ctx.target(item, str(values.get("target", "predicted")))
     return Explained(torch.as_tensor(heatmap.values), chosen, ctx.class_names[chosen], item.predicted, result,
                      item.pixels, plugin_card(plugin))
-
-
-def first_line(error: BaseException) -> str:
-    """An error's message in one line (a KeyError's without the quotes its str adds)."""
-    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-    return (text.strip().splitlines() or [type(error).__name__])[0]
 
 
 def check_applies(ctx: RunContext, method: str, plugin: Plugin, values: dict) -> None:
@@ -153,7 +147,7 @@ def check_applies(ctx: RunContext, method: str, plugin: Plugin, values: dict) ->
         try:
             find_layer(ctx.module, values["layer"])
         except LayerNotFound as error:
-            raise UsageError(f"{method}.layer: {first_line(error)}") from None
+            raise UsageError(f"{method}.layer: {error_line(error)}") from None
     if reason is not None:
         raise UsageError(cannot_apply(ctx, method, reason))
 

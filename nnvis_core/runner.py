@@ -29,7 +29,8 @@ from nnvis_core.contract.stream import ImageStream
 from nnvis_core.engines.local import Engine, LocalEngine, open_engine
 from nnvis_core.images import ImageRecord, discover_images
 from nnvis_core.models import LayerNotFound, find_layer
-from nnvis_core.models.layers import LAYER_KEYWORDS
+from nnvis_core.models.layers import LAYER_KEYWORDS, error_line
+from nnvis_core.models.sources import input_side
 from nnvis_core.run.cache import NoCache, ResultCache, run_fingerprint
 from nnvis_core.run.calls import (
     call_plugin,
@@ -112,12 +113,14 @@ def applicable(runs: list[PluginRun], ctx: RunContext, everything: bool) -> tupl
     kept, skipped = [], []
     for plugin_run in runs:
         reason = plugin_run.plugin.applies_with(ctx, plugin_run.params)
-        layer_problem = reason is None and default_layer_problem(plugin_run.plugin, ctx, plugin_run.params)
-        reason = reason or layer_problem or None
+        needs_layer = False
+        if reason is None:
+            reason = default_layer_problem(plugin_run.plugin, ctx, plugin_run.params)
+            needs_layer = reason is not None
         if reason is None:
             kept.append(plugin_run)
         elif everything:
-            skipped.append(SkippedPlugin(plugin_run.plugin.name, reason, needs_layer=bool(layer_problem)))
+            skipped.append(SkippedPlugin(plugin_run.plugin.name, reason, needs_layer=needs_layer))
         else:
             raise UsageError(f"{plugin_run.plugin.name} does not apply to model {ctx.model.name}: {reason}")
     return kept, skipped
@@ -134,8 +137,7 @@ def default_layer_problem(plugin: Plugin, ctx: RunContext, params: dict) -> str 
     try:
         plugin.default_layers(ctx.module)
     except (LayerNotFound, ValueError) as error:
-        text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-        return (text.strip().splitlines() or [type(error).__name__])[0]
+        return error_line(error)
     return None
 
 
@@ -161,7 +163,7 @@ def judged(outcome: CallOutcome) -> CallOutcome:
 def check_input_size(plan: RunPlan) -> None:
     """A model that rejects its own preprocessed input size is a usage error, not 1000 failures."""
     ctx = plan.ctx
-    size = ctx.model.preprocess.crop or ctx.model.preprocess.resize or 224
+    size = input_side(ctx.model.preprocess)
     try:
         with torch.no_grad():
             ctx.module(torch.zeros(1, 3, size, size, device=ctx.device))

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from nnvis_core.hook_marker import hookimpl
+from nnvis_core.models.layers import error_line
 from nnvis_core.models.loaded import LoadedModel, ModelLoadError, ModelOptions, Preprocess
 from nnvis_core.models.source import ModelSource
 
@@ -108,7 +109,7 @@ def _processor_config(where: str, local: bool) -> dict[str, Any]:
 
 
 def _cannot_load(target: str, error: Exception, local: bool) -> ModelLoadError:
-    text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    text = error_line(error)
     if local:
         return ModelLoadError(f"hf:{target}: not a transformers image classifier folder ({text})")
     from huggingface_hub import constants

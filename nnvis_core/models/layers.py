@@ -30,6 +30,13 @@ class LayerNotFound(KeyError):
         return str(self.args[0])
 
 
+def error_line(error: BaseException) -> str:
+    """An error's message in one line, without its type (a plain KeyError's without the quotes its
+    str adds): a refusal's reason as the user reads it."""
+    text = str(error.args[0]) if type(error) is KeyError and error.args else str(error)
+    return (text.strip().splitlines() or [type(error).__name__])[0]
+
+
 def find_layer(model: torch.nn.Module, name: str) -> torch.nn.Module:
     """The submodule called `name`, or LayerNotFound listing near matches."""
     modules = dict(model.named_modules())
@@ -137,7 +144,7 @@ def spatial_problem(model: nn.Module, name: str) -> str | None:
     (a residual branch whose last norm starts at zero, read before its add). None when it can, or when
     the probe did not run it."""
     order = _forward_order(model)
-    shape = None if order is None else order.shapes.get(name)
+    shape = _probed_shape(model, name)
     if shape is None:
         return None
     if len(shape) == 2:
@@ -155,9 +162,14 @@ def spatial_problem(model: nn.Module, name: str) -> str | None:
 def folds_the_batch(model: nn.Module, name: str) -> bool:
     """Whether layer `name` gave the probe pass's one image more than one row (MViT's attention pooling
     runs on images x heads): its rows are not images, so no per-image reader can use it."""
-    order = _forward_order(model)
-    shape = None if order is None else order.shapes.get(name)
+    shape = _probed_shape(model, name)
     return bool(shape) and shape[0] != 1
+
+
+def _probed_shape(model: nn.Module, name: str) -> tuple[int, ...] | None:
+    """The shape of layer `name`'s first output in the probe pass, or None when the probe did not run it."""
+    order = _forward_order(model)
+    return None if order is None else order.shapes.get(name)
 
 
 def last_spatial_block(model: nn.Module) -> str | None:

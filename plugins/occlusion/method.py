@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from nnvis_core.toolkit import MEMORY_MB, LayerNotFound, chunk_size, preserved, resolve_layer
+from nnvis_core.toolkit import MEMORY_MB, LayerNotFound, chunk_size, error_line, preserved, resolve_layer
 from nnvis_plugins.occlusion.choice import AUTO_WORK, NoReuse
 from nnvis_plugins.occlusion.program import Unsupported
-from nnvis_plugins.occlusion.runners import ApproximateRunner, BatchedRunner, IncrementalRunner
+from nnvis_plugins.occlusion.runners import ApproximateRunner, BatchedRunner, IncrementalRunner, LayerUnreadable
 from nnvis_plugins.occlusion.windows import (
     OcclusionError,
     Windows,
@@ -213,12 +213,12 @@ def occlusion_maps(
             except (LayerNotFound, ValueError) as error:
                 if not panel_optional:
                     raise
-                panel_note = f"no feature-map panel: {_first_line(error)}"
+                panel_note = f"no feature-map panel: {error_line(error)}"
         layer_name = None if module is None else _module_name(model, module)
         try:
             runner, note = _runner(model, x, windows, fill, module, layer_name, engine, full_share, threshold)
-        except OcclusionError as error:
-            if not (panel_optional and module is not None and str(error).startswith(f"layer {layer_name}")):
+        except LayerUnreadable as error:
+            if not panel_optional:
                 raise
             panel_note = f"no feature-map panel: {error}"
             module = layer_name = None
@@ -338,7 +338,3 @@ def attribute(
     dtype = inputs.dtype if inputs.dtype == torch.float64 else torch.float32
     return torch.stack(maps)[:, None].to(device=inputs.device, dtype=dtype)
 
-
-def _first_line(error: BaseException) -> str:
-    text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-    return (text.strip().splitlines() or [type(error).__name__])[0]

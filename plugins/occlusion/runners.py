@@ -23,6 +23,10 @@ from nnvis_plugins.occlusion.program import Program, Unsupported
 from nnvis_plugins.occlusion.windows import OcclusionError, Windows
 
 
+class LayerUnreadable(OcclusionError):
+    """The feature-map layer's output cannot be read as maps (occlusion itself can still run)."""
+
+
 def occluded_images(image: torch.Tensor, fill: torch.Tensor, windows: Windows, index: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W): the image with the window of each position in `index` replaced by `fill`."""
     top, left = (t.to(image.device)[index] for t in windows.corners())
@@ -43,11 +47,11 @@ def _layout(model: nn.Module, activation: Any, image: torch.Tensor, layer_name: 
     grid (a ViT block) or channels-last (Swin); OcclusionError for anything else."""
     if not isinstance(activation, torch.Tensor) or activation.dim() not in (3, 4):
         shape = tuple(activation.shape) if isinstance(activation, torch.Tensor) else type(activation).__name__
-        raise OcclusionError(f"layer {layer_name} gives {shape}, not (N, C, H, W) feature maps or tokens")
+        raise LayerUnreadable(f"layer {layer_name} gives {shape}, not (N, C, H, W) feature maps or tokens")
     try:
         return output_layout(model, activation, tuple(image.shape[-2:]))
     except LayoutError as error:
-        raise OcclusionError(f"layer {layer_name}: {error}") from None
+        raise LayerUnreadable(f"layer {layer_name}: {error}") from None
 
 
 class BatchedRunner:
@@ -122,7 +126,7 @@ class IncrementalRunner:
     def _layer_node(self, program: Program, expected: torch.Tensor | None, layer_name: str) -> str:
         """The graph node whose value is the layer's output, as a forward hook saw it."""
         if expected is None:
-            raise OcclusionError(f"layer {layer_name} was not run by the model's forward pass")
+            raise LayerUnreadable(f"layer {layer_name} was not run by the model's forward pass")
         for name in reversed(program.module_nodes(layer_name)):
             value = self.engine.base[name]
             if isinstance(value, torch.Tensor) and value.shape == expected.shape and close(value, expected):
