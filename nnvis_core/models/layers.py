@@ -13,6 +13,7 @@ name, a `layer` parameter may hold one of :data:`LAYER_KEYWORDS`:
 from __future__ import annotations
 
 import difflib
+import functools
 import weakref
 
 import torch
@@ -156,6 +157,9 @@ def spatial_problem(model: nn.Module, name: str) -> str | None:
         return f"{name} gives a single token, not one per patch"
     if name in order.zero:
         return f"{name} outputs zero everywhere at initialization (a residual branch read before its add)"
+    if order.reached is not None and name not in order.reached:
+        return (f"the class score's gradient reaches at most one position of {name} (nothing after it reads "
+                "its positions but a class token)")
     return None
 
 
@@ -174,23 +178,95 @@ def _probed_shape(model: nn.Module, name: str) -> tuple[int, ...] | None:
 
 def last_spatial_block(model: nn.Module) -> str | None:
     """The module whose forward ends last among the model's blocks (its children, or the members of a
-    Sequential, ModuleList or ModuleDict: never a branch inside a block) that give a (N, C, H, W) map
-    larger than 1x1, hold weights, run once and do not output zero: the output of the model's last
-    block that still has a spatial layout (a ResNetV2's final norm, a DLA's last level, a RegNet's
-    last stage: after its adds). None when the probe did not run."""
+    Sequential, ModuleList or ModuleDict: never a branch inside a block) that hold weights and whose
+    output a map reader can read (:func:`readable_problem`): the output of the model's last block that
+    still has a spatial layout the class score depends on (a ResNetV2's final norm, a DLA's last level, a
+    RegNet's last stage after its adds, a CoaT's last serial block but one). None when the probe did not
+    run or no block qualifies."""
     order = _forward_order(model)
     if order is None:
         return None
-    containers = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
-    for name in reversed(order.finished):
-        shape = order.shapes.get(name, ())
-        parent = name.rpartition(".")[0]
-        if not (len(shape) == 4 and shape[2] > 1 and shape[3] > 1 and order.calls.get(name) == 1
-                and name not in order.zero and next(model.get_submodule(name).parameters(), None) is not None):
-            continue
-        if not parent or isinstance(model.get_submodule(parent), containers):
-            return name
+    for strict in (True, False):  # a block of blocks first (Inception's mixed_7a, not its branch2.1)
+        for name in reversed(order.finished):
+            if not _is_block(model, name, strict) or next(model.get_submodule(name).parameters(), None) is None:
+                continue
+            if readable_problem(model, name) is None:
+                if not _is_stem(order, name):
+                    return name
+                break
     return None
+
+
+def _is_block(model: nn.Module, name: str, strict: bool) -> bool:
+    """Whether `name` is a child of the model or a member of a Sequential, ModuleList or ModuleDict; strict:
+    and so is each module above it (never inside a block's branch: Inception's mixed_7a.branch2.1 is a
+    member of a Sequential, but of one branch of mixed_7a)."""
+    containers = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+    parent = name.rpartition(".")[0]
+    while parent:
+        if not isinstance(model.get_submodule(parent), containers):
+            return False
+        if not strict:
+            return True
+        parent = parent.rpartition(".")[0]
+    return True
+
+
+def is_stem(model: nn.Module, name: str) -> bool:
+    """Whether more than half of the model's layers with weights run after layer `name` (see _is_stem);
+    False when the probe did not run it."""
+    order = _forward_order(model)
+    return order is not None and name in order.finished and _is_stem(order, name)
+
+
+def tensor_output(model: nn.Module, name: str) -> bool:
+    """Whether layer `name` returned a map or tokens (a 3-D or 4-D tensor) in the probe pass (True when
+    the probe could not tell): HRNet's stages return lists of maps, which no feature reader can read."""
+    order = _forward_order(model)
+    return order is None or len(order.shapes.get(name, ())) in (3, 4)
+
+
+def _is_stem(order: _ForwardOrder, name: str) -> bool:
+    """Whether more than half of the model's layers with weights run after `name` ends (LeViT's conv stem,
+    PiT's patch embedding): its map is the input, barely processed, not what the model decided on."""
+    end = order.finished.index(name)
+    later = set(order.finished[end + 1:])
+    return sum(layer in later for layer in order.weighted) > len(order.weighted) / 2
+
+
+def readable_problem(model: nn.Module, name: str) -> str | None:
+    """Why no map reader (Grad-CAM, activations, the feature readers) can read layer `name` at the probe's
+    input size: it is not spatial or its score gradient reaches one position (:func:`spatial_problem`),
+    it runs more than once, its rows are not images, or its layout is unknown. None when one can."""
+    order = _forward_order(model)
+    shape = _probed_shape(model, name)
+    if order is None or shape is None:
+        return None
+    if len(shape) not in (3, 4):
+        return f"{name} gives an output of shape {shape}, not a map or tokens"
+    problem = spatial_problem(model, name)
+    if problem is not None:
+        return problem
+    if order.calls.get(name, 0) > 1:
+        return f"{name} runs {order.calls[name]} times per forward pass"
+    if folds_the_batch(model, name):
+        return f"{name} gives {shape[0]} rows for one image (its rows are not images)"
+    try:
+        output_layout(model, torch.empty(shape, device="meta"), probe_size(model))
+    except LayoutError as error:
+        return f"{name}: {error}"
+    return None
+
+
+def readable_advice(model: nn.Module) -> str:
+    """The end of a refusal: a layer the map readers accept on this model (checked by the probe pass,
+    :func:`last_spatial_block`), or that none exists at this input size."""
+    name = last_spatial_block(model)
+    if name is not None:
+        return f"name a layer (see nnvis layers): {name} is the last one a map reader can read here"
+    size = "x".join(map(str, probe_size(model)))
+    return (f"no layer of {type(model).__name__} gives a spatial output the class score depends on at "
+            f"{size} px that a map reader can read")
 
 
 def default_layer(model: nn.Module) -> str:
@@ -219,25 +295,47 @@ def default_layer(model: nn.Module) -> str:
     """
     if patch_size(model) is not None:
         return _spatial_or_refused(model, block_default_layer(model))
-    name = refuse_a_non_tensor(model, _convnet_default(model))
-    problem = spatial_problem(model, name)
+    try:
+        name = refuse_a_non_tensor(model, _convnet_default(model))
+    except LayerNotFound:  # a stem, or a module with no tensor output: the last readable block, if any
+        if last_spatial_block(model) is None:
+            raise
+        return last_spatial_block(model)
+    name = enclosing_block(model, name)
+    problem = readable_problem(model, name)
     if problem is None:
         return name
-    fallback = last_spatial_block(model)  # the convnet rule read past the pooling, or a zero branch
-    if fallback is None or spatial_problem(model, fallback) is not None:
-        raise LayerNotFound(f"{type(model).__name__}: {problem}, and no later block gives a spatial map; "
-                            "name a layer (see nnvis layers)")
-    return fallback
+    return _last_block_instead(model, name, problem)
+
+
+def enclosing_block(model: nn.Module, name: str) -> str:
+    """`name`, or the innermost module holding it that is a block: a child of the model or a member of a
+    Sequential, ModuleList or ModuleDict. A conv's Mlp inside a transformer-style block (EfficientFormerV2,
+    CoAtNet, PVT) is a residual branch, read before its add; its block's output is after it."""
+    containers = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+    while "." in name:
+        parent = name.rpartition(".")[0]
+        if isinstance(model.get_submodule(parent), containers):
+            return name
+        name = parent
+    return name
 
 
 def _spatial_or_refused(model: nn.Module, name: str) -> str:
     """A token model's default block, unless it cannot carry a spatial explanation (CrossViT's class-token
-    projections): refused in one line rather than read as if it could."""
-    problem = spatial_problem(model, name)
-    if problem is not None:
-        raise LayerNotFound(f"{type(model).__name__}: the default rule picks {name}, but {problem}; name a layer "
-                            "(see nnvis layers)")
-    return name
+    projections, CoaT's final norm): then the last block a map reader can read, or a one-line refusal."""
+    problem = readable_problem(model, name)
+    return name if problem is None else _last_block_instead(model, name, problem)
+
+
+def _last_block_instead(model: nn.Module, name: str, problem: str) -> str:
+    """The rule's pick `name` has `problem`: the last block a map reader can read (the convnet rule read
+    past the pooling, a zero branch, a token layer only the class token leaves), else LayerNotFound."""
+    fallback = last_spatial_block(model)
+    if fallback is None:
+        raise LayerNotFound(f"{type(model).__name__}: the default rule picks {name}, but {problem}; and "
+                            f"{readable_advice(model)}")
+    return fallback
 
 
 def _convnet_default(model: nn.Module) -> str:
@@ -278,8 +376,7 @@ def refuse_a_stem(model: nn.Module, conv_name: str) -> None:
         raise LayerNotFound(
             f"{type(model).__name__}: its last Conv2d ({conv_name}) is a stem ({len(later)} of its "
             f"{len(order.weighted)} layers with weights run after it, {len(tokens)} of them Linear layers on "
-            f"tokens), so there is no default layer for it; name a layer (see nnvis layers; the last with a "
-            f"spatial output is {order.last_spatial})")
+            f"tokens), so there is no default layer for it; {readable_advice(model)}")
 
 
 def refuse_a_non_tensor(model: nn.Module, name: str) -> str:
@@ -291,8 +388,7 @@ def refuse_a_non_tensor(model: nn.Module, name: str) -> str:
         return name
     raise LayerNotFound(
         f"{type(model).__name__}: the default rule picks {name}, which returns a {order.not_tensor[name]}, "
-        f"not a tensor, so there is no default layer for it; name a layer (see nnvis layers; the last with "
-        f"a spatial output is {order.last_spatial})")
+        f"not a tensor, so there is no default layer for it; {readable_advice(model)}")
 
 
 class _ForwardOrder:
@@ -310,6 +406,9 @@ class _ForwardOrder:
         self.zero: set[str] = set()  # modules whose first output is zero everywhere
         self.calls: dict[str, int] = {}
         self.finished: list[str] = []  # modules with a tensor output, in the order their forward ended
+        # modules with a (N, C, H, W), (N, H, W, C) or (N, T, C) output at more than one position of which
+        # the top class score's gradient is non-zero; None when the probe's backward pass failed
+        self.reached: set[str] | None = set()
 
 
 _ORDER: "weakref.WeakKeyDictionary[nn.Module, _ForwardOrder | None]" = weakref.WeakKeyDictionary()
@@ -336,6 +435,8 @@ def _forward_order(model: nn.Module) -> _ForwardOrder | None:
                 order.shapes[name] = tuple(output.shape)
                 if not output.any():
                     order.zero.add(name)
+                if output.dim() in (3, 4) and output.requires_grad:
+                    output.register_hook(functools.partial(_note_reach, order, name))
         order.calls[name] = order.calls.get(name, 0) + 1
         if isinstance(output, torch.Tensor):
             order.finished.append(name)
@@ -347,10 +448,11 @@ def _forward_order(model: nn.Module) -> _ForwardOrder | None:
     modes = {module: module.training for module in model.modules()}
     try:
         model.eval()
-        with torch.no_grad():
-            # noise, not zeros: a branch that is zero at initialization shows as zero only on its own
+        # noise, not zeros: a branch that is zero at initialization shows as zero only on its own
+        with torch.inference_mode(False), torch.enable_grad():
             noise = torch.rand(1, 3, *probe_size(model), generator=torch.Generator().manual_seed(0))
-            model(noise.to(parameter.device if parameter is not None else "cpu"))
+            noise = noise.to(parameter.device if parameter is not None else "cpu").requires_grad_()
+            _trace_reach(order, model(noise), noise)
         _ORDER[model] = order
     except Exception:  # noqa: BLE001 - an input size the model rejects: nothing known
         _ORDER[model] = None
@@ -360,6 +462,44 @@ def _forward_order(model: nn.Module) -> _ForwardOrder | None:
         for module, training in modes.items():
             module.training = training
     return _ORDER[model]
+
+
+def _note_reach(order: _ForwardOrder, name: str, grad: torch.Tensor) -> None:
+    """Record `name` as reached when its output's gradient is non-zero at more than one position, read
+    both as (N, C, positions...) and as (N, positions..., C): a layout that is neither is never reached
+    at fewer positions along both, so the smaller count errs towards "not reached"."""
+    if order.reached is None:
+        return
+    magnitude = grad.detach().abs()
+    along_channels_first = int((magnitude.sum(1) > 0).sum())
+    along_channels_last = int((magnitude.sum(-1) > 0).sum())
+    if min(along_channels_first, along_channels_last) > 1:
+        order.reached.add(name)
+
+
+def _trace_reach(order: _ForwardOrder, output: object, inputs: torch.Tensor) -> None:
+    """Back-propagate the probe's top class score to the input (parameters keep no gradient), so that
+    every recorded output notes whether that gradient reaches it (_note_reach); the probe's forward
+    facts stand when the model's output holds no scores, its backward pass fails, or the score's gradient
+    is zero at the input (a zero-initialized head, as torchvision's ViT's: nothing is reached, and that
+    says nothing about the layers)."""
+    from nnvis_core.models.logits import OutputError, logits_of
+
+    try:
+        scores = logits_of(output)
+        score = scores.reshape(scores.shape[0], -1)[0].max()
+        (gradient,) = torch.autograd.grad(score, inputs, allow_unused=True)
+    except (OutputError, RuntimeError):
+        gradient = None
+    if gradient is None or not gradient.any():
+        order.reached = None
+
+
+def reached(model: nn.Module, name: str) -> bool:
+    """Whether the probe's top class score has a non-zero gradient at more than one position of layer
+    `name`'s output (True when the probe could not tell)."""
+    order = _forward_order(model)
+    return order is None or order.reached is None or name not in order.shapes or name in order.reached
 
 
 def _ends(container: nn.Module, child: str) -> bool:

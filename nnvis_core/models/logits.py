@@ -93,6 +93,9 @@ def select_output(module: nn.Module, output: Any, key: str | None = None) -> str
 
     Raises OutputError when the output holds no class scores, or the model cannot take a hook."""
     if key is None and isinstance(output, torch.Tensor):
+        if output.ndim != 2:
+            raise OutputError(f"the model returns a tensor of shape {tuple(output.shape)}, not (batch, classes) "
+                              "class scores: is it a feature encoder without a classifier head?")
         return None
     scores = logits_of(output, key)
     if scores.ndim != 2:

@@ -27,6 +27,7 @@ from nnvis_core.toolkit import (
     default_layer,  # noqa: F401 - gradcam.default_layer(model) is part of this module's API
     layer_name,
     output_layout,
+    readable_advice,
     resolve_layer,
     target_scores,
 )
@@ -68,19 +69,21 @@ def _layer_cam(model: nn.Module, inputs: torch.Tensor, target: Target, layer: nn
     return (cam.relu() if relu else cam), layout, bool(grads.abs().amax() > 0)
 
 
-def check_resolution(cam: torch.Tensor, layer: object, reached: bool = True) -> None:
+def check_resolution(cam: torch.Tensor, layer: object, reached: bool = True, model: nn.Module | None = None) -> None:
     """Refuse a map that could only be constant. A 1x1 layer upsamples to the same value everywhere
     (Inception v3's last block at 96 px, any global-pooled layer). A layer whose positions the target's
     gradient does not reach gives zero whatever the image (a ViT's last MLP: after the last attention only
     the class token feeds the head). A rectified map that is zero where the gradient does reach is kept:
-    towards a class the image shows no evidence for, that is the answer."""
+    towards a class the image shows no evidence for, that is the answer. Given the model, the refusal
+    names a layer that can be read on it (or says there is none)."""
+    advice = readable_advice(model) if model is not None else "name another layer (see nnvis layers)"
     if cam.shape[-2:] == (1, 1):
-        raise AttributionError(f"Grad-CAM: layer {layer} is 1x1 at this input size, so its map would be constant; "
-                               "use a larger input or name an earlier layer (see nnvis layers)")
+        raise AttributionError(f"Grad-CAM: layer {layer} is 1x1 at this input size, so its map would be constant "
+                               f"(it comes after the global pooling, or the input is too small); {advice}")
     if not reached:
         raise AttributionError(f"Grad-CAM: the target's gradient is zero at every position of layer {layer} "
                                "(nothing after it reads them: in a ViT, only the class token reaches the head "
-                               "after the last attention); name an earlier layer (see nnvis layers)")
+                               f"after the last attention); {advice}")
 
 
 def upsample(cam: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
@@ -100,7 +103,7 @@ def attribute(model: nn.Module, inputs: torch.Tensor, target: Target, layer: nn.
     callers that compare maps, such as the sanity check, where a zero map is a finding."""
     cam, _, reached = _layer_cam(model, inputs, target, layer, relu)
     if strict:
-        check_resolution(cam, layer if isinstance(layer, str) else type(layer).__name__, reached)
+        check_resolution(cam, layer if isinstance(layer, str) else type(layer).__name__, reached, model)
     return cam if upsampling is None else upsample(cam, tuple(inputs.shape[-2:]), upsampling)
 
 
@@ -123,7 +126,7 @@ class GradCAM(AttributionPlugin):
     def explain(self, ctx, item, inputs, target, params) -> Explanation:
         layer = layer_name(ctx, params["layer"])
         cam, layout, reached = _layer_cam(ctx.module, inputs, target, ctx.layer(layer), True)
-        check_resolution(cam, layer, reached)
+        check_resolution(cam, layer, reached, ctx.module)
         h, w = cam.shape[-2:]
         full = upsample(cam, tuple(inputs.shape[-2:]), params["upsample"])
         read = "" if layout.kind == "map" else f", {layout.describe()}"

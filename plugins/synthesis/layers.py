@@ -16,9 +16,11 @@ from nnvis_core.toolkit import (
     conv_layers,
     find_layer,
     folds_the_batch,
+    is_stem,
     patch_size,
     rectified_output,
     repeated_blocks,
+    tensor_output,
 )
 
 DEFAULT_COUNT = 4
@@ -42,6 +44,10 @@ def spread_layers(model: nn.Module, count: int = DEFAULT_COUNT) -> list[str]:
     convs = [name for name in conv_layers(model) if not folds_the_batch(model, name)]  # not MViT's pooling convs
     if not convs:
         raise LayerNotFound(f"{type(model).__name__} has no Conv2d layer and no patch embedding: name the layers")
+    if is_stem(model, convs[-1]):  # Hiera, MViTv2: one conv embedding, then tokens without a known grid
+        raise LayerNotFound(f"{type(model).__name__}: its last Conv2d ({convs[-1]}) is a stem, with most of its "
+                            f"layers after it, so spreading layers over its convs would read only the input's "
+                            f"surface; name the layers (see nnvis layers)")
     picks = [_activation_after(model, convs[i]) for i in _evenly(count, len(convs))]
     return list(dict.fromkeys(picks))
 
@@ -71,6 +77,13 @@ def _evenly(count: int, total: int) -> list[int]:
 
 
 def _activation_after(model: nn.Module, conv: str) -> str:
+    """The rectified output after `conv`, else the block it belongs to, else the conv itself: the first of
+    them that returns a map (an HRNet stage returns a list of maps, one per branch)."""
+    after = _rectified_or_block(model, conv)
+    return after if tensor_output(model, after) else conv
+
+
+def _rectified_or_block(model: nn.Module, conv: str) -> str:
     rectified = rectified_output(model, conv)
     if rectified != conv:
         return rectified

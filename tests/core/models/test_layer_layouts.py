@@ -99,7 +99,8 @@ class StemThenTokens(nn.Module):
 
 
 def test_a_conv_stem_before_token_blocks_is_no_default_layer():
-    expected = r"last Conv2d \(stem.2\) is a stem .*name a layer.*the last with a spatial output is blocks\)$"
+    # its tokens have no grid nnvis can tell, and its stem is no explanation: nothing to suggest
+    expected = r"last Conv2d \(stem.2\) is a stem .*; no layer of StemThenTokens gives .* a map reader can read$"
     with pytest.raises(LayerNotFound, match=expected):
         default_layer(StemThenTokens().eval())
     # VGG's many Linear layers after its last conv read flat vectors: the convnet rule stands
@@ -135,8 +136,9 @@ class PoolsTokens(nn.Module):
 
 
 def test_a_default_whose_output_is_not_a_tensor_is_refused_with_a_name_to_try():
-    with pytest.raises(LayerNotFound, match=r"picks pool, which returns a tuple, not a tensor.*name a layer.*"
-                                            r"the last with a spatial output is block\)$"):
+    # the token block's positions reach the head only through the class token: no layer to suggest
+    with pytest.raises(LayerNotFound, match=r"picks pool, which returns a tuple, not a tensor.*; no layer of "
+                                            r"PoolsTokens gives .* a map reader can read$"):
         default_layer(PoolsTokens().eval())
 
 

@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from nnvis_core.models import LayerNotFound
-from nnvis_core.models.layers import default_layer, first_conv, spatial_problem
+from nnvis_core.models.layers import (
+    default_layer,
+    first_conv,
+    reached,
+    readable_problem,
+    remember_input_size,
+    spatial_problem,
+)
 from nnvis_core.models.timm_source import import_timm
 
 timm = import_timm()
@@ -53,8 +60,45 @@ def test_auto_reads_a_spatial_block_output_where_the_name_rule_did_not(name):
     assert cam.dim() == 2 and min(cam.shape) > 1 and float(cam.max() - cam.min()) > 0
 
 
-def test_a_token_model_whose_default_is_one_token_is_refused_in_one_line():
+def test_a_token_model_whose_default_is_one_token_reads_its_last_readable_block():
+    """CrossViT's name rule lands on a class-token projection; at its own 240 px the last block a map
+    reader can read is its first branch's transformer blocks (20x20 patches and a class token)."""
+    model = built("crossvit_tiny_240")
+    assert "single token" in spatial_problem(model, "blocks.2.revert_projs.1.0")
+    layer = default_layer(model)
+    assert layer == "blocks.2.blocks.0" and readable_problem(model, layer) is None
+
+
+def test_a_model_with_no_readable_layer_is_refused_in_one_line_that_says_so():
+    """At 64 px CrossViT resizes its input inside forward, so no token count fits a 64 px patch grid:
+    no layer to suggest, and the refusal says so instead of naming one the plugins would refuse."""
+    model = built("crossvit_tiny_240")
+    remember_input_size(model, (64, 64))
     with pytest.raises(LayerNotFound) as refused:
-        default_layer(built("crossvit_tiny_240"))
+        default_layer(model)
     message = str(refused.value.args[0])
-    assert "\n" not in message and "gives a single token" in message and "name a layer" in message
+    assert "\n" not in message and "gives a single token" in message
+    assert message.endswith("no layer of CrossVit gives a spatial output the class score depends on at 64x64 px "
+                            "that a map reader can read")
+
+
+def test_a_layer_only_the_class_token_leaves_is_not_read():
+    """CoaT-Lite's final norm feeds the head through its class token alone: the score's gradient reaches
+    one of its positions. The last serial block but one is read instead, which the score does reach."""
+    model = built("coat_lite_tiny")
+    assert "reaches at most one position" in spatial_problem(model, "norm4")
+    layer = default_layer(model)
+    assert layer.startswith("serial_blocks4.") and readable_problem(model, layer) is None
+    assert reached(model, layer) and not reached(model, "norm4")
+
+
+def test_a_conv_inside_a_blocks_branch_is_read_at_its_block():
+    """EfficientFormerV2's last conv is in its blocks' Mlp, a residual branch: the block's output, after
+    the add, is read."""
+    assert default_layer(built("efficientformerv2_s0")) == "stages.3.blocks.3"
+
+
+def test_a_stem_is_never_the_fallback():
+    """PiT's only map a reader can read is its patch embedding's output: refused rather than read."""
+    with pytest.raises(LayerNotFound, match=r"no layer of PoolingVisionTransformer gives .*$"):
+        default_layer(built("pit_ti_224"))

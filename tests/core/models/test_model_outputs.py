@@ -42,6 +42,7 @@ class Classifier(torch.nn.Module):
             "named": lambda: Pair(features, scores),
             "aux": lambda: {"main": scores, "aux": scores * 0},
             "text": lambda: "no scores here",
+            "tokens": lambda: features.flatten(2).transpose(1, 2),  # an encoder: (N, tokens, C), no head
         }[self.wrap]()
 
 
@@ -120,6 +121,7 @@ def test_the_cli_reads_a_pickled_model_returning_a_dict(demo_images, tmp_path):
 @pytest.mark.parametrize("wrap, extra, message", [
     ("text", [], "the model returns a str, with no tensor of class scores"),
     ("dict", ["--model-output", "nope"], "--model-output 'nope': the model's output has no key 'nope'"),
+    ("tokens", [], "the model returns a tensor of shape (1, 1024, 8), not (batch, classes) class scores"),
 ])
 def test_the_cli_refuses_an_output_without_scores_in_one_line(demo_images, tmp_path, wrap, extra, message):
     path = tmp_path / "model.pt"

@@ -77,7 +77,7 @@ FAMILIES = [
     Family("swin_tiny_patch4_window7_224", {"img_size": 128, "window_size": 4, "depths": (1, 1, 2, 1)}, 128,
            CHANNELS_LAST, "layers.3", WINDOWS),
     # conv stages, then attention over flattened tokens with no patch embedding (fixed 224 px)
-    Family("efficientformer_l1", {}, 224, MAP, "stages.3.blocks.2.mlp", NO_GRID),
+    Family("efficientformer_l1", {}, 224, MAP, "stages.3.blocks.2", NO_GRID),
 ]
 TOKEN_FAMILIES = [f for f in FAMILIES if f.kind == TOKENS]
 

@@ -183,20 +183,21 @@ def test_style_transfer_without_a_style_is_refused_or_left_out(tmp_path):
 
 
 class HeadsInTheBatch(torch.nn.Module):
-    """A conv stem, then a conv that runs on images x 2 heads (MViT's attention pooling), then a head."""
+    """A conv stem, a conv that runs on images x 2 heads (MViT's attention pooling), a conv, then a head."""
 
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
         self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU())
         self.pool = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.after = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU())
         self.head = torch.nn.Linear(8, 3)
 
     def forward(self, x):
         x = self.stem(x)
         b, c, h, w = x.shape
         x = self.pool(x.reshape(b * 2, c // 2, h, w)).reshape(b, c, h, w)
-        return self.head(x.mean(dim=(2, 3)))
+        return self.head(self.after(x).mean(dim=(2, 3)))
 
 
 def test_a_layer_that_folds_heads_into_the_batch_is_never_read_as_images():
@@ -207,6 +208,28 @@ def test_a_layer_that_folds_heads_into_the_batch_is_never_read_as_images():
 
     model = HeadsInTheBatch().eval()
     remember_input_size(model, (16, 16))
-    assert "pool" not in spread_layers(model)
+    assert spread_layers(model) == ["stem.1", "after.1"]
     with pytest.raises(AttributionError, match="'pool' gives 4 rows for 2 images"):
         FeatureReader(model, ["pool"])(torch.rand(2, 3, 16, 16))
+
+
+class StemThenTokenBlocks(torch.nn.Module):
+    """Hiera's plan: one conv embedding, then most of the weights in Linear blocks on tokens."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Conv2d(3, 8, 4, stride=2)
+        self.blocks = torch.nn.Sequential(*[torch.nn.Linear(8, 8) for _ in range(4)])
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.embed(x).flatten(2).transpose(1, 2)).mean(dim=1))
+
+
+def test_layers_are_never_spread_over_a_stem_alone():
+    from nnvis_core.toolkit import LayerNotFound
+    from nnvis_plugins.synthesis.layers import spread_layers
+
+    with pytest.raises(LayerNotFound, match=r"its last Conv2d \(embed\) is a stem.*name the layers"):
+        spread_layers(StemThenTokenBlocks().eval())
