@@ -213,8 +213,8 @@ def _is_block(model: nn.Module, name: str, strict: bool) -> bool:
 
 
 def is_stem(model: nn.Module, name: str) -> bool:
-    """Whether more than half of the model's layers with weights run after layer `name` (see _is_stem);
-    False when the probe did not run it."""
+    """Whether layer `name` ends before a quarter of the model's layers with weights have run (see
+    _is_stem); False when the probe did not run it."""
     order = _forward_order(model)
     return order is not None and name in order.finished and _is_stem(order, name)
 
@@ -227,11 +227,12 @@ def tensor_output(model: nn.Module, name: str) -> bool:
 
 
 def _is_stem(order: _ForwardOrder, name: str) -> bool:
-    """Whether more than half of the model's layers with weights run after `name` ends (LeViT's conv stem,
-    PiT's patch embedding): its map is the input, barely processed, not what the model decided on."""
-    end = order.finished.index(name)
-    later = set(order.finished[end + 1:])
-    return sum(layer in later for layer in order.weighted) > len(order.weighted) / 2
+    """Whether fewer than a quarter of the model's layers with weights have run when `name` ends (LeViT's
+    conv stem, PiT's and Hiera's patch embeddings): its map is the input barely processed, not what the
+    model decided on. (Counted before, not after: CoaT's parallel blocks hold most of its layers and run
+    after its serial blocks, whose last output is no stem.)"""
+    done = set(order.finished[:order.finished.index(name) + 1])
+    return sum(layer in done for layer in order.weighted) < len(order.weighted) / 4
 
 
 def readable_problem(model: nn.Module, name: str) -> str | None:
@@ -409,6 +410,7 @@ class _ForwardOrder:
         # modules with a (N, C, H, W), (N, H, W, C) or (N, T, C) output at more than one position of which
         # the top class score's gradient is non-zero; None when the probe's backward pass failed
         self.reached: set[str] | None = set()
+        self.graded = False  # whether any recorded output got a non-zero gradient
 
 
 _ORDER: "weakref.WeakKeyDictionary[nn.Module, _ForwardOrder | None]" = weakref.WeakKeyDictionary()
@@ -471,6 +473,7 @@ def _note_reach(order: _ForwardOrder, name: str, grad: torch.Tensor) -> None:
     if order.reached is None:
         return
     magnitude = grad.detach().abs()
+    order.graded = order.graded or bool(magnitude.any())
     along_channels_first = int((magnitude.sum(1) > 0).sum())
     along_channels_last = int((magnitude.sum(-1) > 0).sum())
     if min(along_channels_first, along_channels_last) > 1:
@@ -481,8 +484,8 @@ def _trace_reach(order: _ForwardOrder, output: object, inputs: torch.Tensor) -> 
     """Back-propagate the probe's top class score to the input (parameters keep no gradient), so that
     every recorded output notes whether that gradient reaches it (_note_reach); the probe's forward
     facts stand when the model's output holds no scores, its backward pass fails, or the score's gradient
-    is zero at the input (a zero-initialized head, as torchvision's ViT's: nothing is reached, and that
-    says nothing about the layers)."""
+    is zero at every module's output (a zero-initialized head, as torchvision's ViT's: nothing is reached,
+    and that says nothing about the layers)."""
     from nnvis_core.models.logits import OutputError, logits_of
 
     try:
@@ -491,7 +494,7 @@ def _trace_reach(order: _ForwardOrder, output: object, inputs: torch.Tensor) -> 
         (gradient,) = torch.autograd.grad(score, inputs, allow_unused=True)
     except (OutputError, RuntimeError):
         gradient = None
-    if gradient is None or not gradient.any():
+    if gradient is None or not order.graded:
         order.reached = None
 
 

@@ -46,8 +46,8 @@ def spread_layers(model: nn.Module, count: int = DEFAULT_COUNT) -> list[str]:
         raise LayerNotFound(f"{type(model).__name__} has no Conv2d layer and no patch embedding: name the layers")
     if is_stem(model, convs[-1]):  # Hiera, MViTv2: one conv embedding, then tokens without a known grid
         raise LayerNotFound(f"{type(model).__name__}: its last Conv2d ({convs[-1]}) is a stem, with most of its "
-                            f"layers after it, so spreading layers over its convs would read only the input's "
-                            f"surface; name the layers (see nnvis layers)")
+                            "layers after it, so spreading layers over its convs would read only the input's "
+                            "surface; name the layers (see nnvis layers)")
     picks = [_activation_after(model, convs[i]) for i in _evenly(count, len(convs))]
     return list(dict.fromkeys(picks))
 
