@@ -1,7 +1,8 @@
-"""Every image-scope method on every classifier torchvision offers (and a dozen timm families).
+"""Every image-scope method on every classifier torchvision offers, one model of every timm family,
+and hand-written models whose forward returns a dict, a tuple, a named tuple or an object with `.logits`.
 
 For each architecture: random weights (seeded), the smallest of SIZES the model
-accepts, one demo image, and a report run with every built-in image-scope
+accepts (else its own input size), one demo image, and a report run with every built-in image-scope
 plugin, cheap settings. A plugin passes when it gives finite maps of the
 input's size that are not constant, or refuses with a one-line reason of its
 own (an nnvis exception class); anything else is a failure the test reports.
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import time
 import types
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +30,11 @@ PAGE = Path(__file__).resolve().parents[1] / "docs" / "architectures.md"
 SIZES = (64, 96, 128, 160, 224, 256)  # the smallest that runs is used; 64 keeps convnets' last maps at 2x2
 PLUGINS = ("saliency", "gradient_x_input", "deconvnet", "guided_backprop", "smoothgrad", "integrated_gradients",
            "gradcam", "guided_gradcam", "occlusion", "activations", "semantic_dictionary", "attention_rollout",
-           "transformer_attribution", "attention_maps")
+           "transformer_attribution", "attention_maps", "feature_inversion", "style_transfer", "texture_synthesis")
 CHEAP = {  # settings that keep one architecture to seconds; what is checked does not depend on them
     "smoothgrad": {"samples": 4}, "integrated_gradients": {"steps": 8},
     "semantic_dictionary": {"top": 1, "steps": 2, "cache": False}, "activations": {"max_maps": 8},
+    "feature_inversion": {"steps": 2}, "style_transfer": {"steps": 2}, "texture_synthesis": {"steps": 2},
 }
 # What `make test` sweeps: one or two of every family and every model the issue names, with
 # vit_b_32 for vit_b_16 (the same code, a quarter of the tokens: 22 s less). The
@@ -39,13 +43,47 @@ IN_CI = {"resnet18", "googlenet", "mobilenet_v2", "mobilenet_v3_small", "efficie
          "swin_t", "vit_b_32", "timm:deit_tiny_distilled_patch16_224", "timm:vit_little_patch16_reg4_gap_256",
          "timm:convnextv2_atto"}
 # Too big to sweep in seconds on a 2-core CPU.
-SLOW = {"vit_l_16", "vit_l_32", "vit_h_14", "regnet_y_128gf", "regnet_y_32gf", "regnet_x_32gf", "regnet_y_16gf",
+SLOW = {"timm:deepseek_vit_412m", "vit_l_16", "vit_l_32", "vit_h_14", "regnet_y_128gf", "regnet_y_32gf",
+        "regnet_x_32gf", "regnet_y_16gf",
         "regnet_x_16gf", "efficientnet_b6", "efficientnet_b7", "efficientnet_v2_l", "efficientnet_v2_m",
         "vgg16", "vgg16_bn", "vgg19", "vgg19_bn", "swin_v2_b", "swin_b", "maxvit_t", "convnext_large",
         "convnext_base", "wide_resnet101_2", "resnext101_64x4d", "resnext101_32x8d", "timm:beit_base_patch16_224"}
 TIMM = ("deit_tiny_distilled_patch16_224", "vit_little_patch16_reg4_gap_256", "eva02_tiny_patch14_224",
         "beit_base_patch16_224", "convnextv2_atto", "swin_tiny_patch4_window7_224", "efficientformerv2_s0",
         "levit_128s", "mobilevitv2_050", "poolformer_s12", "coatnet_nano_rw_224", "pvt_v2_b0")
+# One model of every other family (module) timm.list_modules() offers: the smallest by parameter count
+# (`python tests/architecture_sweep.py --families` counts them again, on the meta device).
+TIMM_FAMILIES = {
+    "byoanet": "halonet_h1", "byobnet": "test_byobnet", "cait": "cait_xxs24_224", "coat": "coat_tiny",
+    "convit": "convit_tiny", "convmixer": "convmixer_768_32", "cpubone": "cpubone_nano",
+    "crossvit": "crossvit_tiny_240", "csatv2": "csatv2", "cspnet": "cs3darknet_focus_s", "cspnext": "cspnext_tiny",
+    "davit": "davit_tiny", "deepseek_vit": "deepseek_vit_412m", "densenet": "densenet121", "dla": "dla46x_c",
+    "dpn": "dpn48b", "edgenext": "edgenext_xx_small", "efficientformer": "efficientformer_l1",
+    "efficientnet": "test_efficientnet", "efficientvim": "efficientvim_m1", "efficientvit_mit": "efficientvit_b0",
+    "efficientvit_msra": "efficientvit_m0", "fasternet": "fasternet_t0", "fastvit": "fastvit_t8",
+    "focalnet": "focalnet_tiny_srf", "gcvit": "gcvit_xxtiny", "gemma4_vit": "gemma4_vit_167m_enc",
+    "ghostnet": "ghostnet_050", "hardcorenas": "hardcorenas_b", "hgnet": "hgnetv2_b0", "hiera": "hiera_tiny_224",
+    "hieradet_sam2": "sam2_hiera_tiny", "hrnet": "hrnet_w18_small", "iformer": "iformer_t",
+    "inception_next": "inception_next_atto", "inception_resnet_v2": "inception_resnet_v2",
+    "inception_v3": "inception_v3", "inception_v4": "inception_v4", "lcnetv2": "lcnetv2_small",
+    "lowformer": "lowformer_b0", "mambaout": "test_mambaout", "mlp_mixer": "gmlp_ti16_224",
+    "mobilenetv3": "mobilenetv3_small_050", "mobilenetv5": "mobilenetv5_base", "mvitv2": "mvitv2_tiny",
+    "naflexvit": "naflexvit_base_patch16_parfac_gap", "nasnet": "nasnetalarge", "nest": "nest_tiny",
+    "nextvit": "nextvit_small", "nfnet": "test_nfnet", "pit": "pit_ti_224", "pnasnet": "pnasnet5large",
+    "qwen3_vit": "qwen3_vit_88m", "rdnet": "rdnet_tiny", "regnet": "regnetx_002", "repghost": "repghostnet_050",
+    "repvit": "repvit_m1", "res2net": "res2next50", "resnest": "resnest14d", "resnet": "test_resnet",
+    "resnetv2": "resnetv2_18", "rexnet": "rexnet_100", "selecsls": "selecsls42", "senet": "legacy_seresnet18",
+    "sequencer": "sequencer2d_s", "shvit": "shvit_s1", "sknet": "skresnet18", "starnet": "starnet_s050",
+    "swiftformer": "swiftformer_xs", "swin_transformer_v2": "swinv2_tiny_window8_256",
+    "swin_transformer_v2_cr": "swinv2_cr_tiny_224", "tiny_vit": "tiny_vit_5m_224",
+    "tnt": "tnt_s_legacy_patch16_224", "tresnet": "tresnet_m", "twins": "twins_svt_small", "vgg": "vgg11",
+    "visformer": "visformer_tiny", "vision_transformer_hybrid": "vit_tiny_r_s16_p8_224",
+    "vision_transformer_relpos": "test_vit_relpos", "vision_transformer_sam": "samvit_base_patch16_224",
+    "vitamin": "vitamin_small_224", "volo": "volo_d1_224", "vovnet": "ese_vovnet19b_slim_dw",
+    "xception": "legacy_xception", "xception_aligned": "xception41p", "xcit": "xcit_nano_12_p8_224",
+}
+# Hand-written classifiers whose forward returns something other than a tensor.
+OWN = ("own:dict", "own:tuple", "own:namedtuple", "own:logits")
 
 OK = "ok"
 
@@ -70,14 +108,71 @@ def architectures() -> list[str]:
         import timm  # noqa: F401
     except ImportError:
         return names
-    return names + [f"timm:{name}" for name in TIMM]
+    return names + [f"timm:{name}" for name in (*TIMM, *TIMM_FAMILIES.values())] + list(OWN)
+
+
+def timm_families() -> dict[str, list[str]]:
+    """{family (timm's module): its model names} for every family timm offers."""
+    torchvision_architectures()
+    import timm
+
+    return {family: timm.list_models(module=family) for family in timm.list_modules()}
+
+
+def smallest_of_each_family() -> dict[str, str]:
+    """{family: its model with the fewest parameters}, counted on the meta device (no memory, ~5 min)."""
+    import timm
+
+    smallest = {}
+    for family, names in timm_families().items():
+        counts = {}
+        for name in names:
+            try:
+                with torch.device("meta"):
+                    counts[name] = sum(p.numel() for p in timm.create_model(name, num_classes=1000).parameters())
+            except Exception:  # noqa: BLE001 - a variant that cannot be built is not the smallest
+                continue
+        smallest[family] = min(counts, key=counts.get)
+    return smallest
+
+
+class OwnOutput(typing.NamedTuple):
+    logits: torch.Tensor
+    features: torch.Tensor
+
+
+@dataclass
+class ModelOutput:  # what a Hugging Face model returns, reduced to what matters here
+    logits: torch.Tensor
+    hidden_states: torch.Tensor
+
+
+class ReturnsOther(nn.Module):
+    """A small convnet whose forward returns its class scores inside `shape` (dict, tuple,
+    namedtuple or logits: an object with .logits), beside its last feature map."""
+
+    def __init__(self, shape: str) -> None:
+        super().__init__()
+        self.shape = shape
+        self.features = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                      nn.Conv2d(32, 64, 3, padding=1), nn.ReLU())
+        self.head = nn.Linear(64, 1000)
+
+    def forward(self, x: torch.Tensor):
+        features = self.features(x)
+        logits = self.head(features.mean((2, 3)))
+        return {"dict": {"features": features, "logits": logits}, "tuple": (logits, features),
+                "namedtuple": OwnOutput(logits, features), "logits": ModelOutput(logits, features)}[self.shape]
 
 
 def build(name: str) -> nn.Module:
     """The architecture with seeded random weights; zero-initialised classifier heads (torchvision's ViT)
     get small random weights, or every gradient method would see a constant zero score."""
     torch.manual_seed(0)
-    if name.startswith("timm:"):
+    if name.startswith("own:"):
+        model = ReturnsOther(name[4:])
+    elif name.startswith("timm:"):
         torchvision_architectures()  # timm imports torchvision: the workaround first
         import timm
 
@@ -103,13 +198,15 @@ def calibrate(model: nn.Module, size: int) -> None:
     probability 1 and any occluder flips it, so every map would be constant for
     reasons that have nothing to do with the method.
     """
+    from nnvis_core.models.logits import logits_of
+
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     noise = calibration_images(size)
     if norms:
         _normalize(model, norms, noise)
     heads = [m for m in model.modules() if isinstance(m, nn.Linear)]
     with torch.no_grad():
-        spread = float(model(noise).std())
+        spread = float(logits_of(model(noise)).std())
         if heads and spread > 1.0:
             heads[-1].weight /= spread
             if heads[-1].bias is not None:
@@ -140,14 +237,16 @@ def _normalize(model: nn.Module, norms: list[nn.Module], noise: torch.Tensor) ->
 
 
 def smallest_size(model: nn.Module) -> int:
-    for size in SIZES:
+    """The smallest of SIZES the model accepts, else the side of its own input size (timm's config)."""
+    own = (getattr(model, "pretrained_cfg", None) or {}).get("input_size", (3, 0, 0))[-1]
+    for size in (*SIZES, own):
         try:
             with torch.no_grad():
                 model(torch.zeros(1, 3, size, size))
             return size
         except Exception:  # noqa: BLE001 - too small for this architecture: try the next size
             continue
-    raise ValueError(f"{type(model).__name__} accepts none of the sizes {SIZES}")
+    raise ValueError(f"{type(model).__name__} accepts none of the sizes {SIZES} nor its own, {own}")
 
 
 def sweep_registry(name: str, model: nn.Module, size: int):
@@ -206,6 +305,7 @@ def sweep(name: str) -> tuple[int, dict[str, Outcome], str, str | None]:
     """(input size, {plugin: outcome}, the layer layer=auto reads, why that layer is wrong or None) for
     one architecture."""
     from nnvis_core.run.config import ReportConfig
+    from nnvis_core.run.plan import UsageError
     from nnvis_core.run.sink import MemorySink
     from nnvis_core.runner import run
     from nnvis_core.testing import write_demo_images
@@ -221,10 +321,15 @@ def sweep(name: str) -> tuple[int, dict[str, Outcome], str, str | None]:
         params.setdefault(plugin, {}).update(cheap.get(plugin, {}))
     with tempfile.TemporaryDirectory() as work:
         image_dir, _ = write_demo_images(Path(work) / "input", images=1)
+        style_dir, _ = write_demo_images(Path(work) / "style", images=2, seed=7)
+        params["style_transfer"]["style"] = str(sorted(style_dir.rglob("*.png"))[-1])
         config = ReportConfig(image_dir, Path(work) / "out", model="sweep", plugins=["all"], params=params,
                               device="cpu", batch_size=4, quiet=True)
         sink = MemorySink()
-        run(config, registry, sink)
+        try:
+            run(config, registry, sink)
+        except UsageError as error:  # the model itself is refused (an encoder with no classifier head)
+            return size, {plugin: Outcome("refused", str(error)) for plugin in PLUGINS}, "refused", None
     found: dict[str, Outcome] = {}
     for skipped in sink.plan.skipped:  # left out for want of a default layer: a refusal, listed with its reason
         found[skipped.name] = Outcome("refused" if skipped.needs_layer else "not applicable", skipped.reason)
@@ -260,8 +365,13 @@ def auto_layer(model: nn.Module, size: int) -> tuple[str, str | None]:
 
 
 def reasons(name: str, outcomes: dict[str, Outcome]) -> list[str]:
-    return [f"- `{name}` {plugin}: {outcome.reason}" for plugin, outcome in outcomes.items()
-            if outcome.status in ("zero", "refused", "failed")]
+    """One line per method that refused, failed or gave zero; one line in all when every method refused
+    for the same reason (a model nnvis refuses at load)."""
+    listed = {plugin: outcome for plugin, outcome in outcomes.items()
+              if outcome.status in ("zero", "refused", "failed")}
+    if len(listed) == len(outcomes) and len({(o.status, o.reason) for o in listed.values()}) == 1:
+        return [f"- `{name}` every method: {next(iter(listed.values())).reason}"]
+    return [f"- `{name}` {plugin}: {outcome.reason}" for plugin, outcome in listed.items()]
 
 
 HEADER = """# Architectures: every image method on every classifier
@@ -304,12 +414,18 @@ def page(results: dict[str, tuple[int, dict[str, Outcome], str, str | None]]) ->
 
 
 def main(argv: list[str]) -> int:
+    if "--families" in argv:
+        for family, name in smallest_of_each_family().items():
+            print(f"{family}: {name}")
+        return 0
     names = [n for n in argv if not n.startswith("--")] or architectures()
     results = {}
+    start = time.perf_counter()
     for name in names:
         results[name] = sweep(name)
         size, outcomes, auto, wrong = results[name]
         print(row(name, size, outcomes, auto) + (f"  WRONG LAYER: {wrong}" if wrong else ""), flush=True)
+    print(f"{len(names)} architectures in {time.perf_counter() - start:.0f} s")
     if "--write" in argv:
         PAGE.write_text(page(results))
         print(f"wrote {PAGE}")

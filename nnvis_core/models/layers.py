@@ -19,7 +19,15 @@ import weakref
 import torch
 from torch import nn
 
-from nnvis_core.models.outputs import MAP, TOKENS, LayoutError, output_layout, patch_size
+from nnvis_core.models.outputs import (
+    CHANNELS_LAST,
+    MAP,
+    TOKENS,
+    LayoutError,
+    grid_like,
+    output_layout,
+    patch_size,
+)
 
 # The run checks every other value of a `layer` parameter against the model up front.
 PENULTIMATE = "penultimate"
@@ -139,7 +147,7 @@ def preactivation(model: nn.Module, name: str) -> str:
     return _join(parent, children[position - 1]) if position > 0 else name
 
 
-def spatial_problem(model: nn.Module, name: str) -> str | None:
+def spatial_problem(model: nn.Module, name: str, gradient: bool = True) -> str | None:
     """Why the output of layer `name` cannot carry a spatial explanation, from the probe pass: it comes
     after the global pooling ((N, C) features or 1x1 maps), it is a single token, or it is zero everywhere
     (a residual branch whose last norm starts at zero, read before its add). None when it can, or when
@@ -157,7 +165,7 @@ def spatial_problem(model: nn.Module, name: str) -> str | None:
         return f"{name} gives a single token, not one per patch"
     if name in order.zero:
         return f"{name} outputs zero everywhere at initialization (a residual branch read before its add)"
-    if order.reached is not None and name not in order.reached:
+    if gradient and order.reached is not None and name not in order.reached:
         return (f"the class score's gradient reaches at most one position of {name} (nothing after it reads "
                 "its positions but a class token)")
     return None
@@ -235,17 +243,20 @@ def _is_stem(order: _ForwardOrder, name: str) -> bool:
     return sum(layer in done for layer in order.weighted) < len(order.weighted) / 4
 
 
-def readable_problem(model: nn.Module, name: str) -> str | None:
+def readable_problem(model: nn.Module, name: str, gradient: bool = True) -> str | None:
     """Why no map reader (Grad-CAM, activations, the feature readers) can read layer `name` at the probe's
-    input size: it is not spatial or its score gradient reaches one position (:func:`spatial_problem`),
-    it runs more than once, its rows are not images, or its layout is unknown. None when one can."""
+    input size: it is not spatial or its score gradient reaches one position (:func:`spatial_problem`;
+    gradient=False leaves reach out, for readers of the activations alone, as synthesis is), it runs more
+    than once, its rows are not images, or its layout is unknown. None when one can."""
     order = _forward_order(model)
+    if order is not None and name in order.not_tensor:
+        return f"{name} returns a {order.not_tensor[name]}, not a tensor"
     shape = _probed_shape(model, name)
     if order is None or shape is None:
         return None
     if len(shape) not in (3, 4):
         return f"{name} gives an output of shape {shape}, not a map or tokens"
-    problem = spatial_problem(model, name)
+    problem = spatial_problem(model, name, gradient)
     if problem is not None:
         return problem
     if order.calls.get(name, 0) > 1:
@@ -253,9 +264,12 @@ def readable_problem(model: nn.Module, name: str) -> str | None:
     if folds_the_batch(model, name):
         return f"{name} gives {shape[0]} rows for one image (its rows are not images)"
     try:
-        output_layout(model, torch.empty(shape, device="meta"), probe_size(model))
+        layout = output_layout(model, torch.empty(shape, device="meta"), probe_size(model))
     except LayoutError as error:
         return f"{name}: {error}"
+    grid = shape[2:] if layout.kind == MAP else shape[1:3] if layout.kind == CHANNELS_LAST else None
+    if grid is not None and not grid_like(*probe_size(model), *grid):
+        return f"{name} gives {shape}, whose last two sides are no grid of the input (attention's heads x tokens?)"
     return None
 
 

@@ -101,7 +101,7 @@ def token_layout(model: nn.Module, input_hw: tuple[int, int], tokens: int) -> La
     raise LayoutError(f"{tokens} tokens fit no patch grid of a {height}x{width} input with {patch}-pixel patches")
 
 
-def _grid_like(height: int, width: int, a: int, b: int) -> bool:
+def grid_like(height: int, width: int, a: int, b: int) -> bool:
     """Whether (a, b) can be the spatial size of a map downsampled from (height, width)."""
     if a < 1 or b < 1 or a > height or b > width:
         return False
@@ -118,7 +118,7 @@ def output_layout(model: nn.Module, output: torch.Tensor, input_hw: tuple[int, i
     height, width = input_hw
     if output.dim() == 4:
         _, c1, c2, c3 = output.shape
-        if not _grid_like(height, width, c2, c3) and _grid_like(height, width, c1, c2):
+        if not grid_like(height, width, c2, c3) and grid_like(height, width, c1, c2):
             return Layout(CHANNELS_LAST)
         return Layout(MAP)
     if output.dim() == 3:

@@ -18,6 +18,7 @@ from nnvis_core.toolkit import (
     folds_the_batch,
     is_stem,
     patch_size,
+    readable_problem,
     rectified_output,
     repeated_blocks,
     tensor_output,
@@ -44,12 +45,26 @@ def spread_layers(model: nn.Module, count: int = DEFAULT_COUNT) -> list[str]:
     convs = [name for name in conv_layers(model) if not folds_the_batch(model, name)]  # not MViT's pooling convs
     if not convs:
         raise LayerNotFound(f"{type(model).__name__} has no Conv2d layer and no patch embedding: name the layers")
-    if is_stem(model, convs[-1]):  # Hiera, MViTv2: one conv embedding, then tokens without a known grid
-        raise LayerNotFound(f"{type(model).__name__}: its last Conv2d ({convs[-1]}) is a stem, with most of its "
-                            "layers after it, so spreading layers over its convs would read only the input's "
-                            "surface; name the layers (see nnvis layers)")
+    if is_stem(model, convs[-1]):  # HieraDet, Hiera, MViTv2: one conv embedding, then blocks
+        blocks = _readable_blocks(model)
+        if blocks:
+            return [blocks[i] for i in _evenly(count, len(blocks))]
+        raise LayerNotFound(f"{type(model).__name__}: its convolutions all run early (the last, {convs[-1]}, before "
+                            "a quarter of its layers with weights) and its blocks give no map nnvis can read "
+                            "(tokens whose grid it cannot tell), so the picks would read only the input's surface; "
+                            "name the layers (see nnvis layers)")
     picks = [_activation_after(model, convs[i]) for i in _evenly(count, len(convs))]
     return list(dict.fromkeys(picks))
+
+
+def _readable_blocks(model: nn.Module) -> list[str]:
+    """The model's run of repeated blocks (toolkit.repeated_blocks), where every one of them gives a map
+    a feature reader can read (HieraDet's channels-last stages; not Hiera's unrolled tokens), else []."""
+    try:
+        blocks, _ = repeated_blocks(model)
+    except LayerNotFound:
+        return []
+    return blocks if all(readable_problem(model, b, gradient=False) is None for b in blocks) else []
 
 
 def middle_layer(model: nn.Module) -> str:

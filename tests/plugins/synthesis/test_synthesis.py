@@ -231,5 +231,37 @@ def test_layers_are_never_spread_over_a_stem_alone():
     from nnvis_core.toolkit import LayerNotFound
     from nnvis_plugins.synthesis.layers import spread_layers
 
-    with pytest.raises(LayerNotFound, match=r"its last Conv2d \(embed\) is a stem.*name the layers"):
+    with pytest.raises(LayerNotFound, match=r"its convolutions all run early \(the last, embed,.*name the layers"):
         spread_layers(StemThenTokenBlocks().eval())
+
+
+class ChannelsLastBlock(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.mix = torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        return x + torch.nn.functional.gelu(self.mix(x))
+
+
+class StemThenChannelsLastBlocks(torch.nn.Module):
+    """HieraDet's plan: an overlapping conv embedding, then blocks on channels-last maps."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = torch.nn.Conv2d(3, 8, 7, stride=4, padding=3)
+        self.blocks = torch.nn.Sequential(*[ChannelsLastBlock() for _ in range(6)])
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.embed(x).permute(0, 2, 3, 1)).mean(dim=(1, 2)))
+
+
+def test_after_a_stem_layers_are_spread_over_blocks_that_give_maps():
+    from nnvis_core.models.layers import remember_input_size
+    from nnvis_plugins.synthesis.layers import spread_layers
+
+    model = StemThenChannelsLastBlocks().eval()
+    remember_input_size(model, (32, 32))
+    assert spread_layers(model) == ["blocks.0", "blocks.2", "blocks.3", "blocks.5"]
