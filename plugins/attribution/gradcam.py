@@ -61,7 +61,7 @@ def _layer_cam(model: nn.Module, inputs: torch.Tensor, target: Target, layer: nn
         try:
             layout = output_layout(model, activation, tuple(inputs.shape[-2:]))
         except LayoutError as error:
-            raise AttributionError(f"Grad-CAM: {error}") from None
+            raise AttributionError(f"Grad-CAM: {error}; {readable_advice(model)}") from None
         (grads,) = torch.autograd.grad(target_scores(output, target).sum(), activation)
     maps, grads = layout.to_map(activation.detach()), layout.to_map(grads)
     weights = grads.mean(dim=(2, 3), keepdim=True)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from nnvis_core import Param, Plugin, Result, Scope, SemanticDictionary, hookimpl
-from nnvis_core.toolkit import default_layer, preactivation
+from nnvis_core.toolkit import default_layer, preactivation, readable_advice
 from nnvis_plugins.featvis.cache import VisualizationCache, default_cache_dir, model_fingerprint
 from nnvis_plugins.featvis.channel_maximization import unit_pictures
 from nnvis_plugins.featvis.layers import LayerError
@@ -34,7 +34,8 @@ def top_channels(model: nn.Module, inputs: torch.Tensor, layer: str, top: int) -
     for a (1, 3, H, W) normalized input, strongest first."""
     output = layer_outputs(model, inputs, [layer])[layer]
     if output.dim() != 4:
-        raise LayerError(f"layer {layer!r} outputs shape {tuple(output.shape)}; a dictionary needs (N, C, H, W)")
+        raise LayerError(f"layer {layer!r} outputs shape {tuple(output.shape)}; a dictionary needs (N, C, H, W) "
+                         f"maps or tokens on a patch grid nnvis can tell; {readable_advice(model)}")
     values, indices = output[0].topk(min(top, output.shape[1]), dim=0)
     return indices.permute(1, 2, 0).cpu().numpy(), values.permute(1, 2, 0).cpu().numpy().astype(np.float64)
 

@@ -37,7 +37,18 @@ def test_every_method_gives_maps_or_refuses_as_the_page_says(name):
     failed = {plugin: o.reason for plugin, o in outcomes.items() if o.status == "failed"}
     assert not failed, f"{name}: {failed}"
     assert wrong is None, f"{name}: layer=auto reads {auto}: {wrong}"
+    if any(o.status == "refused" for o in outcomes.values()):
+        assert name in sweep.WHY_REFUSED, f"{name}: a method refused, and the page does not say why that is right"
     lines = page_lines()
     assert sweep.row(name, size, outcomes, auto) in lines, f"{name}: the page's row is out of date"
     listed = [line for line in lines if line.startswith(f"- `{name}` ")]
     assert listed == sweep.reasons(name, outcomes), f"{name}: the page's refusals are out of date"
+
+
+def test_every_timm_family_is_swept():
+    """One model of every family (module) timm offers, so that a family added to timm shows up here."""
+    families = sweep.timm_families()
+    swept = {name[len("timm:"):] for name in ARCHITECTURES if name.startswith("timm:")}
+    missing = sorted(family for family, names in families.items() if not swept & set(names))
+    assert not missing, f"timm families not swept: {missing} (add the smallest to TIMM_FAMILIES: --families)"
+    assert set(sweep.TIMM_FAMILIES) <= set(families)

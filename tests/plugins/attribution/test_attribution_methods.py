@@ -225,3 +225,23 @@ def test_gradcam_default_layer_is_the_rectified_last_conv_and_not_degenerate():
 
     assert all_zero_share("auto") == 0.0
     assert all_zero_share("last_conv") > 0.3
+
+
+def test_a_refused_grad_cam_layer_names_one_that_grad_cam_reads():
+    """A layer after the global pooling is refused, and the refusal names a layer that was checked: Grad-CAM
+    run there gives a map of positions, not a constant."""
+    import re
+
+    from nnvis_core.models.layers import remember_input_size
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+    remember_input_size(model, (16, 16))
+    x = torch.rand(1, 3, 16, 16)
+    with pytest.raises(AttributionError) as refused:
+        gradcam.attribute(model, x, 0, layer="4", strict=True)
+    suggested = re.search(r"name a layer \(see nnvis layers\): (\S+) is the last one", str(refused.value)).group(1)
+    assert suggested == "2"  # the last conv: the last block that holds weights
+    cam = gradcam.attribute(model, x, 0, layer=suggested, upsampling=None, strict=True)
+    assert cam.shape[-2:] == (16, 16) and float(cam.max() - cam.min()) > 0
