@@ -309,7 +309,13 @@ def default_layer(model: nn.Module) -> str:
     (A layer that turns out to run twice per forward pass is refused when it is captured.)
     """
     if patch_size(model) is not None:
-        return _spatial_or_refused(model, block_default_layer(model))
+        try:
+            return _spatial_or_refused(model, block_default_layer(model))
+        except LayerNotFound as refused:  # no run of blocks (CrossViT's two branches): the last readable one
+            fallback = last_spatial_block(model)
+            if fallback is None:
+                raise LayerNotFound(f"{error_line(refused)}; {readable_advice(model)}") from None
+            return fallback
     try:
         name = refuse_a_non_tensor(model, _convnet_default(model))
     except LayerNotFound:  # a stem, or a module with no tensor output: the last readable block, if any
@@ -611,8 +617,9 @@ def repeated_blocks(model: nn.Module) -> tuple[list[str], str]:
         for child_name, child in container.named_children():
             name = f"{container_name}.{child_name}" if container_name else child_name
             # Parameter-free children (timm's Identity placeholders for norm_pre, patch_drop and a
-            # pooled model's final norm; dropouts) can repeat too, but they are no blocks.
-            if name in order and next(child.parameters(), None) is not None:
+            # pooled model's final norm; dropouts) can repeat too, but they are no blocks; nor are
+            # single layers (an attention's k and v Linear layers, which read every token).
+            if name in order and next(child.parameters(), None) is not None and next(child.children(), None):
                 by_class.setdefault(type(child), []).append(name)
         runs[container_name] = [blocks for blocks in by_class.values() if len(blocks) >= 2]
     candidates = [blocks for found in runs.values() for blocks in found]
@@ -627,6 +634,7 @@ def repeated_blocks(model: nn.Module) -> tuple[list[str], str]:
     if not best:
         raise LayerNotFound(f"{type(model).__name__} has a patch embedding but no repeated blocks with spatial "
                             "outputs to read by default; name a layer (see nnvis layers)")
+    best = _trunk_before_class_attention(model, best, runs, order)
     _BLOCKS[model] = (best, layouts[best[-1]])
     return _BLOCKS[model]
 
@@ -640,6 +648,23 @@ def block_default_layer(model: nn.Module) -> str:
         norms = [name for name, child in model.get_submodule(block).named_children() if isinstance(child, nn.LayerNorm)]
         block = f"{block}.{norms[0]}" if norms else block
     return block
+
+
+def _trunk_before_class_attention(model: nn.Module, best: list[str], runs: dict[str, list[list[str]]],
+                                  finished: dict[str, int]) -> list[str]:
+    """`best`, or, when it is a short run of class-attention blocks (XCiT's: they read the class token
+    joined to the patch tokens, so each outputs one token more than the trunk, and update only that
+    token), the longer run that ends right before it (the trunk) followed by it: the picture-making
+    plugins then spread over the trunk, not over two blocks at the end."""
+    order = _forward_order(model)
+    shapes = order.shapes if order is not None else {}
+    before_it = [run for found in runs.values() for run in found
+                 if len(run) > len(best) and finished[run[-1]] < finished[best[0]] and run[-1] in shapes]
+    if not before_it or best[0] not in shapes:
+        return best
+    trunk = max(before_it, key=lambda run: finished[run[-1]])
+    before, after = shapes[trunk[-1]], shapes[best[0]]
+    return trunk + best if len(before) == len(after) == 3 and after[1] == before[1] + 1 else best
 
 
 def middle_block(model: nn.Module) -> str:

@@ -68,6 +68,8 @@ def _embedding_stride(embed: object) -> int | None:
     """img_size / grid_size of a timm patch embedding (HybridEmbed: ResNet stem, then a 1x1 projection),
     when the grid tiles the image exactly (PiT's overlapping ConvEmbedding does not)."""
     image, grid = getattr(embed, "img_size", None), getattr(embed, "grid_size", None)
+    if grid is None:  # XCiT's ConvPatchEmbed: strided convs, with its patch size and patch count
+        grid = _grid_of_patches(image, getattr(embed, "patch_size", None), getattr(embed, "num_patches", None))
     if not (isinstance(image, tuple) and isinstance(grid, tuple) and len(image) == len(grid) == 2):
         return None
     if not all(isinstance(v, int) and v > 0 for v in (*image, *grid)):
@@ -75,6 +77,18 @@ def _embedding_stride(embed: object) -> int | None:
     stride = image[0] // grid[0]
     exact = stride > 1 and image == (grid[0] * stride, grid[1] * stride)
     return stride if exact else None
+
+
+def _grid_of_patches(image: object, patch: object, count: object) -> tuple[int, int] | None:
+    """The patch grid of an embedding that states its image size, patch size and patch count, when the
+    three agree (the count is the image tiled by the patch exactly); else None."""
+    if isinstance(patch, int):
+        patch = (patch, patch)
+    if not (isinstance(image, tuple) and isinstance(patch, tuple) and len(image) == len(patch) == 2
+            and isinstance(count, int) and all(isinstance(v, int) and v > 0 for v in (*image, *patch))):
+        return None
+    grid = (image[0] // patch[0], image[1] // patch[1])
+    return grid if grid[0] * grid[1] == count else None
 
 
 def token_layout(model: nn.Module, input_hw: tuple[int, int], tokens: int) -> Layout:
@@ -90,7 +104,7 @@ def token_layout(model: nn.Module, input_hw: tuple[int, int], tokens: int) -> La
                           "to tell their grid")
     height, width = input_hw
     stride = patch
-    while stride <= min(height, width):
+    while 2 * stride <= min(height, width):  # a grid of 2x2 or more: one token laid on 1x1 is no map
         h, w = height // stride, width // stride
         prefix = tokens - h * w
         if 0 <= prefix <= MAX_PREFIX:

@@ -77,10 +77,14 @@ def test_the_default_of_a_token_model_is_its_last_blocks_first_norm():
     assert default_layer(TinyViT().eval()) == "blocks.1.norm1"
 
 
-def test_a_default_that_cannot_be_found_names_what_to_do():
+def test_a_patch_model_without_blocks_reads_its_last_readable_layer_or_says_what_to_do():
     model = nn.Sequential(nn.Conv2d(3, 4, 4, stride=4), nn.Flatten(), nn.Linear(4 * 56 * 56, 3))
-    with pytest.raises(LayerNotFound, match="name a layer"):
-        default_layer(model)
+    assert default_layer(model) == "0"  # no run of blocks, but its one map is read by the score
+    flat = nn.Sequential(nn.Conv2d(3, 4, 4, stride=4), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    flat[0].weight.data.zero_()  # a zero map: nothing a reader could show
+    flat[0].bias.data.zero_()
+    with pytest.raises(LayerNotFound, match="name a layer.*; no layer of Sequential gives"):
+        default_layer(flat)
 
 
 class StemThenTokens(nn.Module):

@@ -77,7 +77,7 @@ def test_a_model_with_no_readable_layer_is_refused_in_one_line_that_says_so():
     with pytest.raises(LayerNotFound) as refused:
         default_layer(model)
     message = str(refused.value.args[0])
-    assert "\n" not in message and "gives a single token" in message
+    assert "\n" not in message and "no repeated blocks" in message
     assert message.endswith("no layer of CrossVit gives a spatial output the class score depends on at 64x64 px "
                             "that a map reader can read")
 
@@ -102,3 +102,28 @@ def test_a_stem_is_never_the_fallback():
     """PiT's only map a reader can read is its patch embedding's output: refused rather than read."""
     with pytest.raises(LayerNotFound, match=r"no layer of PoolingVisionTransformer gives .*$"):
         default_layer(built("pit_ti_224"))
+
+
+def test_xcit_tokens_are_read_on_the_grid_its_conv_embedding_states():
+    """XCiT embeds patches with strided convs (no kernel = stride conv), stating its patch size and
+    count: its tokens lie on that 8 px grid. Its class-attention blocks come after the trunk, and the
+    picture-making plugins spread over the trunk, not over those two blocks alone."""
+    from nnvis_core.models.outputs import patch_size
+    from nnvis_plugins.featvis.activations import default_activations_layer
+    from nnvis_plugins.synthesis.layers import spread_layers
+
+    model = built("xcit_nano_12_p8_224")
+    remember_input_size(model, (64, 64))
+    assert patch_size(model) == 8
+    assert default_layer(model) == "cls_attn_blocks.1.norm1"
+    assert default_activations_layer(model) == "blocks.7"
+    assert spread_layers(model) == ["blocks.0", "blocks.4", "blocks.9", "cls_attn_blocks.1"]
+
+
+def test_a_class_token_alone_is_never_a_block_of_the_run():
+    """CaiT's class-attention blocks return the class token alone: no map, so never the blocks the
+    picture-making plugins read (one token is not laid on a 1x1 grid)."""
+    from nnvis_core.models.layers import repeated_blocks
+
+    blocks, _ = repeated_blocks(built("cait_xxs24_224"))
+    assert blocks[-1] == "blocks.23"
