@@ -67,7 +67,9 @@ class FeatureInversion(Plugin):
             [Image("input", item.pixels),
              Gallery("reconstructions, shallow to deep", pictures, labels=labels,
                      caption=f"{params['optimizer']}, {params['steps']} steps, tv_weight {params['tv_weight']}; "
-                             "r = pixel correlation with the input"),
+                             "r = pixel correlation with the input"
+                             + ("; a run's loss stopped being finite (the optimizer diverged): its picture is the "
+                                "best finite one before" if inversion.diverged else "")),
              Table("what each layer keeps", ["layer", "relative feature error", "pixel correlation"], rows),
              loss_chart("reconstruction loss per layer", curves, "feature loss + prior")],
             metrics=metrics,

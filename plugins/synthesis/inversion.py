@@ -42,6 +42,7 @@ class Inversion:
     curve: torch.Tensor
     errors: list[float]
     correlations: list[float]
+    diverged: bool = False  # whether a run's loss stopped being finite (its best finite picture is kept)
 
 
 def total_variation(pixels: torch.Tensor) -> torch.Tensor:
@@ -100,7 +101,7 @@ def invert_features(model: nn.Module, normalize: Normalize, source: torch.Tensor
         with torch.no_grad():
             errors = relative_errors(reader, normalize, pixels, targets).sqrt()
     correlations = [pixel_correlation(picture, source[0]) for picture in pixels]
-    return Inversion(pixels, curve, errors.tolist(), correlations)
+    return Inversion(pixels, curve, errors.tolist(), correlations, any(r.diverged is not None for r in runs))
 
 
 def _padded(curve: torch.Tensor, length: int) -> torch.Tensor:

@@ -27,6 +27,14 @@ class Optimized:
 
     pixels: torch.Tensor
     curve: torch.Tensor
+    diverged: int | None = None  # the evaluation at which the loss stopped being finite, if it did
+
+    def note(self) -> str:
+        """What a caption says about a run that diverged ("" when it did not)."""
+        if self.diverged is None:
+            return ""
+        return (f"the loss stopped being finite at evaluation {self.diverged} (the optimizer diverged): the "
+                "picture is the best finite one before it, and the curve stops there")
 
 
 def noise_logits(batch: int, height: int, width: int, seed: int, device: torch.device) -> torch.Tensor:
@@ -49,14 +57,43 @@ def optimize(logits: torch.Tensor, losses: Callable[[torch.Tensor], torch.Tensor
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
     variable = logits.detach().contiguous().clone().requires_grad_(True)  # L-BFGS views it flat
     curve: list[torch.Tensor] = []
+    best = [float("inf"), variable.detach().clone()]  # the lowest finite total loss, and where it was
 
     def evaluate() -> torch.Tensor:
         per_image = losses(torch.sigmoid(variable))
         curve.append(per_image.detach())
         total = per_image.sum()
+        if not torch.isfinite(total):
+            raise _Diverged  # torch's L-BFGS line search fails on a NaN (an IndexError) rather than stop
+        if float(total) < best[0]:
+            best[:] = [float(total), variable.detach().clone()]
         total.backward()
         return total
 
+    try:
+        _run(optimizer, variable, evaluate, steps)
+    except _Diverged:
+        pass
+    with torch.no_grad():
+        pixels = torch.sigmoid(variable)
+        final = losses(pixels).detach()
+        diverged = next((i for i, values in enumerate(curve) if not torch.isfinite(values).all()), None)
+        if diverged is not None or not torch.isfinite(final).all():
+            # A random net's huge activations can send L-BFGS's line search to infinity: keep what was
+            # reached before, rather than a NaN picture or a curve no chart can draw.
+            diverged = len(curve) if diverged is None else diverged
+            curve = curve[:diverged]
+            pixels = torch.sigmoid(best[1])
+            final = losses(pixels).detach()
+        curve.append(final)
+    return Optimized(pixels.detach(), torch.stack(curve), diverged)
+
+
+class _Diverged(Exception):
+    """The loss stopped being finite: the optimizer loop ends there."""
+
+
+def _run(optimizer: str, variable: torch.Tensor, evaluate: Callable[[], torch.Tensor], steps: int) -> None:
     if optimizer == "adam":
         adam = torch.optim.Adam([variable], lr=ADAM_LR)
         for _ in range(steps):
@@ -74,7 +111,3 @@ def optimize(logits: torch.Tensor, losses: Callable[[torch.Tensor], torch.Tensor
             return evaluate()
 
         lbfgs.step(closure)
-    with torch.no_grad():
-        pixels = torch.sigmoid(variable)
-        curve.append(losses(pixels).detach())
-    return Optimized(pixels.detach(), torch.stack(curve))

@@ -61,4 +61,5 @@ def transfer_style(model: nn.Module, normalize: Normalize, contents: torch.Tenso
         runs = [run(slice(i, i + 1)) for i in range(contents.shape[0])]
     length = max(len(r.curve) for r in runs)
     curves = [torch.cat([r.curve, r.curve[-1:].expand(length - len(r.curve), -1)]) for r in runs]
-    return Optimized(torch.cat([r.pixels for r in runs]), torch.cat(curves, dim=1))
+    diverged = min((r.diverged for r in runs if r.diverged is not None), default=None)
+    return Optimized(torch.cat([r.pixels for r in runs]), torch.cat(curves, dim=1), diverged)

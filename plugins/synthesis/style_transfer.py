@@ -77,7 +77,8 @@ class StyleTransfer(Plugin):
              Image("style", style_picture, caption=Path(params["style"]).name),
              Image("stylized", as_picture(result.pixels[0]),
                    caption=f"content {content_layer}, style {', '.join(style_layers)}; weights "
-                           f"{params['content_weight']}:{params['style_weight']}"),
+                           f"{params['content_weight']}:{params['style_weight']}"
+                           + (f"; {result.note()}" if result.diverged is not None else "")),
              loss_chart("style transfer loss", {"content + style loss": curve}, "loss")],
             metrics={"loss_start": float(curve[0]), "loss_end": float(curve[-1])},
         )

@@ -58,6 +58,7 @@ class TextureSynthesis(Plugin):
         curve = result.curve[:, 0].cpu().numpy()
         drop = float(curve[0] / max(curve[-1], 1e-30))
         caption = f"{params['optimizer']}, {params['steps']} steps; layers {', '.join(layers)}"
+        caption += f"; {result.note()}" if result.diverged is not None else ""
         return Result(
             [Image("input", item.pixels),
              Image("synthesized texture", as_picture(result.pixels[0]), caption=caption),

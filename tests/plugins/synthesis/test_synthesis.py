@@ -265,3 +265,22 @@ def test_after_a_stem_layers_are_spread_over_blocks_that_give_maps():
     model = StemThenChannelsLastBlocks().eval()
     remember_input_size(model, (32, 32))
     assert spread_layers(model) == ["blocks.0", "blocks.2", "blocks.3", "blocks.5"]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_an_optimizer_that_diverges_keeps_its_best_finite_picture(optimizer):
+    """A loss that turns NaN part-way (a random net's huge activations sent L-BFGS's line search to
+    infinity on EfficientNet): the curve stops at the last finite value, the picture is the best finite
+    one, and the run says it diverged, instead of a NaN picture and a chart that cannot be drawn."""
+    from nnvis_plugins.synthesis.optimize import optimize, pixel_logits
+
+    def losses(pixels):
+        brightness = pixels.flatten(1).mean(1)
+        return torch.where(brightness > 0.6, torch.full_like(brightness, float("nan")), -brightness)
+
+    start = pixel_logits(torch.full((1, 3, 4, 4), 0.5))
+    result = optimize(start, losses, 40, optimizer)
+    assert result.diverged is not None and "diverged" in result.note()
+    assert torch.isfinite(result.curve).all() and len(result.curve) == result.diverged + 1
+    brightness = float(result.pixels.mean())
+    assert 0.5 < brightness <= 0.6 and float(result.curve[-1, 0]) == pytest.approx(-brightness)
