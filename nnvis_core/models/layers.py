@@ -670,8 +670,26 @@ def _trunk_before_class_attention(model: nn.Module, best: list[str], runs: dict[
 def middle_block(model: nn.Module) -> str:
     """The block halfway through a model with a patch embedding: mid-level features, as the middle
     conv of a convnet (the activations view's default)."""
-    blocks, _ = repeated_blocks(model)
+    blocks = model_blocks(model)
     return blocks[len(blocks) // 2]
+
+
+def model_blocks(model: nn.Module) -> list[str]:
+    """The blocks the picture-making plugins spread over: the run of :func:`repeated_blocks`, or, for a
+    model built of no such run (CrossViT: two branches of blocks inside each multi-scale block, which
+    returns a list), every outermost block whose output a map reader can read, in forward order."""
+    try:
+        return repeated_blocks(model)[0]
+    except LayerNotFound as refused:
+        order = _forward_order(model)
+        readable = [] if order is None else [
+            name for name in dict.fromkeys(order.finished)
+            if _is_block(model, name, strict=False) and next(model.get_submodule(name).parameters(), None) is not None
+            and readable_problem(model, name, gradient=False) is None]
+        outermost = [name for name in readable if not any(name.startswith(other + ".") for other in readable)]
+        if not outermost:
+            raise LayerNotFound(f"{error_line(refused)}; {readable_advice(model)}") from None
+        return outermost
 
 
 def resolve_layer_name(model: nn.Module, name: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from nnvis_core.toolkit import RECTIFIERS, LayerNotFound, conv_layers, patch_size, rectified_output, repeated_blocks
+from nnvis_core.toolkit import RECTIFIERS, LayerNotFound, conv_layers, model_blocks, patch_size, rectified_output
 
 
 class LayerError(ValueError):
@@ -20,7 +20,7 @@ def sample_layers(model: nn.Module, count: int) -> list[str]:
     read at its hidden units (:func:`hidden_units`).
     """
     if patch_size(model) is not None:
-        blocks, _ = repeated_blocks(model)
+        blocks = model_blocks(model)
         picks = np.round(np.linspace(0, len(blocks) - 1, min(count, len(blocks)) + 1)[1:]).astype(int)
         return [hidden_units(model, blocks[i]) for i in dict.fromkeys(picks.tolist())]
     convs = conv_layers(model)

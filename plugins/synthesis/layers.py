@@ -17,6 +17,7 @@ from nnvis_core.toolkit import (
     find_layer,
     folds_the_batch,
     is_stem,
+    model_blocks,
     patch_size,
     readable_problem,
     rectified_output,
@@ -40,7 +41,7 @@ def spread_layers(model: nn.Module, count: int = DEFAULT_COUNT) -> list[str]:
     if count < 1:
         raise ValueError(f"layer count must be at least 1, got {count}")
     if patch_size(model) is not None:
-        blocks, _ = repeated_blocks(model)
+        blocks = model_blocks(model)
         return [blocks[i] for i in _evenly(count, len(blocks))]
     convs = [name for name in conv_layers(model) if not folds_the_batch(model, name)]  # not MViT's pooling convs
     if not convs:

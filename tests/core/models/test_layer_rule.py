@@ -127,3 +127,16 @@ def test_a_class_token_alone_is_never_a_block_of_the_run():
 
     blocks, _ = repeated_blocks(built("cait_xxs24_224"))
     assert blocks[-1] == "blocks.23"
+
+
+def test_a_model_without_a_run_of_blocks_spreads_over_its_readable_blocks():
+    """CrossViT's multi-scale blocks return lists: the picture-making plugins read the outermost blocks
+    whose tokens lie on a grid, in forward order, instead of refusing."""
+    from nnvis_core.models.layers import model_blocks
+    from nnvis_plugins.featvis.activations import default_activations_layer
+
+    model = built("crossvit_tiny_240")
+    blocks = model_blocks(model)
+    assert blocks[1:4] == ["blocks.0.blocks.0", "blocks.1.blocks.0", "blocks.2.blocks.0"]
+    assert all(readable_problem(model, block, gradient=False) is None for block in blocks)
+    assert default_activations_layer(model) == "blocks.1.blocks.0"
