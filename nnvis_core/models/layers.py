@@ -310,12 +310,13 @@ def default_layer(model: nn.Module) -> str:
     """
     if patch_size(model) is not None:
         try:
-            return _spatial_or_refused(model, block_default_layer(model))
+            name = block_default_layer(model)
         except LayerNotFound as refused:  # no run of blocks (CrossViT's two branches): the last readable one
             fallback = last_spatial_block(model)
             if fallback is None:
                 raise LayerNotFound(f"{error_line(refused)}; {readable_advice(model)}") from None
             return fallback
+        return _spatial_or_refused(model, name)
     try:
         name = refuse_a_non_tensor(model, _convnet_default(model))
     except LayerNotFound:  # a stem, or a module with no tensor output: the last readable block, if any
@@ -592,7 +593,8 @@ def repeated_blocks(model: nn.Module) -> tuple[list[str], str]:
 
     def record(module: nn.Module, args, output) -> None:
         name = names.get(module, "")
-        if name and isinstance(output, torch.Tensor) and output.dim() in (3, 4):
+        # one row per image: TNT's inner blocks run on images x patches, MViT's pooling on images x heads
+        if name and isinstance(output, torch.Tensor) and output.dim() in (3, 4) and len(output) == len(probe):
             try:
                 layout = output_layout(model, output, (height, width))
             except LayoutError:
@@ -633,7 +635,7 @@ def repeated_blocks(model: nn.Module) -> tuple[list[str], str]:
         best = max(longer, key=lambda blocks: order[blocks[-1]])
     if not best:
         raise LayerNotFound(f"{type(model).__name__} has a patch embedding but no repeated blocks with spatial "
-                            "outputs to read by default; name a layer (see nnvis layers)")
+                            "outputs to read by default")
     best = _trunk_before_class_attention(model, best, runs, order)
     _BLOCKS[model] = (best, layouts[best[-1]])
     return _BLOCKS[model]
@@ -685,7 +687,7 @@ def model_blocks(model: nn.Module) -> list[str]:
         readable = [] if order is None else [
             name for name in dict.fromkeys(order.finished)
             if _is_block(model, name, strict=False) and next(model.get_submodule(name).parameters(), None) is not None
-            and readable_problem(model, name, gradient=False) is None]
+            and readable_problem(model, name, gradient=False) is None and not _is_stem(order, name)]
         outermost = [name for name in readable if not any(name.startswith(other + ".") for other in readable)]
         if not outermost:
             raise LayerNotFound(f"{error_line(refused)}; {readable_advice(model)}") from None

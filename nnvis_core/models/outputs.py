@@ -54,14 +54,28 @@ class Layout:
 
 def patch_size(model: nn.Module) -> int | None:
     """The stride of the model's patch embedding: its first Conv2d when its kernel equals its
-    stride (ViT's conv_proj, timm's patch_embed.proj), else the stride of a timm hybrid's
-    `patch_embed` (a convnet before the tokens), else None."""
+    stride (ViT's conv_proj, timm's patch_embed.proj), else the stride a timm embedding states (a
+    hybrid's `patch_embed`, a convnet before the tokens; TNT's `pixel_embed`), else the patch of a
+    linear patch embedding (NaFlexViT's `embeds`: flattened patches through a Linear layer), else None."""
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             if module.kernel_size == module.stride and module.stride[0] == module.stride[1] > 1:
                 return int(module.stride[0])
             break
-    return _embedding_stride(getattr(model, "patch_embed", None))
+    for name in ("patch_embed", "pixel_embed"):
+        stride = _embedding_stride(getattr(model, name, None))
+        if stride is not None:
+            return stride
+    return _linear_patch(getattr(model, "embeds", None))
+
+
+def _linear_patch(embed: object) -> int | None:
+    """The side of the square patches a linear patch embedding cuts (timm's NaFlexEmbeds with is_linear)."""
+    patch = getattr(embed, "patch_size", None)
+    if getattr(embed, "is_linear", False) is True and isinstance(patch, tuple) and len(patch) == 2:
+        if patch[0] == patch[1] and isinstance(patch[0], int) and patch[0] > 1:
+            return patch[0]
+    return None
 
 
 def _embedding_stride(embed: object) -> int | None:

@@ -83,7 +83,7 @@ def test_a_patch_model_without_blocks_reads_its_last_readable_layer_or_says_what
     flat = nn.Sequential(nn.Conv2d(3, 4, 4, stride=4), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
     flat[0].weight.data.zero_()  # a zero map: nothing a reader could show
     flat[0].bias.data.zero_()
-    with pytest.raises(LayerNotFound, match="name a layer.*; no layer of Sequential gives"):
+    with pytest.raises(LayerNotFound, match="no repeated blocks.*; no layer of Sequential gives"):
         default_layer(flat)
 
 
