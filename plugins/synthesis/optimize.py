@@ -65,8 +65,8 @@ def optimize(logits: torch.Tensor, losses: Callable[[torch.Tensor], torch.Tensor
         total = per_image.sum()
         if not torch.isfinite(total):
             raise _Diverged  # torch's L-BFGS line search fails on a NaN (an IndexError) rather than stop
-        if float(total) < best[0]:
-            best[:] = [float(total), variable.detach().clone()]
+        if float(total.detach()) < best[0]:
+            best[:] = [float(total.detach()), variable.detach().clone()]
         total.backward()
         return total
 
