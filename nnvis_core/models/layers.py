@@ -227,6 +227,13 @@ def is_stem(model: nn.Module, name: str) -> bool:
     return order is not None and name in order.finished and _is_stem(order, name)
 
 
+def zero_output(model: nn.Module, name: str) -> bool:
+    """Whether layer `name` output zero everywhere in the probe pass (a residual branch whose last norm
+    starts at zero, as SHViT's mixers): no picture can be made from it."""
+    order = _forward_order(model)
+    return order is not None and name in order.zero
+
+
 def tensor_output(model: nn.Module, name: str) -> bool:
     """Whether layer `name` returned a map or tokens (a 3-D or 4-D tensor) in the probe pass (True when
     the probe could not tell): HRNet's stages return lists of maps, which no feature reader can read."""

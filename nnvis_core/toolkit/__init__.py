@@ -50,6 +50,7 @@ from nnvis_core.models.layers import (
     resolve_layer,
     resolve_layer_name,
     tensor_output,
+    zero_output,
 )
 from nnvis_core.models.outputs import Layout, LayoutError, output_layout, patch_size, token_layout
 from nnvis_core.toolkit.attention import Attention, captured_attention, global_attention
@@ -123,5 +124,5 @@ __all__ = [
     "rectified_output", "repeated_blocks", "RECTIFIERS",
     "reduce_channels", "reduce_param", "relu_rule", "repeat_target", "resolve_layer", "resolve_layer_name",
     "resolve_target", "rgb_view", "select_target", "Target", "TARGET", "target_probabilities", "target_scores",
-    "TargetError", "tensor_output", "to_numpy", "token_layout", "UnsupportedActivation",
+    "TargetError", "tensor_output", "to_numpy", "token_layout", "UnsupportedActivation", "zero_output",
 ]

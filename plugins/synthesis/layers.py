@@ -23,6 +23,7 @@ from nnvis_core.toolkit import (
     rectified_output,
     repeated_blocks,
     tensor_output,
+    zero_output,
 )
 
 DEFAULT_COUNT = 4
@@ -54,7 +55,8 @@ def spread_layers(model: nn.Module, count: int = DEFAULT_COUNT) -> list[str]:
                             "a quarter of its layers with weights) and its blocks give no map nnvis can read "
                             "(tokens whose grid it cannot tell), so the picks would read only the input's surface; "
                             "name the layers (see nnvis layers)")
-    picks = [_activation_after(model, convs[i]) for i in _evenly(count, len(convs))]
+    live = [conv for conv in convs if not zero_output(model, _activation_after(model, conv))] or convs
+    picks = [_activation_after(model, live[i]) for i in _evenly(count, len(live))]
     return list(dict.fromkeys(picks))
 
 

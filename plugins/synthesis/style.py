@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from nnvis_core.toolkit import frozen
+from nnvis_core.toolkit import AttributionError, frozen
 from nnvis_plugins.synthesis.features import FeatureReader
 from nnvis_plugins.synthesis.gram import gram_loss, gram_matrix
 from nnvis_plugins.synthesis.optimize import Optimized, optimize, pixel_logits
@@ -43,6 +43,9 @@ def transfer_style(model: nn.Module, normalize: Normalize, contents: torch.Tenso
                            if name in style_layers}
             content_maps = reader(normalize(contents))[content_layer]
         scales = {name: gram.pow(2).mean().clamp_min(1e-12) for name, gram in style_grams.items()}
+        if not content_maps.flatten(1).any(dim=1).all():
+            raise AttributionError(f"content layer {content_layer} is zero everywhere on this image: its features "
+                                   "keep nothing of it; name another (--set style_transfer.content_layer=NAME)")
 
         def run(which: slice) -> Optimized:
             target = content_maps[which]
