@@ -68,6 +68,7 @@ def last_conv_layer(model: torch.nn.Module) -> str:
 # Element-wise activation modules: what "rectified output" and "pre-activation" look for.
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Mish, nn.Softplus)
 RECTIFIERS = (nn.ReLU, nn.ReLU6)  # outputs with exact zeros: what sparsity counts
+CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)  # a member of one of these is a block
 
 
 def conv_layers(model: nn.Module) -> list[str]:
@@ -209,10 +210,9 @@ def _is_block(model: nn.Module, name: str, strict: bool) -> bool:
     """Whether `name` is a child of the model or a member of a Sequential, ModuleList or ModuleDict; strict:
     and so is each module above it (never inside a block's branch: Inception's mixed_7a.branch2.1 is a
     member of a Sequential, but of one branch of mixed_7a)."""
-    containers = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
     parent = name.rpartition(".")[0]
     while parent:
-        if not isinstance(model.get_submodule(parent), containers):
+        if not isinstance(model.get_submodule(parent), CONTAINERS):
             return False
         if not strict:
             return True
@@ -286,6 +286,10 @@ def readable_advice(model: nn.Module) -> str:
     name = last_spatial_block(model)
     if name is not None:
         return f"name a layer (see nnvis layers): {name} is the last one a map reader can read here"
+    return _none_readable(model)
+
+
+def _none_readable(model: nn.Module) -> str:
     size = "x".join(map(str, probe_size(model)))
     return (f"no layer of {type(model).__name__} gives a spatial output the class score depends on at "
             f"{size} px that a map reader can read")
@@ -321,15 +325,16 @@ def default_layer(model: nn.Module) -> str:
         except LayerNotFound as refused:  # no run of blocks (CrossViT's two branches): the last readable one
             fallback = last_spatial_block(model)
             if fallback is None:
-                raise LayerNotFound(f"{error_line(refused)}; {readable_advice(model)}") from None
+                raise LayerNotFound(f"{error_line(refused)}; {_none_readable(model)}") from None
             return fallback
         return _spatial_or_refused(model, name)
     try:
         name = refuse_a_non_tensor(model, _convnet_default(model))
     except LayerNotFound:  # a stem, or a module with no tensor output: the last readable block, if any
-        if last_spatial_block(model) is None:
+        fallback = last_spatial_block(model)
+        if fallback is None:
             raise
-        return last_spatial_block(model)
+        return fallback
     name = enclosing_block(model, name)
     problem = readable_problem(model, name)
     if problem is None:
@@ -341,10 +346,9 @@ def enclosing_block(model: nn.Module, name: str) -> str:
     """`name`, or the innermost module holding it that is a block: a child of the model or a member of a
     Sequential, ModuleList or ModuleDict. A conv's Mlp inside a transformer-style block (EfficientFormerV2,
     CoAtNet, PVT) is a residual branch, read before its add; its block's output is after it."""
-    containers = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
     while "." in name:
         parent = name.rpartition(".")[0]
-        if isinstance(model.get_submodule(parent), containers):
+        if isinstance(model.get_submodule(parent), CONTAINERS):
             return name
         name = parent
     return name
@@ -363,7 +367,7 @@ def _last_block_instead(model: nn.Module, name: str, problem: str) -> str:
     fallback = last_spatial_block(model)
     if fallback is None:
         raise LayerNotFound(f"{type(model).__name__}: the default rule picks {name}, but {problem}; and "
-                            f"{readable_advice(model)}")
+                            f"{_none_readable(model)}")
     return fallback
 
 
@@ -430,7 +434,6 @@ class _ForwardOrder:
         self.weighted: list[str] = []
         self.linear_on_tokens: set[str] = set()
         self.not_tensor: dict[str, str] = {}
-        self.last_spatial = ""
         self.shapes: dict[str, tuple[int, ...]] = {}  # each module's first output shape
         self.zero: set[str] = set()  # modules whose first output is zero everywhere
         self.calls: dict[str, int] = {}
@@ -470,8 +473,6 @@ def _forward_order(model: nn.Module) -> _ForwardOrder | None:
         order.calls[name] = order.calls.get(name, 0) + 1
         if isinstance(output, torch.Tensor):
             order.finished.append(name)
-        if isinstance(output, torch.Tensor) and output.dim() in (3, 4):
-            order.last_spatial = name
 
     handles = [module.register_forward_hook(record) for module in names]
     parameter = next(model.parameters(), None)

@@ -55,9 +55,9 @@ def spread_layers(model: nn.Module, count: int = DEFAULT_COUNT) -> list[str]:
                             "a quarter of its layers with weights) and its blocks give no map nnvis can read "
                             "(tokens whose grid it cannot tell), so the picks would read only the input's surface; "
                             "name the layers (see nnvis layers)")
-    live = [conv for conv in convs if not zero_output(model, _activation_after(model, conv))] or convs
-    picks = [_activation_after(model, live[i]) for i in _evenly(count, len(live))]
-    return list(dict.fromkeys(picks))
+    after = {conv: _activation_after(model, conv) for conv in convs}
+    live = [conv for conv in convs if not zero_output(model, after[conv])] or convs
+    return list(dict.fromkeys(after[live[i]] for i in _evenly(count, len(live))))
 
 
 def _readable_blocks(model: nn.Module) -> list[str]:
