@@ -459,21 +459,13 @@ WHY_REFUSED: dict[str, str] = {
                 "their backward pass for rectifiers (and the activations listed in docs/attribution.md); "
                 "there is none for Tanh, and passing its gradient through unchanged would be a different "
                 "method under their name.",
-    "timm:levit_128s": "its only convolutions are its stem, and it flattens the stem's stride-16 map into "
-                       "tokens that no patch embedding describes. nnvis lays tokens on the image only where "
-                       "an embedding states their grid; timm's feature_info states LeViT's (reductions 16, 32, "
-                       "64), which nnvis does not read yet (a stated reduction alone is not enough: Hiera's "
-                       "tokens are unrolled). Until then the stem is all a map reader could read, and the rule "
-                       "never reads a stem.",
-    "timm:pit_ti_224": "its stages return (map, class tokens) pairs and its token pooling a tuple; inside a "
-                       "stage its tokens come from an overlapping conv embedding that states no patch grid, "
-                       "and the tokens of its last stage reach the head through the class token alone.",
     "timm:hiera_tiny_224": "its tokens are in Hiera's unrolled order (mask units first), not raster order: laid "
                            "on a grid they would draw a scrambled map, so every layer after its stem is refused "
                            "for the map readers and synthesis.",
-    "timm:mvitv2_tiny": "its blocks and attention return (tokens, size) pairs, its attention pooling runs on "
-                        "images x heads, and its overlapping conv embedding states no grid for the tokens "
-                        "between them: no module gives a map nnvis can lay on the image.",
+    "timm:mvitv2_tiny": "its blocks and attention return (tokens, size) pairs and its attention pooling runs "
+                        "on images x heads, so the picture-making plugins, which spread over a run of blocks, "
+                        "find none to read (its final norm gives tokens on the grid of its stated stride 32, "
+                        "which the map readers use).",
     "timm:tnt_s_legacy_patch16_224": "its blocks return (pixel tokens, patch tokens) pairs and its inner blocks "
                                      "run on images x patches; the modules that give patch tokens (its norms "
                                      "and projections) reach the class score through its class token alone, "

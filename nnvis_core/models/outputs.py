@@ -105,18 +105,21 @@ def _grid_of_patches(image: object, patch: object, count: object) -> tuple[int, 
     return grid if grid[0] * grid[1] == count else None
 
 
-def token_layout(model: nn.Module, input_hw: tuple[int, int], tokens: int) -> Layout:
+def token_layout(model: nn.Module, input_hw: tuple[int, int], tokens: int, stated: bool = True) -> Layout:
     """The layout of a (B, tokens, C) sequence: prefix count and patch grid for this input size.
 
     The grid is the input divided by the patch size (or by a multiple of it, for
     models that merge tokens); whatever precedes the patches is prefix. Raises
-    LayoutError when no grid fits.
+    LayoutError when no grid fits. Without a patch embedding, the grid of a reduction the model states
+    (:func:`_stated_layout`), unless `stated` is False.
     """
     patch = patch_size(model)
+    height, width = input_hw
+    if patch is None and stated:
+        return _stated_layout(model, input_hw, tokens)
     if patch is None:
         raise LayoutError("tokens, but the model has no patch embedding (a Conv2d with kernel = stride) "
                           "to tell their grid")
-    height, width = input_hw
     stride = patch
     while 2 * stride <= min(height, width):  # a grid of 2x2 or more: one token laid on 1x1 is no map
         h, w = height // stride, width // stride
@@ -127,6 +130,48 @@ def token_layout(model: nn.Module, input_hw: tuple[int, int], tokens: int) -> La
             break
         stride *= 2
     raise LayoutError(f"{tokens} tokens fit no patch grid of a {height}x{width} input with {patch}-pixel patches")
+
+
+def _stated_layout(model: nn.Module, input_hw: tuple[int, int], tokens: int) -> Layout:
+    """Tokens of a model with no patch embedding (LeViT: a conv stem flattened into tokens), laid on the
+    grid of one of the reductions its timm `feature_info` states (rounded down or up), when the count
+    fits exactly, with no prefix or the prefix the model states (VOLO's class token). Guessing a prefix
+    here would lay channels-first tokens (EfficientViM's (B, C, N)) on a grid by coincidence. Not for
+    models that reorder their tokens (Hiera's Unroll puts mask units first): a stated reduction says
+    how many tokens there are, not that they are in raster order."""
+    reductions = stated_reductions(model)
+    if not reductions:
+        raise LayoutError("tokens, but the model has no patch embedding (a Conv2d with kernel = stride) "
+                          "and states no feature reductions to tell their grid")
+    if any(type(module).__name__ == "Unroll" for module in model.modules()):
+        raise LayoutError(f"tokens, but {type(model).__name__} reorders them (it unrolls mask units), so "
+                          "they lie on no raster grid")
+    height, width = input_hw
+    prefixes = {0, _stated_prefix(model)}
+    for reduction in reductions:
+        for h, w in ((height // reduction, width // reduction), (-(-height // reduction), -(-width // reduction))):
+            if h >= 2 and w >= 2 and tokens - h * w in prefixes:
+                return Layout(TOKENS, tokens - h * w, (h, w))
+    stated = ", ".join(map(str, reductions))
+    raise LayoutError(f"{tokens} tokens fit the grid of none of the reductions {type(model).__name__} states "
+                      f"({stated}) at {height}x{width} px")
+
+
+def _stated_prefix(model: nn.Module) -> int:
+    """The tokens before the patches a model states: timm's num_prefix_tokens, else 1 for a class token."""
+    stated = getattr(model, "num_prefix_tokens", None)
+    if isinstance(stated, int) and 0 <= stated <= MAX_PREFIX:
+        return stated
+    return 1 if isinstance(getattr(model, "cls_token", None), torch.Tensor) else 0
+
+
+def stated_reductions(model: nn.Module) -> list[int]:
+    """The reductions (input side / feature side) a timm model states in its `feature_info`, sorted."""
+    info = getattr(model, "feature_info", None)
+    if not isinstance(info, (list, tuple)):
+        return []
+    reductions = {entry.get("reduction") for entry in info if isinstance(entry, dict)}
+    return sorted(r for r in reductions if isinstance(r, int) and r > 1)
 
 
 def grid_like(height: int, width: int, a: int, b: int) -> bool:

@@ -48,26 +48,30 @@ def spread_layers(model: nn.Module, count: int = DEFAULT_COUNT) -> list[str]:
     if not convs:
         raise LayerNotFound(f"{type(model).__name__} has no Conv2d layer and no patch embedding: name the layers")
     if is_stem(model, convs[-1]):  # HieraDet, Hiera, MViTv2: one conv embedding, then blocks
-        blocks = _readable_blocks(model)
-        if blocks:
+        blocks, problem = _readable_blocks(model)
+        if problem is None:
             return [blocks[i] for i in _evenly(count, len(blocks))]
         raise LayerNotFound(f"{type(model).__name__}: its convolutions all run early (the last, {convs[-1]}, before "
-                            "a quarter of its layers with weights) and its blocks give no map nnvis can read "
-                            "(tokens whose grid it cannot tell), so the picks would read only the input's surface; "
+                            f"a quarter of its layers with weights) and {problem}, so the picks would read only "
+                            "the input's surface; "
                             "name the layers (see nnvis layers)")
     after = {conv: _activation_after(model, conv) for conv in convs}
     live = [conv for conv in convs if not zero_output(model, after[conv])] or convs
     return list(dict.fromkeys(after[live[i]] for i in _evenly(count, len(live))))
 
 
-def _readable_blocks(model: nn.Module) -> list[str]:
-    """The model's run of repeated blocks (toolkit.repeated_blocks), where every one of them gives a map
-    a feature reader can read (HieraDet's channels-last stages; not Hiera's unrolled tokens), else []."""
+def _readable_blocks(model: nn.Module) -> tuple[list[str], str | None]:
+    """The model's run of repeated blocks (toolkit.repeated_blocks), and the problem of the first of them
+    that gives no map a feature reader can read (None when all do: HieraDet's channels-last stages; not
+    Hiera's unrolled tokens, nor MViTv2's (tokens, size) pairs)."""
     try:
         blocks, _ = repeated_blocks(model)
     except LayerNotFound:
-        return []
-    return blocks if all(readable_problem(model, b, gradient=False) is None for b in blocks) else []
+        return [], ("it has no run of repeated blocks that give maps nnvis can read (its blocks return pairs, "
+                    "or tokens in an order it cannot lay on a grid)")
+    problems = ((b, readable_problem(model, b, gradient=False)) for b in blocks)
+    block, problem = next(((b, p) for b, p in problems if p is not None), (None, None))
+    return blocks, None if problem is None else f"its block {block} gives no map nnvis can read: {problem}"
 
 
 def middle_layer(model: nn.Module) -> str:

@@ -51,9 +51,13 @@ def probe_attention(model: nn.Module, probe: torch.Tensor) -> list[Attention]:
 
 
 def layout_for(model: nn.Module, inputs: torch.Tensor, tokens: int, method: str) -> Layout:
-    """Prefix count and patch grid of `tokens` tokens for this input size, or a one-line refusal."""
+    """Prefix count and patch grid of `tokens` tokens for this input size, or a one-line refusal.
+
+    Only a patch embedding's grid, not one a model states for its conv stages (LeViT, EfficientFormer):
+    behind those stages a softmax of square shape need not be attention between the tokens (MobileViTv2's
+    separable attention scores are (P, N), square at 64 px), and nothing ties such tokens to patches."""
     try:
-        return token_layout(model, tuple(inputs.shape[-2:]), tokens)
+        return token_layout(model, tuple(inputs.shape[-2:]), tokens, stated=False)
     except LayoutError as error:
         raise AttributionError(f"{method}: {error}") from None
 

@@ -113,6 +113,47 @@ def test_a_conv_stem_before_token_blocks_is_no_default_layer():
     assert default_layer(vgg_like.eval()) == "1"
 
 
+class StatesItsReduction(StemThenTokens):
+    """LeViT's plan with timm's feature_info: the stem's reduction (4) states the tokens' grid."""
+
+    feature_info = [{"num_chs": 16, "reduction": 4, "module": "blocks"}]
+
+
+class Unroll(nn.Module):
+    """Hiera's token order: a fixed permutation of the raster order (mask units first)."""
+
+    def forward(self, tokens):
+        return tokens.flip(1)
+
+
+class UnrollsItsTokens(StatesItsReduction):
+    def __init__(self):
+        super().__init__()
+        self.unroll = Unroll()
+
+    def forward(self, x):
+        return self.head(self.blocks(self.unroll(self.stem(x).flatten(2).transpose(1, 2))).mean(dim=1))
+
+
+def test_tokens_lie_on_the_grid_of_a_reduction_the_model_states():
+    model = StatesItsReduction().eval()
+    assert token_layout(model, (32, 32), 64) == Layout(TOKENS, 0, (8, 8))
+    assert token_layout(model, (30, 30), 64) == Layout(TOKENS, 0, (8, 8))  # a stride-2 stem rounds up
+    assert default_layer(model) == "blocks"
+    with pytest.raises(LayoutError, match="reorders them"):
+        token_layout(UnrollsItsTokens(), (32, 32), 64)
+    with pytest.raises(LayerNotFound, match="no layer of UnrollsItsTokens gives"):
+        default_layer(UnrollsItsTokens().eval())
+
+
+def test_a_stated_reduction_lays_no_tokens_on_a_grid_by_guessing_a_prefix():
+    model = StatesItsReduction()
+    with pytest.raises(LayoutError, match=r"65 tokens fit the grid of none of the reductions .* \(4\)"):
+        token_layout(model, (32, 32), 65)  # (B, C, N) channels first, or a prefix the model does not state
+    model.cls_token = nn.Parameter(torch.zeros(1, 1, 16))
+    assert token_layout(model, (32, 32), 65) == Layout(TOKENS, 1, (8, 8))
+
+
 class PoolsTokens(nn.Module):
     """PiT's plan: its last Conv2d sits in a token-pooling module that returns (tokens, class tokens)."""
 

@@ -17,6 +17,7 @@ from nnvis_core.models.layers import (
     remember_input_size,
     spatial_problem,
 )
+from nnvis_core.models.outputs import TOKENS, Layout, output_layout
 from nnvis_core.models.timm_source import import_timm
 
 timm = import_timm()
@@ -99,9 +100,29 @@ def test_a_conv_inside_a_blocks_branch_is_read_at_its_block():
 
 
 def test_a_stem_is_never_the_fallback():
-    """PiT's only map a reader can read is its patch embedding's output: refused rather than read."""
-    with pytest.raises(LayerNotFound, match=r"no layer of PoolingVisionTransformer gives .*$"):
-        default_layer(built("pit_ti_224"))
+    """Hiera's only map a reader could read is its patch embedding's output (its tokens are unrolled):
+    refused rather than read."""
+    with pytest.raises(LayerNotFound, match=r"no layer of Hiera gives .*$"):
+        default_layer(built("hiera_tiny_224"))
+
+
+def test_tokens_behind_conv_stages_lie_on_the_grid_timm_states():
+    """PiT's tokens come from an overlapping conv embedding and conv pooling, with no patch grid stated;
+    its feature_info states stride 32 for the last stage, whose second-to-last block is the last one
+    whose patch tokens reach the class token through attention."""
+    model = built("pit_ti_224")
+    layer = default_layer(model)
+    assert layer == "transformers.2.blocks.2"
+    captured = {}
+    handle = model.get_submodule(layer).register_forward_hook(lambda m, args, out: captured.setdefault("out", out))
+    try:
+        logits = model(torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(1)))
+    finally:
+        handle.remove()
+    tokens = captured["out"]
+    assert output_layout(model, tokens, (224, 224)) == Layout(TOKENS, 1, (7, 7))
+    gradient, = torch.autograd.grad(logits[0, logits[0].argmax()], tokens)
+    assert int((gradient[0, 1:].abs().sum(dim=-1) > 0).sum()) == 49  # every patch carries the score
 
 
 def test_xcit_tokens_are_read_on_the_grid_its_conv_embedding_states():
