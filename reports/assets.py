@@ -199,7 +199,7 @@ def save_artifact(artifact: Artifact, folder: Path, stem: str, base: np.ndarray 
                 save_png(to_uint8(pixels), tile)
                 path = rel(tile)
             tiles.append({"path": path, "label": str(label), "image_id": image_id})
-        entry.update(tiles=tiles, columns=int(artifact.columns))
+        entry.update(tiles=tiles, columns=int(artifact.columns), tile_size=int(artifact.tile_size))
     elif isinstance(artifact, SemanticDictionary):
         entry.update(_save_dictionary(artifact, folder, stem, rel))
     elif isinstance(artifact, Text):

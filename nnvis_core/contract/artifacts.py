@@ -213,13 +213,16 @@ class Gallery(Artifact):
     tile that shows the input of report image `image_ids[i]` (nearest neighbours,
     top-activating examples: no second copy of the picture is written).
     labels: a short caption per tile; image_ids: index into the report's images per
-    tile, or None; columns: tiles per row (0 lets the page choose).
+    tile, or None; columns: tiles per row (0 lets the page choose); tile_size: the
+    side in CSS pixels each tile is shown at (64; larger for pictures worth a closer
+    look, such as distilled images).
     """
 
     images: Sequence[np.ndarray | None]
     labels: Sequence[str] = ()
     image_ids: Sequence[int | None] = ()
     columns: int = 0
+    tile_size: int = 64
     kind = "gallery"
 
     def validate(self) -> None:
@@ -230,6 +233,8 @@ class Gallery(Artifact):
                 raise ArtifactError(f"gallery '{self.title}': {len(seq)} {name} for {len(self.images)} images")
         if self.columns < 0:
             raise ArtifactError(f"gallery '{self.title}': columns must be >= 0, got {self.columns}")
+        if not 32 <= self.tile_size <= 256:
+            raise ArtifactError(f"gallery '{self.title}': tile_size must be 32 to 256 px, got {self.tile_size}")
         for number, pixels in enumerate(self.images):
             if pixels is None:
                 if not self.image_ids or self.image_ids[number] is None:

@@ -16,8 +16,13 @@ def as_pictures(images: torch.Tensor, mean: Sequence[float], std: Sequence[float
     """Model inputs back to (H, W, 3) pictures in [0, 1], clipped where the optimization left that range."""
     mean_t = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    if images.shape[1] == 1:  # a grayscale model's inputs (one channel): shown gray
+        images = images.expand(-1, len(mean), -1, -1)
     pixels = (images * std_t + mean_t).clamp(0, 1).permute(0, 2, 3, 1)
     return [picture for picture in pixels.detach().cpu().double().numpy()]
+
+
+DISTILLED_TILE = 112  # CSS px: a 28 px digit at four times its size, where the papers' prototypes show
 
 
 def image_grid(distilled: Distilled, per_class: int, class_names: Sequence[str], mean: Sequence[float],
@@ -36,7 +41,7 @@ def image_grid(distilled: Distilled, per_class: int, class_names: Sequence[str],
     caption = (f"{method}: {per_class} synthetic image(s) per class, pixels clipped to [0, 1] for display; "
                f"a network is trained on them with step sizes {steps}{more}")
     return Gallery(f"distilled images, {per_class} per class", as_pictures(distilled.images, mean, std), labels,
-                   columns=per_class if per_class > 1 else 0, caption=caption)
+                   columns=per_class if per_class > 1 else 0, caption=caption, tile_size=DISTILLED_TILE)
 
 
 OBJECTIVES = {"unrolled": "loss on real images after the inner steps", "gradient_matching": "gradient distance",

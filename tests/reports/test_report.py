@@ -121,7 +121,7 @@ class Everything(Plugin):
             Table("counts", ["image", "class"], [[i.record.relpath, ctx.class_names[i.predicted]] for i in items]),
             Chart("confidence", [0, 1], {"top": [0.5, 0.9], "second": [0.1, 0.05]}, x_ticks=["a", "b"]),
             Gallery("neighbours", [None, np.zeros((8, 8, 3), np.uint8)], labels=["first <i>", "black"],
-                    image_ids=[items[0].record.index, None], columns=2),
+                    image_ids=[items[0].record.index, None], columns=2, tile_size=112),
         ]
 
 
@@ -178,6 +178,7 @@ def test_dataset_and_model_sections(few_demo_images, tmp_path):
     first, black = gallery["tiles"]
     assert first == {"path": None, "label": "first <i>", "image_id": 0}
     assert black["image_id"] is None and (out / black["path"]).is_file()
+    assert gallery["tile_size"] == 112 and gallery["columns"] == 2
     assert chart["series"] == {"top": [0.5, 0.9], "second": [0.1, 0.05]}
     assert len(scatter["points"]) == 6 and scatter["image_ids"] == list(range(6))
     assert len(table["rows"]) == 6
@@ -190,6 +191,7 @@ def test_dataset_and_model_sections(few_demo_images, tmp_path):
     flat = "".join(html.split())
     assert f'<ahref="#img-0"title="{report["images"][0]["path"]}"><imgsrc="{input_of_first}"' in flat
     assert "first &lt;i&gt;" in html
+    assert 'style="--tile: 112px; grid-template-columns: repeat(2, 112px)' in html  # tiles shown at their size
 
 
 def test_hostile_names_are_escaped_and_unreadable_files_listed(few_demo_images, tmp_path):
