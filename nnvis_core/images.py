@@ -74,13 +74,25 @@ class ImageRecord:
         return load_rgb(self.path)
 
 
+def parallel_mask_tree(root: Path) -> list[Path]:
+    """``root/masks`` when it mirrors the class folders beside it (every folder in it is also a class
+    folder of ``root``), as `nnvis demo digits` writes it: masks, not a class of images. Else []."""
+    masks = root / "masks"
+    if not masks.is_dir():
+        return []
+    inside = {entry.name for entry in os.scandir(masks) if entry.is_dir() and not entry.name.startswith(".")}
+    beside = {entry.name for entry in os.scandir(root) if entry.is_dir() and entry.name != "masks"}
+    return [masks] if inside and inside <= beside else []
+
+
 def discover_images(root: Path, skip: Sequence[Path] = ()) -> list[ImageRecord]:
     """List image files under ``root``, sorted by relative POSIX path.
 
     Symlinked folders are followed, but each real folder is walked once, so a
     link back to a parent cannot loop. Hidden names ('.git', '.DS_Store') and
     files without an image extension are skipped silently, and so are the
-    folders in ``skip`` (the report's own output, when it sits inside ``root``).
+    folders in ``skip`` (the report's own output, when it sits inside ``root``)
+    and a mask tree beside the class folders (:func:`parallel_mask_tree`).
     """
     root = Path(os.path.abspath(root))
     if not root.exists():
@@ -88,7 +100,8 @@ def discover_images(root: Path, skip: Sequence[Path] = ()) -> list[ImageRecord]:
     if not root.is_dir():
         raise NotADirectoryError(f"image folder is not a directory: {root}")
     found: dict[str, Path] = {}
-    seen: set[Path] = {Path(folder).resolve() for folder in skip} - {root.resolve()}
+    masks = parallel_mask_tree(root)
+    seen: set[Path] = {Path(folder).resolve() for folder in (*skip, *masks)} - {root.resolve()}
     stack: list[tuple[Path, PurePosixPath]] = [(root, PurePosixPath())]
     while stack:
         folder, rel = stack.pop()

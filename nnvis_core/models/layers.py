@@ -116,14 +116,15 @@ def _runs_once(model: nn.Module, module: nn.Module) -> bool:
 
 
 def rectified_output(model: nn.Module, conv: str) -> str:
-    """The activation module right after `conv` (past a BatchNorm) in its Sequential, else `conv` itself."""
+    """The activation module right after `conv` (past a per-channel norm: batch, group or instance norm, as
+    the dataset-condensation ConvNet has) in its Sequential, else `conv` itself."""
     found = _siblings(model, conv)
     if found is None:
         return conv
     parent, children = found
     for child in children[children.index(conv.rpartition(".")[2]) + 1:]:
         module = model.get_submodule(_join(parent, child))
-        if isinstance(module, (nn.BatchNorm2d, nn.Identity)):
+        if isinstance(module, (nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d, nn.Identity)):
             continue
         if isinstance(module, ACTIVATIONS) and _runs_once(model, module):
             return _join(parent, child)

@@ -90,6 +90,7 @@ class ModelOptions:
     labels: Path | None = None
     seed: int = 0
     output: str | None = None  # the part of the forward's output that holds the class scores (--output)
+    image_dir: Path | None = None  # the folder the report reads (`--model convnet` is shaped after it)
 
 
 @dataclass

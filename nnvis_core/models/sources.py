@@ -2,7 +2,8 @@
 
 Sources are registered through the `nnvis_register_model_sources` hook, so a
 plugin can add `--model timm:...` without changing nnvis. The built-ins are:
-`demo`, `demo-vit`, `torchvision:NAME` and `file:PATH` (a bare existing path means `file:`).
+`demo`, `demo-vit`, `convnet[:OPTIONS]`, `torchvision:NAME` and `file:PATH` (a bare existing path means
+`file:`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 
 from nnvis_core.hook_marker import hookimpl
 from nnvis_core.models.checkpoints import apply_state_dict, load_checkpoint, num_classes_of, unwrap_state_dict
+from nnvis_core.models.convnet_source import ConvNetSource, is_convnet_checkpoint, load_checkpoint_model
 from nnvis_core.models.layers import remember_input_size
 from nnvis_core.models.loaded import LoadedModel, ModelLoadError, ModelOptions, Preprocess, read_labels
 from nnvis_core.models.logits import OutputError, logits_of, select_output
@@ -104,6 +106,8 @@ class FileSource(ModelSource):
             module = torch.jit.load(str(path), map_location="cpu")
             return LoadedModel(module, path.name, str(path), [], Preprocess(256, 224), "torchscript")
         obj = load_checkpoint(path, options.trust_checkpoint)
+        if is_convnet_checkpoint(obj):  # written by nnvis demo train --data: it says what it is
+            return load_checkpoint_model(path, obj)
         if isinstance(obj, torch.nn.Module):
             return LoadedModel(obj, path.name, str(path), [], Preprocess(256, 224), "pickled module")
         return self._from_state_dict(path, unwrap_state_dict(path, obj), options)
@@ -138,6 +142,7 @@ def nnvis_register_model_sources(register) -> None:
     register(DemoVitSource())
     register(TorchvisionSource())
     register(FileSource())
+    register(ConvNetSource())
 
 
 def input_side(preprocess: Preprocess) -> int:
@@ -169,7 +174,7 @@ def load_model(spec: str, options: ModelOptions, registry: HasModelSources, devi
     elif Path(spec).expanduser().exists() and "file" in sources:
         source, target = sources["file"], spec
     else:
-        known = ", ".join(sorted(f"{n}:" if n not in ("demo", "demo-vit") else n for n in sources))
+        known = ", ".join(sorted(f"{n}:" if n not in ("demo", "demo-vit", "convnet") else n for n in sources))
         raise ModelLoadError(f"--model {spec!r}: not a file, and no model source matches (sources: {known})")
     loaded = source.load(target, options).with_preprocess(**(preprocess or {}))
     if options.labels is not None:

@@ -141,7 +141,7 @@ def load_context(config: ReportConfig, choice: ModelChoice, registry: Registry, 
              runs: list[PluginRun], several: bool = False) -> RunContext:
     """One model loaded and checked against the plugins' targets."""
     options = ModelOptions(choice.weights, choice.arch, config.trust_checkpoint, config.labels, config.seed,
-                           config.model_output)
+                           config.model_output, None if config.images else config.image_dir)
     try:
         model = load_model(choice.model, options, registry, str(device),
                            dict(resize=config.resize, crop=config.crop, mean=config.mean, std=config.std))
