@@ -366,7 +366,8 @@ def _train_on_folder(arch: str, data_dir: Path, output: Path | None, seed: int, 
 @click.option("--size", type=click.IntRange(8, 512), default=None,
               help="Resize the digits to this side in pixels (default: the source's own).")
 @click.option("--per-class", type=click.IntRange(2), default=None,
-              help="Keep at most this many digits of each class (a seeded choice; default: all).")
+              help="Keep at most this many digits of each class in each part, chosen after the split "
+                   "(its test digits are test digits of the whole set too; default: all).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the train/test split.")
 def digits(folder, source, size, per_class, seed) -> None:
     """Write real handwritten digits (FOLDER/train, FOLDER/test: class folders and masks/ of the strokes)."""

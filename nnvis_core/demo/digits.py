@@ -94,18 +94,24 @@ def stroke_mask(pixels: np.ndarray) -> np.ndarray:
 def write_digits(root: Path, source: str = "mnist", size: int | None = None, seed: int = 0,
                  per_class: int | None = None) -> dict[str, int]:
     """Write the digits under `root` (train/, test/, each with class folders and masks/) and a README;
-    `size` resizes them (bilinear; the masks are thresholded after resizing), `per_class` keeps at most
-    that many images of each class (a seeded choice, before the split). Returns the image count per split."""
+    `size` resizes them (bilinear; the masks are thresholded after resizing). `per_class` keeps at most
+    that many images of each class in each part, chosen after the split: a smaller folder's test digits
+    are test digits of the whole one too, never digits a model trained on the whole one has seen.
+    Returns the image count per split."""
     digits = read_digits(source)
     pixels, labels = digits.pixels, digits.labels
-    if per_class is not None:
-        keep = np.sort(np.concatenate([np.random.default_rng(seed).permutation(np.flatnonzero(labels == label))
-                                       [:per_class] for label in np.unique(labels)]))
-        pixels, labels = pixels[keep], labels[keep]
     test = split_per_class(labels, TEST_SHARE, seed)
+    if per_class is not None:
+        rng = np.random.default_rng(seed)
+        keep = np.concatenate([rng.permutation(np.flatnonzero((labels == label) & (test == part)))[:per_class]
+                               for part in (False, True) for label in np.unique(labels)])
+        numbers = np.sort(keep)
+    else:
+        numbers = np.arange(len(labels))
     root = Path(root)
     counts = {"train": 0, "test": 0}
-    for index, (picture, label) in enumerate(zip(pixels, labels)):
+    for index in numbers:  # named by their place in the source, the same in a smaller folder
+        picture, label = pixels[index], labels[index]
         part = "test" if test[index] else "train"
         image = Image.fromarray(picture, mode="L")
         if size is not None and size != picture.shape[0]:

@@ -23,7 +23,7 @@ from nnvis_core.testing import _demo_registry
 @pytest.fixture(scope="module")
 def digits_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("digits")
-    write_digits(root, "sklearn", seed=3, per_class=30)
+    write_digits(root, "sklearn", seed=3, per_class=24)
     return root
 
 
@@ -31,7 +31,7 @@ def test_the_sklearn_digits_are_written_as_class_folders_with_stroke_masks(digit
     train = sorted((digits_dir / "train").glob("*/*.png"))
     test = sorted(p for p in (digits_dir / "test").glob("*/*.png") if p.parent.parent.name == "test")
     assert {p.parent.name for p in train} == {str(d) for d in range(10)}
-    assert len(train) == 240 and len(test) == 60  # 30 per class, a fifth of each class held out
+    assert len(train) == len(test) == 240  # at most 24 per class in each part
     assert not {p.name for p in train} & {p.name for p in test}
     picture = np.asarray(Image.open(test[0]))
     mask = np.asarray(Image.open(digits_dir / "test" / "masks" / test[0].parent.name / test[0].name))
@@ -42,7 +42,16 @@ def test_the_sklearn_digits_are_written_as_class_folders_with_stroke_masks(digit
 
 def test_the_mask_tree_beside_the_class_folders_is_not_read_as_images(digits_dir):
     records = discover_images(digits_dir / "test")
-    assert len(records) == 60 and not any(r.relpath.startswith("masks/") for r in records)
+    assert len(records) == 240 and not any(r.relpath.startswith("masks/") for r in records)
+
+
+def test_a_smaller_folder_tests_on_test_digits_of_the_whole_set(tmp_path):
+    whole, small = tmp_path / "whole", tmp_path / "small"
+    write_digits(whole, "sklearn", seed=0)
+    write_digits(small, "sklearn", seed=0, per_class=5)
+    names = {part: {p.name for p in (whole / part).glob("[0-9]/*.png")} for part in ("train", "test")}
+    small_test = {p.name for p in (small / "test").glob("[0-9]/*.png")}
+    assert len(small_test) == 50 and small_test <= names["test"] and not small_test & names["train"]
 
 
 def test_the_split_is_per_class_and_seeded():
@@ -113,7 +122,7 @@ def test_a_trained_checkpoint_loads_by_path_alone_and_safely(digits_dir, tmp_pat
     assert result.exit_code == 0, result.output
     accuracy = float(result.output.split("held-out accuracy ")[-1].split(";")[0])
     saved = torch.load(output, weights_only=True)  # plain values only
-    assert saved["notes"]["held_out_images"] == 60 and saved["notes"]["held_out_accuracy"] == pytest.approx(accuracy, abs=1e-4)
+    assert saved["notes"]["held_out_images"] == 240 and saved["notes"]["held_out_accuracy"] == pytest.approx(accuracy, abs=1e-4)
     loaded = load_model(str(output), ModelOptions(), _demo_registry())
     assert loaded.class_names == [str(d) for d in range(10)] and loaded.module.config.width == 16
     assert accuracy > 0.5  # eight epochs on 240 digits: far above chance (0.1)
@@ -121,12 +130,17 @@ def test_a_trained_checkpoint_loads_by_path_alone_and_safely(digits_dir, tmp_pat
 
 def test_a_report_on_real_digits_with_their_stroke_masks(digits_dir, tmp_path):
     out = tmp_path / "report"
+    distil = ["--set", "dataset_distillation.method=distribution_matching", "--set", "dataset_distillation.outer_steps=3",
+              "--set", "dataset_distillation.eval_steps=5", "--set", "dataset_distillation.eval_inits=2"]
     result = CliRunner().invoke(cli, ["report", str(digits_dir / "test"), "--model", "convnet:width=16,depth=2",
-                                      "--masks", str(digits_dir / "test" / "masks"), "--plugins", "saliency,gradcam",
-                                      "-o", str(out), "-q"])
+                                      "--masks", str(digits_dir / "test" / "masks"), "--plugins",
+                                      "saliency,gradcam,dataset_distillation", *distil, "-o", str(out), "-q"])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
-    images = report["by_model"][0]["images"]
-    assert len(images) == 60 and all(image["true_class"] is not None for image in images)
+    model = report["by_model"][0]
+    images = model["images"]
+    assert len(images) == 240 and all(image["true_class"] is not None for image in images)
     rows = {row["method"]: row for row in report["leaderboard"]}
     assert 0 < rows["saliency"]["mask_share"] < 1  # measured over the strokes
+    gallery = model["dataset"]["dataset_distillation"]["artifacts"][0]
+    assert gallery["kind"] == "gallery" and len(gallery["tiles"]) == 10 and gallery["tile_size"] == 112
