@@ -344,7 +344,7 @@ def train(arch, data_dir, output, seed, epochs, stop_after, width, depth, norm, 
 
 def _train_on_folder(arch: str, data_dir: Path, output: Path | None, seed: int, epochs: int | None,
                      architecture: dict) -> None:
-    from nnvis_core.demo.train_folder import Recipe, train_on_folder
+    from nnvis_core.models.convnet_training import Recipe, train_on_folder
 
     if arch != "convnet":
         fail_usage(f"--data {data_dir}: only --arch convnet trains on a folder")

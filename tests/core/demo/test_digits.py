@@ -122,7 +122,8 @@ def test_a_trained_checkpoint_loads_by_path_alone_and_safely(digits_dir, tmp_pat
     assert result.exit_code == 0, result.output
     accuracy = float(result.output.split("held-out accuracy ")[-1].split(";")[0])
     saved = torch.load(output, weights_only=True)  # plain values only
-    assert saved["notes"]["held_out_images"] == 240 and saved["notes"]["held_out_accuracy"] == pytest.approx(accuracy, abs=1e-4)
+    notes = saved["notes"]
+    assert notes["held_out_images"] == 240 and notes["held_out_accuracy"] == pytest.approx(accuracy, abs=1e-4)
     loaded = load_model(str(output), ModelOptions(), _demo_registry())
     assert loaded.class_names == [str(d) for d in range(10)] and loaded.module.config.width == 16
     assert accuracy > 0.5  # eight epochs on 240 digits: far above chance (0.1)
@@ -130,8 +131,8 @@ def test_a_trained_checkpoint_loads_by_path_alone_and_safely(digits_dir, tmp_pat
 
 def test_a_report_on_real_digits_with_their_stroke_masks(digits_dir, tmp_path):
     out = tmp_path / "report"
-    distil = ["--set", "dataset_distillation.method=distribution_matching", "--set", "dataset_distillation.outer_steps=3",
-              "--set", "dataset_distillation.eval_steps=5", "--set", "dataset_distillation.eval_inits=2"]
+    distil = [part for setting in ("method=distribution_matching", "outer_steps=3", "eval_steps=5", "eval_inits=2")
+              for part in ("--set", f"dataset_distillation.{setting}")]
     result = CliRunner().invoke(cli, ["report", str(digits_dir / "test"), "--model", "convnet:width=16,depth=2",
                                       "--masks", str(digits_dir / "test" / "masks"), "--plugins",
                                       "saliency,gradcam,dataset_distillation", *distil, "-o", str(out), "-q"])
