@@ -26,8 +26,9 @@ DISTILLED_TILE = 112  # CSS px: a 28 px digit at four times its size, where the 
 
 
 def image_grid(distilled: Distilled, per_class: int, class_names: Sequence[str], mean: Sequence[float],
-               std: Sequence[float], method: str) -> Gallery:
-    """One row per class (one row of all classes when there is one image per class)."""
+               std: Sequence[float], method: str, training: str | None = None) -> Gallery:
+    """One row per class (one row of all classes when there is one image per class). `training` says how
+    the evaluation trains on them when it is not the distillation's own steps (eval_steps)."""
     labels = []
     for number, label in enumerate(distilled.labels.tolist()):
         name = class_names[label]
@@ -38,8 +39,9 @@ def image_grid(distilled: Distilled, per_class: int, class_names: Sequence[str],
         labels.append(name)
     steps = ", ".join(f"{float(s):.3g}" for s in distilled.step_sizes[:6])
     more = ", ..." if len(distilled.step_sizes) > 6 else ""
+    trained = training or f"step sizes {steps}{more}"
     caption = (f"{method}: {per_class} synthetic image(s) per class, pixels clipped to [0, 1] for display; "
-               f"a network is trained on them with step sizes {steps}{more}")
+               f"a network is trained on them with {trained}")
     return Gallery(f"distilled images, {per_class} per class", as_pictures(distilled.images, mean, std), labels,
                    columns=per_class if per_class > 1 else 0, caption=caption, tile_size=DISTILLED_TILE)
 

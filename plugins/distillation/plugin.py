@@ -142,7 +142,7 @@ class DatasetDistillation(Plugin):
             metrics[f"margin_{count}"] = scores["distilled"][1].mean - scores["random real"][1].mean
             curves[count] = distilled.curve
             artifacts.append(image_grid(distilled, count, ctx.class_names, preprocess.mean, preprocess.std,
-                                        params["method"]))
+                                        params["method"], long.describe() if long else None))
         smallest = min(len(data.class_images(label)) for label in data.classes)
         note = (f"{len(data.classes)} classes (chance {1 / len(data.classes):.1%}), "
                 f"{len(data.train_images)} images to distil from "

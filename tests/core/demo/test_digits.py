@@ -145,3 +145,4 @@ def test_a_report_on_real_digits_with_their_stroke_masks(digits_dir, tmp_path):
     assert 0 < rows["saliency"]["mask_share"] < 1  # measured over the strokes
     gallery = model["dataset"]["dataset_distillation"]["artifacts"][0]
     assert gallery["kind"] == "gallery" and len(gallery["tiles"]) == 10 and gallery["tile_size"] == 112
+    assert "trained on them with 5 Adam steps" in gallery["caption"]  # the evaluation's training, not step sizes
