@@ -92,7 +92,7 @@ def discover_images(root: Path, skip: Sequence[Path] = ()) -> list[ImageRecord]:
     link back to a parent cannot loop. Hidden names ('.git', '.DS_Store') and
     files without an image extension are skipped silently, and so are the
     folders in ``skip`` (the report's own output, when it sits inside ``root``)
-    and a mask tree beside the class folders (:func:`parallel_mask_tree`).
+    and a mask tree beside the class folders of any folder (:func:`parallel_mask_tree`).
     """
     root = Path(os.path.abspath(root))
     if not root.exists():
@@ -100,8 +100,7 @@ def discover_images(root: Path, skip: Sequence[Path] = ()) -> list[ImageRecord]:
     if not root.is_dir():
         raise NotADirectoryError(f"image folder is not a directory: {root}")
     found: dict[str, Path] = {}
-    masks = parallel_mask_tree(root)
-    seen: set[Path] = {Path(folder).resolve() for folder in (*skip, *masks)} - {root.resolve()}
+    seen: set[Path] = {Path(folder).resolve() for folder in skip} - {root.resolve()}
     stack: list[tuple[Path, PurePosixPath]] = [(root, PurePosixPath())]
     while stack:
         folder, rel = stack.pop()
@@ -109,6 +108,7 @@ def discover_images(root: Path, skip: Sequence[Path] = ()) -> list[ImageRecord]:
         if real in seen:
             continue
         seen.add(real)
+        seen.update(masks.resolve() for masks in parallel_mask_tree(folder))  # DIR/train/masks too
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:

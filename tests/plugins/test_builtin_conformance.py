@@ -18,14 +18,16 @@ from nnvis_core.testing import check_plugin, demo_items
 BUILTINS = sorted(name for name, reg in load_registry().plugins.items() if reg.origin.distribution == "nnvis")
 CHEAP: dict[str, dict] = {"sanity_check": {"max_levels": 4},
                           "dataset_distillation": {"outer_steps": 1, "inner_steps": 1, "eval_inits": 1},
+                          "hidden_subnetwork": {"keep": "50", "init": "signed_constant", "epochs": 1, "maps": 2},
                           "texture_synthesis": {"steps": 10}, "feature_inversion": {"steps": 10},
                           # the feature visualizations: the contract is the same at 32 steps as at 512
                           "semantic_dictionary": {"steps": 32}, "channel_maximization": {"steps": 32},
                           "class_maximization": {"steps": 32},
                           "style_transfer": {"steps": 5, "style": str(Path(__file__).resolve().parents[2]
                                                                       / "examples/demo/images/ring/ring_00.png")}}
-# Plugins that need more than two demo images (distillation holds out one image of each class).
-IMAGES: dict[str, int] = {"dataset_distillation": 16}
+# Plugins that need more than two demo images (distillation and the subnetwork search hold out one image of
+# each class).
+IMAGES: dict[str, int] = {"dataset_distillation": 16, "hidden_subnetwork": 16}
 
 
 def test_the_built_ins_are_found():

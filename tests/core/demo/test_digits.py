@@ -43,6 +43,8 @@ def test_the_sklearn_digits_are_written_as_class_folders_with_stroke_masks(digit
 def test_the_mask_tree_beside_the_class_folders_is_not_read_as_images(digits_dir):
     records = discover_images(digits_dir / "test")
     assert len(records) == 240 and not any(r.relpath.startswith("masks/") for r in records)
+    both = discover_images(digits_dir)  # train/ and test/, each with its own mask tree
+    assert len(both) == 480 and not any("masks/" in r.relpath for r in both)
 
 
 def test_a_smaller_folder_tests_on_test_digits_of_the_whole_set(tmp_path):
