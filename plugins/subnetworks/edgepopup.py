@@ -26,9 +26,13 @@ class _TopK(torch.autograd.Function):
     @staticmethod
     def forward(ctx, magnitudes: torch.Tensor, keep: float) -> torch.Tensor:
         flat = magnitudes.detach().flatten()
-        mask = torch.zeros_like(flat)
-        mask[flat.topk(kept_count(flat.numel(), keep)).indices] = 1
-        return mask.view_as(magnitudes)
+        count = kept_count(flat.numel(), keep)
+        if count == flat.numel():
+            return torch.ones_like(magnitudes)
+        # The count-th largest as a threshold: a selection in linear time, where topk sorts (scores are
+        # continuous, so a tie that would keep one weight more has probability zero).
+        threshold = flat.kthvalue(flat.numel() - count + 1).values
+        return (magnitudes.detach() >= threshold).to(magnitudes.dtype)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
