@@ -82,10 +82,11 @@ def map_comparison(subnetwork: nn.Module, dense: nn.Module, images: torch.Tensor
     mean_t, std_t = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
     pictures, labels, rows = [], [], []
     for number, (image, a, b) in enumerate(zip((images * std_t + mean_t).clamp(0, 1), dense_maps, sub_maps)):
-        rho = float(spearmanr(a.flatten().numpy(), b.flatten().numpy()).statistic)
-        rows.append([number, round(rho, 3)])
+        constant = bool(a.min() == a.max() or b.min() == b.max())  # a dead network's map: rho undefined
+        rho = None if constant else float(spearmanr(a.flatten().numpy(), b.flatten().numpy()).statistic)
+        rows.append([number, "undefined (a map is constant)" if rho is None else round(rho, 3)])
         pictures += [image.permute(1, 2, 0).numpy(), _gray(a), _gray(b)]
-        labels += [f"image {number}", "dense", f"subnetwork (rho {rho:.2f})"]
+        labels += [f"image {number}", "dense", "subnetwork" if rho is None else f"subnetwork (rho {rho:.2f})"]
     gallery = Gallery("saliency: dense network and best subnetwork", pictures, labels, columns=3, tile_size=96,
                       caption="per held-out image: the picture, |gradient| of the top class under the dense "
                               "network, and under the best subnetwork (each map scaled to its own maximum)")

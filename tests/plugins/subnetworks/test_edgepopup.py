@@ -100,3 +100,14 @@ def test_a_subnetwork_of_random_weights_learns_an_easy_task_and_the_dense_baseli
     assert accuracy(lambda x: forward(frozen, scores, 0.5, x), images, labels) > 0.8  # chance: about 1/3
     dense, _ = train_dense(frozen, images, labels, Recipe(epochs=15, batch=32), seed=3)
     assert accuracy(dense, images, labels) > 0.8
+
+
+def test_the_rank_correlation_of_a_constant_map_is_said_to_be_undefined():
+    from nnvis_plugins.subnetworks.card import map_comparison
+
+    dead = nn.Sequential(nn.Flatten(), nn.Linear(36, 3))
+    nn.init.zeros_(dead[1].weight)  # every gradient is zero: a constant saliency map
+    live = nn.Sequential(nn.Flatten(), nn.Linear(36, 3))
+    gallery, table = map_comparison(dead, live, torch.randn(2, 1, 6, 6), (0.5,), (0.5,))
+    assert [row[1] for row in table.rows] == ["undefined (a map is constant)"] * 2
+    assert len(gallery.images) == 6
