@@ -287,6 +287,11 @@ def test_the_layer_listing_says_what_each_layer_gives_and_which_auto_picks():
     assert rows["head"].output == "(1, 5)"
 
 
+LAYER_AUTO_READERS = ("ablationcam", "eigen_gradcam", "eigencam", "gradcam", "gradcam_elementwise", "gradcam_plusplus",
+                      "guided_gradcam", "hirescam", "layercam", "occlusion", "scorecam", "semantic_dictionary",
+                      "top_units", "xgradcam")
+
+
 def test_the_layer_listing_names_the_plugins_that_read_each_layer_by_default():
     from nnvis_core.models.listing import layer_rows
     from nnvis_core.run.registry import load_registry
@@ -295,8 +300,7 @@ def test_the_layer_listing_names_the_plugins_that_read_each_layer_by_default():
     plugins = {name: reg.item for name, reg in load_registry().plugins.items()}
     rows = {row.name: row for row in layer_rows(TinyViT(prefix=1).eval(), (24, 32), plugins)}
     assert rows["conv_proj"].plugins == ("filters",)  # never a layer reader's default
-    assert rows["blocks.1.norm1"].plugins == ("gradcam", "guided_gradcam", "occlusion", "semantic_dictionary",
-                                              "top_units")
+    assert rows["blocks.1.norm1"].plugins == LAYER_AUTO_READERS
     assert rows["head"].plugins == ("neighbours", "tsne")  # they read the head's input
     assert "deconvnet" not in {p for row in rows.values() for p in row.plugins}  # class mode reads no layer
 
@@ -311,7 +315,7 @@ def test_nnvis_layers_on_a_vit_and_a_swin():
     assert result.exit_code == 0, result.output
     [line] = [row for row in result.output.splitlines() if row.startswith("encoder.layers.encoder_layer_11.ln_1 ")]
     assert line.split()[1:5] == ["LayerNorm", "tokens", "1+14x14", "x768"]
-    assert " ".join(line.split()[5:]) == "layer=auto gradcam, guided_gradcam, occlusion, semantic_dictionary, top_units"
+    assert " ".join(line.split()[5:]) == "layer=auto " + ", ".join(LAYER_AUTO_READERS)
     [line] = [row for row in result.output.splitlines() if row.startswith("encoder.layers.encoder_layer_7.mlp.0 ")]
     assert line.split()[1:] == ["Linear", "tokens", "1+14x14", "x3072", "channel_maximization"]
     result = CliRunner().invoke(cli, ["layers", "--model", "torchvision:swin_t", "--weights", "none"])

@@ -1,0 +1,104 @@
+"""Score-CAM (Wang et al. 2020): channel weights from the score of the image seen through each channel.
+
+H_k = s(Up(A_k)),  s(x) = (x - min x) / (max x - min x)     each channel upsampled, then scaled to [0, 1]
+w_k = softmax_k( S(X * H_k) )                              the target's logit on the masked image
+cam = sum_k w_k A_k
+
+No gradient: a channel counts as much as the image it lets through convinces the model.
+Subtracting a baseline image's score, as the paper writes it, shifts every channel's
+score alike and so changes no softmax weight. The cost is one forward pass per channel:
+the masked images go through in chunks sized by a memory budget, never all at once.
+
+>>> from nnvis_plugins.cams import scorecam
+>>> cam, _ = scorecam.layer_attribute(model, images, target=3, layer="layer4")   # (N, 1, h, w)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nnvis_core import Param, hookimpl
+from nnvis_core.toolkit import (
+    FAITHFULNESS_STEPS,
+    MEMORY_MB,
+    TARGET,
+    Target,
+    bytes_per_image,
+    chunk_size,
+    select_target,
+    target_scores,
+)
+from nnvis_core.toolkit.cams import LAYER, UPSAMPLE, CamPlugin, LayerReading, read_layer, weighted_sum
+
+
+def channel_masks(maps: torch.Tensor, size: tuple[int, int], eps: float = 0.0,
+                  align_corners: bool = False) -> torch.Tensor:
+    """(N, K, H, W) masks in [0, 1]: each channel of `maps` (N, K, h, w) upsampled to `size` (bilinear),
+    then min-max scaled; a constant channel gives an all-zero mask. `eps` is added to each range (0 in the
+    paper; pytorch-grad-cam adds 1e-8 and upsamples with aligned corners, which its parity test reproduces)."""
+    up = maps if tuple(maps.shape[-2:]) == tuple(size) else F.interpolate(
+        maps, size=size, mode="bilinear", align_corners=align_corners)
+    low, high = up.amin(dim=(2, 3), keepdim=True), up.amax(dim=(2, 3), keepdim=True)
+    span = high - low + eps
+    return torch.where(span > 0, (up - low) / torch.where(span > 0, span, 1), 0)
+
+
+@torch.no_grad()
+def masked_scores(model: nn.Module, image: torch.Tensor, masks, count: int, target: Target,
+                  memory_mb: float = MEMORY_MB) -> torch.Tensor:
+    """(count,) the target's logit on image * mask for each of `count` masks of one image (1, C, H, W);
+    `masks(start, stop)` gives masks start:stop as (k, 1 or C, H, W), made only when their chunk runs."""
+    step = chunk_size(bytes_per_image(model, image), memory_mb, count)
+    scores = [target_scores(model(image * masks(start, min(start + step, count))), target)
+              for start in range(0, count, step)]
+    return torch.cat(scores).float()
+
+
+def channel_weights(model: nn.Module, inputs: torch.Tensor, target: Target, maps: torch.Tensor, eps: float = 0.0,
+                    align_corners: bool = False, memory_mb: float = MEMORY_MB) -> torch.Tensor:
+    """(N, C) Score-CAM weights: the softmax over channels of the target's logit on each masked image."""
+    size = tuple(inputs.shape[-2:])
+    weights = []
+    for n in range(inputs.shape[0]):
+        def masks(start: int, stop: int, n: int = n) -> torch.Tensor:
+            return channel_masks(maps[n:n + 1, start:stop], size, eps, align_corners)[0][:, None]
+
+        scores = masked_scores(model, inputs[n:n + 1].detach(), masks, maps.shape[1], select_target(target, [n]),
+                               memory_mb)
+        weights.append(torch.softmax(scores, dim=0))
+    return torch.stack(weights)
+
+
+def layer_attribute(model: nn.Module, inputs: torch.Tensor, target: Target, layer="auto",
+                    memory_mb: float = MEMORY_MB) -> tuple[torch.Tensor, LayerReading]:
+    """(N, 1, h, w) unrectified Score-CAM at the layer's resolution, and the layer's reading."""
+    reading = read_layer(model, inputs, target, layer, gradients=False, method="Score-CAM")
+    weights = channel_weights(model, inputs, target, reading.maps, memory_mb=memory_mb)
+    return weighted_sum(weights.to(reading.maps.dtype), reading.maps), reading
+
+
+class ScoreCAM(CamPlugin):
+    name = "scorecam"
+    title = "Score-CAM"
+    description = (
+        "Wang et al. (2020): no gradient. Each channel of a layer, upsampled and scaled to [0, 1], masks the "
+        "image; the target's logit on each masked image, softmaxed over channels, weighs the channel's map. "
+        "One forward pass per channel (in chunks sized by memory_mb), so it costs hundreds of model calls on "
+        "a wide layer. Rectified and upsampled to the image."
+    )
+    label = "Score-CAM"
+    uses_gradients = False
+    params = (TARGET, LAYER, UPSAMPLE,
+              Param("memory_mb", float, float(MEMORY_MB), "memory for one chunk of masked images (MiB)",
+                    minimum=1.0, maximum=1_000_000.0),
+              FAITHFULNESS_STEPS)
+
+    def layer_cam(self, model, inputs, target, layer, params):
+        return layer_attribute(model, inputs, target, layer, memory_mb=params["memory_mb"])
+
+
+@hookimpl
+def nnvis_register_plugins(register) -> None:
+    register(ScoreCAM())
