@@ -1,0 +1,16 @@
+"""Layer-wise relevance propagation (Bach et al. 2015; Montavon et al. 2019) for convnets, equal to Zennit's.
+
+>>> from nnvis_plugins import lrp
+>>> maps = lrp.attribute(model, images, target=3, composite="epsilon-plus-flat")   # (N, C, H, W)
+
+Modules, in the order a pass uses them: composites (which rule each layer gets), canonize (the
+rewritten deep copy: BatchNorm merged, ResNet sums split), layers (what LRP knows, and the
+refusal for the rest), rules (the rules' arithmetic), backward (autograd functions that carry
+relevance), functional (activations and refusals between layers), propagate (one pass,
+:func:`attribute`), plugin (the report plugin). docs/lrp.md has the formulas and the parity
+figures against Zennit.
+"""
+
+from nnvis_plugins.lrp.composites import COMPOSITES  # noqa: F401
+from nnvis_plugins.lrp.propagate import attribute, box_bounds  # noqa: F401
+from nnvis_plugins.lrp.rules import RULE_NAMES  # noqa: F401
