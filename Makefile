@@ -16,8 +16,11 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
 	touch $@
 
+# LXT (the AttnLRP reference) declares bitsandbytes, accelerate and open_clip, which its explicit rules never
+# import and which would bring GPU packages: it is installed without them.
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt lxt
 	touch $@
 
 # The browser tests drive Debian's Chromium (Playwright cannot download its own here).

@@ -9,6 +9,10 @@ refusal for the rest), rules (the rules' arithmetic), backward (autograd functio
 relevance), functional (activations and refusals between layers), propagate (one pass,
 :func:`attribute`), plugin (the report plugin). docs/lrp.md has the formulas and the parity
 figures against Zennit.
+
+AttnLRP for vision transformers (the `attnlrp` plugin) reuses all of it: transformer_rules (softmax,
+matrix products, LayerNorm), transformer_watch (attention written out, sums and scalings on the copy),
+attnlrp (one pass, :func:`nnvis_plugins.lrp.attnlrp.attribute`, and the plugin); parity with LXT in docs/lrp.md.
 """
 
 from nnvis_plugins.lrp.composites import COMPOSITES  # noqa: F401

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from nnvis_plugins.lrp.rules import Rule, stabilize
+from nnvis_plugins.lrp.rules import STABILIZER, Rule, stabilize
 
 Record = Callable[[torch.Tensor], None]
 
@@ -69,17 +69,19 @@ def passing(x: torch.Tensor, compute: Callable[[torch.Tensor], torch.Tensor]) ->
 
 class _ResidualSum(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a: torch.Tensor, b: torch.Tensor):  # type: ignore[override]
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor, epsilon: float):  # type: ignore[override]
         ctx.save_for_backward(a, b)
+        ctx.epsilon = epsilon
         return a + b
 
     @staticmethod
     def backward(ctx, relevance: torch.Tensor):  # type: ignore[override]
         a, b = ctx.saved_tensors
-        share = relevance / stabilize(a + b)
-        return a * share, b * share
+        share = relevance / stabilize(a + b, ctx.epsilon)
+        return (a * share).sum_to_size(a.shape), (b * share).sum_to_size(b.shape), None  # a summand may be broadcast
 
 
-def residual_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a + b``, whose backward gives each summand its share of the relevance: R_a = a R / (a + b)."""
-    return _ResidualSum.apply(a, b)
+def residual_sum(a: torch.Tensor, b: torch.Tensor, epsilon: float = STABILIZER) -> torch.Tensor:
+    """``a + b``, whose backward gives each summand its share of the relevance: R_a = a R / (a + b);
+    epsilon keeps the denominator from zero."""
+    return _ResidualSum.apply(a, b, epsilon)

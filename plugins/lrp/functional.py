@@ -29,7 +29,7 @@ from torch.overrides import TorchFunctionMode
 
 from nnvis_core.toolkit import AttributionError
 from nnvis_plugins.lrp.backward import passing, with_rule
-from nnvis_plugins.lrp.rules import proportional
+from nnvis_plugins.lrp.rules import STABILIZER, epsilon_rule, proportional
 
 # Every way an activation of layers.PASSING_ACTIVATIONS reaches a TorchFunctionMode (nn.ReLU6 calls
 # F.hardtanh), and the forms a forward may call itself.
@@ -71,6 +71,14 @@ class _Pooling(nn.Module):
         return self.compute(x)
 
 
+def proportional_call(x: torch.Tensor, compute: Callable[[torch.Tensor], torch.Tensor],
+                      epsilon: float = STABILIZER) -> torch.Tensor:
+    """``compute(x)`` for a map linear in x (an average, a sum over some axes), whose backward gives each
+    input its share of the outputs: R_j = sum_k x_j dz_k/dx_j R_k / z_k (the epsilon rule, epsilon the stabilizer)."""
+    rule = proportional if epsilon == STABILIZER else epsilon_rule(epsilon)
+    return with_rule(_Pooling(compute), rule, x, compute)
+
+
 class FunctionalWatch(TorchFunctionMode):
     """Activations with the pass-through backward; refusals for what has no rule."""
 
@@ -91,7 +99,7 @@ class FunctionalWatch(TorchFunctionMode):
                 def compute(value: torch.Tensor) -> torch.Tensor:
                     return func(value, *rest, **extra)
                 if func in POOLING_FUNCTIONS:
-                    return with_rule(_Pooling(compute), proportional, x, compute)
+                    return proportional_call(x, compute)
                 return passing(x, compute)
         elif func in COMBINATIONS:
             if sum(_carries(value) for value in args[:2]) == 2:
@@ -107,8 +115,10 @@ class FunctionalWatch(TorchFunctionMode):
 
 
 @contextmanager
-def watched(model: nn.Module) -> Iterator[FunctionalWatch]:
-    """Run the model's forward inside the watch; refusals name the innermost module running.
+def watched(model: nn.Module, watch: Callable[[Callable[[], str]], TorchFunctionMode] = FunctionalWatch
+            ) -> Iterator[TorchFunctionMode]:
+    """Run the model's forward inside `watch` (a FunctionalWatch or an extension of it, built from a function
+    naming the innermost module running); refusals name that module.
 
     The module hooks that keep track of it go on `model`, which must be the canonical copy.
     """
@@ -124,5 +134,5 @@ def watched(model: nn.Module) -> Iterator[FunctionalWatch]:
         label = f"{name or '<model>'} ({type(module).__name__})"
         module.register_forward_pre_hook(lambda *_, label=label: enter(label))
         module.register_forward_hook(leave)
-    with FunctionalWatch(lambda: running[-1] if running else "the model's forward") as watch:
-        yield watch
+    with watch(lambda: running[-1] if running else "the model's forward") as mode:
+        yield mode

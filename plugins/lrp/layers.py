@@ -63,19 +63,19 @@ def _known(module: nn.Module) -> bool:
                       + PASSING_ACTIVATIONS)
 
 
-def refusal(name: str, module: nn.Module) -> str | None:
-    """Why LRP cannot go through this module as it ran, or None when it can."""
+def refusal(name: str, module: nn.Module, method: str = "LRP", known: str = KNOWN) -> str | None:
+    """Why `method` cannot go through this module as it ran, or None when it can; `known` ends the message."""
     leaf = next(module.children(), None) is None
     if _known(module):
         if isinstance(module, BATCH_NORMS) and module.running_var is None:
-            return f"LRP: no rule for layer {name} (BatchNorm without running statistics normalizes each batch " \
+            return f"{method}: no rule for layer {name} (BatchNorm without running statistics normalizes each batch " \
                    "by its own statistics, which is not an affine map)"
         return None
     if not leaf and not _has_own_parameters(module):
         return None
     what = "parameters" if _has_own_parameters(module) else "a non-linearity"
-    return (f"LRP: no rule for layer {name or '<model>'} ({type(module).__name__}, {what} LRP has no rule for); "
-            f"LRP knows {KNOWN}")
+    return (f"{method}: no rule for layer {name or '<model>'} ({type(module).__name__}, {what} {method} has no rule "
+            f"for); {method} knows {known}")
 
 
 def check_supported(calls: list[tuple[str, nn.Module]]) -> None:

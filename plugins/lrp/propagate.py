@@ -15,7 +15,7 @@ in the logits (a difference of two classes, say).
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -58,16 +58,26 @@ def attribute(model: nn.Module, inputs: torch.Tensor, target: Target, composite:
     canonical = canonical_copy(model, inputs[:1].detach())  # the structure, read from one input
     layers.check_supported(canonical.calls)
     _install_rules(canonical, plan, epsilon, gamma, bounds, record)
+
+    def forward(x: torch.Tensor) -> object:
+        with watched(canonical.model):
+            return canonical.model(x)
+    return relevance_pass(forward, inputs, target)
+
+
+def relevance_pass(forward: Callable[[torch.Tensor], object], inputs: torch.Tensor, target: Target,
+                   method: str = "LRP") -> torch.Tensor:
+    """The relevance of `inputs`: `forward` (the ruled copy's, inside its watch) run once, then the target's
+    output relevance sent back through the rules by one autograd pass."""
     # Contiguous: the convolution kernels PyTorch picks, and so the rounding, depend on the memory layout.
     x = inputs.detach().clone(memory_format=torch.contiguous_format).requires_grad_(True)
     with torch.enable_grad():
-        with watched(canonical.model):
-            output = canonical.model(x)
+        output = forward(x)
         output = output if isinstance(output, torch.Tensor) else logits_of(output)
         try:
             (relevance,) = torch.autograd.grad(output, x, _output_relevance(output, target))
         except ValueError as error:  # a z-box bounds mismatch found in the first layer's backward
-            raise AttributionError(f"LRP: {error}") from None
+            raise AttributionError(f"{method}: {error}") from None
     return relevance
 
 
@@ -89,7 +99,12 @@ def _install_rules(canonical: Canonical, plan: composites.Composite, epsilon: fl
     for name, module in canonical.calls:
         rule = made[named[name]] if name in named else proportional if layers.needs_proportional_rule(module) else None
         if rule is not None:
-            module.forward = functools.partial(_ruled_forward, module, rule, _recorder(record, name))
+            give_rule(module, rule, _recorder(record, name))
+
+
+def give_rule(module: nn.Module, rule: Rule, record: Record | None = None) -> None:
+    """Replace the forward of `module` (on the canonical copy) by one whose backward is `rule`."""
+    module.forward = functools.partial(_ruled_forward, module, rule, record)
 
 
 def _ruled_forward(module: nn.Module, rule: Rule, record: Record | None, x: torch.Tensor) -> torch.Tensor:
