@@ -22,6 +22,15 @@ EXAMPLE_PLUGIN = ROOT / "examples" / "nnvis-plugin-example"
 RISE_PLUGIN = ROOT / "examples" / "nnvis-plugin-rise"
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (`make test` runs a worker per core), each worker computes on one thread: two
+    workers of two threads each would fight over two cores."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def pip_install_offline(sources: list[Path], workdir: Path) -> dict[str, str]:
     """pip-install plugin source folders into workdir/site, as a user would, but offline and
     without touching the test venv; return an environment whose Python sees them.
