@@ -18,3 +18,19 @@ def settled_top(page, selector: str, timeout_ms: int = 5000, still_samples: int 
             return now
         top = now
     return top
+
+
+def settled_layout(page, timeout_ms: int = 5000, still_samples: int = 3) -> float:
+    """The document's height once it stops changing: scripts that draw charts or fill grids after the
+    load event can still be growing the page on a busy machine, and a jump to an anchor taken before
+    they finish lands where the anchor used to be."""
+    script = "document.documentElement.scrollHeight"
+    height, still = page.evaluate(script), 0
+    for _ in range(timeout_ms // 100):
+        page.wait_for_timeout(100)
+        now = page.evaluate(script)
+        still = still + 1 if now == height else 0
+        if still >= still_samples:
+            return now
+        height = now
+    return height

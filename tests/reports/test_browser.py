@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from page_waits import settled_top
+from page_waits import settled_layout, settled_top
 
 from nnvis_core.run.config import ReportConfig
 from nnvis_core.run.registry import load_registry
@@ -32,6 +32,7 @@ def test_demo_report_loads_cleanly_offline(few_demo_images, tmp_path, open_repor
     assert opened.console_errors == [] and opened.page_errors == []
     assert all(url.startswith("file://") for url in opened.requests), opened.requests
 
+    settled_layout(page)
     page.click("nav a[href='#img-3']")
     assert page.evaluate("location.hash") == "#img-3"
     assert abs(settled_top(page, "#img-3")) < 5
