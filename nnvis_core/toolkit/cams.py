@@ -39,6 +39,7 @@ from nnvis_core.toolkit.attribution import (
     layer_name,
 )
 from nnvis_core.toolkit.hooks import captured_output
+from nnvis_core.toolkit.scoring import MEMORY_MB
 from nnvis_core.toolkit.targets import AttributionError, Target, target_scores
 
 UPSAMPLING = ("bilinear", "nearest")
@@ -129,6 +130,12 @@ def channel_dim(layout: Layout) -> int:
 
 LAYER = Param("layer", str, "auto", LAYER_PARAM_HELP)
 UPSAMPLE = Param("upsample", str, "bilinear", "how the layer's map is brought to the image size", choices=UPSAMPLING)
+
+
+def memory_param(copies: str) -> Param:
+    """`memory_mb`, for a CAM that runs one forward pass per channel on `copies` of the image."""
+    return Param("memory_mb", float, float(MEMORY_MB), f"memory for one chunk of {copies} (MiB)",
+                 minimum=1.0, maximum=1_000_000.0)
 
 
 class CamPlugin(AttributionPlugin):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nnvis_core import Param, hookimpl
+from nnvis_core import hookimpl
 from nnvis_core.toolkit import (
     FAITHFULNESS_STEPS,
     MEMORY_MB,
@@ -31,7 +31,16 @@ from nnvis_core.toolkit import (
     select_target,
     target_scores,
 )
-from nnvis_core.toolkit.cams import LAYER, UPSAMPLE, CamPlugin, LayerReading, channel_dim, read_layer, weighted_sum
+from nnvis_core.toolkit.cams import (
+    LAYER,
+    UPSAMPLE,
+    CamPlugin,
+    LayerReading,
+    channel_dim,
+    memory_param,
+    read_layer,
+    weighted_sum,
+)
 
 
 @torch.no_grad()
@@ -97,10 +106,7 @@ class AblationCAM(CamPlugin):
     )
     label = "Ablation-CAM"
     uses_gradients = False
-    params = (TARGET, LAYER, UPSAMPLE,
-              Param("memory_mb", float, float(MEMORY_MB), "memory for one chunk of ablated copies (MiB)",
-                    minimum=1.0, maximum=1_000_000.0),
-              FAITHFULNESS_STEPS)
+    params = (TARGET, LAYER, UPSAMPLE, memory_param("ablated copies"), FAITHFULNESS_STEPS)
 
     def layer_cam(self, model, inputs, target, layer, params):
         return layer_attribute(model, inputs, target, layer, memory_mb=params["memory_mb"])

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nnvis_core import Param, hookimpl
+from nnvis_core import hookimpl
 from nnvis_core.toolkit import (
     FAITHFULNESS_STEPS,
     MEMORY_MB,
@@ -30,7 +30,7 @@ from nnvis_core.toolkit import (
     select_target,
     target_scores,
 )
-from nnvis_core.toolkit.cams import LAYER, UPSAMPLE, CamPlugin, LayerReading, read_layer, weighted_sum
+from nnvis_core.toolkit.cams import LAYER, UPSAMPLE, CamPlugin, LayerReading, memory_param, read_layer, weighted_sum
 
 
 def channel_masks(maps: torch.Tensor, size: tuple[int, int], eps: float = 0.0,
@@ -90,10 +90,7 @@ class ScoreCAM(CamPlugin):
     )
     label = "Score-CAM"
     uses_gradients = False
-    params = (TARGET, LAYER, UPSAMPLE,
-              Param("memory_mb", float, float(MEMORY_MB), "memory for one chunk of masked images (MiB)",
-                    minimum=1.0, maximum=1_000_000.0),
-              FAITHFULNESS_STEPS)
+    params = (TARGET, LAYER, UPSAMPLE, memory_param("masked images"), FAITHFULNESS_STEPS)
 
     def layer_cam(self, model, inputs, target, layer, params):
         return layer_attribute(model, inputs, target, layer, memory_mb=params["memory_mb"])
