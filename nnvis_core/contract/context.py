@@ -45,6 +45,9 @@ class RunContext:
     # Every registered plugin by name (nnvis_core.Plugin instances; typed loosely so that the
     # contract module, which names RunContext in its signatures, is not imported back).
     plugins: Mapping[str, Any] = field(default_factory=dict)
+    # The plugins this run computes, by name: what a plugin that reads the others' results (the
+    # sanity check's `methods=run`) can count on being in the report.
+    chosen: tuple[str, ...] = ()
     # Where map_tasks computes: None = here; the run's engine sets it (Ray: spread over its workers).
     task_mapper: Callable[[Callable[..., Any], list], Iterator[Any]] | None = field(
         default=None, repr=False, compare=False)

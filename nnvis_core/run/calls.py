@@ -155,4 +155,5 @@ def load_context(config: ReportConfig, choice: ModelChoice, registry: Registry, 
                 which = f" (model {model.name})" if several else ""
                 raise UsageError(f"{plugin_run.plugin.name}.target{which}: {error}") from None
     plugins = {name: reg.item for name, reg in registry.plugins.items()}
-    return RunContext(model, device, config.seed, config.batch_size, config.masks, plugins)
+    chosen = tuple(plugin_run.plugin.name for plugin_run in runs)
+    return RunContext(model, device, config.seed, config.batch_size, config.masks, plugins, chosen)

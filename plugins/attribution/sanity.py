@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Collection, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -52,6 +52,10 @@ METHODS: dict[str, MapFunction] = {
 }
 DEFAULT_METHODS = ("gradient", "smoothgrad", "integrated_gradients", "gradient_x_input", "deconvnet",
                    "guided_backprop", "gradcam", "guided_gradcam")
+# methods=run: the defaults and every other attribution plugin of the run, so that each method the
+# leaderboard lists gets its rank correlation.
+RUN = "run"
+SANITY_ALIASES = {"saliency": "gradient"}  # a plugin whose map a built-in method already draws
 
 
 def rank(values: np.ndarray) -> np.ndarray:
@@ -105,6 +109,7 @@ class Cascade:
     levels: list[str]  # "trained", then the top-most layer randomized so far at each level
     correlations: dict[str, np.ndarray]  # method -> (len(levels), N) Spearman vs the trained map
     maps: dict[str, list[torch.Tensor]]  # method -> per level (N, H, W) absolute maps
+    dropped: dict[str, str] = field(default_factory=dict)  # optional method -> why it could not run
 
 
 def measured_levels(count: int, max_levels: int) -> list[int]:
@@ -123,6 +128,7 @@ def cascading_randomization(
     seed: int = 0,
     options: dict | None = None,
     more_methods: dict[str, MapFunction] | None = None,
+    optional: Collection[str] = (),
 ) -> Cascade:
     """Maps of each method as the copy's layers are re-initialised from the top down.
 
@@ -130,7 +136,9 @@ def cascading_randomization(
     the trained model's classes are kept at every level. options: batch_size,
     samples (SmoothGrad), steps and baselines (IG), layer (Grad-CAM; a name).
     more_methods: map functions for names beyond METHODS (plugin_method makes one
-    from any attribution plugin).
+    from any attribution plugin). optional: methods that are left out, with their
+    error in Cascade.dropped, when they fail on the trained model (those the run
+    added, not the user), rather than failing the whole check.
     """
     known = {**METHODS, **(more_methods or {})}
     unknown = [m for m in methods if m not in known]
@@ -144,16 +152,27 @@ def cascading_randomization(
     modules = dict(work.named_modules())
     measure = set(measured_levels(len(layers), max_levels))
     maps: dict[str, list[torch.Tensor]] = {m: [] for m in methods}
+    dropped: dict[str, str] = {}
     levels = ["trained"]
 
     def compute() -> None:
-        for method in methods:
+        for method in list(maps):
             generator = torch.Generator().manual_seed(seed + 1)  # the same noise at every level
-            maps[method].append(known[method](work, inputs, target, {**options, "generator": generator}).detach().cpu())
+            try:
+                computed = known[method](work, inputs, target, {**options, "generator": generator})
+            except Exception as error:  # noqa: BLE001 - an optional method that cannot run here is left out
+                if method not in optional or maps[method]:
+                    raise
+                dropped[method] = str(error).splitlines()[0] if str(error) else type(error).__name__
+                del maps[method]
+                continue
+            maps[method].append(computed.detach().cpu())
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         compute()
+        if not maps:
+            raise ValueError("no method could map these images: " + "; ".join(f"{m}: {e}" for m, e in dropped.items()))
         for step, name in enumerate(layers, start=1):
             _reinitialize(modules[name])
             if step in measure:
@@ -165,7 +184,7 @@ def cascading_randomization(
         correlations[method] = np.array([
             [spearman(trained[i], level[i].numpy()) for i in range(trained.shape[0])] for level in per_level
         ])
-    return Cascade(levels, correlations, maps)
+    return Cascade(levels, correlations, maps, dropped)
 
 
 def plugin_method(plugin: AttributionPlugin, params: dict, ctx, items: Sequence) -> MapFunction:
@@ -218,8 +237,9 @@ class SanityCheck(Plugin):
     )
     scope = Scope.DATASET
     params = (
-        Param("methods", str, ",".join(DEFAULT_METHODS),
-              "comma-separated methods: " + ", ".join(METHODS) + ", or any installed attribution plugin by name",
+        Param("methods", str, RUN,
+              f"comma-separated methods: {', '.join(METHODS)}, or any installed attribution plugin by name; "
+              f"{RUN}: {', '.join(DEFAULT_METHODS)} and every other attribution plugin this run computes",
               check=lambda v: None if _names(v) else "name at least one method"),
         Param("images", int, 4, "images used, one per class first", minimum=1, maximum=64),
         Param("target", str, "predicted", "class to explain: predicted, true, an index or a class name"),
@@ -231,7 +251,7 @@ class SanityCheck(Plugin):
 
     def check_params(self, params, plugins) -> None:
         usable = {*METHODS, *attribution_plugins(plugins)}
-        unknown = [m for m in _names(params["methods"]) if m not in usable]
+        unknown = [m for m in _names(params["methods"]) if m not in usable and m != RUN]
         if unknown:
             raise ValueError(f"sanity_check.methods: {', '.join(unknown)} is neither a built-in method nor an "
                              f"installed attribution plugin; use {', '.join(sorted(usable))}")
@@ -242,8 +262,11 @@ class SanityCheck(Plugin):
             raise ValueError("no readable image")
         inputs = torch.cat([ctx.input(item) for item in chosen])
         targets = [ctx.target(item, params["target"]) for item in chosen]
-        methods = _names(params["methods"])
         plugins = attribution_plugins(ctx.plugins)
+        given = _names(params["methods"])
+        applying = [name for name in ctx.chosen if name in plugins and plugins[name].applies_to(ctx) is None]
+        methods = expand_run(given, applying)
+        optional = [m for m in methods if m not in given]
         more = {name: plugin_method(plugins[name], resolve_params(name, plugins[name].params, {}), ctx, chosen)
                 for name in methods if name not in METHODS and name in plugins}
         black = torch.stack([ctx.model.preprocess.normalize(item.pixels * 0) for item in chosen]).to(inputs)
@@ -251,7 +274,7 @@ class SanityCheck(Plugin):
                    "baselines": black}
         with preserved(ctx.module):
             cascade = cascading_randomization(ctx.module, inputs, targets, methods, params["max_levels"],
-                                              ctx.seed, options, more)
+                                              ctx.seed, options, more, optional)
         x = list(range(len(cascade.levels)))
         series = {m: [float(v) for v in c.mean(axis=1)] for m, c in cascade.correlations.items()}
         rows = [[m, *(f"{v:.3f}" for v in values)] for m, values in series.items()]
@@ -260,13 +283,26 @@ class SanityCheck(Plugin):
             Chart("rank correlation with the trained model's map", x, series,
                   x_label="layers re-initialised, from the top down to", y_label="Spearman (|map|)",
                   x_ticks=cascade.levels, caption=f"mean over {len(chosen)} images: {names}"),
-            Table("Spearman rank correlation by level", ["method", *cascade.levels], rows),
+            Table("Spearman rank correlation by level", ["method", *cascade.levels], rows,
+                  caption="; ".join(f"{m} left out: {why}" for m, why in cascade.dropped.items())),
             Image("maps as layers are randomized", _grid(cascade),
-                  caption=f"{chosen[0].record.relpath}: rows " + ", ".join(methods) + "; columns from trained to "
+                  caption=f"{chosen[0].record.relpath}: rows " + ", ".join(cascade.maps) + "; columns from trained to "
                           "fully randomized"),
         ]
         metrics = {f"{m}_final_spearman": values[-1] for m, values in series.items()}
         return Result(artifacts, metrics)
+
+
+def expand_run(methods: list[str], run_attributions: list[str]) -> list[str]:
+    """`methods` with RUN replaced by the built-in defaults and the run's other attribution plugins
+    (saliency is the built-in gradient; a name already given is not repeated)."""
+    expanded: list[str] = []
+    for method in methods:
+        more = [*DEFAULT_METHODS, *run_attributions] if method == RUN else [method]
+        for name in more:
+            if SANITY_ALIASES.get(name, name) not in expanded:
+                expanded.append(SANITY_ALIASES.get(name, name))
+    return expanded
 
 
 def _names(methods: str) -> list[str]:

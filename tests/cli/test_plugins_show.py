@@ -82,12 +82,12 @@ def test_saliency_is_an_attribution_plugin_and_runs_by_default(runner):
 
 
 def test_a_long_default_does_not_widen_every_row(runner):
-    output = show(runner, "sanity_check")
+    output = show(runner, "hidden_subnetwork")
     rows = parameter_rows(output)
-    assert rows["methods"][2].startswith("gradient,smoothgrad,")
-    assert rows["images"] == ["images", "int", "4", "1 to 64"]
-    images_line = next(line for line in output.splitlines() if line.startswith("  images "))
-    assert len(images_line) < 60
+    assert rows["init"][2].startswith("kaiming_normal,signed_constant")
+    assert rows["epochs"] == ["epochs", "int", "10", "1 to 10000"]
+    epochs_line = next(line for line in output.splitlines() if line.startswith("  epochs "))
+    assert len(epochs_line) < 60
 
 
 def test_values_are_shown_as_set_on_the_command_line():

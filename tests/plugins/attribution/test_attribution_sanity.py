@@ -10,7 +10,7 @@ import torch
 from nnvis_core import Chart, Image, Table
 from nnvis_core.demo import DemoNet
 from nnvis_core.demo.model import WEIGHTS_PATH
-from nnvis_core.toolkit import model_state
+from nnvis_core.toolkit import FAITHFULNESS_STEPS, TARGET, AttributionPlugin, Explanation, model_state
 from nnvis_plugins.attribution import sanity
 
 
@@ -53,20 +53,23 @@ def test_cascade_leaves_the_model_alone_and_randomizes_from_the_top():
         assert np.allclose(values[0], 1.0)  # the trained map against itself
 
 
-def test_the_plugin_draws_a_chart_a_table_and_the_maps():
+def demo_ctx_and_items(chosen: tuple[str, ...] = (), more_plugins: dict | None = None):
+    """A random demo net's run context (the installed plugins and `more_plugins`; `chosen` as the run's
+    plugins) and three random images."""
     from pathlib import Path
 
-    from nnvis_core.contract.artifacts import as_result
     from nnvis_core.contract.context import ImageItem, RunContext
-    from nnvis_core.contract.params import resolve_params
     from nnvis_core.demo import CLASS_NAMES, DEMO_SPEC
     from nnvis_core.images import ImageRecord
     from nnvis_core.models.loaded import LoadedModel, Preprocess
+    from nnvis_core.run.registry import load_registry
 
     torch.manual_seed(0)
     loaded = LoadedModel(DemoNet().eval(), "demo", "random", list(CLASS_NAMES),
                          Preprocess(None, None, DEMO_SPEC["mean"], DEMO_SPEC["std"]), "test")
-    ctx = RunContext(loaded, torch.device("cpu"), batch_size=8)
+    plugins = {name: reg.item for name, reg in load_registry().plugins.items()} if chosen else {}
+    ctx = RunContext(loaded, torch.device("cpu"), batch_size=8, plugins={**plugins, **(more_plugins or {})},
+                     chosen=chosen)
     items = []
     for i in range(3):
         pixels = np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8)
@@ -75,15 +78,59 @@ def test_the_plugin_draws_a_chart_a_table_and_the_maps():
             probabilities = torch.softmax(loaded.module(tensor[None]), 1)[0]
         record = ImageRecord(i, Path(f"/x/{CLASS_NAMES[i]}/{i}.png"), f"{CLASS_NAMES[i]}/{i}.png", CLASS_NAMES[i])
         items.append(ImageItem(record, pixels, tensor, i, probabilities))
+    return ctx, items
+
+
+def run_sanity(ctx, items, given: dict):
+    from nnvis_core.contract.artifacts import as_result
+    from nnvis_core.contract.params import resolve_params
+
     plugin = sanity.SanityCheck()
-    params = resolve_params(plugin.name, plugin.params, {"methods": "gradient,guided_backprop", "images": "2",
-                                                         "max_levels": "3"})
-    result = as_result(plugin.run_dataset(ctx, items, params))
+    return as_result(plugin.run_dataset(ctx, items, resolve_params(plugin.name, plugin.params, given)))
+
+
+def test_the_plugin_draws_a_chart_a_table_and_the_maps():
+    ctx, items = demo_ctx_and_items()
+    result = run_sanity(ctx, items, {"methods": "gradient,guided_backprop", "images": "2", "max_levels": "3"})
     chart, table, grid = result.artifacts
     assert isinstance(chart, Chart) and isinstance(table, Table) and isinstance(grid, Image)
     assert set(chart.series) == {"gradient", "guided_backprop"} and chart.x_ticks[0] == "trained"
     assert len(chart.x) == 4
     assert set(result.metrics) == {"gradient_final_spearman", "guided_backprop_final_spearman"}
+
+
+def test_run_stands_for_the_defaults_and_the_runs_other_attribution_plugins():
+    assert sanity.expand_run(["run"], []) == list(sanity.DEFAULT_METHODS)
+    # saliency is the built-in gradient; gradcam is a default already; a name given first keeps its place
+    assert sanity.expand_run(["xgradcam", "run"], ["saliency", "gradcam", "xgradcam", "eigencam"]) == [
+        "xgradcam", *sanity.DEFAULT_METHODS, "eigencam"]
+    assert sanity.SanityCheck.params[0].default == "run"
+
+
+class Refusing(AttributionPlugin):
+    """An attribution method that refuses every model, as a layer method does on a model without its layer."""
+
+    name = "refusing"
+    title = "Refusing"
+    description = "Refuses."
+    params = (TARGET, FAITHFULNESS_STEPS)
+
+    def explain(self, ctx, item, inputs, target, params) -> Explanation:
+        raise ValueError("no layer of this model fits")
+
+
+def test_by_default_every_attribution_plugin_of_the_run_that_applies_is_checked():
+    """The leaderboard's rank correlation for every method it lists: the run's methods join the defaults;
+    one that does not apply to the model (AttnLRP on a convnet) is not tried, and one that fails on the
+    trained model is left out with its reason instead of failing the check."""
+    ctx, items = demo_ctx_and_items(("saliency", "xgradcam", "attnlrp", "refusing", "sanity_check"),
+                                    {"refusing": Refusing()})
+    result = run_sanity(ctx, items, {"images": "2", "max_levels": "1", "samples": "2", "steps": "2"})
+    assert set(result.metrics) == {f"{m}_final_spearman" for m in (*sanity.DEFAULT_METHODS, "xgradcam")}
+    table = result.artifacts[1]
+    assert table.caption == "refusing left out: no layer of this model fits"
+    with pytest.raises(ValueError, match="no layer of this model fits"):  # named by the user: an error
+        run_sanity(ctx, items, {"methods": "gradient,refusing", "images": "2", "max_levels": "1"})
 
 
 def test_unknown_methods_are_a_parameter_error():
