@@ -4,8 +4,8 @@ w_k = (y - y_k) / y,   y: the target's logit,   y_k: the same with channel k of 
 cam = sum_k w_k A_k
 
 No gradient: each channel is removed from the layer's output in turn (at every position,
-prefix tokens included) and the rest of the model runs on. One forward pass per channel,
-in chunks sized by a memory budget. pytorch-grad-cam follows the paper where the layer's
+prefix tokens included) and the rest of the model runs on. One pass of the layers after
+the one read per channel, in chunks sized by a memory budget. pytorch-grad-cam follows the paper where the layer's
 smallest value is 0 (after a ReLU); elsewhere it sets the channel far below the layer's
 minimum instead of to zero. nnvis sets it to zero everywhere, as the paper does.
 
@@ -46,13 +46,38 @@ from nnvis_core.toolkit.cams import (
 @torch.no_grad()
 def ablated_scores(model: nn.Module, layer: nn.Module, image: torch.Tensor, layout: Layout, channels: int,
                    target: Target, memory_mb: float = MEMORY_MB) -> torch.Tensor:
-    """(channels,) the target's logit on one image (1, C, H, W) with each channel of `layer` zeroed in turn."""
+    """(channels,) the target's logit on one image (1, C, H, W) with each channel of `layer` zeroed in turn.
+
+    Ablating a channel changes nothing before the layer, so the model runs on the image alone and the
+    layer's output is copied there, one copy per channel ablated: only the layers after it run on the
+    copies (pytorch-grad-cam runs the whole model on copies of the image). Each chunk carries one copy
+    left whole, whose logit must be the model's own; a model that cannot take copies made mid-way (one
+    that concatenates them with a tensor from before the layer, or keeps the batch size it was given)
+    fails that check or raises, and gets whole copies of the image instead."""
     step = chunk_size(bytes_per_image(model, image), memory_mb, channels)
+    plain = target_scores(model(image), target)
+    try:
+        return _ablate(model, layer, image, layout, channels, target, step, plain)
+    except (RuntimeError, ValueError, IndexError, _CopiesDiffer):
+        return _ablate(model, layer, image, layout, channels, target, step)
+
+
+class _CopiesDiffer(Exception):
+    """The copy left whole did not give the model's own logit."""
+
+
+def _ablate(model, layer, image, layout, channels, target, step, plain=None) -> torch.Tensor:
+    """The ablated logits, copies made at the layer when `plain` (the whole image's logit) is given to
+    check them against, else copies of the image."""
     ablate: dict[str, torch.Tensor] = {}
+    mid_way = plain is not None
 
     def hook(module, args, output):
-        output = output.clone()
         chosen = ablate["channels"]
+        copies = len(chosen) + 1 if mid_way else output.shape[0]
+        if mid_way and output.shape[0] != 1:
+            raise _CopiesDiffer
+        output = output.expand(copies, *output.shape[1:]).clone()
         output.movedim(channel_dim(layout) % output.dim(), 1)[torch.arange(len(chosen)), chosen] = 0
         return output
 
@@ -61,8 +86,14 @@ def ablated_scores(model: nn.Module, layer: nn.Module, image: torch.Tensor, layo
         scores = []
         for start in range(0, channels, step):
             ablate["channels"] = torch.arange(start, min(start + step, channels), device=image.device)
-            copies = image.expand(len(ablate["channels"]), *image.shape[1:])
-            scores.append(target_scores(model(copies), target))
+            count = len(ablate["channels"])
+            given = image if mid_way else image.expand(count, *image.shape[1:])
+            found = target_scores(model(given), target)
+            if mid_way:
+                if found.shape != (count + 1,) or not torch.allclose(found[-1], plain[0], rtol=1e-4, atol=1e-5):
+                    raise _CopiesDiffer
+                found = found[:-1]
+            scores.append(found)
     finally:
         handle.remove()
     return torch.cat(scores)

@@ -4,6 +4,8 @@ masking done one channel at a time, the algebra of the first singular vector; an
 
 from __future__ import annotations
 
+import copy
+
 import architecture_sweep as sweep
 import pytest
 import torch
@@ -99,6 +101,7 @@ def test_scorecam_weights_are_the_softmax_of_masked_logits_one_channel_at_a_time
     assert torch.allclose(weights[0], expected, atol=1e-6)
 
 
+
 def test_ablationcam_weights_are_the_share_of_the_logit_lost_one_channel_at_a_time(resnet, images):
     image, target = images[:1], 5
     reading = read_layer(resnet, image, target, "layer4", gradients=False)
@@ -132,6 +135,80 @@ def test_ablationcam_removes_a_token_channel_at_every_token():
     handle.remove()
     score = float(reading.scores[0])
     assert weights[0, k] == pytest.approx((score - ablated) / score, rel=1e-4, abs=1e-6)
+
+
+class Counted(nn.Module):
+    """Counts the images its wrapped module sees."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module, self.images = module, 0
+
+    def forward(self, x):
+        self.images += x.shape[0]
+        return self.module(x)
+
+
+def test_ablationcam_runs_only_the_layers_after_the_one_read_on_copies(resnet, images):
+    """The layers before the one read see the image once per chunk, not once per channel, and the logits
+    equal those of whole copies of the image."""
+    image, target = images[:1], 5
+    model = copy.deepcopy(resnet)
+    model.conv1 = Counted(model.conv1)
+    reading = read_layer(model, image, target, "layer3", gradients=False)
+    budget = budget_for(model, image, 64)
+    model.conv1.images = 0
+    fast = ablationcam.ablated_scores(model, model.layer3, image, reading.layout, 256, target, budget)
+    chunks = 256 // 64
+    assert model.conv1.images == 2 + chunks  # the budget's measurement, the plain logit, one per chunk
+    slow = ablationcam._ablate(model, model.layer3, image, reading.layout, 256, target, 64)  # whole copies
+    assert torch.allclose(fast, slow, rtol=1e-5, atol=1e-6)
+
+
+class KeepsBatch(nn.Module):
+    """Reads its batch size at the input and reshapes with it after the layer: copies made mid-way would be
+    folded into one row. The check copy catches it and whole copies of the image are used instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.after = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        n = x.shape[0]
+        pooled = self.after(torch.relu(self.conv(x))).reshape(n, 8, -1).mean(2)
+        return self.head(pooled)
+
+
+class ConcatenatesEarlier(nn.Module):
+    """Concatenates the layer's output with a tensor from before it (DenseNet): copies made mid-way cannot
+    be joined to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Linear(11, 4)
+
+    def forward(self, x):
+        return self.head(torch.cat([x, torch.relu(self.conv(x))], 1).mean((2, 3)))
+
+
+@pytest.mark.parametrize("model_class", [KeepsBatch, ConcatenatesEarlier])
+def test_ablationcam_uses_whole_copies_where_copies_made_mid_way_would_be_wrong(model_class):
+    torch.manual_seed(0)
+    model = model_class().eval()
+    image = torch.randn(1, 3, 16, 16)
+    reading = read_layer(model, image, 1, model.conv, gradients=False)
+    weights = ablationcam.channel_weights(model, model.conv, image, 1, reading)
+    score = float(reading.scores[0])
+    for k in range(8):
+        handle = model.conv.register_forward_hook(lambda m, a, out, k=k: out.index_fill(1, torch.tensor([k]), 0))
+        with torch.no_grad():
+            ablated = float(model(image)[0, 1])
+        handle.remove()
+        assert weights[0, k] == pytest.approx((score - ablated) / score, rel=1e-4, abs=1e-6)
+    assert not model.conv._forward_hooks
 
 
 def test_eigencam_is_the_first_singular_direction_and_never_upside_down(resnet, images):
