@@ -99,7 +99,11 @@ def test_scorecam_weights_are_the_softmax_of_masked_logits_one_channel_at_a_time
     expected = torch.softmax(torch.stack(logits), 0)
     weights = scorecam.channel_weights(model, image, 4, reading.maps, memory_mb=budget_for(model, image, 24))
     assert torch.allclose(weights[0], expected, atol=1e-6)
-
+    # channels=10: the ten channels whose maps vary most, softmaxed among themselves; the rest weigh 0
+    kept = sorted(reading.maps[0].flatten(1).var(1).argsort(descending=True)[:10].tolist())
+    fewer = scorecam.channel_weights(model, image, 4, reading.maps, memory_mb=budget_for(model, image, 4), channels=10)
+    assert torch.allclose(fewer[0, kept], torch.softmax(torch.stack(logits)[kept], 0), atol=1e-6)
+    assert fewer[0].count_nonzero() == 10 and fewer[0].sum() == pytest.approx(1.0)
 
 
 def test_ablationcam_weights_are_the_share_of_the_logit_lost_one_channel_at_a_time(resnet, images):
