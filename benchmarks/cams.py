@@ -10,7 +10,8 @@ layer, rectified and upsampled to the image; pytorch-grad-cam's `cam(input, targ
 (which also min-max scales and resizes with OpenCV). Score-CAM and Ablation-CAM run
 one forward pass per channel (2,048 at resnet50's layer4): each side at its batched
 best, pytorch-grad-cam with `batch_size` chosen from --batches by timing, nnvis with
-its memory-budgeted chunks. LRP: nnvis's composite against Zennit's, both canonized
+`memory_mb` chosen from --budgets the same way (on a CPU, chunks that fit its caches
+run faster per image than larger ones). LRP: nnvis's composite against Zennit's, both canonized
 per call. Best of --repeats after one warm-up, the contenders interleaved. The ratio
 is nnvis's time over the reference's. Not part of the test suite.
 """
@@ -42,9 +43,10 @@ GRADIENT = {  # nnvis's map, pytorch-grad-cam's class name
     "eigen_gradcam": (lambda m, x, t, layer: eigencam.layer_attribute(m, x, t, layer, center=True,
                                                                       gradients=True)[0], "EigenGradCAM"),
 }
-PERTURBATION = {
-    "scorecam": (lambda m, x, t, layer: scorecam.layer_attribute(m, x, t, layer)[0], "ScoreCAM"),
-    "ablationcam": (lambda m, x, t, layer: ablationcam.layer_attribute(m, x, t, layer)[0], "AblationCAM"),
+PERTURBATION = {  # nnvis's map at a memory budget (MiB), pytorch-grad-cam's class name
+    "scorecam": (lambda mb: lambda m, x, t, layer: scorecam.layer_attribute(m, x, t, layer, mb)[0], "ScoreCAM"),
+    "ablationcam": (lambda mb: lambda m, x, t, layer: ablationcam.layer_attribute(m, x, t, layer, mb)[0],
+                    "AblationCAM"),
 }
 LRP = {"epsilon-plus": "EpsilonPlus", "epsilon-gamma-box": "EpsilonGammaBox",
        "epsilon-alpha2-beta1": "EpsilonAlpha2Beta1"}
@@ -104,6 +106,7 @@ def main() -> None:
     parser.add_argument("--perturbation", action="store_true", help="also Score-CAM and Ablation-CAM")
     parser.add_argument("--only-perturbation", action="store_true", help="only Score-CAM and Ablation-CAM")
     parser.add_argument("--batches", default="16,32,64", help="pytorch-grad-cam batch sizes tried for those")
+    parser.add_argument("--budgets", default="16,32,128", help="nnvis memory_mb tried for those")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     model = load_model(args.model).eval()
@@ -119,7 +122,11 @@ def main() -> None:
     for name, (method, cls) in PERTURBATION.items() if args.perturbation or args.only_perturbation else ():
         candidates = [theirs(pgc, cls, model, x, target, layer, int(b)) for b in args.batches.split(",")]
         timed = best_times(candidates, 1, warm_up=False)
-        rows.append((name, ours(method, model, x, target, layer), candidates[timed.index(min(timed))]))
+        mine = [ours(method(float(mb)), model, x, target, layer) for mb in args.budgets.split(",")]
+        mine_timed = best_times(mine, 1, warm_up=False)
+        print(f"{name}: pytorch-grad-cam batch {args.batches.split(',')[timed.index(min(timed))]}, "
+              f"nnvis memory_mb {args.budgets.split(',')[mine_timed.index(min(mine_timed))]}", flush=True)
+        rows.append((name, mine[mine_timed.index(min(mine_timed))], candidates[timed.index(min(timed))]))
     for name in LRP if not args.only_perturbation else ():
         rows.append((f"lrp {name}", *lrp_contenders(model, x, target, name)))
     for name, mine, reference in rows:
