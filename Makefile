@@ -20,7 +20,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 # import and which would bring GPU packages: it is installed without them.
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
-	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt lxt
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt lxt quantus
 	touch $@
 
 # The browser tests drive Debian's Chromium (Playwright cannot download its own here).
