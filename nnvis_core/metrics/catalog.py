@@ -44,8 +44,11 @@ class MapInput:
     attribution: np.ndarray  # (H, W) float64, the map as shown (signed or not)
     explain: Explain
     mask: np.ndarray | None = None  # (H, W) bool, the object, when --masks gave one
-    baseline: torch.Tensor | None = None  # (1, C, H, W): a black image, preprocessed
-    raw: np.ndarray | None = None  # (C, H, W) the attribution before reduction to a map, when the method has one
+    baseline: torch.Tensor | None = None  # (1, C, H, W): a black image, preprocessed (what removed pixels become)
+    raw: np.ndarray | None = None  # (C, H, W) the attribution before reduction, for a method that promises completeness
+    # What that method's total is measured from: a (1, C, H, W) baseline input (its total should be
+    # f(x) - f(baseline)), "score" (the total should be f(x) itself: LRP's conservation), or None (no promise).
+    completes_from: torch.Tensor | str | None = None
     seed: int = 0
     batch_size: int = 16
     memory_mb: float = 128.0

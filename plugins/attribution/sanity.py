@@ -26,6 +26,7 @@ from torch import nn
 
 from nnvis_core import Chart, Image, Param, Plugin, Result, Scope, Table, hookimpl
 from nnvis_core.contract.params import resolve_params
+from nnvis_core.metrics.randomisation import WEIGHTED, rank, reinitialise, spearman, weighted_layers  # noqa: F401 - re-exported: sanity.rank and friends are used by name
 from nnvis_core.toolkit import AttributionPlugin, Target, gradient, preserved, reduce_channels
 from nnvis_plugins.attribution import gradcam, guided_gradcam, integrated_gradients, smoothgrad
 
@@ -56,52 +57,6 @@ DEFAULT_METHODS = ("gradient", "smoothgrad", "integrated_gradients", "gradient_x
 # leaderboard lists gets its rank correlation.
 RUN = "run"
 SANITY_ALIASES = {"saliency": "gradient"}  # a plugin whose map a built-in method already draws
-
-
-def rank(values: np.ndarray) -> np.ndarray:
-    """Ranks from 1, ties sharing their average rank."""
-    values = np.asarray(values).ravel()
-    order = np.argsort(values, kind="mergesort")
-    ordered = values[order]
-    starts = np.concatenate([[True], ordered[1:] != ordered[:-1]])
-    group = np.cumsum(starts) - 1
-    bounds = np.concatenate([np.flatnonzero(starts), [values.size]])
-    average = (bounds[:-1] + bounds[1:] + 1) / 2.0  # mean of 1-based positions start+1 .. end
-    ranks = np.empty(values.size, dtype=np.float64)
-    ranks[order] = average[group]
-    return ranks
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation; 0 when either map is constant (no ranking to compare)."""
-    ra, rb = rank(a), rank(b)
-    ra -= ra.mean()
-    rb -= rb.mean()
-    denominator = np.sqrt((ra * ra).sum() * (rb * rb).sum())
-    return float((ra * rb).sum() / denominator) if denominator > 0 else 0.0
-
-
-WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.MultiheadAttention)
-
-
-def weighted_layers(model: nn.Module) -> list[str]:
-    """Conv, linear and attention layers in definition order (randomized last to first).
-
-    nn.MultiheadAttention keeps its query/key/value projection in its own
-    parameters, not in a Linear: without it a torchvision ViT's attention
-    would stay trained at every level.
-    """
-    return [name for name, m in model.named_modules() if isinstance(m, WEIGHTED) and name]
-
-
-def _reinitialize(module: nn.Module) -> None:
-    if isinstance(module, nn.MultiheadAttention):
-        module._reset_parameters()  # the in-projection; its out_proj is a Linear of its own level
-    elif hasattr(module, "reset_parameters"):
-        module.reset_parameters()
-    else:  # pragma: no cover - every conv/linear has it
-        for p in module.parameters(recurse=False):
-            nn.init.normal_(p, std=0.01)
 
 
 @dataclass
@@ -174,7 +129,7 @@ def cascading_randomization(
         if not maps:
             raise ValueError("no method could map these images: " + "; ".join(f"{m}: {e}" for m, e in dropped.items()))
         for step, name in enumerate(layers, start=1):
-            _reinitialize(modules[name])
+            reinitialise(modules[name])
             if step in measure:
                 levels.append(name)
                 compute()

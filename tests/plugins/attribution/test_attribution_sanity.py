@@ -173,7 +173,7 @@ def test_the_published_finding_shows_on_the_trained_demo_model():
 def test_attention_in_projections_are_randomized_like_any_weighted_layer():
     """nn.MultiheadAttention holds q, k, v projections in its own parameters, not in a Linear."""
     from nnvis_core.torchvision_compat import torchvision_models
-    from nnvis_plugins.attribution.sanity import _reinitialize, weighted_layers
+    from nnvis_plugins.attribution.sanity import reinitialise, weighted_layers
 
     torch.manual_seed(0)
     model = torchvision_models().VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
@@ -183,5 +183,5 @@ def test_attention_in_projections_are_randomized_like_any_weighted_layer():
     assert names.index(attention) < names.index(f"{attention}.out_proj")  # randomized after its out_proj
     module = model.get_submodule(attention)
     before = module.in_proj_weight.detach().clone()
-    _reinitialize(module)
+    reinitialise(module)
     assert not torch.allclose(before, module.in_proj_weight)
