@@ -74,6 +74,9 @@ def _merge_config(path: Path | None, cli_values: dict, assignments: tuple[str, .
 @click.option("--plugins", "plugins", help="Comma-separated plugin names, or 'all'. Default: saliency.")
 @click.option("--set", "assignments", multiple=True, metavar="PLUGIN.PARAM=VALUE",
               help="Set a plugin parameter (repeatable), e.g. --set saliency.target=true")
+@click.option("--metrics", help="Trust metrics scored for every attribution map: comma-separated metric names, "
+                                "categories (faithfulness, robustness, localisation, complexity, randomisation, "
+                                "axiomatic), default (the cheap ones), all or none. See docs/metrics.md.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
               help="TOML file with the same settings; command-line values win.")
 @click.option("--device", help="cpu, cuda, cuda:N or auto (default).")

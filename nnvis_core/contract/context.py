@@ -48,6 +48,12 @@ class RunContext:
     # The plugins this run computes, by name: what a plugin that reads the others' results (the
     # sanity check's `methods=run`) can count on being in the report.
     chosen: tuple[str, ...] = ()
+    # The trust metrics (nnvis_core.metrics) each attribution map is scored with, by name, and what scores
+    # them: score_map(names, **MapInput fields) -> ({metric: value}, {metric: why it failed}), given by the
+    # run (the toolkit, which calls it, sits below the metrics, which use the toolkit).
+    metrics: tuple[str, ...] = ()
+    score_map: Callable[..., tuple[dict[str, float], dict[str, str]]] | None = field(
+        default=None, repr=False, compare=False)
     # Where map_tasks computes: None = here; the run's engine sets it (Ray: spread over its workers).
     task_mapper: Callable[[Callable[..., Any], list], Iterator[Any]] | None = field(
         default=None, repr=False, compare=False)

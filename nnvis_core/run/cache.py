@@ -79,7 +79,7 @@ def run_fingerprint(ctx: RunContext) -> str:
         "python": sys.version.split()[0], "model": model.name, "source": model.source, "weights": model.weights,
         "architecture": type(model.module).__name__, "weights_digest": model_digest(model.module),
         "class_names": list(model.class_names), "preprocess": model.preprocess.describe(),
-        "seed": ctx.seed, "batch_size": ctx.batch_size, "device": str(ctx.device),
+        "seed": ctx.seed, "batch_size": ctx.batch_size, "device": str(ctx.device), "metrics": list(ctx.metrics),
     }
     return _hash(parts)
 

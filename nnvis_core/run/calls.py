@@ -18,6 +18,7 @@ from nnvis_core.contract.context import ImageItem, RunContext
 from nnvis_core.contract.params import ParamError, resolve_params
 from nnvis_core.contract.plugin import Plugin
 from nnvis_core.contract.targets import TargetError, check_target
+from nnvis_core.metrics.suite import chosen_names, score_map
 from nnvis_core.models import ModelLoadError, ModelOptions, load_model
 from nnvis_core.run.config import ModelChoice, ReportConfig
 from nnvis_core.run.plan import CallOutcome, PluginRun, UsageError
@@ -156,4 +157,5 @@ def load_context(config: ReportConfig, choice: ModelChoice, registry: Registry, 
                 raise UsageError(f"{plugin_run.plugin.name}.target{which}: {error}") from None
     plugins = {name: reg.item for name, reg in registry.plugins.items()}
     chosen = tuple(plugin_run.plugin.name for plugin_run in runs)
-    return RunContext(model, device, config.seed, config.batch_size, config.masks, plugins, chosen)
+    return RunContext(model, device, config.seed, config.batch_size, config.masks, plugins, chosen,
+                      chosen_names(config.metrics), score_map)

@@ -27,7 +27,7 @@ from nnvis_core.contract.params import ParamError
 FILE_KEYS = {
     "model": (str, list), "weights": (str, list), "arch": (str, list), "labels": str, "plugins": list, "device": str,
     "batch_size": int, "seed": int, "masks": str, "resize": int, "crop": int, "params": dict,
-    "plugin_timeout": float, "model_output": str,
+    "plugin_timeout": float, "model_output": str, "metrics": str,
 }
 
 
@@ -57,6 +57,9 @@ class ReportConfig:
     model_output: str | None = None  # the part of each model's forward output holding the class scores
     plugins: list[str] | None = None  # None: the plugins that declare default_enabled; ["all"]: every one
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The trust metrics scored for every attribution map (nnvis_core.metrics): names, categories, default,
+    # all or none, comma-separated.
+    metrics: str = "default"
     device: str = "auto"
     batch_size: int = 16
     seed: int = 0
@@ -162,7 +165,7 @@ def build_config(image_dir: str | Path, out_dir: str | Path | None = None, *,
                  arch: str | list[str] | None = None, labels: str | Path | None = None,
                  masks: str | Path | None = None, trust_checkpoint: bool | None = None,
                  model_output: str | None = None, plugins: str | list[str] | None = None,
-                 params: dict[str, dict[str, Any]] | None = None,
+                 params: dict[str, dict[str, Any]] | None = None, metrics: str | list[str] | None = None,
                  device: str | None = None, batch_size: int | None = None, seed: int | None = None,
                  resize: int | None = None, crop: int | None = None,
                  mean: str | tuple[float, ...] | None = None, std: str | tuple[float, ...] | None = None,
@@ -176,6 +179,8 @@ def build_config(image_dir: str | Path, out_dir: str | Path | None = None, *,
 
     model, weights, arch: one value, or a list (several models side by side; see split_models).
     plugins: a list of names or one comma-separated string ("all": every plugin).
+    metrics: the trust metrics scored for each attribution map (nnvis_core.metrics), a list or one
+    comma-separated string of metric names, categories, default (the cheap ones), all or none.
     mean, std: three numbers, or a string of three comma-separated numbers.
     model_output: where a forward that returns more than a tensor keeps the class scores (a key, an
     attribute or a tuple position; nnvis_core.models.logits); by default `logits` or the first tensor.
@@ -186,7 +191,7 @@ def build_config(image_dir: str | Path, out_dir: str | Path | None = None, *,
     settings.update(
         labels=_path(labels, "labels"), masks=_path(masks, "masks"), trust_checkpoint=bool(trust_checkpoint),
         model_output=_text(model_output, "model_output"),
-        plugins=_plugin_names(plugins), params=_params(params),
+        plugins=_plugin_names(plugins), params=_params(params), metrics=_metrics(metrics),
         device=_text(device, "device") or "auto", seed=_whole(seed, "seed", None) if seed is not None else 0,
         batch_size=_whole(batch_size, "batch_size", 1) if batch_size is not None else 16,
         resize=_whole(resize, "resize", 1), crop=_whole(crop, "crop", 1),
@@ -237,6 +242,24 @@ def _path(value: Any, name: str) -> Path | None:
     if value is not None and not isinstance(value, (str, Path)):
         raise ConfigError(f"{option_name(name)} must be a path, got {type(value).__name__}")
     return Path(value) if value is not None else None
+
+
+def _metrics(value: Any) -> str:
+    """The --metrics value as one comma-separated string, checked against the catalog."""
+    from nnvis_core.metrics import MetricError
+    from nnvis_core.metrics.suite import DEFAULT, chosen_names
+
+    if value is None:
+        return DEFAULT
+    if not isinstance(value, (str, list, tuple)) or not all(isinstance(v, str) for v in
+                                                              ([value] if isinstance(value, str) else value)):
+        raise ConfigError(f"{option_name('metrics')} must be a string or a list of strings, got {value!r}")
+    spec = value if isinstance(value, str) else ",".join(value)
+    try:
+        chosen_names(spec)
+    except MetricError as error:
+        raise ConfigError(str(error)) from None
+    return spec
 
 
 def _engine(value: Any) -> str:

@@ -19,9 +19,11 @@ the method's map on a randomized copy of the model (:meth:`AttributionPlugin.hea
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from nnvis_core.contract.artifacts import Artifact, Chart, Heatmap, Result
@@ -79,6 +81,10 @@ class Explanation:
     caption: str = ""
     artifacts: list[Artifact] = field(default_factory=list)  # extra pictures after the main map
     metrics: dict[str, float] = field(default_factory=dict)
+    # For a method whose (C, H, W) attribution promises to add up (completeness, scored by the trust
+    # metric of that name): the (1, C, H, W) input its total is measured from (sum = f(x) - f(that)),
+    # or "score" when the total should be f(x) itself (LRP). None: no such promise.
+    completes_from: torch.Tensor | str | None = None
 
 
 class AttributionPlugin(Plugin):
@@ -113,6 +119,34 @@ class AttributionPlugin(Plugin):
         heat = upsample_to_input(heat, size)
         return heat, attribution.dim() == 3 and how == "sum" or bool(heat.min() < 0)
 
+    def _trust_metrics(self, ctx, item, inputs, target, params, heat, explanation):
+        """({metric: value}, {metric: why it failed}) for the run's trust metrics on this map (scored by
+        ctx.score_map, nnvis_core.metrics). Metrics that recompute the map call `recompute` with another
+        input, class or model: the method's own `explain`, so a third party's method is scored exactly like
+        a built-in. A method that reads the image from `item.pixels` rather than from `inputs` sees the
+        original image there."""
+        if not ctx.metrics or ctx.score_map is None:
+            return {}, {}
+        size = tuple(inputs.shape[-2:])
+
+        def recompute(x: torch.Tensor, other: int, model: torch.nn.Module) -> np.ndarray:
+            work = ctx if model is ctx.module else dataclasses.replace(
+                ctx, model=dataclasses.replace(ctx.model, module=model))
+            attribution = self.explain(work, item, x, int(other), params).attribution
+            return to_numpy(self._heat(attribution, params, size)[0]).astype(np.float64)
+
+        raw = explanation.attribution.detach()
+        promised = explanation.completes_from is not None and raw.dim() == 3 and tuple(raw.shape[-2:]) == size
+        mask = item.mask if item.mask is not None and item.mask.shape == size else None
+        return ctx.score_map(
+            ctx.metrics, model=ctx.module, inputs=inputs, target=target,
+            attribution=to_numpy(heat).astype(np.float64), explain=recompute,
+            mask=None if mask is None else np.asarray(mask) > 0,
+            baseline=ctx.model.preprocess.normalize(item.pixels * 0)[None].to(inputs),
+            raw=to_numpy(raw).astype(np.float64) if promised else None,
+            completes_from=explanation.completes_from if promised else None,
+            seed=ctx.seed, batch_size=ctx.batch_size)
+
     def heatmap(self, ctx, item, target: int, params: dict[str, Any]) -> torch.Tensor:
         """The (H, W) map the card shows for class `target`, without metrics or extra pictures.
 
@@ -137,10 +171,14 @@ class AttributionPlugin(Plugin):
                 curves = deletion_insertion(ctx.module, inputs, target, heat, black, steps, ctx.batch_size)
                 metrics["deletion_auc"] = curves.deletion_auc
                 metrics["insertion_auc"] = curves.insertion_auc
+            trusted, untrusted = self._trust_metrics(ctx, item, inputs, target, params, heat, explanation)
+            metrics.update(trusted)
         heat_np = to_numpy(heat)
         if item.mask is not None and item.mask.shape == heat_np.shape:
             metrics.update(mask_share(heat_np, item.mask))
         caption = f"towards {ctx.class_names[target]}" + (f"; {explanation.caption}" if explanation.caption else "")
+        if untrusted:
+            caption += "; not scored: " + ", ".join(f"{name} ({why})" for name, why in untrusted.items())
         label = self.label + (" (signed)" if signed else "")
         artifacts = [Heatmap(self.name, heat_np, signed=signed, label=label, caption=caption)]
         extra = [curves_chart(curves, ctx.class_names[target])] if curves is not None else []

@@ -37,7 +37,8 @@ class GradientXInput(AttributionPlugin):
     params = (TARGET, reduce_param("sum"), FAITHFULNESS_STEPS)
 
     def explain(self, ctx, item, inputs, target, params) -> Explanation:
-        return Explanation(attribute(ctx.module, inputs, target)[0])
+        # a first-order estimate of the change from the all-zero input: its total is scored against that
+        return Explanation(attribute(ctx.module, inputs, target)[0], completes_from=torch.zeros_like(inputs))
 
 
 @hookimpl

@@ -150,7 +150,7 @@ class IntegratedGradients(AttributionPlugin):
         }
         caption = (f"{params['baseline']} baseline, {params['steps']} steps; "
                    f"sum {total:.4g} vs score change {score - base_score:.4g}")
-        return Explanation(attributions[0], caption, metrics=metrics)
+        return Explanation(attributions[0], caption, metrics=metrics, completes_from=base)
 
 
 @hookimpl

@@ -51,7 +51,7 @@ class LRP(AttributionPlugin):
         first = f"first layer {plan.first}, " if plan.first else ""
         caption = (f"{params['composite']}: {first}conv {plan.conv}, linear {plan.linear}; "
                    f"relevance sums to {float(relevance.sum()):.3g}")
-        return Explanation(relevance[0], caption)
+        return Explanation(relevance[0], caption, completes_from="score")  # relevance is conserved from the logit
 
 
 @hookimpl
