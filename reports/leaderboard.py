@@ -12,6 +12,8 @@ are means over the images where the method succeeded:
 - the sanity check's final rank correlation (Adebayo et al. 2018: the map's Spearman
   correlation with the trained model's map once every layer is re-initialised) and
   its reading: pass when it falls below SANITY_PASS_BELOW;
+- the trust metrics of the run (nnvis_core.metrics, chosen with --metrics), each under
+  its category, as Quantus groups them;
 - seconds per image.
 """
 
@@ -20,6 +22,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from nnvis_core.metrics import CATEGORIES, CATEGORY_MEANING
+from nnvis_core.metrics.suite import METRICS
 
 SANITY_PASS_BELOW = 0.5
 # The sanity check's built-in "gradient" method draws the saliency card's map.
@@ -33,20 +38,36 @@ class Column:
     label: str
     better: str  # "lower" or "higher"
     meaning: str
+    group: str = "cost"  # one of GROUPS: the header the column sits under
 
 
-COLUMNS = (
+GROUPS = (*CATEGORIES, "cost")
+GROUP_MEANING = {**CATEGORY_MEANING, "cost": "what the method costs"}
+
+COLUMNS = (  # measured by every attribution plugin and the sanity check, whatever --metrics says
     Column("deletion_auc", "deletion AUC", "lower",
-           "class probability as the most important pixels are removed first, averaged over the curve"),
+           "class probability as the most important pixels are removed first, averaged over the curve",
+           "faithfulness"),
     Column("insertion_auc", "insertion AUC", "higher",
-           "class probability as the most important pixels are revealed first on a blurred copy"),
-    Column("mask_share", "mass on object", "higher", "share of the map's positive mass inside the object mask"),
-    Column("mask_gain", "mask gain", "higher", "mass on the object over the object's share of the image (1: chance)"),
+           "class probability as the most important pixels are revealed first on a blurred copy", "faithfulness"),
+    Column("mask_share", "mass on object", "higher", "share of the map's positive mass inside the object mask",
+           "localisation"),
+    Column("mask_gain", "mask gain", "higher", "mass on the object over the object's share of the image (1: chance)",
+           "localisation"),
     Column("sanity_spearman", "sanity rank corr.", "lower",
            f"rank correlation with the trained model's map once every layer is random; pass below "
-           f"{SANITY_PASS_BELOW:g}"),
+           f"{SANITY_PASS_BELOW:g}", "randomisation"),
     Column("seconds_per_image", "s / image", "lower", "mean time of one call"),
 )
+METRIC_COLUMNS = tuple(Column(m.name, m.title, m.better, m.meaning, m.category) for m in METRICS)
+ALL_COLUMNS = COLUMNS + METRIC_COLUMNS
+
+
+def columns_for(rows: list[dict]) -> list[Column]:
+    """The columns to show for these rows: the fixed ones, and each trust metric some row measured, grouped
+    in GROUPS order."""
+    shown = [*COLUMNS, *(c for c in METRIC_COLUMNS if any(row.get(c.key) is not None for row in rows))]
+    return sorted(shown, key=lambda column: GROUPS.index(column.group))
 
 
 def sanity_by_method(report: Mapping[str, Any]) -> dict[str, float]:
@@ -108,6 +129,7 @@ def leaderboard(report: Mapping[str, Any]) -> list[dict]:
                                "failures": tally.failures, "degenerate": tally.degenerate}
         for column in COLUMNS:
             row[column.key] = sanity.get(name) if column.key == "sanity_spearman" else tally.mean(column.key)
+        row.update({c.key: tally.mean(c.key) for c in METRIC_COLUMNS if tally.mean(c.key) is not None})
         spearman = row["sanity_spearman"]
         row["sanity"] = None if spearman is None else ("pass" if spearman < SANITY_PASS_BELOW else "fail")
         rows.append(row)
@@ -117,8 +139,28 @@ def leaderboard(report: Mapping[str, Any]) -> list[dict]:
 def best(rows: list[dict]) -> dict[str, float]:
     """{column key: the best value any row has}, for the columns where at least two rows have a value."""
     marked = {}
-    for column in COLUMNS:
+    for column in columns_for(rows):
         values = [row[column.key] for row in rows if row.get(column.key) is not None]
         if len(values) >= 2:
             marked[column.key] = min(values) if column.better == "lower" else max(values)
     return marked
+
+
+def category_ranks(rows: list[dict]) -> list[dict[str, float | None]]:
+    """Per row, {category: its mean rank over that category's columns} among the rows of the same model
+    (1: best; ties share their mean rank; a column where fewer than two rows have a value does not
+    count): "faithful but noisy" at a glance. A category with no ranked column is None."""
+    ranks: list[dict[str, list[float]]] = [{} for _ in rows]
+    for model in dict.fromkeys(row.get("model") for row in rows):
+        members = [i for i, row in enumerate(rows) if row.get("model") == model]
+        for column in columns_for([rows[i] for i in members]):
+            measured = [(i, rows[i][column.key]) for i in members if rows[i].get(column.key) is not None]
+            if column.group == "cost" or len(measured) < 2:
+                continue
+            for i, value in measured:
+                ahead = sum(1 for _, other in measured
+                            if (other < value if column.better == "lower" else other > value))
+                ties = sum(1 for _, other in measured if other == value)
+                ranks[i].setdefault(column.group, []).append(ahead + (ties + 1) / 2)
+    return [{group: (sum(found[group]) / len(found[group]) if group in found else None) for group in CATEGORIES}
+            for found in ranks]

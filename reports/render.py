@@ -15,7 +15,7 @@ from nnvis_reports.bars import bar_geometry
 from nnvis_reports.colormaps import DIVERGING, SEQUENTIAL, category_colour, css_gradient
 from nnvis_reports.confusion import confusion
 from nnvis_reports.curves import curve_plot, mean_curves
-from nnvis_reports.leaderboard import COLUMNS, best
+from nnvis_reports.leaderboard import ALL_COLUMNS, GROUP_MEANING, GROUPS, best, category_ranks, columns_for
 from nnvis_reports.matrix import matrix_columns, matrix_header, matrix_rows
 from nnvis_reports.paging import FOLDER_LIMIT, PAGE_SIZE, Paging, paging_for, write_row_chunks
 from nnvis_reports.reader import model_label, model_view, upgrade
@@ -142,7 +142,8 @@ def _environment() -> jinja2.Environment:
         bar_geometry=bar_geometry,
         wrong_prediction=wrong_prediction,
         wrong_anywhere=wrong_anywhere,
-        leaderboard_columns=COLUMNS,
+        leaderboard_groups=GROUPS,
+        leaderboard_group_meaning=GROUP_MEANING,
         confusion=confusion,
         mean_curves=mean_curves,
         curve_plot=curve_plot,
@@ -202,7 +203,7 @@ def write_html(report: dict, path, page_size: int | None = None) -> None:
 def _matrix(views: list[dict], labels: list[str]) -> tuple[dict, Iterator[dict]]:
     """The matrix's header (its columns) and its rows, one per readable image (a generator)."""
     columns = matrix_columns(views, labels)
-    header = matrix_header(columns, labels, {c.key: c.better for c in COLUMNS})
+    header = matrix_header(columns, labels, {c.key: c.better for c in ALL_COLUMNS})
     header["maps"] = [any(cell_draws_map(image["results"].get(c["plugin"]["name"]))
                           for image in views[c["model"]]["images"]) for c in columns]
     return header, matrix_rows(views, columns)
@@ -235,7 +236,8 @@ def _context(report: dict, views: list[dict], labels: list[str], paging: Paging 
     rows = report.get("leaderboard") or []
     return {"report": views[0], "views": views, "multi": len(views) > 1, "plugins": view_plugins[0],
             "view_plugins": view_plugins, "disagreeing": disagreements(views), "labels": labels,
-            "leaderboard_rows": rows, "leaderboard_best": best(rows), **_paged(paging)}
+            "leaderboard_rows": rows, "leaderboard_best": best(rows), "leaderboard_columns": columns_for(rows),
+            "leaderboard_ranks": category_ranks(rows), **_paged(paging)}
 
 
 def _paged(paging: Paging | None) -> dict:

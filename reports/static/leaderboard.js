@@ -1,6 +1,6 @@
 // The method leaderboard: click a column heading to sort its rows (again to reverse).
 // Numbers sort best first on the first click (lower or higher, as the column says);
-// rows without a value stay at the bottom either way.
+// rows without a value stay at the bottom either way. Check boxes show or hide each category's columns.
 (function () {
   "use strict";
 
@@ -30,6 +30,18 @@
     });
   }
 
-  function start() { document.querySelectorAll("table[data-leaderboard]").forEach(setup); }
+  // The category check boxes: a category unticked hides its columns, its header and its legend entries.
+  function groups(fieldset) {
+    const section = fieldset.closest("section");
+    fieldset.addEventListener("change", (event) => {
+      const box = event.target;
+      section.querySelectorAll(`[data-group="${box.value}"]`).forEach((cell) => cell.classList.toggle("group-hidden", !box.checked));
+    });
+  }
+
+  function start() {
+    document.querySelectorAll("table[data-leaderboard]").forEach(setup);
+    document.querySelectorAll("[data-leaderboard-groups]").forEach(groups);
+  }
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start); else start();
 })();

@@ -212,3 +212,56 @@ def test_the_mean_curves_are_drawn_per_method(demo_report, open_report):
     assert figures.evaluate_all("fs => fs.map(f => f.dataset.method)") == ["saliency", "gradcam"]
     assert figures.first.locator("polyline.mean").count() == 2 and figures.first.locator("polygon.band").count() == 2
     assert opened.console_errors == [] and opened.page_errors == []
+
+
+def test_metric_columns_sit_under_their_category_and_only_when_measured():
+    from nnvis_reports.leaderboard import GROUPS, columns_for
+
+    rows = [{"deletion_auc": 0.2, "sparseness": 0.4, "roc_auc": 0.7}, {"deletion_auc": 0.3, "sparseness": 0.6}]
+    columns = columns_for(rows)
+    keys = [c.key for c in columns]
+    assert "sparseness" in keys and "roc_auc" in keys and "complexity" not in keys  # complexity not measured
+    assert [GROUPS.index(c.group) for c in columns] == sorted(GROUPS.index(c.group) for c in columns)
+    assert {c.key: c.group for c in columns}["roc_auc"] == "localisation"
+    assert best(rows)["sparseness"] == 0.6  # higher is better for the Gini index
+
+
+def test_category_ranks_average_each_methods_rank_over_a_categorys_columns():
+    from nnvis_reports.leaderboard import category_ranks
+
+    rows = [{"model": "m", "deletion_auc": 0.1, "insertion_auc": 0.5, "sparseness": 0.2, "complexity": 3.0},
+            {"model": "m", "deletion_auc": 0.2, "insertion_auc": 0.9, "sparseness": 0.9, "complexity": 1.0},
+            {"model": "m", "deletion_auc": 0.3, "insertion_auc": 0.1, "sparseness": 0.9, "complexity": 2.0},
+            {"model": "other", "deletion_auc": 0.9, "insertion_auc": 0.0}]  # ranked only among its own model's
+    ranks = category_ranks(rows)
+    # faithfulness: deletion (lower better) ranks 1, 2, 3; insertion (higher better) 2, 1, 3
+    assert [r["faithfulness"] for r in ranks[:3]] == [1.5, 1.5, 3.0]
+    # complexity: sparseness 3, 1.5, 1.5 (a tie shares its mean rank); complexity (lower better) 3, 1, 2
+    assert [r["complexity"] for r in ranks[:3]] == [3.0, 1.25, 1.75]
+    assert ranks[0]["localisation"] is None
+    assert ranks[3] == {group: None for group in ranks[3]}  # alone in its model: nothing to rank against
+
+
+def test_the_schema_names_every_trust_metric():
+    from nnvis_core.metrics.suite import METRICS
+
+    listed = SCHEMA["properties"]["leaderboard"]["items"]["properties"]
+    assert [m.name for m in METRICS if m.name not in listed] == []
+
+
+def test_the_default_trust_metrics_are_scored_per_image_and_averaged_per_method(demo_report):
+    """--metrics default: the cheap ones (no model call beyond completeness's), localisation where a mask is."""
+    from nnvis_core.metrics.suite import METRICS
+
+    report, _ = demo_report
+    cheap = {m.name for m in METRICS if m.cheap}
+    rows = {row["method"]: row for row in report["leaderboard"]}
+    for name in ("saliency", "gradcam", "occlusion"):
+        ok = [image["results"][name] for image in report["images"] if image["results"][name]["status"] == "ok"]
+        for key in ("sparseness", "complexity", "effective_complexity", "pointing_game", "roc_auc"):
+            measured = [r["metrics"][key] for r in ok if key in r["metrics"]]
+            assert len(measured) == (6 if key in ("pointing_game", "roc_auc") else 7)  # the misfiled image: no mask
+            assert rows[name][key] == pytest.approx(np.mean(measured))
+        assert "completeness" not in rows[name]  # none of these three promises its map adds up
+        scored = {key for r in ok for key in r["metrics"]}
+        assert scored & {m.name for m in METRICS} <= cheap
