@@ -82,3 +82,16 @@ def test_the_guide_names_map_batches_import_and_what_a_batch_holds(tmp_path):
     answers = list(namespace["map_batches"](ctx, items, _batch_summary, 10))
     assert [kinds for kinds, _ in answers] == [["ImageItem"] * 2, ["ImageItem"] * 2, ["ImageItem"]]
     assert [count for _, count in answers] == [20, 20, 10]
+
+
+def test_every_trust_metric_is_documented_with_its_direction():
+    """docs/metrics.md's table lists each metric of the catalog with the direction the leaderboard uses, and
+    a section of its own names it."""
+    from nnvis_core.metrics.suite import METRICS
+
+    text = (ROOT / "docs" / "metrics.md").read_text()
+    for metric in METRICS:
+        row = next((line for line in text.splitlines() if line.startswith(f"| `{metric.name}` ")), None)
+        assert row is not None, f"{metric.name}: no row in docs/metrics.md's table"
+        assert f"| {metric.category} | {metric.better} |" in row, row
+        assert any(line.startswith("### ") and f"`{metric.name}`" in line for line in text.splitlines()), metric.name
