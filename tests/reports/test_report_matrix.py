@@ -185,7 +185,9 @@ def test_sorting_by_confidence_and_by_every_metric_both_ways(matrix_report, open
     assert {"Grad-CAM: deletion_auc, worst (highest) first", "Grad-CAM: deletion_auc, best (lowest) first",
             "Gradient saliency: insertion_auc, worst (lowest) first", "Flaky map: spread, highest first",
             "Flaky map: spread, lowest first"} <= set(labels)
-    assert len(labels) == 2 + 2 * (2 + 2 + 1)  # two AUCs for each attribution method, one metric for Flaky
+    # two AUCs and the three complexity metrics (--metrics default; no masks here) for each attribution
+    # method, one metric for Flaky
+    assert len(labels) == 2 + 2 * (2 * (2 + 3) + 1)
 
     page.select_option("#matrix .matrix-sort", label="lowest confidence first")
     assert page.evaluate(ROWS) == indices(sorted(images, key=lambda i: i["predictions"][0]["probability"]))
