@@ -109,7 +109,7 @@ def test_the_report_shows_inline_self_contained(demo_run, tmp_path, open_report)
     sizes = opened.page.locator("[data-matrix] tbody img").evaluate_all(
         "images => images.slice(0, 6).map(i => i.complete ? i.naturalWidth : -1)")
     assert sizes and all(size > 0 for size in sizes)
-    assert opened.page.locator("#leaderboard tbody tr").count() == 2
+    assert opened.page.locator("#leaderboard table.leaderboard tbody tr").count() == 2
     assert opened.console_errors == [] and opened.page_errors == []
 
 
