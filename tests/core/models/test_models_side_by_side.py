@@ -207,7 +207,7 @@ def test_an_unknown_schema_version_is_refused(tmp_path):
 def test_the_first_screen_shows_both_models(compared, open_report):
     opened = open_report(compared / "index.html")
     page = opened.page
-    models = page.locator("table.leaderboard[data-leaderboard] tbody tr").evaluate_all("rows => rows.map(r => r.dataset.model)")
+    models = page.locator("table.leaderboard tbody tr").evaluate_all("rows => rows.map(r => r.dataset.model)")
     assert models == ["trained.pt", "trained.pt", "swapped.pt", "swapped.pt"]
     assert page.locator(".confusion").count() == 2
     assert page.locator(".folder-grid li.disagree").count() == 4
