@@ -47,10 +47,11 @@ def channel_masks(maps: torch.Tensor, size: tuple[int, int], eps: float = 0.0,
 
 @torch.no_grad()
 def masked_scores(model: nn.Module, image: torch.Tensor, masks, count: int, target: Target,
-                  memory_mb: float = MEMORY_MB) -> torch.Tensor:
+                  memory_mb: float = MEMORY_MB, per_image: int | None = None) -> torch.Tensor:
     """(count,) the target's logit on image * mask for each of `count` masks of one image (1, C, H, W);
-    `masks(start, stop)` gives masks start:stop as (k, 1 or C, H, W), made only when their chunk runs."""
-    step = chunk_size(bytes_per_image(model, image), memory_mb, count)
+    `masks(start, stop)` gives masks start:stop as (k, 1 or C, H, W), made only when their chunk runs.
+    `per_image`: a masked image's memory (bytes_per_image), measured here when not given."""
+    step = chunk_size(per_image or bytes_per_image(model, image), memory_mb, count)
     scores = [target_scores(model(image * masks(start, min(start + step, count))), target)
               for start in range(0, count, step)]
     return torch.cat(scores).float()
@@ -64,6 +65,7 @@ def channel_weights(model: nn.Module, inputs: torch.Tensor, target: Target, maps
     others weight 0 (Faster Score-CAM, from the authors' repository: a flat channel masks little)."""
     size = tuple(inputs.shape[-2:])
     weights = torch.zeros(maps.shape[:2], dtype=torch.float32, device=maps.device)
+    per_image = bytes_per_image(model, inputs[:1].detach())  # the same for every image of the batch
     for n in range(inputs.shape[0]):
         kept = torch.arange(maps.shape[1], device=maps.device)
         if 0 < channels < maps.shape[1]:
@@ -73,7 +75,7 @@ def channel_weights(model: nn.Module, inputs: torch.Tensor, target: Target, maps
             return channel_masks(maps[n:n + 1, kept[start:stop]], size, eps, align_corners)[0][:, None]
 
         scores = masked_scores(model, inputs[n:n + 1].detach(), masks, len(kept), select_target(target, [n]),
-                               memory_mb)
+                               memory_mb, per_image)
         weights[n, kept] = torch.softmax(scores, dim=0).to(weights.device)
     return weights
 
