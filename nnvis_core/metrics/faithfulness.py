@@ -22,7 +22,7 @@ from scipy.sparse.linalg import spsolve
 from torch import nn
 
 from nnvis_core.metrics.catalog import MapInput, Metric
-from nnvis_core.toolkit.scoring import MEMORY_MB, chunk_size, inference_bytes, leaf_output_sizes
+from nnvis_core.toolkit.scoring import MEMORY_MB, chunk_size, in_chunks, output_and_bytes
 
 SCORES = ("probability", "logit", "correct")
 FC_RUNS, FC_SUBSET = 100, 224  # Quantus's defaults: 100 random subsets of 224 features
@@ -59,18 +59,16 @@ class _Probe:
                  memory_mb: float = MEMORY_MB):
         self.model, self.image, self.target = model, image.detach()[:1], target
         self.score, self.memory_mb = score, memory_mb
-        with torch.no_grad(), leaf_output_sizes(model) as sizes:
-            output = model(self.image)
+        output, self.bytes_per_image = output_and_bytes(model, self.image)
         self.original = float(_pick(output, target, score)[0])
-        self.bytes_per_image = inference_bytes(sizes, self.image)
 
-    @torch.no_grad()
     def scores(self, build: Build, count: int) -> np.ndarray:
         """(count,) float64 scores of the `count` altered images; each chunk is built only when it runs."""
+        if count == 0:
+            return np.zeros(0)
         step = chunk_size(self.bytes_per_image, self.memory_mb, count)
-        chunks = [_pick(self.model(build(start, min(start + step, count))), self.target, self.score)
-                  for start in range(0, count, step)]
-        return torch.cat(chunks).double().cpu().numpy() if chunks else np.zeros(0)
+        return in_chunks(self.model, build, count, step,
+                         lambda output, *_: _pick(output, self.target, self.score)).double().cpu().numpy()
 
 
 def _fill_like(fill: Fill, image: torch.Tensor) -> torch.Tensor:

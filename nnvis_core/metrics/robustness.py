@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from nnvis_core.metrics.catalog import Explain, MapInput, Metric
-from nnvis_core.toolkit.scoring import MEMORY_MB, bytes_per_image, chunk_size
+from nnvis_core.toolkit.scoring import MEMORY_MB, chunk_size, in_chunks, output_and_bytes
 
 KEEP, SKIP, NONE = "keep", "skip", "none"
 CHANGED_PREDICTION = (KEEP, SKIP, NONE)
@@ -48,10 +48,11 @@ def same_prediction(model: nn.Module, inputs: torch.Tensor, noisy: torch.Tensor,
     """(samples,) bool: does each noisy copy (samples, C, H, W) keep the predicted class of `inputs` (1, C, H, W)?
 
     The copies go through the model in chunks of as many as `memory_mb` holds."""
-    clean = int(model(inputs).argmax(dim=1)[0])
-    step = chunk_size(bytes_per_image(model, inputs), memory_mb, noisy.shape[0])
-    predicted = torch.cat([model(noisy[start:start + step]).argmax(dim=1) for start in range(0, noisy.shape[0], step)])
-    return (predicted == clean).cpu().numpy()
+    output, per_image = output_and_bytes(model, inputs)
+    step = chunk_size(per_image, memory_mb, noisy.shape[0])
+    predicted = in_chunks(model, lambda start, stop: noisy[start:stop], noisy.shape[0], step,
+                          lambda out, *_: out.argmax(dim=1))
+    return (predicted == int(output.argmax(dim=1)[0])).cpu().numpy()
 
 
 def perturbed_maps(model: nn.Module, inputs: torch.Tensor, target: int, explain: Explain, noise: torch.Tensor,

@@ -119,7 +119,7 @@ class AttributionPlugin(Plugin):
         heat = upsample_to_input(heat, size)
         return heat, attribution.dim() == 3 and how == "sum" or bool(heat.min() < 0)
 
-    def _trust_metrics(self, ctx, item, inputs, target, params, heat, explanation):
+    def _trust_metrics(self, ctx, item, inputs, target, params, heat, explanation, black):
         """({metric: value}, {metric: why it failed}) for the run's trust metrics on this map (scored by
         ctx.score_map, nnvis_core.metrics). Metrics that recompute the map call `recompute` with another
         input, class or model: the method's own `explain`, so a third party's method is scored exactly like
@@ -142,7 +142,7 @@ class AttributionPlugin(Plugin):
             ctx.metrics, model=ctx.module, inputs=inputs, target=target,
             attribution=to_numpy(heat).astype(np.float64), explain=recompute,
             mask=None if mask is None else np.asarray(mask) > 0,
-            baseline=ctx.model.preprocess.normalize(item.pixels * 0)[None].to(inputs),
+            baseline=black[None].to(inputs),
             raw=to_numpy(raw).astype(np.float64) if promised else None,
             completes_from=explanation.completes_from if promised else None,
             seed=ctx.seed, batch_size=ctx.batch_size)
@@ -166,12 +166,12 @@ class AttributionPlugin(Plugin):
             metrics = dict(explanation.metrics)  # the target class is in the caption: a mean class index means nothing
             steps = params.get("faithfulness_steps", 0)
             curves = None
+            black = ctx.model.preprocess.normalize(item.pixels * 0)  # the deleted pixels' value, as the model sees it
             if steps:
-                black = ctx.model.preprocess.normalize(item.pixels * 0)
                 curves = deletion_insertion(ctx.module, inputs, target, heat, black, steps, ctx.batch_size)
                 metrics["deletion_auc"] = curves.deletion_auc
                 metrics["insertion_auc"] = curves.insertion_auc
-            trusted, untrusted = self._trust_metrics(ctx, item, inputs, target, params, heat, explanation)
+            trusted, untrusted = self._trust_metrics(ctx, item, inputs, target, params, heat, explanation, black)
             metrics.update(trusted)
         heat_np = to_numpy(heat)
         if item.mask is not None and item.mask.shape == heat_np.shape:

@@ -10,7 +10,7 @@ image's no-grad forward pass keeps alive.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -60,6 +60,26 @@ def bytes_per_image(model: nn.Module, image: torch.Tensor) -> int:
 
 
 @torch.no_grad()
+def output_and_bytes(model: nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """The model's output on `image` (1, C, H, W) and :func:`inference_bytes`, from one forward pass:
+    a method that needs the unaltered image's score anyway measures its chunks for free."""
+    with leaf_output_sizes(model) as sizes:
+        output = model(image[:1])
+    return output, inference_bytes(sizes, image)
+
+
+@torch.no_grad()
+def in_chunks(model: nn.Module, build: Callable[[int, int], torch.Tensor], count: int, step: int,
+              read: Callable[[torch.Tensor, int, int], torch.Tensor]) -> torch.Tensor:
+    """read(model(build(start, stop)), start, stop) for each chunk of `step` of `count` inputs, concatenated.
+
+    `build` makes a chunk's inputs only when it runs, so thousands of altered copies of an image never
+    sit in memory at once."""
+    return torch.cat([read(model(build(start, min(start + step, count))), start, min(start + step, count))
+                      for start in range(0, count, step)])
+
+
+@torch.no_grad()
 def target_probabilities(model: nn.Module, images: torch.Tensor, target: Target, *,
                          memory_mb: float = MEMORY_MB, batch_size: int | None = None) -> np.ndarray:
     """Softmax probability of `target` for every image of `images` (N, C, H, W), as float64 (N,).
@@ -75,8 +95,8 @@ def target_probabilities(model: nn.Module, images: torch.Tensor, target: Target,
     if count == 0:
         return np.zeros(0)
     step = batch_size or chunk_size(bytes_per_image(model, images[:1]), memory_mb, count)
-    out = []
-    for start in range(0, count, step):
-        probabilities = torch.softmax(model(images[start:start + step]).float(), dim=1)
-        out.append(target_scores(probabilities, chunk_target(target, start, start + step)).cpu())
-    return torch.cat(out).numpy().astype(np.float64)
+
+    def read(output: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        return target_scores(torch.softmax(output.float(), dim=1), chunk_target(target, start, stop)).cpu()
+
+    return in_chunks(model, lambda start, stop: images[start:stop], count, step, read).numpy().astype(np.float64)

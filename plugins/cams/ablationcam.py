@@ -26,6 +26,7 @@ from nnvis_core.toolkit import (
     Layout,
     Target,
     chunk_size,
+    output_and_bytes,
     resolve_layer,
     select_target,
     target_scores,
@@ -40,7 +41,6 @@ from nnvis_core.toolkit.cams import (
     read_layer,
     weighted_sum,
 )
-from nnvis_core.toolkit.scoring import inference_bytes, leaf_output_sizes
 
 
 @torch.no_grad()
@@ -54,9 +54,9 @@ def ablated_scores(model: nn.Module, layer: nn.Module, image: torch.Tensor, layo
     left whole, whose logit must be the model's own; a model that cannot take copies made mid-way (one
     that concatenates them with a tensor from before the layer, or keeps the batch size it was given)
     fails that check or raises, and gets whole copies of the image instead."""
-    with leaf_output_sizes(model) as sizes:  # one pass gives both a copy's memory and the logit to check
-        plain = target_scores(model(image), target)
-    step = chunk_size(inference_bytes(sizes, image), memory_mb, channels)
+    output, per_image = output_and_bytes(model, image)  # the logit to check copies against, and their memory
+    plain = target_scores(output, target)
+    step = chunk_size(per_image, memory_mb, channels)
     try:
         return _ablate(model, layer, image, layout, channels, target, step, plain)
     except (RuntimeError, ValueError, IndexError, _CopiesDiffer):

@@ -27,6 +27,7 @@ from nnvis_core.toolkit import (
     Target,
     bytes_per_image,
     chunk_size,
+    in_chunks,
     select_target,
     target_scores,
 )
@@ -52,9 +53,8 @@ def masked_scores(model: nn.Module, image: torch.Tensor, masks, count: int, targ
     `masks(start, stop)` gives masks start:stop as (k, 1 or C, H, W), made only when their chunk runs.
     `per_image`: a masked image's memory (bytes_per_image), measured here when not given."""
     step = chunk_size(per_image or bytes_per_image(model, image), memory_mb, count)
-    scores = [target_scores(model(image * masks(start, min(start + step, count))), target)
-              for start in range(0, count, step)]
-    return torch.cat(scores).float()
+    return in_chunks(model, lambda start, stop: image * masks(start, stop), count, step,
+                     lambda output, *_: target_scores(output, target)).float()
 
 
 def channel_weights(model: nn.Module, inputs: torch.Tensor, target: Target, maps: torch.Tensor, eps: float = 0.0,
