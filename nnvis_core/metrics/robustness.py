@@ -14,8 +14,6 @@ no-grad forward pass per copy, run in memory-sized chunks.
 
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 import torch
 from torch import nn
@@ -172,20 +170,12 @@ def _reduce(ratios: np.ndarray | None, reduce) -> float | None:
     return float(reduce(ratios[~np.isnan(ratios)]))
 
 
-# Max- and average sensitivity reduce the same draws: when the catalog computes both for one map, the
-# second reuses the first's ratios (held for the last MapInput only, by identity).
-_last_ratios: tuple = (None, None)
-
-
 def _catalog_sensitivities(item: MapInput) -> np.ndarray | None:
-    global _last_ratios
-    held, ratios = _last_ratios
-    if held is not None and held() is item:
-        return ratios
-    ratios = sensitivities(item.model, item.inputs, item.target, item.explain, item.attribution,
-                           seed=item.seed, memory_mb=item.memory_mb)
-    _last_ratios = (weakref.ref(item), ratios)
-    return ratios
+    """The draws' ratios for the catalog's max- and average sensitivity: computed once per map."""
+    if "sensitivities" not in item.shared:
+        item.shared["sensitivities"] = sensitivities(item.model, item.inputs, item.target, item.explain,
+                                                     item.attribution, seed=item.seed, memory_mb=item.memory_mb)
+    return item.shared["sensitivities"]
 
 
 def _lipschitz(item: MapInput) -> float | None:
