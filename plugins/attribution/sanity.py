@@ -26,7 +26,7 @@ from torch import nn
 
 from nnvis_core import Chart, Image, Param, Plugin, Result, Scope, Table, hookimpl
 from nnvis_core.contract.params import resolve_params
-from nnvis_core.metrics.randomisation import WEIGHTED, rank, reinitialise, spearman, weighted_layers  # noqa: F401 - re-exported: sanity.rank and friends are used by name
+from nnvis_core.metrics.randomisation import reinitialise, spearman, weighted_layers
 from nnvis_core.toolkit import AttributionPlugin, Target, gradient, preserved, reduce_channels
 from nnvis_plugins.attribution import gradcam, guided_gradcam, integrated_gradients, smoothgrad
 

@@ -1,5 +1,6 @@
-"""Cascading randomization (Adebayo et al. 2018): rank correlation, the cascade, the plugin,
-and the published finding on the trained demo model."""
+"""Cascading randomization (Adebayo et al. 2018): the cascade, the plugin, and the published finding on
+the trained demo model (its rank correlation and randomised layers are tested in
+tests/core/metrics/test_metrics_randomisation.py)."""
 
 from __future__ import annotations
 
@@ -12,22 +13,6 @@ from nnvis_core.demo import DemoNet
 from nnvis_core.demo.model import WEIGHTS_PATH
 from nnvis_core.toolkit import FAITHFULNESS_STEPS, TARGET, AttributionPlugin, Explanation, model_state
 from nnvis_plugins.attribution import sanity
-
-
-def test_rank_averages_ties():
-    assert sanity.rank(np.array([10.0, 30.0, 20.0, 20.0])).tolist() == [1.0, 4.0, 2.5, 2.5]
-
-
-def test_spearman_known_values():
-    a = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
-    assert sanity.spearman(a, a ** 3) == pytest.approx(1.0)
-    assert sanity.spearman(a, -a) == pytest.approx(-1.0)
-    # a textbook example with ties: 1 - 6 sum d^2 / (n (n^2 - 1)) does not hold with ties; Pearson on ranks does
-    x = np.array([1.0, 2.0, 2.0, 3.0])
-    y = np.array([1.0, 3.0, 2.0, 4.0])
-    rx, ry = sanity.rank(x), sanity.rank(y)
-    assert sanity.spearman(x, y) == pytest.approx(np.corrcoef(rx, ry)[0, 1])
-    assert sanity.spearman(np.zeros(4), y) == 0.0
 
 
 def test_measured_levels_are_spread_and_end_at_full_randomization():
@@ -172,8 +157,8 @@ def test_the_published_finding_shows_on_the_trained_demo_model():
 
 def test_attention_in_projections_are_randomized_like_any_weighted_layer():
     """nn.MultiheadAttention holds q, k, v projections in its own parameters, not in a Linear."""
+    from nnvis_core.metrics.randomisation import reinitialise, weighted_layers
     from nnvis_core.torchvision_compat import torchvision_models
-    from nnvis_plugins.attribution.sanity import reinitialise, weighted_layers
 
     torch.manual_seed(0)
     model = torchvision_models().VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2,
