@@ -1,5 +1,6 @@
 """Axiomatic metrics: completeness and input invariance by their definitions on tiny models, and parity
-with Quantus 0.6.0 (Completeness, InputInvariance) on the demo net and a random resnet18."""
+with Quantus 0.6.0 (Completeness, InputInvariance) on the demo net and a random resnet18. Saliency is
+invariant to a shift the model absorbs; gradient x input is not."""
 
 from __future__ import annotations
 
@@ -8,18 +9,12 @@ import copy
 import numpy as np
 import pytest
 import torch
+from metric_cases import MODELS, import_quantus, model_and_inputs, predicted, relative_difference, saliency
 from torch import nn
 
 from nnvis_core.metrics import axiomatic
 from nnvis_core.metrics.axiomatic import completeness, input_invariance, shifted_network
 from nnvis_core.metrics.catalog import MapInput
-
-
-def saliency(inputs: torch.Tensor, target: int, model: nn.Module) -> np.ndarray:
-    """(H, W) max over channels of |d logit_target / d input|: invariant to a shift the model absorbs."""
-    x = inputs.detach().clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(model(x)[0, target], x)
-    return grad.abs().amax(dim=1)[0].double().numpy()
 
 
 def gradient_x_input(inputs: torch.Tensor, target: int, model: nn.Module) -> np.ndarray:
@@ -45,48 +40,28 @@ class Recorder:
         return self.last
 
 
-def demo_case():
-    from nnvis_core.demo import load_demo_model
-    from nnvis_core.demo.model import normalize
-    from nnvis_core.demo.shapes import generate_dataset
+def black_input(name: str) -> torch.Tensor:
+    """(1, 3, 64, 64) a black image, preprocessed as the model expects."""
+    if name == "demo":
+        from nnvis_core.demo.model import normalize
 
-    model = load_demo_model()
-    images, _, _ = generate_dataset(2, seed=5)
-    return model, normalize(images), normalize(np.zeros_like(images[:1]))
-
-
-def resnet_case():
-    import architecture_sweep as sweep
-
+        return normalize(np.zeros((1, 64, 64, 3), dtype=np.uint8))
     from nnvis_core.models.loaded import IMAGENET_MEAN, IMAGENET_STD
 
-    model = sweep.build("resnet18")
-    sweep.calibrate(model, 64)
     black = -torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    # contiguous, as Quantus's numpy copies are: a channels-last input takes other conv kernels, whose
-    # rounding the shifted resnet's map magnifies
-    return model, sweep.calibration_images(64)[:2].contiguous(), black.expand(1, 3, 64, 64).contiguous()
+    return black.expand(1, 3, 64, 64).contiguous()
 
 
-@pytest.fixture(scope="module", params=["demo", "resnet18"])
+@pytest.fixture(scope="module", params=MODELS)
 def case(request):
     """(model, inputs (2, 3, 64, 64), predicted classes, black baseline (1, 3, 64, 64))."""
-    model, inputs, black = demo_case() if request.param == "demo" else resnet_case()
-    with torch.no_grad():
-        targets = model(inputs).argmax(dim=1).numpy()
-    return model, inputs, targets, black
+    model, inputs = model_and_inputs(request.param)
+    return model, inputs, predicted(model, inputs), black_input(request.param)
 
 
 @pytest.fixture(scope="module")
 def quantus():
-    from nnvis_core.torchvision_compat import torchvision_models
-
-    torchvision_models()
-    return pytest.importorskip("quantus")
-
-
-def relative_difference(ours: float, theirs: float) -> float:
-    return abs(ours - theirs) / max(abs(theirs), 1e-12)
+    return import_quantus()
 
 
 # --- definitions, by hand ---------------------------------------------------------------------------------------

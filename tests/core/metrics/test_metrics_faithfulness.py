@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from metric_cases import import_quantus
 from torch import nn
 
 from nnvis_core.metrics import faithfulness as fm
@@ -198,13 +199,6 @@ class Recorder(nn.Module):
         return self.model(x)
 
 
-def quantus_module():
-    from nnvis_core.torchvision_compat import torchvision_models
-
-    torchvision_models()
-    return pytest.importorskip("quantus")
-
-
 def call_quantus(metric, model, x, targets, maps, **kwargs):
     return metric(model=model, x_batch=x.numpy(), y_batch=targets.numpy(), a_batch=maps[:, None], device="cpu",
                   **kwargs)
@@ -217,7 +211,7 @@ def assert_close(ours, theirs, rtol=RTOL):
 # --- parity ------------------------------------------------------------------------------------------------------
 
 def test_faithfulness_correlation_matches_quantus_on_the_same_subsets(case):
-    quantus = quantus_module()
+    quantus = import_quantus()
     model, x, targets, maps = case
     runs, size, baseline = 16, 224, -1.5
     for inputs, net, per_channel in ((x, model, True), (x.mean(1, keepdim=True), Gray(model), False)):
@@ -235,7 +229,7 @@ def test_faithfulness_correlation_matches_quantus_on_the_same_subsets(case):
 
 
 def test_pixel_flipping_curve_matches_quantus(case):
-    quantus = quantus_module()
+    quantus = import_quantus()
     model, x, targets, maps = case
     # whole pixels (one channel), and Quantus's channel values on RGB (256 of the 3 x 4096 a step)
     for inputs, net, per_step, per_channel in ((x.mean(1, keepdim=True), Gray(model), 128, False),
@@ -252,7 +246,7 @@ def test_pixel_flipping_curve_matches_quantus(case):
 
 @pytest.mark.parametrize("patch", [8, 12])
 def test_region_perturbation_curve_matches_quantus(case, patch):
-    quantus = quantus_module()
+    quantus = import_quantus()
     model, x, targets, maps = case
     regions = 20
     theirs = call_quantus(quantus.RegionPerturbation(patch_size=patch, regions_evaluation=regions, order="morf",
@@ -280,7 +274,7 @@ class QuantusNoise:
 
 @pytest.mark.parametrize("order", ["morf", "lerf"])
 def test_road_matches_quantus_on_one_channel_images(case, order):
-    quantus = quantus_module()
+    quantus = import_quantus()
     model, x, targets, maps = case
     gray, percentages = x.mean(1, keepdim=True), [10, 35, 60, 85]
     for i in range(len(targets)):
@@ -300,7 +294,7 @@ def test_road_matches_quantus_on_one_channel_images(case, order):
 
 
 def test_road_matches_pytorch_grad_cam_on_rgb(case):
-    quantus_module()  # the torchvision workaround, before pytorch-grad-cam imports torchvision
+    import_quantus()  # the torchvision workaround, before pytorch-grad-cam imports torchvision
     pytest.importorskip("pytorch_grad_cam")
     from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirst, ROADMostRelevantFirst
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
@@ -333,7 +327,7 @@ def test_road_matches_pytorch_grad_cam_on_rgb(case):
 
 
 def test_irof_matches_quantus_with_the_same_segments(case, monkeypatch):
-    quantus = quantus_module()
+    quantus = import_quantus()
     from quantus.functions.perturb_func import baseline_replacement_by_mask
     from quantus.helpers import utils as quantus_utils
     from skimage.segmentation import slic

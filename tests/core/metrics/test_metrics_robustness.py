@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from metric_cases import MODELS, import_quantus, model_and_inputs, predicted, relative_difference, saliency
 from torch import nn
 
 from nnvis_core.metrics import robustness
@@ -21,13 +22,6 @@ from nnvis_core.metrics.robustness import (
 )
 
 SAMPLES = 3
-
-
-def saliency(inputs: torch.Tensor, target: int, model: nn.Module) -> np.ndarray:
-    """(H, W) max over channels of |d logit_target / d input|: the explanation both sides recompute."""
-    x = inputs.detach().clone().requires_grad_(True)
-    (grad,) = torch.autograd.grad(model(x)[0, target], x)
-    return grad.abs().amax(dim=1)[0].double().numpy()
 
 
 def quantus_explain(model: nn.Module, inputs: np.ndarray, targets: np.ndarray, **kwargs) -> np.ndarray:
@@ -47,38 +41,16 @@ def replay(noise: torch.Tensor):
     return perturb
 
 
-@pytest.fixture(scope="module", params=["demo", "resnet18"])
+@pytest.fixture(scope="module", params=MODELS)
 def case(request):
     """(model, inputs (2, 3, 64, 64), predicted classes)."""
-    if request.param == "demo":
-        from nnvis_core.demo import load_demo_model
-        from nnvis_core.demo.model import normalize
-        from nnvis_core.demo.shapes import generate_dataset
-
-        model = load_demo_model()
-        images, _, _ = generate_dataset(2, seed=5)
-        inputs = normalize(images)
-    else:
-        import architecture_sweep as sweep
-
-        model = sweep.build("resnet18")
-        sweep.calibrate(model, 64)
-        inputs = sweep.calibration_images(64)[:2].contiguous()  # Quantus's numpy copies are contiguous
-    with torch.no_grad():
-        targets = model(inputs).argmax(dim=1).numpy()
-    return model, inputs, targets
+    model, inputs = model_and_inputs(request.param)
+    return model, inputs, predicted(model, inputs)
 
 
 @pytest.fixture(scope="module")
 def quantus():
-    from nnvis_core.torchvision_compat import torchvision_models
-
-    torchvision_models()
-    return pytest.importorskip("quantus")
-
-
-def relative_difference(ours: float, theirs: float) -> float:
-    return abs(ours - theirs) / max(abs(theirs), 1e-12)
+    return import_quantus()
 
 
 # --- definitions, by hand ---------------------------------------------------------------------------------------
