@@ -26,7 +26,7 @@ from torch import nn
 
 from nnvis_core import Chart, Image, Param, Plugin, Result, Scope, Table, hookimpl
 from nnvis_core.contract.params import resolve_params
-from nnvis_core.metrics.randomisation import reinitialise, spearman, weighted_layers
+from nnvis_core.metrics.randomisation import reinitialise, similarity, weighted_layers
 from nnvis_core.toolkit import AttributionPlugin, Target, gradient, preserved, reduce_channels
 from nnvis_plugins.attribution import gradcam, guided_gradcam, integrated_gradients, smoothgrad
 
@@ -74,6 +74,9 @@ def measured_levels(count: int, max_levels: int) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(1, count, max_levels)})
 
 
+SIMILARITY_TITLES = {"spearman": "Spearman rank correlation", "ssim": "SSIM"}
+
+
 def cascading_randomization(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -84,6 +87,7 @@ def cascading_randomization(
     options: dict | None = None,
     more_methods: dict[str, MapFunction] | None = None,
     optional: Collection[str] = (),
+    similarity_name: str = "spearman",
 ) -> Cascade:
     """Maps of each method as the copy's layers are re-initialised from the top down.
 
@@ -93,7 +97,8 @@ def cascading_randomization(
     more_methods: map functions for names beyond METHODS (plugin_method makes one
     from any attribution plugin). optional: methods that are left out, with their
     error in Cascade.dropped, when they fail on the trained model (those the run
-    added, not the user), rather than failing the whole check.
+    added, not the user), rather than failing the whole check. similarity_name: how each level's map is
+    compared with the trained one's (nnvis_core.metrics.randomisation.SIMILARITIES; the maps are absolute).
     """
     known = {**METHODS, **(more_methods or {})}
     unknown = [m for m in methods if m not in known]
@@ -137,7 +142,8 @@ def cascading_randomization(
     for method, per_level in maps.items():
         trained = per_level[0].numpy()
         correlations[method] = np.array([
-            [spearman(trained[i], level[i].numpy()) for i in range(trained.shape[0])] for level in per_level
+            [similarity(trained[i], level[i].numpy(), similarity_name) for i in range(trained.shape[0])]
+            for level in per_level
         ])
     return Cascade(levels, correlations, maps, dropped)
 
@@ -183,12 +189,13 @@ def _grid(cascade: Cascade, index: int = 0, columns: int = 6) -> np.ndarray:
 
 class SanityCheck(Plugin):
     name = "sanity_check"
-    title = "Sanity check: cascading randomization"
+    title = "Sanity check: cascading randomization (MPRT)"
     description = (
         "Adebayo et al. (2018): a copy of the model has its layers re-initialised from the top down; after each "
         "step every method's map is compared with the trained model's map (Spearman rank correlation of "
-        "absolute values, averaged over a few images). Maps that stay similar while the decision layers are "
-        "random are not explaining the decision. The model itself is not modified."
+        "absolute values, or SSIM, averaged over a few images). Maps that stay similar while the decision "
+        "layers are random are not explaining the decision. Quantus calls it the model parameter "
+        "randomisation test (MPRT). The model itself is not modified."
     )
     scope = Scope.DATASET
     params = (
@@ -197,6 +204,10 @@ class SanityCheck(Plugin):
               f"{RUN}: {', '.join(DEFAULT_METHODS)} and every other attribution plugin this run computes",
               check=lambda v: None if _names(v) else "name at least one method"),
         Param("images", int, 4, "images used, one per class first", minimum=1, maximum=64),
+        Param("similarity", str, "spearman", "how each level's |map| is compared with the trained model's: "
+              "spearman (rank correlation: the paper's main figures, Quantus's MPRT default, and the leaderboard's "
+              "pass below 0.5) or ssim (structural similarity, the paper's other measure; no verdict)",
+              choices=("spearman", "ssim")),
         Param("target", str, "predicted", "class to explain: predicted, true, an index or a class name"),
         Param("max_levels", int, 12, "randomization levels measured (evenly spread over the layers)",
               minimum=1, maximum=1000),
@@ -229,22 +240,23 @@ class SanityCheck(Plugin):
                    "baselines": black}
         with preserved(ctx.module):
             cascade = cascading_randomization(ctx.module, inputs, targets, methods, params["max_levels"],
-                                              ctx.seed, options, more, optional)
+                                              ctx.seed, options, more, optional, params["similarity"])
         x = list(range(len(cascade.levels)))
         series = {m: [float(v) for v in c.mean(axis=1)] for m, c in cascade.correlations.items()}
         rows = [[m, *(f"{v:.3f}" for v in values)] for m, values in series.items()]
         names = ", ".join(item.record.relpath for item in chosen)
+        measure = SIMILARITY_TITLES[params["similarity"]]
         artifacts = [
-            Chart("rank correlation with the trained model's map", x, series,
-                  x_label="layers re-initialised, from the top down to", y_label="Spearman (|map|)",
+            Chart(f"{measure} with the trained model's map", x, series,
+                  x_label="layers re-initialised, from the top down to", y_label=f"{measure} (|map|)",
                   x_ticks=cascade.levels, caption=f"mean over {len(chosen)} images: {names}"),
-            Table("Spearman rank correlation by level", ["method", *cascade.levels], rows,
+            Table(f"{measure} by level (Quantus: MPRT)", ["method", *cascade.levels], rows,
                   caption="; ".join(f"{m} left out: {why}" for m, why in cascade.dropped.items())),
             Image("maps as layers are randomized", _grid(cascade),
                   caption=f"{chosen[0].record.relpath}: rows " + ", ".join(cascade.maps) + "; columns from trained to "
                           "fully randomized"),
         ]
-        metrics = {f"{m}_final_spearman": values[-1] for m, values in series.items()}
+        metrics = {f"{m}_final_{params['similarity']}": values[-1] for m, values in series.items()}
         return Result(artifacts, metrics)
 
 

@@ -38,6 +38,25 @@ def test_cascade_leaves_the_model_alone_and_randomizes_from_the_top():
         assert np.allclose(values[0], 1.0)  # the trained map against itself
 
 
+def test_the_cascade_compares_maps_by_the_similarity_chosen():
+    """SSIM instead of Spearman (Adebayo et al.'s other measure): each value is the SSIM of that level's
+    map with the trained one, 1 at the trained level."""
+    from nnvis_core.metrics.randomisation import spearman, ssim
+
+    torch.manual_seed(0)
+    model = DemoNet().eval()
+    x = torch.randn(2, 3, 64, 64)
+    by = {name: sanity.cascading_randomization(model, x, [0, 1], ["gradient"], max_levels=3, similarity_name=name)
+          for name in ("spearman", "ssim")}
+    maps = by["ssim"].maps["gradient"]
+    assert all(torch.equal(a, b) for a, b in zip(maps, by["spearman"].maps["gradient"]))  # the same cascade
+    for measure, name in ((ssim, "ssim"), (spearman, "spearman")):
+        expected = [[measure(maps[0][i].numpy(), level[i].numpy()) for i in range(2)] for level in maps]
+        np.testing.assert_allclose(by[name].correlations["gradient"], expected, rtol=1e-12)
+    assert np.allclose(by["ssim"].correlations["gradient"][0], 1.0)
+    assert not np.allclose(by["ssim"].correlations["gradient"], by["spearman"].correlations["gradient"])
+
+
 def demo_ctx_and_items(chosen: tuple[str, ...] = (), more_plugins: dict | None = None):
     """A random demo net's run context (the installed plugins and `more_plugins`; `chosen` as the run's
     plugins) and three random images."""
@@ -82,6 +101,17 @@ def test_the_plugin_draws_a_chart_a_table_and_the_maps():
     assert set(chart.series) == {"gradient", "guided_backprop"} and chart.x_ticks[0] == "trained"
     assert len(chart.x) == 4
     assert set(result.metrics) == {"gradient_final_spearman", "guided_backprop_final_spearman"}
+    assert "Spearman" in table.title and "MPRT" in table.title
+
+
+def test_with_ssim_the_metrics_say_so_and_the_leaderboard_gives_no_verdict():
+    """The leaderboard's pass (below 0.5) is defined for rank correlation; an SSIM is not read as one."""
+    from nnvis_reports.leaderboard import sanity_by_method
+
+    ctx, items = demo_ctx_and_items()
+    result = run_sanity(ctx, items, {"methods": "gradient", "images": "2", "max_levels": "2", "similarity": "ssim"})
+    assert set(result.metrics) == {"gradient_final_ssim"} and result.artifacts[1].title.startswith("SSIM")
+    assert sanity_by_method({"dataset": {"sanity_check": {"status": "ok", "metrics": result.metrics}}}) == {}
 
 
 def test_run_stands_for_the_defaults_and_the_runs_other_attribution_plugins():
