@@ -61,6 +61,22 @@ COLUMNS = (  # measured by every attribution plugin and the sanity check, whatev
 )
 METRIC_COLUMNS = tuple(Column(m.name, m.title, m.better, m.meaning, m.category) for m in METRICS)
 ALL_COLUMNS = COLUMNS + METRIC_COLUMNS
+# Figures a card shows beside the leaderboard's, which rank nothing (no direction).
+CARD_COLUMNS = (Column("mask_area", "object's share of the image", "", "the mask's area over the image's, what "
+                       "mask gain divides by", "localisation"),)
+BY_KEY = {column.key: column for column in (*ALL_COLUMNS, *CARD_COLUMNS)}
+OTHER = "other"  # a plugin's own figures, which belong to no category
+
+
+def metric_groups(metrics: Mapping[str, float]) -> list[tuple[str, list[tuple[Column, float]]]]:
+    """One map's figures under their categories, in GROUPS order, for the card under the map: "faithful
+    but noisy" reads there image by image as the leaderboard reads it per method. Figures no category
+    claims come last, under OTHER, labelled by their key."""
+    grouped: dict[str, list[tuple[Column, float]]] = {}
+    for key, value in metrics.items():
+        column = BY_KEY.get(key) or Column(key, key, "", "", OTHER)
+        grouped.setdefault(column.group, []).append((column, value))
+    return [(group, grouped[group]) for group in (*GROUPS, OTHER) if group in grouped]
 
 
 def columns_for(rows: list[dict]) -> list[Column]:

@@ -15,7 +15,15 @@ from nnvis_reports.bars import bar_geometry
 from nnvis_reports.colormaps import DIVERGING, SEQUENTIAL, category_colour, css_gradient
 from nnvis_reports.confusion import confusion
 from nnvis_reports.curves import curve_plot, mean_curves
-from nnvis_reports.leaderboard import ALL_COLUMNS, GROUP_MEANING, GROUPS, best, category_ranks, columns_for
+from nnvis_reports.leaderboard import (
+    ALL_COLUMNS,
+    GROUP_MEANING,
+    GROUPS,
+    best,
+    category_ranks,
+    columns_for,
+    metric_groups,
+)
 from nnvis_reports.matrix import matrix_columns, matrix_header, matrix_rows
 from nnvis_reports.paging import FOLDER_LIMIT, PAGE_SIZE, Paging, paging_for, write_row_chunks
 from nnvis_reports.reader import model_label, model_view, upgrade
@@ -154,6 +162,7 @@ def _environment() -> jinja2.Environment:
     env.filters["compact_json"] = lambda value: jinja2.utils.htmlsafe_json_dumps(value, dumps=_compact_dumps)
     env.filters["pct"] = lambda p: f"{100 * p:.1f}%"
     env.filters["num"] = lambda v: f"{v:.4g}" if isinstance(v, float) else v
+    env.filters["metric_groups"] = metric_groups
     return env
 
 

@@ -163,7 +163,7 @@ def test_parts_of_the_report_show_inline(demo_run, api_images, tmp_path, open_re
     figure = explained._repr_html_()
     assert figure.startswith('<iframe class="nnvis-report" sandbox="allow-scripts"')
     figure = html.unescape(re.search(r'srcdoc="(.*)"></iframe>', figure, re.S)[1])
-    assert "Grad-CAM" in figure and "data:image/webp;base64," in figure and "<th>deletion_auc</th>" in figure
+    assert "Grad-CAM" in figure and "data:image/webp;base64," in figure and ">deletion AUC <span" in figure
     frame = demo_run.result(demo_run.images[0], "occlusion")._repr_html_()  # one result, as its card draws it
     card = html.unescape(re.search(r'srcdoc="(.*)"></iframe>', frame, re.S)[1])
     assert card.count('<figure class="artifact') == 5 and '<svg class="chart"' in card and "raw .npy" not in card

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 
 import numpy as np
@@ -265,3 +266,32 @@ def test_the_default_trust_metrics_are_scored_per_image_and_averaged_per_method(
         assert "completeness" not in rows[name]  # none of these three promises its map adds up
         scored = {key for r in ok for key in r["metrics"]}
         assert scored & {m.name for m in METRICS} <= cheap
+
+
+def test_under_each_map_its_figures_sit_under_their_categories(demo_report):
+    """The card's table: a header per category in the leaderboard's order, each figure by its column's
+    label with its direction, and a plugin's own figures last, under "other"."""
+    from nnvis_reports.leaderboard import GROUPS, OTHER, metric_groups
+    from nnvis_reports.render import environment
+
+    report, _ = demo_report
+    result = next(image["results"]["saliency"] for image in report["images"]
+                  if "pointing_game" in image["results"]["saliency"]["metrics"])
+    groups = metric_groups({**result["metrics"], "my_own_figure": 2.5})
+    names = [group for group, _ in groups]
+    assert names == ["faithfulness", "localisation", "complexity", OTHER]
+    assert names[:-1] == sorted(names[:-1], key=GROUPS.index)
+    assert sorted(column.key for _, entries in groups for column, _ in entries) == sorted(
+        [*result["metrics"], "my_own_figure"])
+    html = environment().get_template("result.html.j2").render(
+        result={**result, "artifacts": [], "metrics": {**result["metrics"], "my_own_figure": 2.5}},
+        plugin={"title": "Saliency", "description": ""})
+    headers = re.findall(r'<tr class="metric-group"><th colspan="2"[^>]*>([a-z]+)</th>', html)
+    assert headers == names
+    assert html.index("deletion AUC") < html.index("Pointing game") < html.index("Sparseness") < html.index(
+        "my_own_figure")
+    assert '<th title="sparseness:' in html and "higher is better" in html
+    assert '<th title="mask_area: the mask' in html  # localisation's, though no column ranks by it
+    only_own = environment().get_template("result.html.j2").render(
+        result={"status": "ok", "artifacts": [], "metrics": {"units": 3.0}}, plugin={"title": "x", "description": ""})
+    assert "metric-group" not in only_own and "<th>units</th>" in only_own  # no lone "other" header
