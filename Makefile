@@ -40,7 +40,7 @@ demo: install
 test: install-test $(CHROMIUM)
 	$(BIN)/lint-imports
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n auto --dist loadfile --durations=15
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder --durations=15
 
 clean:
 	rm -rf $(VENV) nnvis-report

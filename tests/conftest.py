@@ -31,6 +31,25 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
+# The files that take longest, longest first (from `make test`'s --durations on 2 cores). pytest-xdist
+# hands whole files to its two workers in collection order (`make test` turns off its own reordering,
+# which puts files with many short tests first and left these for last, one worker finishing alone):
+# the long ones start first and the short ones fill in at the end.
+LONGEST_FILES = ("reports/test_browser.py", "core/engines/test_ray_engine.py", "core/engines/test_process_engine.py",
+                 "api/test_notebook.py", "core/demo/test_demo_vit.py", "api/test_docs_python_api.py",
+                 "plugins/cams/test_cam_parity.py", "plugins/occlusion/test_occlusion_plugin.py",
+                 "docs/test_plugin_guide.py", "cli/test_plugin_packages.py", "core/models/test_architecture_sweep.py",
+                 "reports/test_image_store.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        path = item.nodeid.split("::")[0].removeprefix("tests/")
+        return LONGEST_FILES.index(path) if path in LONGEST_FILES else len(LONGEST_FILES)
+
+    items.sort(key=rank)  # stable: every other file, and every file's own tests, keep their order
+
+
 def pip_install_offline(sources: list[Path], workdir: Path) -> dict[str, str]:
     """pip-install plugin source folders into workdir/site, as a user would, but offline and
     without touching the test venv; return an environment whose Python sees them.

@@ -29,7 +29,10 @@ from nnvis_reports import build_report
 RENDERED = re.compile(r"\d+ rendered now, \d+ reused")
 CHEAP = {"semantic_dictionary": {"steps": 8}, "texture_synthesis": {"steps": 4},
          "feature_inversion": {"steps": 4}, "smoothgrad": {"samples": 4}, "integrated_gradients": {"steps": 8},
-         "tsne": {"perplexity": 1.0}}
+         "tsne": {"perplexity": 1.0}, "scorecam": {"channels": 8}}
+for _name, _entry in load_registry().plugins.items():  # 8-step deletion and insertion curves, not 32
+    if any(p.name == "faithfulness_steps" for p in _entry.item.params):
+        CHEAP.setdefault(_name, {})["faithfulness_steps"] = 8
 
 
 def image_scope_builtins(images: Path, out: Path) -> list[str]:

@@ -47,7 +47,7 @@ def demo_run(tmp_path_factory, demo_images):
     out = tmp_path_factory.mktemp("demo") / "nnvis-report"
     registry = load_registry()
     quick = {"steps": 32}
-    params = {"semantic_dictionary": quick, "channel_maximization": quick, "class_maximization": quick,
+    params = {"semantic_dictionary": {"steps": 12}, "channel_maximization": quick, "class_maximization": quick,
               "feature_inversion": {"steps": 10}, "texture_synthesis": {"steps": 10},
               "smoothgrad": {"samples": 8}, "integrated_gradients": {"steps": 8},
               "dataset_distillation": {"outer_steps": 4}, "sanity_check": {"images": 2, "max_levels": 6},
