@@ -71,6 +71,8 @@ def _merge_config(path: Path | None, cli_values: dict, assignments: tuple[str, .
 @click.option("--labels", type=click.Path(path_type=Path), help="Class names: text file (one per line) or JSON list.")
 @click.option("--masks", type=click.Path(path_type=Path),
               help="Folder of ground-truth object masks with the same relative paths as the images.")
+@click.option("--concepts", type=click.Path(path_type=Path),
+              help="Folder of concept images for tcav: one subfolder of images per concept.")
 @click.option("--plugins", "plugins", help="Comma-separated plugin names, or 'all'. Default: saliency.")
 @click.option("--set", "assignments", multiple=True, metavar="PLUGIN.PARAM=VALUE",
               help="Set a plugin parameter (repeatable), e.g. --set saliency.target=true")

@@ -27,7 +27,8 @@ from nnvis_core.runner import run as run_core
 
 
 def run(images: Any, model: Any = "demo", plugins: Sequence[str | Plugin] | None = None, *,
-        masks: str | Path | None = None, metrics: str | Sequence[str] | None = None,
+        masks: str | Path | None = None, concepts: str | Path | None = None,
+        metrics: str | Sequence[str] | None = None,
         labels: str | Path | None = None, weights: Any = None,
         arch: str | list[str] | None = None, compare: Sequence[Any] = (), preprocess: Preprocess | dict | None = None,
         class_names: Sequence[str] | None = None, trust_checkpoint: bool = False, model_output: str | None = None,
@@ -49,6 +50,7 @@ def run(images: Any, model: Any = "demo", plugins: Sequence[str | Plugin] | None
     torchvision WeightsEnum member, or off a timm model's pretrained config, when not given, else
     assumed with a warning: nnvis.models.assumed_preprocess); a list of them: side by side, as `--model`
     given more than once (compare: more models, the same).
+    concepts: a folder of concept images, one subfolder per concept (the tcav plugin; docs/concepts.md).
     metrics: the trust metrics scored for every attribution map (docs/metrics.md): names, categories,
     "default" (the cheap ones), "all" or "none", comma-separated or as a list.
     cache: a folder where results are kept (nnvis_core.run.cache): a later run with the same inputs
@@ -74,7 +76,7 @@ def run(images: Any, model: Any = "demo", plugins: Sequence[str | Plugin] | None
                 config = build_config(
                     folder, Path(tempfile.gettempdir()) / "nnvis-python-run-unused", model=models.specs,
                     weights=list(weights) if isinstance(weights, tuple) else weights, arch=arch, labels=labels,
-                    masks=masks, metrics=list(metrics) if isinstance(metrics, tuple) else metrics,
+                    masks=masks, concepts=concepts, metrics=list(metrics) if isinstance(metrics, tuple) else metrics,
                     trust_checkpoint=trust_checkpoint, model_output=model_output, plugins=names,
                     params=params, device=device, seed=seed, batch_size=batch_size, resize=resize, crop=crop,
                     mean=mean, std=std,

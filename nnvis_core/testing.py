@@ -160,6 +160,7 @@ def check_plugin(
     device: str = "cpu",
     out_dir: Path | None = None,
     model: torch.nn.Module | None = None,
+    concepts: Path | None = None,
 ) -> PluginCheck:
     """Run `plugin` in a report on `images` demo images and check every call against the contract.
 
@@ -171,6 +172,7 @@ def check_plugin(
     model: run on this module instead of the demo convnet, for a plugin that applies
     only to some models (a transformer method): it sees the demo images with the
     demo's preprocessing (64 px) and class names, so it must give one output per class.
+    concepts: a folder of concept images (--concepts), for a plugin that reads them.
     Returns a PluginCheck; raises ContractError listing every problem.
     """
     from nnvis_core.runner import UsageError, run
@@ -184,7 +186,8 @@ def check_plugin(
     registry = _demo_registry(recorder, model=model)
     config = ReportConfig(image_dir, work / "report", plugins=[plugin.name], params={plugin.name: given},
                           model="demo" if model is None else GIVEN_MODEL,
-                          masks=mask_dir, device=device, seed=seed, plugin_timeout=time_limit, quiet=True)
+                          masks=mask_dir, concepts=concepts, device=device, seed=seed, plugin_timeout=time_limit,
+                          quiet=True)
     try:
         run(config, registry, registry.sinks["html"].item.create(config))
     except UsageError as error:
@@ -319,6 +322,20 @@ class _Recorder(Plugin):
             setattr(self, attr, getattr(inner, attr))
         self.results: dict[str | None, Result] = {}
         self.problems: list[tuple[str, str]] = []  # (kind, message)
+
+    # What the run asks before it calls the plugin: the plugin's own answers, so that the check runs it as a
+    # report would (a plugin that does not apply, or needs a parameter, is refused here too).
+    def applies_to(self, ctx):
+        return self.inner.applies_to(ctx)
+
+    def applies_with(self, ctx, params):
+        return self.inner.applies_with(ctx, params)
+
+    def check_params(self, params, plugins):
+        return self.inner.check_params(params, plugins)
+
+    def default_layers(self, model):
+        return self.inner.default_layers(model)
 
     def run_image(self, ctx, item, params):
         return self._call(ctx, item, lambda: self.inner.run_image(ctx, item, dict(params)))

@@ -57,6 +57,7 @@ class RunContext:
     # Where map_tasks computes: None = here; the run's engine sets it (Ray: spread over its workers).
     task_mapper: Callable[[Callable[..., Any], list], Iterator[Any]] | None = field(
         default=None, repr=False, compare=False)
+    concepts_dir: Path | None = None  # concept images, one subfolder per concept (--concepts)
 
     def map_tasks(self, fn: Callable[..., Any], tasks: Iterable[Any]) -> Iterator[Any]:
         """fn(ctx, task) for each task, the results in order: the independent pieces of a model-scope

@@ -80,8 +80,20 @@ def run_fingerprint(ctx: RunContext) -> str:
         "architecture": type(model.module).__name__, "weights_digest": model_digest(model.module),
         "class_names": list(model.class_names), "preprocess": model.preprocess.describe(),
         "seed": ctx.seed, "batch_size": ctx.batch_size, "device": str(ctx.device), "metrics": list(ctx.metrics),
+        "concepts": folder_digest(ctx.concepts_dir),
     }
     return _hash(parts)
+
+
+def folder_digest(folder: Path | None) -> str:
+    """SHA-256 over every file under `folder` (relative paths and bytes); 'none' for no folder. The concept
+    images change what the concept plugins compute, so a changed, added or removed one is a new run."""
+    if folder is None:
+        return "none"
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder).as_posix()}:{file_digest(path)}\n".encode())
+    return digest.hexdigest()
 
 
 def _hash(value: Any) -> str:

@@ -158,4 +158,4 @@ def load_context(config: ReportConfig, choice: ModelChoice, registry: Registry, 
     plugins = {name: reg.item for name, reg in registry.plugins.items()}
     chosen = tuple(plugin_run.plugin.name for plugin_run in runs)
     return RunContext(model, device, config.seed, config.batch_size, config.masks, plugins, chosen,
-                      chosen_names(config.metrics), score_map)
+                      chosen_names(config.metrics), score_map, concepts_dir=config.concepts)

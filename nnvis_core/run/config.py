@@ -26,7 +26,7 @@ from nnvis_core.contract.params import ParamError
 
 FILE_KEYS = {
     "model": (str, list), "weights": (str, list), "arch": (str, list), "labels": str, "plugins": list, "device": str,
-    "batch_size": int, "seed": int, "masks": str, "resize": int, "crop": int, "params": dict,
+    "batch_size": int, "seed": int, "masks": str, "concepts": str, "resize": int, "crop": int, "params": dict,
     "plugin_timeout": float, "model_output": str, "metrics": str,
 }
 
@@ -53,6 +53,7 @@ class ReportConfig:
     arch: str | None = None
     labels: Path | None = None
     masks: Path | None = None  # ground-truth object masks: MASKS/relpath for each image
+    concepts: Path | None = None  # concept images for the concept plugins: CONCEPTS/NAME/*, one folder a concept
     trust_checkpoint: bool = False
     model_output: str | None = None  # the part of each model's forward output holding the class scores
     plugins: list[str] | None = None  # None: the plugins that declare default_enabled; ["all"]: every one
@@ -163,7 +164,8 @@ ENGINES = ("local", "ray")
 def build_config(image_dir: str | Path, out_dir: str | Path | None = None, *,
                  model: str | list[str] | None = None, weights: str | list[str] | None = None,
                  arch: str | list[str] | None = None, labels: str | Path | None = None,
-                 masks: str | Path | None = None, trust_checkpoint: bool | None = None,
+                 masks: str | Path | None = None, concepts: str | Path | None = None,
+                 trust_checkpoint: bool | None = None,
                  model_output: str | None = None, plugins: str | list[str] | None = None,
                  params: dict[str, dict[str, Any]] | None = None, metrics: str | list[str] | None = None,
                  device: str | None = None, batch_size: int | None = None, seed: int | None = None,
@@ -189,7 +191,8 @@ def build_config(image_dir: str | Path, out_dir: str | Path | None = None, *,
     """
     settings: dict[str, Any] = dict(split_models(model, weights, arch))
     settings.update(
-        labels=_path(labels, "labels"), masks=_path(masks, "masks"), trust_checkpoint=bool(trust_checkpoint),
+        labels=_path(labels, "labels"), masks=_path(masks, "masks"), concepts=_path(concepts, "concepts"),
+        trust_checkpoint=bool(trust_checkpoint),
         model_output=_text(model_output, "model_output"),
         plugins=_plugin_names(plugins), params=_params(params), metrics=_metrics(metrics),
         device=_text(device, "device") or "auto", seed=_whole(seed, "seed", None) if seed is not None else 0,
