@@ -20,6 +20,7 @@ random-against-random CAVs: a two-sided t-test, Bonferroni-corrected over the te
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,7 +126,9 @@ def significance(concept_scores: np.ndarray, random_scores: np.ndarray, tests: i
     concept_scores, random_scores = np.asarray(concept_scores, float), np.asarray(random_scores, float)
     if len(concept_scores) < 2 or len(random_scores) < 2:
         raise ValueError("the t-test needs at least two random sets")
-    p_value = float(stats.ttest_ind(concept_scores, random_scores).pvalue)
+    with warnings.catch_warnings():  # near-constant lists: scipy warns of precision, the p-value stands
+        warnings.simplefilter("ignore", RuntimeWarning)
+        p_value = float(stats.ttest_ind(concept_scores, random_scores).pvalue)
     if np.isnan(p_value):  # both constant: equal (p = 1) or not (p = 0)
         p_value = 1.0 if concept_scores[0] == random_scores[0] else 0.0
     threshold = alpha / max(1, tests)

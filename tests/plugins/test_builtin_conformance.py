@@ -25,6 +25,9 @@ CHEAP: dict[str, dict] = {"sanity_check": {"max_levels": 4},
                           "class_maximization": {"steps": 32},
                           "style_transfer": {"steps": 5, "style": str(Path(__file__).resolve().parents[2]
                                                                       / "examples/demo/images/ring/ring_00.png")}}
+# The demo's own class folders serve as concepts for the concept plugins (8 concepts of 5 images).
+CONCEPTS = Path(__file__).resolve().parents[2] / "examples/demo/images"
+CHEAP["tcav"] = {"random_sets": 2, "set_size": 2, "min_images": 1}
 # Plugins that need more than two demo images (distillation and the subnetwork search hold out one image of
 # each class).
 IMAGES: dict[str, int] = {"dataset_distillation": 16, "hidden_subnetwork": 16}
@@ -52,7 +55,7 @@ def test_built_in_plugin_follows_the_contract(name, tmp_path):
     demo_ctx = demo_items(tmp_path, images=1)[0]
     model = None if load_registry().plugin(name).applies_to(demo_ctx) is None else tiny_vit()
     check = check_plugin(load_registry().plugin(name), params=CHEAP.get(name), images=IMAGES.get(name, 2),
-                         model=model)
+                         model=model, concepts=CONCEPTS)
     # A dataset plugin may show everything beside the images (image_artifacts), nothing globally.
     assert check.results and all(result.artifacts or any(result.image_artifacts.values())
                                  for result in check.results.values())
