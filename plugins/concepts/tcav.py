@@ -208,7 +208,8 @@ class TCAV(Plugin):
     def _result(self, ctx, params, names, layers, cav_sets, predicted, signs, classes) -> Result:
         r = params["random_sets"]
         tests = len(names) * len(layers) * len(classes)
-        rows, metrics, significant = [], {}, 0
+        rows, metrics = [], {}
+        significant = {"above": 0, "below": 0}  # a two-sided test: a concept can also lower the class's logit
         for k in classes:
             own = predicted == k
             if not own.any():
@@ -219,13 +220,16 @@ class TCAV(Plugin):
                 for c, name in enumerate(names):
                     mine = scores[c * r:(c + 1) * r]
                     test = cav.significance(mine, chance, tests, params["alpha"])
-                    significant += test.significant
+                    side = "above" if mine.mean() > chance.mean() else "below"
+                    significant[side] += test.significant
                     accuracy = cav_sets[slot].accuracies[c * r:(c + 1) * r].mean()
                     rows.append([ctx.class_names[k], name, layer, f"{mine.mean():.3f} ± {mine.std():.3f}",
                                  f"{chance.mean():.3f} ± {chance.std():.3f}", f"{test.p_value:.2g}",
-                                 "yes" if test.significant else "no", f"{accuracy:.2f}", str(int(own.sum()))])
+                                 f"yes, {side} chance" if test.significant else "no", f"{accuracy:.2f}",
+                                 str(int(own.sum()))])
                     metrics[f"tcav:{ctx.class_names[k]}:{name}:{layer}"] = float(mine.mean())
-        metrics["significant_concepts"] = float(significant)
+        metrics["significant_above_chance"] = float(significant["above"])
+        metrics["significant_below_chance"] = float(significant["below"])
         table = Table("TCAV score per class, concept and layer",
                       ["class", "concept", "layer", "TCAV (mean ± sd over random sets)", "random CAVs",
                        "p", f"significant (p < {params['alpha']:g} / {tests})", "CAV accuracy", "images"], rows,
