@@ -17,10 +17,11 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	touch $@
 
 # LXT (the AttnLRP reference) declares bitsandbytes, accelerate and open_clip, which its explicit rules never
-# import and which would bring GPU packages: it is installed without them.
+# import and which would bring GPU packages: it is installed without them. craft-xai (the CRAFT reference)
+# asks for opencv-python and matplotlib, which its torch module never imports: the same.
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
-	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt lxt quantus
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt lxt quantus craft-xai
 	touch $@
 
 # The browser tests drive Debian's Chromium (Playwright cannot download its own here).
