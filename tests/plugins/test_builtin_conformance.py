@@ -28,6 +28,7 @@ CHEAP: dict[str, dict] = {"sanity_check": {"max_levels": 4},
 # The demo's own class folders serve as concepts for the concept plugins (8 concepts of 5 images).
 CONCEPTS = Path(__file__).resolve().parents[2] / "examples/demo/images"
 CHEAP["tcav"] = {"random_sets": 2, "set_size": 2, "min_images": 1}
+CHEAP["craft"] = {"concepts": 3, "designs": 8, "min_images": 1, "crop": 32}
 # Plugins that need more than two demo images (distillation and the subnetwork search hold out one image of
 # each class).
 IMAGES: dict[str, int] = {"dataset_distillation": 16, "hidden_subnetwork": 16}

@@ -1,0 +1,63 @@
+"""The craft plugin in a run: per class, concepts ranked by the importance craft.importance gives, their
+top crops, and where each concept is on each image used."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nnvis_core.run.config import ReportConfig
+from nnvis_core.run.registry import load_registry
+from nnvis_core.run.sink import MemorySink
+from nnvis_core.runner import run
+from nnvis_plugins.concepts import craft, craft_plugin
+
+
+@pytest.fixture(scope="module")
+def outcome(tmp_path_factory, demo_images):
+    from conftest import copy_demo
+
+    images = copy_demo(demo_images, tmp_path_factory.mktemp("craft") / "images", classes=2, per_class=3)
+    config = ReportConfig(images, Path("unused"), plugins=["craft"],
+                          params={"craft": {"concepts": 3, "designs": 8, "min_images": 1, "top": 2}})
+    sink = MemorySink()
+    run(config, load_registry(), sink)
+    return sink
+
+
+def test_each_class_gets_its_concepts_ranked_with_their_crops_and_maps(outcome):
+    call = outcome.outcomes("craft")[None]
+    assert call.error is None, call.error
+    result = call.result
+    galleries = [a for a in result.artifacts if a.kind == "gallery"]
+    tables = [a for a in result.artifacts if a.kind == "table"]
+    assert galleries and len(galleries) == len(tables)
+    for gallery, table in zip(galleries, tables):
+        assert len(table.rows) == 3 and len(gallery.images) == 3 * 2  # 3 concepts x top 2 crops
+        importance = [float(row[3].split(" ± ")[0]) for row in table.rows]
+        assert importance == sorted(importance, reverse=True)
+        assert all(tile.shape == (32, 32, 3) for tile in gallery.images)  # half of the 64-px input
+    used = {image for image, artifacts in result.image_artifacts.items() if artifacts}
+    assert used and all(a.pixels.shape == (64, 64, 3) for i in used for a in result.image_artifacts[i])
+
+
+def test_where_picture_tints_each_position_by_its_strongest_concept():
+    pixels = np.full((4, 4, 3), 100, np.uint8)
+    values = np.zeros((2, 2, 3))
+    values[0, 0, 2] = 1.0  # only the top-left cell holds a concept, concept 2, at full strength
+    picture = craft_plugin.where_picture(pixels, values)
+    expected = np.clip(100 * 0.35 + craft_plugin.PALETTE[2] * 0.65, 0, 255).astype(np.uint8)
+    assert (picture[:2, :2] == expected).all() and (picture[2:, 2:] == 100).all()
+
+
+def test_crop_pixels_follow_the_crops_order():
+    pixels = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)
+    tensor = torch.from_numpy(pixels).permute(2, 0, 1)[None].float()
+    expected = craft.crops(tensor, 4, 3)  # positions 0 and 3 on each axis
+    got = craft_plugin.crop_pixels(pixels, 4, 3)
+    assert len(got) == len(expected) == 4
+    for mine, theirs in zip(got, expected):
+        np.testing.assert_array_equal(mine, theirs.permute(1, 2, 0).numpy())
