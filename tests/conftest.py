@@ -39,7 +39,7 @@ LONGEST_FILES = ("reports/test_browser.py", "core/engines/test_ray_engine.py", "
                  "api/test_notebook.py", "core/demo/test_demo_vit.py", "api/test_docs_python_api.py",
                  "plugins/cams/test_cam_parity.py", "plugins/occlusion/test_occlusion_plugin.py",
                  "docs/test_plugin_guide.py", "cli/test_plugin_packages.py", "core/models/test_architecture_sweep.py",
-                 "reports/test_image_store.py")
+                 "reports/test_image_store.py", "plugins/concepts/test_planted_concept.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -25,10 +25,13 @@ sequence, as the authors' package (craft-xai 0.0.3) does; `kind="sobol"` takes S
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from scipy.stats import qmc
 from sklearn.decomposition import NMF, non_negative_factorization
+from sklearn.exceptions import ConvergenceWarning
 from torch import nn
 
 from nnvis_core.toolkit import chunk_size, forward_until, output_and_bytes, resolve_layer
@@ -67,19 +70,24 @@ def crop_activations(model: nn.Module, pieces: torch.Tensor, layer: nn.Module | 
     return activations
 
 
-def factorize(activations: np.ndarray, concepts: int, seed: int = 0, steps: int = 500) -> tuple[np.ndarray, np.ndarray]:
+def factorize(activations: np.ndarray, concepts: int, seed: int = 0, steps: int = 500
+              ) -> tuple[np.ndarray, np.ndarray]:
     """(U (M, r), W (r, C)) with activations ~ U W, both non-negative: scikit-learn's NMF (coordinate
     descent from an NNDSVDa start, deterministic for a seed), as the authors' package uses."""
     reducer = NMF(n_components=concepts, init="nndsvda", random_state=seed, max_iter=steps)
-    u = reducer.fit_transform(activations)
+    with warnings.catch_warnings():  # stopped at `steps` short of its tolerance: still a non-negative factorization
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        u = reducer.fit_transform(activations)
     return u, reducer.components_
 
 
 def concept_values(activations: np.ndarray, w: np.ndarray) -> np.ndarray:
     """(P, r) the non-negative coefficients of each activation row (P, C) in the concepts W (r, C),
     W held fixed (what scikit-learn's NMF.transform computes)."""
-    u, _, _ = non_negative_factorization(activations, H=w, n_components=w.shape[0], init="custom",
-                                         update_H=False, max_iter=500)
+    with warnings.catch_warnings():  # as in factorize
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        u, _, _ = non_negative_factorization(activations, H=w, n_components=w.shape[0], init="custom",
+                                             update_H=False, max_iter=500)
     return u
 
 
