@@ -29,6 +29,7 @@ CHEAP: dict[str, dict] = {"sanity_check": {"max_levels": 4},
 CONCEPTS = Path(__file__).resolve().parents[2] / "examples/demo/images"
 CHEAP["tcav"] = {"random_sets": 2, "set_size": 2, "min_images": 1}
 CHEAP["craft"] = {"concepts": 3, "designs": 8, "min_images": 1, "crop": 32}
+CHEAP["concept_dictionary"] = {"atoms": 8, "steps": 20}
 # Plugins that need more than two demo images (distillation and the subnetwork search hold out one image of
 # each class).
 IMAGES: dict[str, int] = {"dataset_distillation": 16, "hidden_subnetwork": 16}
