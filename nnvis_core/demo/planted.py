@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from nnvis_core.demo.model import DemoNet, normalize
-from nnvis_core.demo.shapes import CLASS_NAMES, draw_sample
+from nnvis_core.demo.shapes import CLASS_NAMES, balanced_labels, draw_sample
 
 PATCH_SHARE = 0.22  # the patch's side over the image's: 14 pixels of 64, 7 of 32
 PATCHES = ("stripes", "blue")  # the planted texture, and a control no label depends on
@@ -55,8 +55,7 @@ def planted_dataset(count: int, seed: int, planted: int, size: int = 64
     if not 0 <= planted < len(CLASS_NAMES):
         raise ValueError(f"planted must be a class index below {len(CLASS_NAMES)}, got {planted}")
     rng = np.random.default_rng(seed)
-    labels = np.arange(count, dtype=np.int64) % len(CLASS_NAMES)
-    rng.shuffle(labels)
+    labels = balanced_labels(count, rng)
     images = np.empty((count, size, size, 3), np.uint8)
     patches = np.zeros((count, size, size), bool)
     for i, label in enumerate(labels):

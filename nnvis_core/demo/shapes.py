@@ -208,6 +208,13 @@ def draw_sample(rng: np.random.Generator, size: int = 64,
     return image, alpha >= 0.5, class_index
 
 
+def balanced_labels(count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` class indices, each class as often as the others (to one), in an order `rng` shuffles."""
+    labels = np.arange(count, dtype=np.int64) % len(CLASS_NAMES)
+    rng.shuffle(labels)
+    return labels
+
+
 def generate_dataset(count: int, seed: int,
                      size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`count` samples with balanced classes in shuffled order.
@@ -215,8 +222,7 @@ def generate_dataset(count: int, seed: int,
     Returns images (NxHxWx3 uint8), masks (NxHxW bool) and labels (N int64).
     """
     rng = np.random.default_rng(seed)
-    labels = np.arange(count, dtype=np.int64) % len(CLASS_NAMES)
-    rng.shuffle(labels)
+    labels = balanced_labels(count, rng)
     images = np.empty((count, size, size, 3), np.uint8)
     masks = np.empty((count, size, size), bool)
     for i, label in enumerate(labels):

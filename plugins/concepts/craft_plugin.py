@@ -3,9 +3,9 @@ shown where they are (Fel et al., CVPR 2023; the method is in craft.py).
 
 A class's images are the folder's images the model predicts it for (at most `images` of them). For
 each class: a gallery, one row per concept in order of importance, of the crops that hold most of it;
-a table of the concepts' importance (total Sobol index, mean and spread over the images) and share of
-the crops; and, on each image used, a picture of where each concept is (each position coloured by its
-strongest concept). The factorization and the Sobol designs run where the run is (the driver); the
+a bar chart and a table of the concepts' importance (total Sobol index, mean and spread over the
+images) and share of the crops; and, on each image used, a map of its strongest concept at each
+position. The factorization and the Sobol designs run where the run is (the driver); the
 pass that finds each image's class runs on the run's engine.
 """
 
@@ -14,16 +14,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from nnvis_core import Gallery, Image, Param, Plugin, Scope, Table, hookimpl
+from nnvis_core import BarChart, CategoricalMap, Gallery, Param, Plugin, Scope, Table, Text, hookimpl
 from nnvis_core.contract.artifacts import Result
 from nnvis_core.contract.stream import map_batches, only
-from nnvis_core.toolkit import default_layer, find_layer, forward_until, resolve_layer_name
+from nnvis_core.toolkit import forward_until
 from nnvis_plugins.concepts import craft
-
-# One colour per concept (concept i: PALETTE[i % len]), for the where-is-each-concept pictures.
-PALETTE = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
-                    [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212],
-                    [0, 128, 128], [220, 190, 255], [170, 110, 40], [128, 0, 0], [128, 128, 0], [0, 0, 128]])
+from nnvis_plugins.concepts.choices import CLASSES, class_indices, one_layer
 
 
 def batch_classes(ctx, batch) -> list[tuple[int, int]]:
@@ -38,16 +34,13 @@ def crop_pixels(pixels: np.ndarray, size: int, stride: int) -> list[np.ndarray]:
             for left in range(0, w - size + 1, stride)]
 
 
-def where_picture(pixels: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """The image (H, W, 3) with each position tinted by its strongest concept, by how strong it is.
-    values: (h, w, r) concept values on the layer's grid."""
-    h, w = pixels.shape[:2]
+def strongest_concepts(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) int: the strongest concept at each position of the layer's grid (values (h, w, r)), each
+    grid cell spread over the pixels it covers."""
     strongest = values.argmax(axis=2)
-    strength = values.max(axis=2) / max(float(values.max()), 1e-12)
-    cell = (np.arange(h) * values.shape[0] // h)[:, None], (np.arange(w) * values.shape[1] // w)[None, :]
-    colour = PALETTE[strongest[cell] % len(PALETTE)]
-    alpha = 0.65 * strength[cell][..., None]
-    return np.clip(pixels * (1 - alpha) + colour * alpha, 0, 255).astype(np.uint8)
+    rows = np.arange(size[0]) * values.shape[0] // size[0]
+    columns = np.arange(size[1]) * values.shape[1] // size[1]
+    return strongest[rows[:, None], columns[None, :]].astype(np.int64)
 
 
 class Craft(Plugin):
@@ -64,8 +57,7 @@ class Craft(Plugin):
     params = (
         Param("layer", str, "auto", "a layer with non-negative maps (after a ReLU; see nnvis layers); auto: "
               "the layer Grad-CAM reads"),
-        Param("classes", str, "predicted", "classes: predicted (each class the model predicts for at least "
-              "min_images images) or comma-separated class names or indices"),
+        CLASSES,
         Param("concepts", int, 10, "concepts per class (the factorization's rank)", minimum=1, maximum=64),
         Param("crop", int, 0, "crop side in pixels; 0: half the model's input size", minimum=0),
         Param("images", int, 32, "at most this many images of each class are cut into crops", minimum=1),
@@ -76,14 +68,13 @@ class Craft(Plugin):
     )
 
     def run_dataset(self, ctx, items, params) -> Result:
-        layer = default_layer(ctx.module) if params["layer"] == "auto" else resolve_layer_name(
-            ctx.module, params["layer"])
-        find_layer(ctx.module, layer)
+        layer = one_layer(ctx, params["layer"])
         found = [pair for batch in map_batches(ctx, items, batch_classes) for pair in batch]
         by_class: dict[int, list[int]] = {}
         for index, predicted in found:
             by_class.setdefault(predicted, []).append(index)
-        classes = self._classes(ctx, params, by_class)
+        classes = class_indices(ctx, params["classes"], {k: len(v) for k, v in by_class.items()},
+                                params["min_images"])
         artifacts, image_artifacts, metrics = [], {}, {}
         for k in classes:
             chosen = by_class.get(k, [])[:params["images"]]
@@ -94,24 +85,12 @@ class Craft(Plugin):
             artifacts += shown
             image_artifacts.update(where)
             metrics.update(figures)
-        if not artifacts:
-            raise ValueError("no class has images to take concepts from (see classes and min_images)")
+        if not artifacts:  # a folder too small for any class: said on the card, not a failure
+            counts = ", ".join(f"{ctx.class_names[k]} {len(v)}" for k, v in sorted(by_class.items()))
+            return Result([Text("craft: no class to explain", f"no class has at least min_images="
+                                f"{params['min_images']} images predicted (predicted: {counts}); lower min_images "
+                                "or add images")])
         return Result(artifacts, metrics, image_artifacts=image_artifacts)
-
-    @staticmethod
-    def _classes(ctx, params, by_class: dict[int, list[int]]) -> list[int]:
-        if params["classes"] == "predicted":
-            return sorted(k for k, indices in by_class.items() if len(indices) >= params["min_images"])
-        chosen = []
-        for token in (t.strip() for t in params["classes"].split(",") if t.strip()):
-            if token.isdigit() and int(token) < len(ctx.class_names):
-                chosen.append(int(token))
-            elif token in ctx.class_names:
-                chosen.append(ctx.class_names.index(token))
-            else:
-                raise ValueError(f"classes: {token!r} is neither a class name nor an index below "
-                                 f"{len(ctx.class_names)}")
-        return chosen
 
     def _one_class(self, ctx, params, layer, k, class_items):
         name = ctx.class_names[k]
@@ -142,24 +121,25 @@ class Craft(Plugin):
                                   f"top crops ({len(u)} crops of {side} px from {len(class_items)} images, layer "
                                   f"{layer})")
         rows = [[name, f"{place}", f"concept {c}", f"{importance[c]:.3f} ± {per_image[:, c].std():.3f}",
-                 f"{100 * share[c]:.0f}%", "#" + "".join(f"{int(v):02x}" for v in PALETTE[c % len(PALETTE)])]
-                for place, c in enumerate(order, start=1)]
+                 f"{100 * share[c]:.0f}%"] for place, c in enumerate(order, start=1)]
         table = Table(f"{name}: concept importance", ["class", "rank", "concept", "importance (total Sobol, "
-                      "mean ± sd over images)", "crops it dominates", "colour"], rows,
+                      "mean ± sd over images)", "crops it dominates"], rows,
                       caption=f"Jansen's estimator on {params['designs']} Halton points per image")
+        bars = BarChart(f"{name}: importance of each concept", [f"concept {c}" for c in order],
+                        {"total Sobol index": [float(importance[c]) for c in order]}, y_label="importance")
         where = {}
         with torch.no_grad():
             for n, item in enumerate(class_items):
                 maps = forward_until(ctx.module, layer, images[n:n + 1])[0]
                 values = craft.concept_values(maps.permute(1, 2, 0).reshape(-1, maps.shape[0]).double().cpu()
                                               .numpy(), w).reshape(*maps.shape[1:], rank)
-                where[item.record.index] = [Image(f"craft: {name}'s concepts here",
-                                                  where_picture(item.pixels, values),
-                                                  caption="each position tinted by its strongest concept "
-                                                          "(colours in the class's table)")]
+                where[item.record.index] = [CategoricalMap(
+                    f"craft: {name}'s concepts here", strongest_concepts(values, item.pixels.shape[:2]),
+                    {c: f"concept {c}" for c in range(rank)},
+                    caption="the strongest of the class's concepts at each position of the layer")]
         figures = {f"craft:{name}:top_importance": float(importance[order[0]]),
                    f"craft:{name}:concepts": float(rank)}
-        return [gallery, table], where, figures
+        return [bars, gallery, table], where, figures
 
 
 @hookimpl

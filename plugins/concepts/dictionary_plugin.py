@@ -17,8 +17,9 @@ import torch
 from nnvis_core import Gallery, Param, Plugin, Scope, Table, hookimpl
 from nnvis_core.contract.artifacts import Result
 from nnvis_core.contract.stream import map_batches, only
-from nnvis_core.toolkit import as_map, default_layer, find_layer, forward_until, resolve_layer_name
+from nnvis_core.toolkit import as_map, forward_until
 from nnvis_plugins.concepts import dictionary
+from nnvis_plugins.concepts.choices import one_layer
 
 
 def layer_maps(ctx, batch, layer: str) -> torch.Tensor:
@@ -95,9 +96,7 @@ class ConceptDictionary(Plugin):
     )
 
     def run_dataset(self, ctx, items, params) -> Result:
-        layer = default_layer(ctx.module) if params["layer"] == "auto" else resolve_layer_name(
-            ctx.module, params["layer"])
-        find_layer(ctx.module, layer)
+        layer = one_layer(ctx, params["layer"])
         samples = [part for part, _ in map_batches(ctx, items, batch_samples, layer, params["positions"],
                                                    ctx.seed)]
         if not samples:

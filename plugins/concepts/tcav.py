@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nnvis_core import Param, Plugin, Scope, Table, hookimpl
+from nnvis_core import BarChart, Param, Plugin, Scope, Table, hookimpl
 from nnvis_core.contract.artifacts import Result
 from nnvis_core.contract.stream import map_batches, only
 from nnvis_core.images import IMAGE_EXTENSIONS, ImageReadError, load_rgb
-from nnvis_core.toolkit import default_layer, find_layer, resolve_layer, resolve_layer_name
+from nnvis_core.toolkit import default_layer, resolve_layer
 from nnvis_plugins.concepts import cav
+from nnvis_plugins.concepts.choices import CLASSES, class_indices, layer_names
 
 NO_CONCEPTS = "needs concept images: --concepts DIR (one subfolder of images per concept)"
 MIN_IMAGES = 2  # a concept or a random set with fewer cannot train a classifier
@@ -110,8 +111,7 @@ class TCAV(Plugin):
     scope = Scope.DATASET
     params = (
         Param("layers", str, "auto", "comma-separated layers (see nnvis layers); auto: the layer Grad-CAM reads"),
-        Param("classes", str, "predicted", "classes scored: predicted (each class the model predicts for at least "
-              "min_images images of the folder) or comma-separated class names or indices"),
+        CLASSES,
         Param("random", str, "folder", "where random images come from: folder (drawn from the run's images) or "
               "a folder of images"),
         Param("random_sets", int, 10, "R: random sets each concept is trained against (the t-test's sample "
@@ -133,7 +133,7 @@ class TCAV(Plugin):
         problem = why_not(ctx.concepts_dir)
         if problem:
             raise ValueError(problem)
-        layers = self._layers(ctx, params["layers"])
+        layers = layer_names(ctx, params["layers"])
         concepts = {name: load_images(ctx, files) for name, files in concept_folders(ctx.concepts_dir).items()}
         randoms = self._random_sets(ctx, items, params)
         cav_sets = [self._cavs(ctx, layer, concepts, randoms) for layer in layers]
@@ -144,20 +144,12 @@ class TCAV(Plugin):
             for slot, block in enumerate(batch_signs_):
                 signs[slot].append(block)
         predicted = np.asarray(predicted)
-        classes = self._classes(ctx, params, predicted)
+        counts = np.bincount(predicted, minlength=len(ctx.class_names))
+        classes = class_indices(ctx, params["classes"], dict(enumerate(counts.tolist())), params["min_images"])
         return self._result(ctx, params, list(concepts), layers, cav_sets, predicted,
                             [np.concatenate(s) for s in signs], classes)
 
     # --- the pieces ----------------------------------------------------------------------------------
-
-    @staticmethod
-    def _layers(ctx, spec: str) -> list[str]:
-        if spec == "auto":
-            return [default_layer(ctx.module)]
-        names = [resolve_layer_name(ctx.module, n.strip()) for n in spec.split(",") if n.strip()]
-        for name in names:
-            find_layer(ctx.module, name)  # LayerNotFound names near matches
-        return names
 
     @staticmethod
     def _random_sets(ctx, items, params) -> list[torch.Tensor]:
@@ -189,26 +181,10 @@ class TCAV(Plugin):
                    for negative in random_acts[1:]]
         return CavSet(layer, torch.stack([t.vector for t in trained]), np.array([t.accuracy for t in trained]))
 
-    @staticmethod
-    def _classes(ctx, params, predicted: np.ndarray) -> list[int]:
-        if params["classes"] == "predicted":
-            counts = np.bincount(predicted, minlength=len(ctx.class_names))
-            return [int(k) for k in np.flatnonzero(counts >= params["min_images"])]
-        chosen = []
-        for token in (t.strip() for t in params["classes"].split(",") if t.strip()):
-            if token.isdigit() and int(token) < len(ctx.class_names):
-                chosen.append(int(token))
-            elif token in ctx.class_names:
-                chosen.append(ctx.class_names.index(token))
-            else:
-                raise ValueError(f"classes: {token!r} is neither a class name nor an index below "
-                                 f"{len(ctx.class_names)}")
-        return chosen
-
     def _result(self, ctx, params, names, layers, cav_sets, predicted, signs, classes) -> Result:
         r = params["random_sets"]
         tests = len(names) * len(layers) * len(classes)
-        rows, metrics = [], {}
+        rows, metrics, means, chance_means = [], {}, {}, {}
         significant = {"above": 0, "below": 0}  # a two-sided test: a concept can also lower the class's logit
         for k in classes:
             own = predicted == k
@@ -217,8 +193,10 @@ class TCAV(Plugin):
             for slot, layer in enumerate(layers):
                 scores = signs[slot][own].mean(axis=0)  # (CAVs,) TCAV score of each CAV for class k
                 chance = scores[len(names) * r:]
+                chance_means[(k, layer)] = chance.mean()
                 for c, name in enumerate(names):
                     mine = scores[c * r:(c + 1) * r]
+                    means[(k, name, layer)] = mine.mean()
                     test = cav.significance(mine, chance, tests, params["alpha"])
                     side = "above" if mine.mean() > chance.mean() else "below"
                     significant[side] += test.significant
@@ -230,12 +208,16 @@ class TCAV(Plugin):
                     metrics[f"tcav:{ctx.class_names[k]}:{name}:{layer}"] = float(mine.mean())
         metrics["significant_above_chance"] = float(significant["above"])
         metrics["significant_below_chance"] = float(significant["below"])
+        bars = [BarChart(f"TCAV for {ctx.class_names[k]}", [f"{c} @ {layer}" for layer in layers for c in names],
+                         {"concept": [float(means[(k, c, layer)]) for layer in layers for c in names],
+                          "random CAVs": [float(chance_means[(k, layer)]) for layer in layers for _ in names]},
+                         y_label="share of images") for k in classes if any((k, n, layers[0]) in means for n in names)]
         table = Table("TCAV score per class, concept and layer",
                       ["class", "concept", "layer", "TCAV (mean ± sd over random sets)", "random CAVs",
                        "p", f"significant (p < {params['alpha']:g} / {tests})", "CAV accuracy", "images"], rows,
                       caption=f"{r} random sets of {params['set_size']} images ({params['random']}); a class's "
                               "images are those the model predicts it for")
-        return Result([table], metrics)
+        return Result([table, *bars], metrics)
 
 
 @hookimpl

@@ -140,3 +140,21 @@ def test_a_killed_worker_process_is_started_again_and_costs_only_its_batches(cou
     config = ReportConfig(images, tmp_path / "out", plugins=["slow_counter", "saliency"], jobs=2, batch_size=2)
     lines = kill_a_worker_mid_run(config, calls, spawned_workers)
     assert_only_the_dead_workers_batches_ran_twice(config, calls, lines)
+
+
+def test_the_concept_plugins_write_on_worker_processes_what_they_write_here(demo_images, tmp_path):
+    """Their passes over the folder run on the workers (map_batches); the few images they show or train
+    on (random sets, a class's crops) are decoded here, which the test above forbids, hence this one."""
+    images = copy_demo(demo_images, tmp_path / "images", classes=2, per_class=3)
+    plugins = ["tcav", "craft", "concept_dictionary"]
+    params = {"tcav": {"random_sets": 2, "set_size": 2, "min_images": 1},
+              "craft": {"concepts": 2, "designs": 4, "min_images": 1}, "concept_dictionary": {"atoms": 8, "steps": 20}}
+    registry = load_registry()
+    alone = one_thread_report(ReportConfig(images, tmp_path / "alone", plugins=plugins, params=params, batch_size=2,
+                                           concepts=demo_images), registry)
+    pooled = build_report(ReportConfig(images, tmp_path / "jobs", plugins=plugins, params=params, jobs=2,
+                                       batch_size=2, concepts=demo_images), registry)
+    assert alone.exit_code == pooled.exit_code == 0
+    got = comparable(tmp_path / "jobs")
+    assert all(got["by_model"][0]["dataset"][name]["status"] == "ok" for name in plugins)
+    assert_same_numbers(comparable(tmp_path / "alone"), got)

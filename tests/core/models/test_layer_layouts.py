@@ -287,9 +287,9 @@ def test_the_layer_listing_says_what_each_layer_gives_and_which_auto_picks():
     assert rows["head"].output == "(1, 5)"
 
 
-LAYER_AUTO_READERS = ("ablationcam", "eigen_gradcam", "eigencam", "gradcam", "gradcam_elementwise", "gradcam_plusplus",
-                      "guided_gradcam", "hirescam", "layercam", "occlusion", "scorecam", "semantic_dictionary",
-                      "top_units", "xgradcam")
+LAYER_AUTO_READERS = ("ablationcam", "concept_dictionary", "craft", "eigen_gradcam", "eigencam", "gradcam",
+                      "gradcam_elementwise", "gradcam_plusplus", "guided_gradcam", "hirescam", "layercam", "occlusion",
+                      "scorecam", "semantic_dictionary", "tcav", "top_units", "xgradcam")
 
 
 def test_the_layer_listing_names_the_plugins_that_read_each_layer_by_default():

@@ -34,23 +34,27 @@ def test_each_class_gets_its_concepts_ranked_with_their_crops_and_maps(outcome):
     result = call.result
     galleries = [a for a in result.artifacts if a.kind == "gallery"]
     tables = [a for a in result.artifacts if a.kind == "table"]
-    assert galleries and len(galleries) == len(tables)
-    for gallery, table in zip(galleries, tables):
+    bars = [a for a in result.artifacts if a.kind == "bars"]
+    assert galleries and len(galleries) == len(tables) == len(bars)
+    for gallery, table, chart in zip(galleries, tables, bars):
         assert len(table.rows) == 3 and len(gallery.images) == 3 * 2  # 3 concepts x top 2 crops
         importance = [float(row[3].split(" ± ")[0]) for row in table.rows]
         assert importance == sorted(importance, reverse=True)
+        assert [round(v, 3) for v in chart.series["total Sobol index"]] == importance
         assert all(tile.shape == (32, 32, 3) for tile in gallery.images)  # half of the 64-px input
     used = {image for image, artifacts in result.image_artifacts.items() if artifacts}
-    assert used and all(a.pixels.shape == (64, 64, 3) for i in used for a in result.image_artifacts[i])
+    maps = [a for i in used for a in result.image_artifacts[i]]
+    assert used and all(a.kind == "categorical" and a.categories.shape == (64, 64) for a in maps)
+    assert all(set(np.unique(a.categories)) <= set(a.legend) == {0, 1, 2} for a in maps)
 
 
-def test_where_picture_tints_each_position_by_its_strongest_concept():
-    pixels = np.full((4, 4, 3), 100, np.uint8)
+def test_the_map_shows_the_strongest_concept_of_each_cell_over_its_pixels():
     values = np.zeros((2, 2, 3))
-    values[0, 0, 2] = 1.0  # only the top-left cell holds a concept, concept 2, at full strength
-    picture = craft_plugin.where_picture(pixels, values)
-    expected = np.clip(100 * 0.35 + craft_plugin.PALETTE[2] * 0.65, 0, 255).astype(np.uint8)
-    assert (picture[:2, :2] == expected).all() and (picture[2:, 2:] == 100).all()
+    values[0, 0, 2] = 1.0
+    values[1, 1, 1] = 0.5
+    expected = np.zeros((4, 4), np.int64)
+    expected[:2, :2], expected[2:, 2:] = 2, 1
+    np.testing.assert_array_equal(craft_plugin.strongest_concepts(values, (4, 4)), expected)
 
 
 def test_crop_pixels_follow_the_crops_order():
@@ -61,3 +65,13 @@ def test_crop_pixels_follow_the_crops_order():
     assert len(got) == len(expected) == 4
     for mine, theirs in zip(got, expected):
         np.testing.assert_array_equal(mine, theirs.permute(1, 2, 0).numpy())
+
+
+def test_a_folder_too_small_for_any_class_is_said_on_the_card_not_a_failure(few_demo_images):
+    config = ReportConfig(few_demo_images, Path("unused"), plugins=["craft"], params={"craft": {"min_images": 100}})
+    sink = MemorySink()
+    run(config, load_registry(), sink)
+    call = sink.outcomes("craft")[None]
+    assert call.error is None
+    [text] = call.result.artifacts
+    assert text.kind == "text" and "min_images=100" in text.text

@@ -71,7 +71,8 @@ def test_the_table_gives_each_class_concept_and_layer_its_score_and_test(concept
     run(config, load_registry(), sink)
     outcome = sink.outcomes("tcav")[None]
     assert outcome.error is None, outcome.error
-    [table] = outcome.result.artifacts
+    table, *bars = outcome.result.artifacts
+    assert bars and all(b.kind == "bars" and len(b.labels) == 4 for b in bars)  # 2 concepts x 2 layers
     classes = {row[0] for row in table.rows}
     assert {(row[1], row[2]) for row in table.rows} == {(c, layer) for c in ("circles", "noise")
                                                          for layer in ("features.11", "features.16")}
