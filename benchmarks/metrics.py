@@ -121,7 +121,7 @@ def nnvis_side(work: Work, name: str) -> float:
     for i in range(len(work.targets)):
         metric.compute(MapInput(work.model, work.inputs[i:i + 1], int(work.targets[i]), work.maps[i], saliency,
                                 mask=work.masks[i], baseline=work.black, raw=work.raw[i],
-                                completes_from=work.black, seed=i))
+                                completes_from=work.black, seed=i, classes=work.classes))
     return time.perf_counter() - start
 
 

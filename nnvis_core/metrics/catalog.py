@@ -52,6 +52,7 @@ class MapInput:
     seed: int = 0
     batch_size: int = 16
     memory_mb: float = 128.0
+    classes: int | None = None  # how many classes the model has, when the run knows (saves counting them)
     # What one metric computed that another of the same map reuses (max- and average sensitivity reduce
     # the same draws), so that choosing both costs the recomputations once.
     shared: dict = field(default_factory=dict, repr=False, compare=False)

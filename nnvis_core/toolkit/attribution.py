@@ -145,7 +145,7 @@ class AttributionPlugin(Plugin):
             baseline=black[None].to(inputs),
             raw=to_numpy(raw).astype(np.float64) if promised else None,
             completes_from=explanation.completes_from if promised else None,
-            seed=ctx.seed, batch_size=ctx.batch_size)
+            seed=ctx.seed, batch_size=ctx.batch_size, classes=len(ctx.class_names))
 
     def heatmap(self, ctx, item, target: int, params: dict[str, Any]) -> torch.Tensor:
         """The (H, W) map the card shows for class `target`, without metrics or extra pictures.

@@ -200,3 +200,14 @@ def test_random_logit_matches_quantus(case, quantus):
         ours = random_logit(model, x, int(y[0]), saliency, attribution[0, 0], similarity_name="ssim_flat",
                             normalise=True, seed=13)
         assert relative_difference(ours, theirs) < 1e-4
+
+
+def test_the_random_class_needs_no_forward_pass_when_the_class_count_is_given():
+    """A run knows how many classes its model has: the draw is the same without counting them."""
+    class Refuses(nn.Module):
+        def forward(self, x):
+            raise AssertionError("no forward pass expected")
+
+    x = torch.zeros(1, 3, 4, 4)
+    counted = random_other_class(nn.Sequential(nn.Flatten(), nn.Linear(48, 10)), x, 3, seed=5)
+    assert random_other_class(Refuses(), x, 3, seed=5, classes=10) == counted
