@@ -388,6 +388,22 @@ def digits(folder, source, size, per_class, seed) -> None:
 
 @demo.command(context_settings=CONTEXT)
 @click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--size", type=click.IntRange(16, 256), default=32, show_default=True, help="Image side in pixels.")
+@click.option("--train-size", type=click.IntRange(8), default=2400, show_default=True,
+              help="Planted images the model is trained on.")
+@click.option("--epochs", type=click.IntRange(1), default=6, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def planted(folder, size, train_size, epochs, seed) -> None:
+    """Write images whose class star is carried by a striped patch, a model trained on them, and concepts."""
+    from nnvis_core.demo.planted import write_planted
+
+    click.echo(f"training a DemoNet on {train_size} planted images (about a minute on a CPU at the defaults)")
+    readme = write_planted(folder, size, train_size, epochs, seed)
+    click.echo(f"wrote {folder}: images, masks, concepts, random, planted.pt; the report command is in {readme}")
+
+
+@demo.command(context_settings=CONTEXT)
+@click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--per-class", type=click.IntRange(1), default=5, show_default=True)
 @click.option("--seed", type=int, default=2024, show_default=True)
 def images(folder, per_class, seed) -> None:

@@ -11,6 +11,8 @@ no label depends on: evidence that can fail (issue 38's planted-concept test, do
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
@@ -94,3 +96,44 @@ def train_planted(images: np.ndarray, labels: np.ndarray, seed: int = 0, epochs:
             nn.functional.cross_entropy(model(x[chosen]), y[chosen]).backward()
             optimizer.step()
     return model.eval()
+
+
+def write_planted(folder: Path, size: int = 32, train_size: int = 2400, epochs: int = 6, seed: int = 0,
+                  planted: int = CLASS_NAMES.index("star"), per_class: int = 8) -> Path:
+    """Everything a report needs to look for the planted concept, under `folder`; returns the README.
+
+    images/CLASS/*.png (held-out planted images, `per_class` a class) and masks/ (the patches), concepts/
+    (stripes and the blue control, 30 images each), random/ (330 plain demo images: TCAV's random
+    sets), planted.pt (a DemoNet trained on `train_size` planted images), and README.md with the command."""
+    from PIL import Image
+
+    from nnvis_core.demo.shapes import generate_dataset
+
+    folder = Path(folder)
+    train_images, _, train_labels = planted_dataset(train_size, seed, planted, size)
+    model = train_planted(train_images, train_labels, seed=seed, epochs=epochs)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), folder / "planted.pt")
+    images, patches, labels = planted_dataset(per_class * len(CLASS_NAMES), seed + 1, planted, size)
+    for n, (picture, patch, label) in enumerate(zip(images, patches, labels)):
+        name = f"{CLASS_NAMES[label]}/{n:03d}.png"
+        for part, array in (("images", picture), ("masks", patch.astype(np.uint8) * 255)):
+            (folder / part / CLASS_NAMES[label]).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(folder / part / name)
+    for kind, offset in (("stripes", 5), ("blue", 6)):
+        (folder / "concepts" / kind).mkdir(parents=True, exist_ok=True)
+        for n, picture in enumerate(concept_images(30, seed + offset, kind, size)):
+            Image.fromarray(picture).save(folder / "concepts" / kind / f"{n:02d}.png")
+    (folder / "random").mkdir(parents=True, exist_ok=True)
+    for n, picture in enumerate(generate_dataset(330, seed + 7, size)[0]):
+        Image.fromarray(picture).save(folder / "random" / f"{n:03d}.png")
+    readme = folder / "README.md"
+    readme.write_text(
+        f"# A planted concept\n\nClass {CLASS_NAMES[planted]} is carried by a striped patch, not by a shape "
+        f"(nnvis_core.demo.planted; docs/concepts.md). planted.pt is a DemoNet trained on {train_size} such "
+        f"images of {size} px for {epochs} epochs. Look for the stripes:\n\n"
+        f"    nnvis report {folder}/images --model {folder}/planted.pt --arch demo --resize {size} --crop {size} "
+        f"--masks {folder}/masks --plugins tcav,craft,concept_dictionary --concepts {folder}/concepts "
+        f"--set tcav.random={folder}/random --set tcav.layers=features.11,features.16 --set tcav.min_images=1 "
+        f"--set craft.min_images=1 -o {folder}/report\n", encoding="utf-8")
+    return readme

@@ -123,6 +123,10 @@ class TCAV(Plugin):
               minimum=1e-12, maximum=0.5),
     )
 
+    def check_params(self, params, plugins) -> None:
+        if params["random"] != "folder" and not Path(params["random"]).is_dir():
+            raise ValueError(f"tcav.random: {params['random']}: no such folder (or say folder)")
+
     def applies_with(self, ctx, params) -> str | None:
         return why_not(ctx.concepts_dir)
 

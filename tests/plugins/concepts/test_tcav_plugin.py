@@ -44,6 +44,9 @@ def test_without_concepts_the_plugin_is_a_usage_error_or_left_out(few_demo_image
                                       "--concepts", str(tmp_path / "nowhere")])
     assert result.exit_code == 2 and "nowhere: no such folder" in result.output
     assert tcav.why_not(concepts) is None and list(tcav.concept_folders(concepts)) == ["circles", "noise"]
+    result = CliRunner().invoke(cli, ["report", str(few_demo_images), "-o", str(tmp_path / "c"), "--plugins", "tcav",
+                                      "--concepts", str(concepts), "--set", f"tcav.random={tmp_path / 'none'}"])
+    assert result.exit_code == 2 and "tcav.random:" in result.output and "no such folder" in result.output
 
 
 def test_the_signs_the_workers_return_are_the_definitions(concepts, tmp_path):
