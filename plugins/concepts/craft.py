@@ -34,7 +34,7 @@ from sklearn.decomposition import NMF, non_negative_factorization
 from sklearn.exceptions import ConvergenceWarning
 from torch import nn
 
-from nnvis_core.toolkit import chunk_size, forward_until, output_and_bytes, resolve_layer
+from nnvis_core.toolkit import bytes_per_image, chunk_size, forward_until, resolve_layer
 
 DESIGNS = ("halton", "sobol")
 
@@ -117,12 +117,12 @@ def total_indices(outputs: np.ndarray, designs: int, concepts: int) -> np.ndarra
 
 
 def logits_from_layer(model: nn.Module, layer: nn.Module | str, image: torch.Tensor, replacements: torch.Tensor,
-                      memory_mb: float = 128) -> torch.Tensor:
+                      memory_mb: float = 128, per_image: int | None = None) -> torch.Tensor:
     """(K, classes) the model's logits with the layer's output on `image` (1, C, H, W) replaced by each of
-    `replacements` (K, ...): whole copies of the image, in chunks a memory budget holds."""
+    `replacements` (K, ...): whole copies of the image, in chunks a memory budget holds. per_image: a
+    copy's memory (bytes_per_image), measured here when not given."""
     module = resolve_layer(model, layer)
-    _, per_image = output_and_bytes(model, image)
-    step = chunk_size(per_image, memory_mb, len(replacements))
+    step = chunk_size(per_image or bytes_per_image(model, image), memory_mb, len(replacements))
     chunk: dict[str, torch.Tensor] = {}
     handle = module.register_forward_hook(lambda m, args, output: chunk["now"].to(output))
     out = []
@@ -138,10 +138,17 @@ def logits_from_layer(model: nn.Module, layer: nn.Module | str, image: torch.Ten
 
 def importance(model: nn.Module, layer: nn.Module | str, images: torch.Tensor, class_id: int, w: np.ndarray,
                designs: int = 32, kind: str = "halton", memory_mb: float = 128) -> np.ndarray:
-    """(r,) each concept's total Sobol index for the class's logit, averaged over `images` (N, C, H, W):
-    every position of an image's layer map is written in the concepts, each concept scaled by the same
-    mask value everywhere, and the map rebuilt as (U * mask) W (the authors' reparameterisation)."""
+    """(r,) each concept's total Sobol index for the class's logit, averaged over `images` (N, C, H, W)."""
+    return image_indices(model, layer, images, class_id, w, designs, kind, memory_mb).mean(axis=0)
+
+
+def image_indices(model: nn.Module, layer: nn.Module | str, images: torch.Tensor, class_id: int, w: np.ndarray,
+                  designs: int = 32, kind: str = "halton", memory_mb: float = 128) -> np.ndarray:
+    """(N, r) each concept's total Sobol index for the class's logit, image by image: every position of an
+    image's layer map is written in the concepts, each concept scaled by the same mask value everywhere,
+    and the map rebuilt as (U * mask) W (the authors' reparameterisation)."""
     r = w.shape[0]
+    per_image = bytes_per_image(model, images[:1])  # the same for every image: measured once
     masks = design(r, designs, kind)
     basis = torch.from_numpy(w).double()
     indices = []
@@ -156,6 +163,6 @@ def importance(model: nn.Module, layer: nn.Module | str, images: torch.Tensor, c
         u = concept_values(maps[0].permute(1, 2, 0).reshape(-1, maps.shape[1]).double().cpu().numpy(), w)
         scaled = torch.from_numpy(u)[None] * torch.from_numpy(masks).double()[:, None, :]  # (K, h w, r)
         rebuilt = (scaled @ basis).reshape(len(masks), h, wd, -1).permute(0, 3, 1, 2).to(maps.dtype)
-        logits = logits_from_layer(model, layer, image, rebuilt, memory_mb)[:, class_id]
+        logits = logits_from_layer(model, layer, image, rebuilt, memory_mb, per_image)[:, class_id]
         indices.append(total_indices(logits.double().cpu().numpy(), designs, r))
-    return np.mean(indices, axis=0)
+    return np.stack(indices)
