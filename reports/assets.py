@@ -13,6 +13,7 @@ from nnvis_core.contract.artifacts import (
     BarChart,
     CategoricalMap,
     Chart,
+    ConceptAtlas,
     Gallery,
     Heatmap,
     Image,
@@ -202,6 +203,8 @@ def save_artifact(artifact: Artifact, folder: Path, stem: str, base: np.ndarray 
         entry.update(tiles=tiles, columns=int(artifact.columns), tile_size=int(artifact.tile_size))
     elif isinstance(artifact, SemanticDictionary):
         entry.update(_save_dictionary(artifact, folder, stem, rel))
+    elif isinstance(artifact, ConceptAtlas):
+        entry.update(_save_concepts(artifact, folder, stem, rel))
     elif isinstance(artifact, Text):
         entry["text"] = artifact.text
     return entry
@@ -272,3 +275,25 @@ def _cell(value):
     if isinstance(value, (np.floating, np.integer)):
         value = value.item()
     return value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+
+
+def _number(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def _save_concepts(artifact: ConceptAtlas, folder: Path, stem: str, rel) -> dict:
+    """One PNG per crop; per concept its figures, as report.json keeps them."""
+    concepts = []
+    for number, concept in enumerate(artifact.concepts):
+        ids = list(concept.image_ids) or [None] * len(concept.crops)
+        crops = []
+        for place, (pixels, image_id) in enumerate(zip(concept.crops, ids)):
+            path = folder / f"{stem}-c{number:02d}-{place:02d}.png"
+            save_png(to_uint8(pixels), path)
+            crops.append({"path": rel(path), "image_id": None if image_id is None else int(image_id)})
+        concepts.append({"label": str(concept.label), "crops": crops, "value": _number(concept.value),
+                         "low": _number(concept.low), "high": _number(concept.high), "share": _number(concept.share),
+                         "significant": None if concept.significant is None else bool(concept.significant),
+                         "chance": None if concept.chance is None else [float(v) for v in concept.chance]})
+    return {"group": str(artifact.group), "concepts": concepts, "value_label": str(artifact.value_label),
+            "share_label": str(artifact.share_label)}

@@ -11,6 +11,7 @@ import jinja2
 from markupsafe import Markup
 
 from nnvis_core.images import IN_MEMORY_ROOT
+from nnvis_reports.atlas import BAR_WIDTH, atlas_anchors, atlas_groups, concept_rows
 from nnvis_reports.bars import bar_geometry
 from nnvis_reports.colormaps import DIVERGING, SEQUENTIAL, category_colour, css_gradient
 from nnvis_reports.confusion import confusion
@@ -148,6 +149,10 @@ def _environment() -> jinja2.Environment:
         scatter_view=_scatter_view,
         chart_lines=_chart_lines,
         bar_geometry=bar_geometry,
+        atlas_groups=atlas_groups,
+        atlas_anchors=atlas_anchors,
+        concept_rows=concept_rows,
+        concept_bar_width=BAR_WIDTH,
         wrong_prediction=wrong_prediction,
         wrong_anywhere=wrong_anywhere,
         leaderboard_groups=GROUPS,

@@ -284,12 +284,72 @@ class SemanticDictionary(Artifact):
 
 
 @dataclass
+class Concept:
+    """One concept, as a row of the concept atlas: what it looks like and how much it counts.
+
+    crops: pictures of it ((H, W, 3), uint8 or float in [0, 1]): the crops that hold most of it, or
+    examples of a user's concept; image_ids: the report image each crop is cut from (a link), or
+    None; value: its importance or score, with an interval (low, high) around it when one is known;
+    share: the share (0 to 1) of the class's crops or images it is the strongest concept in;
+    significant: a test's decision (TCAV), None when there is no test; chance: (mean, sd) of what
+    random concepts score on the same scale.
+    """
+
+    label: str
+    crops: Sequence[np.ndarray] = ()
+    image_ids: Sequence[int | None] = ()
+    value: float | None = None
+    low: float | None = None
+    high: float | None = None
+    share: float | None = None
+    significant: bool | None = None
+    chance: tuple[float, float] | None = None
+
+
+@dataclass
+class ConceptAtlas(Artifact):
+    """The concepts a method found or tested for one class (`group`, a class name) or for the whole
+    folder (`group` ""), most important first. The report gathers every method's atlases by class
+    into one "Concepts" section, so that TCAV, CRAFT and a dictionary can be read side by side.
+
+    value_label: what `value` measures (with its scale); share_label: what `share` counts.
+    """
+
+    group: str
+    concepts: Sequence[Concept]
+    value_label: str = "importance"
+    share_label: str = "share"
+    kind = "concepts"
+
+    def validate(self) -> None:
+        name = f"concept atlas '{self.title}'"
+        if not len(self.concepts):
+            raise ArtifactError(f"{name} has no concepts")
+        for concept in self.concepts:
+            if not isinstance(concept, Concept):
+                raise ArtifactError(f"{name}: {type(concept).__name__} is not a Concept")
+            where = f"{name}, {concept.label}"
+            if len(concept.image_ids) not in (0, len(concept.crops)):
+                raise ArtifactError(f"{where}: {len(concept.image_ids)} image_ids for {len(concept.crops)} crops")
+            numbers = [v for v in (concept.value, concept.low, concept.high, concept.share,
+                                   *(concept.chance or ())) if v is not None]
+            _finite(where, np.asarray(numbers, dtype=np.float64))
+            if (concept.low is None) != (concept.high is None):
+                raise ArtifactError(f"{where}: give both low and high, or neither")
+            if concept.share is not None and not 0 <= concept.share <= 1:
+                raise ArtifactError(f"{where}: share {concept.share} is not in [0, 1]")
+            for number, pixels in enumerate(concept.crops):
+                _check_rgb(pixels, f"{where}: crop {number}", f"{where} crop {number}")
+
+
+@dataclass
 class Text(Artifact):
     text: str
     kind = "text"
 
 
-ARTIFACT_TYPES = (Image, Heatmap, CategoricalMap, Table, Scatter, Chart, BarChart, Gallery, SemanticDictionary, Text)
+ARTIFACT_TYPES = (Image, Heatmap, CategoricalMap, Table, Scatter, Chart, BarChart, Gallery, SemanticDictionary,
+                  ConceptAtlas, Text)
 
 
 @dataclass

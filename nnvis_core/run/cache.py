@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 import nnvis_core
-from nnvis_core.contract.artifacts import ARTIFACT_TYPES, Result
+from nnvis_core.contract.artifacts import ARTIFACT_TYPES, Concept, Result
 from nnvis_core.contract.context import ImageItem, RunContext
 from nnvis_core.images import ImageRecord
 from nnvis_core.run.plan import CallOutcome, PluginRun
@@ -120,6 +120,8 @@ def _encode(value: Any, arrays: list[np.ndarray]) -> Any:
         return [_encode(v, arrays) for v in value]
     if isinstance(value, dict):
         return {"$dict": [[_encode(k, arrays), _encode(v, arrays)] for k, v in value.items()]}
+    if type(value) is Concept:  # the rows of a ConceptAtlas
+        return {"$concept": {f.name: _encode(getattr(value, f.name), arrays) for f in dataclasses.fields(value)}}
     raise Uncacheable(f"a {type(value).__name__}")
 
 
@@ -129,6 +131,8 @@ def _decode(value: Any, arrays: Any) -> Any:
     if isinstance(value, dict):
         if "$array" in value:
             return arrays[f"a{value['$array']}"]
+        if "$concept" in value:
+            return Concept(**{name: _decode(v, arrays) for name, v in value["$concept"].items()})
         return {_decode(k, arrays): _decode(v, arrays) for k, v in value["$dict"]}
     return value
 
