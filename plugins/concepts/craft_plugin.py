@@ -2,11 +2,12 @@
 shown where they are (Fel et al., CVPR 2023; the method is in craft.py).
 
 A class's images are the folder's images the model predicts it for (at most `images` of them). For
-each class: a gallery, one row per concept in order of importance, of the crops that hold most of it;
-a bar chart and a table of the concepts' importance (total Sobol index, mean and spread over the
-images) and share of the crops; and, on each image used, a map of its strongest concept at each
-position. The factorization and the Sobol designs run where the run is (the driver); the
-pass that finds each image's class runs on the run's engine.
+each class: its concepts in the report's concept atlas, most important first, each with the crops
+that hold most of it (linked to their images), its importance (total Sobol index, with a 95 %
+interval over the images) and its share of the crops; a table of the same figures; and, on each
+image used, a map of its strongest concept at each position. The factorization and the Sobol
+designs run where the run is (the driver); the pass that finds each image's class runs on the
+run's engine.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from nnvis_core import BarChart, CategoricalMap, Gallery, Param, Plugin, Scope, Table, Text, hookimpl
+from nnvis_core import CategoricalMap, Concept, ConceptAtlas, Param, Plugin, Scope, Table, Text, hookimpl
 from nnvis_core.contract.artifacts import Result
 from nnvis_core.contract.stream import map_batches, only
 from nnvis_core.toolkit import forward_until
@@ -109,23 +110,26 @@ class Craft(Plugin):
         order = np.argsort(-importance, kind="stable")
         dominant = u.argmax(axis=1)
         share = np.bincount(dominant, minlength=rank) / len(u)
+        per_crop = len(pieces) // len(class_items)  # craft.crops cuts the same grid from every image
         pixels = [crop for item in class_items for crop in crop_pixels(item.pixels, side, stride)]
-        tiles, labels = [], []
+        spread = per_image.std(axis=0) * 1.96 / np.sqrt(len(per_image))  # a 95 % interval of the mean
+        rows = []
         for place, c in enumerate(order, start=1):
             best = np.argsort(-u[:, c], kind="stable")[:params["top"]]
-            tiles += [pixels[i] for i in best]
-            labels += [f"#{place} · {importance[c]:.2f}"] + [""] * (len(best) - 1)  # rank · importance
-        gallery = Gallery(f"{name}: concepts by importance", tiles, labels, columns=params["top"],
-                          caption=f"each row a concept of {name}, most important first (#rank · importance): its "
-                                  f"top crops ({len(u)} crops of {side} px from {len(class_items)} images, layer "
-                                  f"{layer})")
+            rows.append(Concept(f"concept {c}", [pixels[i] for i in best],
+                                [class_items[i // per_crop].record.index for i in best],
+                                value=float(importance[c]), low=float(importance[c] - spread[c]),
+                                high=float(importance[c] + spread[c]), share=float(share[c])))
+        atlas = ConceptAtlas(f"{name}: concepts by importance", name, rows,
+                             value_label="importance (total Sobol index, 95 % interval over images)",
+                             share_label="crops it dominates",
+                             caption=f"{len(u)} crops of {side} px from {len(class_items)} images, layer {layer}; "
+                                     f"Jansen's estimator on {params['designs']} Halton points per image")
         rows = [[name, f"{place}", f"concept {c}", f"{importance[c]:.3f} ± {per_image[:, c].std():.3f}",
                  f"{100 * share[c]:.0f}%"] for place, c in enumerate(order, start=1)]
         table = Table(f"{name}: concept importance", ["class", "rank", "concept", "importance (total Sobol, "
                       "mean ± sd over images)", "crops it dominates"], rows,
                       caption=f"Jansen's estimator on {params['designs']} Halton points per image")
-        bars = BarChart(f"{name}: importance of each concept", [f"concept {c}" for c in order],
-                        {"total Sobol index": [float(importance[c]) for c in order]}, y_label="importance")
         where = {}
         with torch.no_grad():
             for n, item in enumerate(class_items):
@@ -138,7 +142,7 @@ class Craft(Plugin):
                     caption="the strongest of the class's concepts at each position of the layer")]
         figures = {f"craft:{name}:top_importance": float(importance[order[0]]),
                    f"craft:{name}:concepts": float(rank)}
-        return [bars, gallery, table], where, figures
+        return [atlas, table], where, figures
 
 
 @hookimpl

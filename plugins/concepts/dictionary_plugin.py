@@ -4,9 +4,9 @@ what each atom is (the method is in dictionary.py).
 Two passes over the folder, both where the run's engine computes (map_batches): the first samples
 `positions` positions of the layer's grid from each image (seeded by the image's index, so every
 engine samples the same) and the dictionary is trained on them; the second encodes every position of
-every image and keeps, per atom, which images use it and its strongest positions. The card ranks the
-atoms by how many images use them, shows each with its strongest crops (linked to their images),
-and reports the dictionary's reconstruction error, sparsity and dead atoms.
+every image and keeps, per atom, which images use it and its strongest positions. The report's
+concept atlas ranks the atoms by how many images use them, each with its strongest crops (linked to
+their images); the card reports the dictionary's reconstruction error, sparsity and dead atoms.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from nnvis_core import Gallery, Param, Plugin, Scope, Table, hookimpl
+from nnvis_core import Concept, ConceptAtlas, Param, Plugin, Scope, Table, hookimpl
 from nnvis_core.contract.artifacts import Result
 from nnvis_core.contract.stream import map_batches, only
 from nnvis_core.toolkit import as_map, forward_until
@@ -117,18 +117,16 @@ class ConceptDictionary(Plugin):
         wanted = {a: np.argsort(-best[:, a], kind="stable")[:params["top"]] for a in order}
         pictures = {item.record.index: item.pixels for item in
                     only(items, {indices[i] for rows in wanted.values() for i in rows})}
-        tiles, labels, ids = [], [], []
+        shown = []
         for a in order:
-            for place, i in enumerate(wanted[a]):
-                if best[i, a] <= 0:
-                    continue
-                row, column = per_image[i][3][a]
-                tiles.append(cell_crop(pictures[indices[i]], grid, int(row), int(column)))
-                labels.append(f"atom {a}: {int(counts[a])} images" if place == 0 else "")
-                ids.append(indices[i])
-        gallery = Gallery("concept dictionary: atoms by use", tiles, labels, ids, columns=params["top"],
-                          caption=f"each row an atom, the most used first: its strongest crops (click one for its "
-                                  f"image); layer {layer}, {atoms} atoms, {k} active per position")
+            strongest = [i for i in wanted[a] if best[i, a] > 0]
+            shown.append(Concept(f"atom {a}", [cell_crop(pictures[indices[i]], grid, *map(int, per_image[i][3][a]))
+                                               for i in strongest], [indices[i] for i in strongest],
+                                 value=float(counts[a]), share=float(counts[a] / len(per_image))))
+        atlas = ConceptAtlas("concept dictionary: atoms by use", "", shown, value_label="images using it",
+                             share_label="share of images",
+                             caption=f"the most used atoms first, each with its strongest crops (click one for its "
+                                     f"image); layer {layer}, {atoms} atoms, {k} active per position")
         rows = [[f"atom {a}", str(int(counts[a])), f"{100 * counts[a] / len(per_image):.0f}%",
                  f"{best[used[:, a], a].mean():.3g}"] for a in order]
         table = Table("concept dictionary: atoms", ["atom", "images using it", "share of images",
@@ -138,7 +136,7 @@ class ConceptDictionary(Plugin):
                               f"(never active), on the {len(vectors)} positions trained on")
         metrics = {"relative_error": quality.relative_error, "active_per_position": quality.active,
                    "dead_atoms": float(quality.dead), "atoms_used": float((counts > 0).sum())}
-        return Result([table, gallery], metrics)
+        return Result([atlas, table], metrics)
 
 
 @hookimpl

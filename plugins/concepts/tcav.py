@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nnvis_core import BarChart, Param, Plugin, Scope, Table, hookimpl
+from nnvis_core import Concept, ConceptAtlas, Param, Plugin, Scope, Table, hookimpl
 from nnvis_core.contract.artifacts import Result
 from nnvis_core.contract.stream import map_batches, only
 from nnvis_core.images import IMAGE_EXTENSIONS, ImageReadError, load_rgb
@@ -27,6 +27,7 @@ from nnvis_plugins.concepts.choices import CLASSES, class_indices, layer_names
 
 NO_CONCEPTS = "needs concept images: --concepts DIR (one subfolder of images per concept)"
 MIN_IMAGES = 2  # a concept or a random set with fewer cannot train a classifier
+EXAMPLES = 4  # a concept's images shown in the atlas
 
 
 def concept_folders(root: Path) -> dict[str, list[Path]]:
@@ -63,6 +64,11 @@ def load_images(ctx, files: list[Path]) -> torch.Tensor:
         except ImageReadError as error:
             raise ValueError(f"{path}: {error.reason}") from None
     return torch.stack(tensors).to(ctx.device)
+
+
+def examples(ctx, files: list[Path], count: int = EXAMPLES) -> list[np.ndarray]:
+    """The first `count` of a concept's images as the model sees them (display pixels), for the atlas."""
+    return [ctx.model.preprocess.display(load_rgb(path)) for path in files[:count]]
 
 
 @dataclass
@@ -138,7 +144,8 @@ class TCAV(Plugin):
         if problem:
             raise ValueError(problem)
         layers = layer_names(ctx, params["layers"])
-        concepts = {name: load_images(ctx, files) for name, files in concept_folders(ctx.concepts_dir).items()}
+        folders = concept_folders(ctx.concepts_dir)
+        concepts = {name: load_images(ctx, files) for name, files in folders.items()}
         randoms = self._random_sets(ctx, items, params)
         cav_sets = [self._cavs(ctx, layer, concepts, randoms) for layer in layers]
         predicted, signs = [], [[] for _ in layers]
@@ -150,7 +157,8 @@ class TCAV(Plugin):
         predicted = np.asarray(predicted)
         counts = np.bincount(predicted, minlength=len(ctx.class_names))
         classes = class_indices(ctx, params["classes"], dict(enumerate(counts.tolist())), params["min_images"])
-        return self._result(ctx, params, list(concepts), layers, cav_sets, predicted,
+        pictures = {name: examples(ctx, files) for name, files in folders.items()}
+        return self._result(ctx, params, pictures, layers, cav_sets, predicted,
                             [np.concatenate(s) for s in signs], classes)
 
     # --- the pieces ----------------------------------------------------------------------------------
@@ -185,22 +193,21 @@ class TCAV(Plugin):
                    for negative in random_acts[1:]]
         return CavSet(layer, torch.stack([t.vector for t in trained]), np.array([t.accuracy for t in trained]))
 
-    def _result(self, ctx, params, names, layers, cav_sets, predicted, signs, classes) -> Result:
-        r = params["random_sets"]
+    def _result(self, ctx, params, pictures, layers, cav_sets, predicted, signs, classes) -> Result:
+        names, r = list(pictures), params["random_sets"]
         tests = len(names) * len(layers) * len(classes)
-        rows, metrics, means, chance_means = [], {}, {}, {}
+        rows, metrics, atlases = [], {}, []
         significant = {"above": 0, "below": 0}  # a two-sided test: a concept can also lower the class's logit
         for k in classes:
             own = predicted == k
             if not own.any():
                 continue
+            found = []
             for slot, layer in enumerate(layers):
                 scores = signs[slot][own].mean(axis=0)  # (CAVs,) TCAV score of each CAV for class k
                 chance = scores[len(names) * r:]
-                chance_means[(k, layer)] = chance.mean()
                 for c, name in enumerate(names):
                     mine = scores[c * r:(c + 1) * r]
-                    means[(k, name, layer)] = mine.mean()
                     test = cav.significance(mine, chance, tests, params["alpha"])
                     side = "above" if mine.mean() > chance.mean() else "below"
                     significant[side] += test.significant
@@ -210,18 +217,24 @@ class TCAV(Plugin):
                                  f"yes, {side} chance" if test.significant else "no", f"{accuracy:.2f}",
                                  str(int(own.sum()))])
                     metrics[f"tcav:{ctx.class_names[k]}:{name}:{layer}"] = float(mine.mean())
+                    found.append(Concept(name if len(layers) == 1 else f"{name} @ {layer}", pictures[name],
+                                         value=float(mine.mean()), low=float(mine.mean() - mine.std()),
+                                         high=float(mine.mean() + mine.std()), significant=bool(test.significant),
+                                         chance=(float(chance.mean()), float(chance.std()))))
+            found.sort(key=lambda concept: -abs(concept.value - concept.chance[0]))  # furthest from chance first
+            caption = (f"furthest from chance first; ✓: significant (p < {params['alpha']:g} / {tests}, two-sided); "
+                       f"{int(own.sum())} images predicted {ctx.class_names[k]}; pictures: the concept's first images")
+            atlases.append(ConceptAtlas(f"TCAV for {ctx.class_names[k]}", ctx.class_names[k], found, caption=caption,
+                                        value_label="TCAV score (± sd over random sets; grey: random CAVs ± sd)",
+                                        share_label=""))
         metrics["significant_above_chance"] = float(significant["above"])
         metrics["significant_below_chance"] = float(significant["below"])
-        bars = [BarChart(f"TCAV for {ctx.class_names[k]}", [f"{c} @ {layer}" for layer in layers for c in names],
-                         {"concept": [float(means[(k, c, layer)]) for layer in layers for c in names],
-                          "random CAVs": [float(chance_means[(k, layer)]) for layer in layers for _ in names]},
-                         y_label="share of images") for k in classes if any((k, n, layers[0]) in means for n in names)]
         table = Table("TCAV score per class, concept and layer",
                       ["class", "concept", "layer", "TCAV (mean ± sd over random sets)", "random CAVs",
                        "p", f"significant (p < {params['alpha']:g} / {tests})", "CAV accuracy", "images"], rows,
                       caption=f"{r} random sets of {params['set_size']} images ({params['random']}); a class's "
                               "images are those the model predicts it for")
-        return Result([table, *bars], metrics)
+        return Result([table, *atlases], metrics)
 
 
 @hookimpl

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from nnvis_core.run.config import ReportConfig
@@ -66,10 +67,15 @@ def test_the_card_ranks_atoms_by_use_and_links_their_crops(few_demo_images):
     run(config, load_registry(), sink)
     call = sink.outcomes("concept_dictionary")[None]
     assert call.error is None, call.error
-    table, gallery = call.result.artifacts
+    atlas, table = call.result.artifacts
     used = [int(row[1]) for row in table.rows]
     assert used == sorted(used, reverse=True) and len(table.rows) <= 5
-    assert all(isinstance(i, int) for i in gallery.image_ids) and len(gallery.images) == len(gallery.image_ids)
+    assert atlas.group == "" and [c.value for c in atlas.concepts] == used  # the folder's, most used first
+    assert [c.label for c in atlas.concepts] == [row[0] for row in table.rows]
+    for concept in atlas.concepts:
+        assert concept.share == pytest.approx(concept.value / 6)  # of the six images
+        assert 1 <= len(concept.crops) <= 2 and len(concept.image_ids) == len(concept.crops)
+        assert all(isinstance(i, int) for i in concept.image_ids)
     metrics = call.result.metrics
     assert metrics["active_per_position"] <= 2 and 0 <= metrics["relative_error"] < 1
     assert 0 <= metrics["dead_atoms"] <= 16 and 1 <= metrics["atoms_used"] <= 16

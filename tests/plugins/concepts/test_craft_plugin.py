@@ -32,16 +32,24 @@ def test_each_class_gets_its_concepts_ranked_with_their_crops_and_maps(outcome):
     call = outcome.outcomes("craft")[None]
     assert call.error is None, call.error
     result = call.result
-    galleries = [a for a in result.artifacts if a.kind == "gallery"]
+    atlases = [a for a in result.artifacts if a.kind == "concepts"]
     tables = [a for a in result.artifacts if a.kind == "table"]
-    bars = [a for a in result.artifacts if a.kind == "bars"]
-    assert galleries and len(galleries) == len(tables) == len(bars)
-    for gallery, table, chart in zip(galleries, tables, bars):
-        assert len(table.rows) == 3 and len(gallery.images) == 3 * 2  # 3 concepts x top 2 crops
+    assert atlases and len(atlases) == len(tables)
+    images = {item.record.index: item.pixels for item in outcome.items}
+    for atlas, table in zip(atlases, tables):
+        assert atlas.group == table.rows[0][0] and len(table.rows) == len(atlas.concepts) == 3
         importance = [float(row[3].split(" ± ")[0]) for row in table.rows]
         assert importance == sorted(importance, reverse=True)
-        assert [round(v, 3) for v in chart.series["total Sobol index"]] == importance
-        assert all(tile.shape == (32, 32, 3) for tile in gallery.images)  # half of the 64-px input
+        assert [round(c.value, 3) for c in atlas.concepts] == importance
+        assert [c.label for c in atlas.concepts] == [row[2] for row in table.rows]
+        assert all(c.low <= c.value <= c.high for c in atlas.concepts)  # its 95 % interval over the images
+        assert sum(c.share for c in atlas.concepts) == pytest.approx(1.0)  # each crop has one strongest concept
+        for concept in atlas.concepts:
+            assert len(concept.crops) == 2 and all(tile.shape == (32, 32, 3) for tile in concept.crops)
+            for tile, image_id in zip(concept.crops, concept.image_ids):  # a crop links to the image it is cut from
+                whole = images[image_id]
+                assert any((whole[top:top + 32, left:left + 32] == tile).all()
+                           for top in range(0, 33, 25) for left in range(0, 33, 25))
     used = {image for image, artifacts in result.image_artifacts.items() if artifacts}
     maps = [a for i in used for a in result.image_artifacts[i]]
     assert used and all(a.kind == "categorical" and a.categories.shape == (64, 64) for a in maps)

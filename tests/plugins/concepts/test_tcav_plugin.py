@@ -74,9 +74,19 @@ def test_the_table_gives_each_class_concept_and_layer_its_score_and_test(concept
     run(config, load_registry(), sink)
     outcome = sink.outcomes("tcav")[None]
     assert outcome.error is None, outcome.error
-    table, *bars = outcome.result.artifacts
-    assert bars and all(b.kind == "bars" and len(b.labels) == 4 for b in bars)  # 2 concepts x 2 layers
+    table, *atlases = outcome.result.artifacts
     classes = {row[0] for row in table.rows}
+    assert [a.group for a in atlases] == list(dict.fromkeys(row[0] for row in table.rows))
+    for atlas in atlases:  # per class: each concept at each layer, its score beside the random CAVs'
+        assert atlas.kind == "concepts" and len(atlas.concepts) == 4  # 2 concepts x 2 layers
+        rows = {(row[1], row[2]): row for row in table.rows if row[0] == atlas.group}
+        for concept in atlas.concepts:
+            row = rows[tuple(concept.label.split(" @ "))]
+            assert f"{concept.value:.3f} ± {concept.high - concept.value:.3f}" == row[3]
+            assert f"{concept.chance[0]:.3f} ± {concept.chance[1]:.3f}" == row[4]
+            assert concept.significant == row[6].startswith("yes") and len(concept.crops) == tcav.EXAMPLES
+        distance = [abs(c.value - c.chance[0]) for c in atlas.concepts]
+        assert distance == sorted(distance, reverse=True)
     assert {(row[1], row[2]) for row in table.rows} == {(c, layer) for c in ("circles", "noise")
                                                          for layer in ("features.11", "features.16")}
     assert len(table.rows) == len(classes) * 4 and f"p < 0.05 / {len(classes) * 4}" in table.columns[6]
