@@ -63,6 +63,7 @@ def test_crafts_most_important_concepts_hold_the_patch(trained):
     area = planted.patch_side(SIZE) ** 2
     holds = (craft.crops(masks, side, stride)[:, 0].flatten(1).sum(1) >= area / 2).numpy()
     share = [holds[np.argsort(-u[:, c], kind="stable")[:8]].mean() for c in range(5)]  # of each top 8
-    patch_concept = int(np.argmax(share))
-    assert share[patch_concept] >= 0.6 > holds.mean(), (share, holds.mean())
-    assert list(np.argsort(-importance)).index(patch_concept) <= 1, (importance, share)
+    # The claim: of the two most important concepts, one has mostly patch crops. (Several concepts can
+    # hold the patch in as many top crops; picking one of a tie by its index first would test the tie.)
+    first_two = np.argsort(-importance, kind="stable")[:2]
+    assert max(share[c] for c in first_two) >= 0.6 > holds.mean(), (importance, share, holds.mean())
