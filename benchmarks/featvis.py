@@ -38,11 +38,11 @@ import torch
 from common import best_times
 
 from nnvis_core.models.loaded import IMAGENET_MEAN, IMAGENET_STD
+from nnvis_core.toolkit.featvis import objectives
+from nnvis_core.toolkit.featvis.parameterizations import fourier_image
+from nnvis_core.toolkit.featvis.render import evaluate, optimize
+from nnvis_core.toolkit.featvis.transforms import standard_transforms
 from nnvis_core.torchvision_compat import import_torchvision, torchvision_models
-from nnvis_plugins.featvis import objectives
-from nnvis_plugins.featvis.parameterizations import fourier_image
-from nnvis_plugins.featvis.render import evaluate, optimize
-from nnvis_plugins.featvis.transforms import standard_transforms
 
 
 def timed_runs(runs: dict[str, Callable[[], np.ndarray]], repeats: int) -> tuple[dict[str, float], dict]:

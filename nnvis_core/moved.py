@@ -40,6 +40,9 @@ MOVED_MODULES = {
     "nnvis_core.tv": "nnvis_core.torchvision_compat",
     "nnvis_core.memory": "nnvis_core.allocator",
     "nnvis_core.toolkit.cue_conflict": "nnvis_core.toolkit.cue_conflict_labels",
+    # the renderer moved into the toolkit, so that every plugin family can draw with it
+    **{f"nnvis_plugins.featvis.{name}": f"nnvis_core.toolkit.featvis.{name}"
+       for name in ("render", "objectives", "parameterizations", "transforms", "colour", "spectrum")},
 }
 
 

@@ -20,6 +20,8 @@ docs/plugins.md (plugin API version 2) walks through it.
 - scoring: :func:`target_probabilities` (chunked by a memory budget), :func:`chunk_size`
 - faithfulness: :func:`deletion_insertion`, :func:`mask_share`
 - precision: :func:`exact_float32` (no TF32, deterministic cuDNN: what a run uses on a GPU)
+- featvis (a subpackage, imported on its own): the feature-visualization renderer: objectives (channel,
+  direction, class, ...), parameterizations, transforms and the optimization loop
 - cue conflict: :func:`cue_conflict_name`, :func:`parse_cue_conflict_name`, :func:`read_cue_conflict_csv`,
   :func:`write_cue_conflict_csv` (the labels of shape-vs-texture images)
 """

@@ -21,8 +21,8 @@ from torch import nn
 
 from nnvis_core import Gallery, Param, Plugin, Result, Scope, Text, hookimpl
 from nnvis_core.toolkit import Layout, frozen, middle_block, patch_size
+from nnvis_core.toolkit.featvis.render import Recorder
 from nnvis_plugins.featvis.layers import LayerError, middle_rectified_layer, rectifier_layers, spread
-from nnvis_plugins.featvis.render import Recorder
 
 
 @contextmanager

@@ -20,11 +20,11 @@ from torch import nn
 
 from nnvis_core import Gallery, Param, Plugin, Result, Scope, hookimpl
 from nnvis_core.toolkit import preactivation, rectified_output
-from nnvis_plugins.featvis import objectives as obj
+from nnvis_core.toolkit.featvis import objectives as obj
+from nnvis_core.toolkit.featvis.render import Settings, evaluate, layer_outputs, render
 from nnvis_plugins.featvis.cache import VisualizationCache, cached_units, default_cache_dir, model_fingerprint
 from nnvis_plugins.featvis.layers import LayerError, sample_layers, spread
 from nnvis_plugins.featvis.options import describe, input_size, optimization_params, plain_settings, settings_from
-from nnvis_plugins.featvis.render import Settings, evaluate, layer_outputs, render
 
 UNITS = ("channel", "neuron", "layer")
 

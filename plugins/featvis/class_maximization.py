@@ -18,10 +18,10 @@ from torch import nn
 from nnvis_core import Gallery, Param, Plugin, Result, Scope, Table, hookimpl
 from nnvis_core.contract.stream import map_batches
 from nnvis_core.contract.targets import TargetError, class_index
-from nnvis_plugins.featvis import objectives as obj
+from nnvis_core.toolkit.featvis import objectives as obj
+from nnvis_core.toolkit.featvis.render import Rendering, Settings, render
+from nnvis_core.toolkit.featvis.spectrum import high_frequency_share
 from nnvis_plugins.featvis.options import describe, optimization_params, plain_settings, settings_from
-from nnvis_plugins.featvis.render import Rendering, Settings, render
-from nnvis_plugins.featvis.spectrum import high_frequency_share
 
 OBJECTIVES = ("logit", "probability")
 ALL_UP_TO = 16  # `auto` renders every class of models with at most this many classes

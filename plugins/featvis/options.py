@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from nnvis_core import Param
-from nnvis_plugins.featvis.render import PARAMETERIZATIONS, Settings
+from nnvis_core.toolkit.featvis.render import PARAMETERIZATIONS, Settings
 
 
 def optimization_params(steps: int = 256) -> tuple[Param, ...]:

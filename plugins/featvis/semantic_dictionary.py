@@ -20,11 +20,11 @@ from torch import nn
 
 from nnvis_core import Param, Plugin, Result, Scope, SemanticDictionary, hookimpl
 from nnvis_core.toolkit import default_layer, preactivation, readable_advice
+from nnvis_core.toolkit.featvis.render import Settings, layer_outputs
 from nnvis_plugins.featvis.cache import VisualizationCache, default_cache_dir, model_fingerprint
 from nnvis_plugins.featvis.channel_maximization import unit_pictures
 from nnvis_plugins.featvis.layers import LayerError
 from nnvis_plugins.featvis.options import describe, optimization_params, settings_from
-from nnvis_plugins.featvis.render import Settings, layer_outputs
 
 THUMBNAILS = ("neuron", "channel")
 

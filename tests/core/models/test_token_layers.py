@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+from nnvis_core.toolkit.featvis import objectives as obj
+from nnvis_core.toolkit.featvis.render import Settings, layer_outputs, render
 from nnvis_core.torchvision_compat import torchvision_models
 from nnvis_plugins.dataset.features import pool
-from nnvis_plugins.featvis import objectives as obj
 from nnvis_plugins.featvis.layers import hidden_units, sample_layers
-from nnvis_plugins.featvis.render import Settings, layer_outputs, render
 from nnvis_plugins.featvis.semantic_dictionary import top_channels
 
 

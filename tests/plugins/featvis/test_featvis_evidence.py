@@ -17,11 +17,11 @@ import torch
 from PIL import Image
 
 from nnvis_core.demo import DEMO_SPEC, load_demo_model
-from nnvis_plugins.featvis import objectives as o
+from nnvis_core.toolkit.featvis import objectives as o
+from nnvis_core.toolkit.featvis.render import Settings, layer_outputs, normalizer
+from nnvis_core.toolkit.featvis.spectrum import high_frequency_share
 from nnvis_plugins.featvis.channel_maximization import maximize_units
 from nnvis_plugins.featvis.class_maximization import maximize_classes
-from nnvis_plugins.featvis.render import Settings, layer_outputs, normalizer
-from nnvis_plugins.featvis.spectrum import high_frequency_share
 
 MEAN, STD = DEMO_SPEC["mean"], DEMO_SPEC["std"]
 STEPS = 64  # enough for every target; the plugins default to 256

@@ -11,14 +11,14 @@ import torch
 from torch import nn
 
 from nnvis_core.toolkit import model_state, preactivation, rectified_output
-from nnvis_plugins.featvis import colour
-from nnvis_plugins.featvis import objectives as o
-from nnvis_plugins.featvis import transforms as t
+from nnvis_core.toolkit.featvis import colour
+from nnvis_core.toolkit.featvis import objectives as o
+from nnvis_core.toolkit.featvis import transforms as t
+from nnvis_core.toolkit.featvis.parameterizations import fourier_image, gaussian_blur, pixel_image
+from nnvis_core.toolkit.featvis.render import Recorder, Settings, optimize, render
+from nnvis_core.toolkit.featvis.spectrum import high_frequency_share
 from nnvis_plugins.featvis.cache import VisualizationCache, cached_units, default_cache_dir, model_fingerprint
 from nnvis_plugins.featvis.layers import sample_layers, spread
-from nnvis_plugins.featvis.parameterizations import fourier_image, gaussian_blur, pixel_image
-from nnvis_plugins.featvis.render import Recorder, Settings, optimize, render
-from nnvis_plugins.featvis.spectrum import high_frequency_share
 
 
 def activations(seed: int = 0) -> dict[str, torch.Tensor]:

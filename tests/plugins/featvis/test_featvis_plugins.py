@@ -20,7 +20,7 @@ from nnvis_core.demo import DEMO_SPEC, load_demo_model
 from nnvis_core.run.config import ReportConfig
 from nnvis_core.run.registry import load_registry
 from nnvis_core.runner import UsageError
-from nnvis_plugins.featvis.render import normalizer
+from nnvis_core.toolkit.featvis.render import normalizer
 from nnvis_reports import build_report
 from nnvis_reports.reader import read_report
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nnvis_plugins.featvis.colour import default_basis, mix
+from nnvis_core.toolkit.featvis.colour import default_basis, mix
 
 Size = int | tuple[int, int]
 

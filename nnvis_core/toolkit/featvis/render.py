@@ -13,7 +13,7 @@ Adam step on minus the summed score. The model is left as it was found: its
 parameters are frozen for the run (no weight gradients are computed or kept),
 it is in eval mode, and every hook is removed, even on failure.
 
->>> from nnvis_plugins.featvis import objectives, render
+>>> from nnvis_core.toolkit.featvis import objectives, render
 >>> result = render.render(model, objectives.channel("features.11", [0, 1, 2, 3]), 4,
 ...                        render.Settings(size=64, steps=128), mean=MEAN, std=STD)
 >>> result.images.shape        # (4, 64, 64, 3), float in [0, 1]
@@ -29,9 +29,9 @@ import torch
 from torch import nn
 
 from nnvis_core.toolkit import Layout, LayoutError, find_layer, frozen, output_layout
-from nnvis_plugins.featvis import objectives as obj
-from nnvis_plugins.featvis.parameterizations import ImageParam, fourier_image, pixel_image
-from nnvis_plugins.featvis.transforms import Transform, identity, standard_transforms
+from nnvis_core.toolkit.featvis import objectives as obj
+from nnvis_core.toolkit.featvis.parameterizations import ImageParam, fourier_image, pixel_image
+from nnvis_core.toolkit.featvis.transforms import Transform, identity, standard_transforms
 
 PARAMETERIZATIONS = ("fourier", "pixel")
 
