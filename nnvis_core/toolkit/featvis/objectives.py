@@ -135,6 +135,40 @@ def channel(layer: str, unit: Units) -> Objective:
     return Objective(score, frozenset({layer}), f"channel {layer}[{unit}]")
 
 
+def direction(layer: str, vectors: torch.Tensor, cosine_power: float = 1.0) -> Objective:
+    """A direction in a layer's activation space (a concept, a dictionary atom), one (D,) vector for
+    every image or one per image ((N, D)): the mean over positions of ``dot(a, v/|v|) * cos(a, v)^n``.
+
+    The dot product alone is raised most by making every activation larger; weighing it by the
+    cosine (Olah et al. 2017, "Feature Visualization", on directions) asks for activations that
+    point the vector's way. The cosine counts from 0.01, so a position pointing away still has a
+    gradient."""
+    vectors = torch.as_tensor(vectors, dtype=torch.float32)
+    if vectors.dim() not in (1, 2):
+        raise ObjectiveError(f"direction: vectors of shape {tuple(vectors.shape)}; expected (D,) or (N, D)")
+
+    def score(activations: Activations) -> torch.Tensor:
+        output = read(activations, layer)
+        if output.dim() not in (2, 4):
+            raise ObjectiveError(f"layer {layer!r} outputs shape {tuple(output.shape)}; "
+                                 "expected (N, C) or (N, C, H, W)")
+        flat = output if output.dim() == 2 else output.flatten(2).transpose(1, 2)  # (N, positions, C) or (N, C)
+        wanted = vectors.to(output.device, output.dtype)
+        wanted = wanted.expand(output.shape[0], -1) if wanted.dim() == 1 else wanted
+        if wanted.shape != (output.shape[0], output.shape[1]):
+            raise ObjectiveError(f"layer {layer!r} has {output.shape[1]} channels for {output.shape[0]} images; "
+                                 f"direction vectors of shape {tuple(vectors.shape)}")
+        unit = wanted / wanted.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        if flat.dim() == 3:
+            unit = unit[:, None]
+        dot = (flat * unit).sum(-1)
+        cosine = dot / flat.norm(dim=-1).clamp_min(1e-12)
+        weighed = dot * cosine.clamp_min(0.01) ** cosine_power
+        return weighed if weighed.dim() == 1 else weighed.mean(dim=1)
+
+    return Objective(score, frozenset({layer}), f"direction in {layer} (dot x cos^{cosine_power:g})")
+
+
 def layer_activation(layer: str) -> Objective:
     """A whole layer, DeepDream style: the mean of its squared activations."""
 

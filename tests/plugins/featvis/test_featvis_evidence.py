@@ -18,7 +18,7 @@ from PIL import Image
 
 from nnvis_core.demo import DEMO_SPEC, load_demo_model
 from nnvis_core.toolkit.featvis import objectives as o
-from nnvis_core.toolkit.featvis.render import Settings, layer_outputs, normalizer
+from nnvis_core.toolkit.featvis.render import Settings, layer_outputs, normalizer, render
 from nnvis_core.toolkit.featvis.spectrum import high_frequency_share
 from nnvis_plugins.featvis.channel_maximization import maximize_units
 from nnvis_plugins.featvis.class_maximization import maximize_classes
@@ -67,6 +67,19 @@ def test_channel_images_beat_every_demo_image(model, demo_batch, layer, channels
     direct = o.channel(layer, made.units)(layer_outputs(model, normalizer(MEAN, STD, torch.device("cpu"))(pixels),
                                                         [layer]))
     np.testing.assert_allclose(made.scores, direct.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_direction_images_beat_every_demo_image_on_their_direction(model, demo_batch):
+    """Directions as the concept plugins draw them: here the mean activation vector of two of the demo's
+    classes at features.10 (a concept in all but name); each picture scores higher on its direction
+    than any demo image does."""
+    layer = "features.10"
+    pooled = layer_outputs(model, demo_batch, [layer])[layer].mean(dim=(2, 3))  # (40, C)
+    directions = torch.stack([pooled[:5].mean(0), pooled[-5:].mean(0)])  # two classes (sorted folders)
+    goal = o.direction(layer, directions)
+    made = render(model, goal, 2, Settings(size=64, steps=STEPS), mean=MEAN, std=STD)
+    on_demo = [o.direction(layer, d)(layer_outputs(model, demo_batch, [layer])).max() for d in directions]
+    assert (made.scores > np.array([float(v) for v in on_demo])).all(), (made.scores, on_demo)
 
 
 def test_regularized_images_have_much_less_high_frequency_energy(model):

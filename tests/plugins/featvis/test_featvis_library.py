@@ -43,6 +43,23 @@ def test_unit_objectives_match_their_definitions():
     torch.testing.assert_close(o.class_probability(5)(a), torch.softmax(logits, 1)[:, 5])
 
 
+def test_a_direction_scores_the_dot_product_weighed_by_the_cosine_at_every_position():
+    a = activations()
+    conv = a["conv"]  # (3, 5, 4, 6)
+    v = torch.tensor([1.0, -2.0, 0.5, 0.0, 3.0])
+    vectors = conv.permute(0, 2, 3, 1)  # (N, h, w, C)
+    dot = vectors @ (v / v.norm())
+    cosine = dot / vectors.norm(dim=-1)
+    expected = (dot * cosine.clamp_min(0.01)).mean(dim=(1, 2))
+    torch.testing.assert_close(o.direction("conv", v)(a), expected)
+    squared = (dot * cosine.clamp_min(0.01) ** 2).mean(dim=(1, 2))
+    torch.testing.assert_close(o.direction("conv", v, cosine_power=2)(a), squared)
+    per_image = torch.stack([v, -v, torch.ones(5)])  # one direction per image
+    torch.testing.assert_close(o.direction("conv", per_image)(a)[1:2], o.direction("conv", -v)(a)[1:2])
+    with pytest.raises(o.ObjectiveError, match="5 channels"):
+        o.direction("conv", torch.ones(4))(a)
+
+
 def test_objectives_combine_like_numbers():
     a = activations()
     one, two = o.channel("conv", 1), o.class_logit(2)
