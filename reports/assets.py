@@ -291,7 +291,13 @@ def _save_concepts(artifact: ConceptAtlas, folder: Path, stem: str, rel) -> dict
             path = folder / f"{stem}-c{number:02d}-{place:02d}.png"
             save_png(to_uint8(pixels), path)
             crops.append({"path": rel(path), "image_id": None if image_id is None else int(image_id)})
-        concepts.append({"label": str(concept.label), "crops": crops, "value": _number(concept.value),
+        picture = None
+        if concept.picture is not None:
+            path = folder / f"{stem}-c{number:02d}-picture.png"
+            save_png(to_uint8(concept.picture), path)
+            picture = rel(path)
+        concepts.append({"label": str(concept.label), "crops": crops, "picture": picture,
+                         "value": _number(concept.value),
                          "low": _number(concept.low), "high": _number(concept.high), "share": _number(concept.share),
                          "significant": None if concept.significant is None else bool(concept.significant),
                          "chance": None if concept.chance is None else [float(v) for v in concept.chance]})

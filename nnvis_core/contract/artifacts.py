@@ -292,7 +292,8 @@ class Concept:
     None; value: its importance or score, with an interval (low, high) around it when one is known;
     share: the share (0 to 1) of the class's crops or images it is the strongest concept in;
     significant: a test's decision (TCAV), None when there is no test; chance: (mean, sd) of what
-    random concepts score on the same scale.
+    random concepts score on the same scale; picture: what the concept's direction looks like to the
+    model (a feature visualization), or None.
     """
 
     label: str
@@ -304,6 +305,7 @@ class Concept:
     share: float | None = None
     significant: bool | None = None
     chance: tuple[float, float] | None = None
+    picture: np.ndarray | None = None
 
 
 @dataclass
@@ -340,6 +342,8 @@ class ConceptAtlas(Artifact):
                 raise ArtifactError(f"{where}: share {concept.share} is not in [0, 1]")
             for number, pixels in enumerate(concept.crops):
                 _check_rgb(pixels, f"{where}: crop {number}", f"{where} crop {number}")
+            if concept.picture is not None:
+                _check_rgb(concept.picture, f"{where}: picture", f"{where} picture")
 
 
 @dataclass

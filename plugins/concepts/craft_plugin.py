@@ -4,7 +4,8 @@ shown where they are (Fel et al., CVPR 2023; the method is in craft.py).
 A class's images are the folder's images the model predicts it for (at most `images` of them). For
 each class: its concepts in the report's concept atlas, most important first, each with the crops
 that hold most of it (linked to their images), its importance (total Sobol index, with a 95 %
-interval over the images) and its share of the crops; a table of the same figures; and, on each
+interval over the images), its share of the crops and what its direction in the layer looks like
+to the model (a feature visualization, `picture_steps`); a table of the same figures; and, on each
 image used, a map of its strongest concept at each position. The factorization and the Sobol
 designs run where the run is (the driver); the pass that finds each image's class runs on the
 run's engine.
@@ -21,6 +22,7 @@ from nnvis_core.contract.stream import map_batches, only
 from nnvis_core.toolkit import forward_until
 from nnvis_plugins.concepts import craft
 from nnvis_plugins.concepts.choices import CLASSES, class_indices, one_layer
+from nnvis_plugins.concepts.pictures import PICTURE_STEPS, direction_pictures
 
 
 def batch_classes(ctx, batch) -> list[tuple[int, int]]:
@@ -66,6 +68,7 @@ class Craft(Plugin):
         Param("designs", int, 32, "quasi-Monte Carlo points N of the Sobol estimate (N (concepts + 2) forward "
               "passes per image)", minimum=4, maximum=4096),
         Param("top", int, 6, "crops shown per concept", minimum=1, maximum=32),
+        PICTURE_STEPS,
     )
 
     def run_dataset(self, ctx, items, params) -> Result:
@@ -113,13 +116,15 @@ class Craft(Plugin):
         per_crop = len(pieces) // len(class_items)  # craft.crops cuts the same grid from every image
         pixels = [crop for item in class_items for crop in crop_pixels(item.pixels, side, stride)]
         spread = per_image.std(axis=0) * 1.96 / np.sqrt(len(per_image))  # a 95 % interval of the mean
+        drawn = direction_pictures(ctx, layer, w[order], params["picture_steps"])
         rows = []
         for place, c in enumerate(order, start=1):
             best = np.argsort(-u[:, c], kind="stable")[:params["top"]]
             rows.append(Concept(f"concept {c}", [pixels[i] for i in best],
                                 [class_items[i // per_crop].record.index for i in best],
                                 value=float(importance[c]), low=float(importance[c] - spread[c]),
-                                high=float(importance[c] + spread[c]), share=float(share[c])))
+                                high=float(importance[c] + spread[c]), share=float(share[c]),
+                                picture=drawn[place - 1]))
         atlas = ConceptAtlas(f"{name}: concepts by importance", name, rows,
                              value_label="importance (total Sobol index, 95 % interval over images)",
                              share_label="crops it dominates",

@@ -6,7 +6,8 @@ Two passes over the folder, both where the run's engine computes (map_batches): 
 engine samples the same) and the dictionary is trained on them; the second encodes every position of
 every image and keeps, per atom, which images use it and its strongest positions. The report's
 concept atlas ranks the atoms by how many images use them, each with its strongest crops (linked to
-their images); the card reports the dictionary's reconstruction error, sparsity and dead atoms.
+their images) and a feature visualization of its direction; the card reports the dictionary's
+reconstruction error, sparsity and dead atoms.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from nnvis_core.contract.stream import map_batches, only
 from nnvis_core.toolkit import as_map, forward_until
 from nnvis_plugins.concepts import dictionary
 from nnvis_plugins.concepts.choices import one_layer
+from nnvis_plugins.concepts.pictures import PICTURE_STEPS, direction_pictures
 
 
 def layer_maps(ctx, batch, layer: str) -> torch.Tensor:
@@ -93,6 +95,7 @@ class ConceptDictionary(Plugin):
         Param("positions", int, 16, "positions sampled from each image for training", minimum=1),
         Param("shown", int, 24, "atoms shown, most used first", minimum=1),
         Param("top", int, 6, "crops shown per atom", minimum=1, maximum=32),
+        PICTURE_STEPS,
     )
 
     def run_dataset(self, ctx, items, params) -> Result:
@@ -117,12 +120,13 @@ class ConceptDictionary(Plugin):
         wanted = {a: np.argsort(-best[:, a], kind="stable")[:params["top"]] for a in order}
         pictures = {item.record.index: item.pixels for item in
                     only(items, {indices[i] for rows in wanted.values() for i in rows})}
+        drawn = direction_pictures(ctx, layer, model.decoder.detach().T[order].numpy(), params["picture_steps"])
         shown = []
-        for a in order:
+        for a, picture in zip(order, drawn):
             strongest = [i for i in wanted[a] if best[i, a] > 0]
             shown.append(Concept(f"atom {a}", [cell_crop(pictures[indices[i]], grid, *map(int, per_image[i][3][a]))
                                                for i in strongest], [indices[i] for i in strongest],
-                                 value=float(counts[a]), share=float(counts[a] / len(per_image))))
+                                 value=float(counts[a]), share=float(counts[a] / len(per_image)), picture=picture))
         atlas = ConceptAtlas("concept dictionary: atoms by use", "", shown, value_label="images using it",
                              share_label="share of images",
                              caption=f"the most used atoms first, each with its strongest crops (click one for its "

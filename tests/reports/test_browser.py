@@ -52,7 +52,8 @@ def demo_run(tmp_path_factory, demo_images):
               "smoothgrad": {"samples": 8}, "integrated_gradients": {"steps": 8},
               "dataset_distillation": {"outer_steps": 4}, "sanity_check": {"images": 2, "max_levels": 6},
               "scorecam": {"channels": 8}, "hidden_subnetwork": {"epochs": 1, "keep": "10,50"},
-              "craft": {"concepts": 4, "designs": 8}, "concept_dictionary": {"steps": 200}}
+              "craft": {"concepts": 4, "designs": 8, "picture_steps": 16},
+              "concept_dictionary": {"steps": 200, "picture_steps": 16}}
     for name, entry in registry.plugins.items():  # shorter deletion and insertion curves
         if any(p.name == "faithfulness_steps" for p in entry.item.params):
             params.setdefault(name, {})["faithfulness_steps"] = 8

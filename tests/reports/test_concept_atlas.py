@@ -27,7 +27,7 @@ CROP = np.full((8, 8, 3), 200, np.uint8)
 
 def class_atlas(group: str, title: str, image_id: int) -> ConceptAtlas:
     return ConceptAtlas(title, group, [
-        Concept(HOSTILE, [CROP, CROP], [image_id, None], value=0.6, low=0.5, high=0.7, share=0.75),
+        Concept(HOSTILE, [CROP, CROP], [image_id, None], value=0.6, low=0.5, high=0.7, share=0.75, picture=CROP),
         Concept("stripes", [CROP], value=0.2, significant=False, chance=(0.5, 0.1)),
     ], value_label="importance <i>", share_label="crops")
 
@@ -90,6 +90,7 @@ def test_the_report_gathers_every_methods_concepts_by_class(few_demo_images, tmp
     assert [e["group"] for e in entries] == ["circle", HOSTILE, "circle", ""]
     crop = entries[0]["concepts"][0]["crops"][0]
     assert (out / crop["path"]).is_file() and crop["image_id"] == entries[3]["concepts"][0]["crops"][0]["image_id"]
+    assert (out / entries[0]["concepts"][0]["picture"]).is_file() and entries[0]["concepts"][1]["picture"] is None
 
     page = (out / "index.html").read_text(encoding="utf-8")
     atlas = page[page.index('<section id="concepts" class="global concept-atlas">'):page.index('<section id="dataset"')]
@@ -99,6 +100,7 @@ def test_the_report_gathers_every_methods_concepts_by_class(few_demo_images, tmp
     assert circle.count('<figure class="artifact concepts">') == 2  # both methods' rows under the class
     assert circle.count("<tr class=") == 4 and circle.count('class="whisker"') == 2 and circle.count('"chance"') == 2
     assert "<script>alert" not in page and "importance &lt;i&gt;" in atlas
+    assert circle.count('<td class="concept-picture"><img') == 2 and circle.count("looks like</th>") == 2
     assert f'href="#img-{crop["image_id"]}"' in atlas  # a crop opens its image
     assert '<a href="#concepts">Concepts</a>' in page  # in the navigation
     card = page[page.index('<section id="dataset"'):]

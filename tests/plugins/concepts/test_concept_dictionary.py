@@ -62,7 +62,8 @@ def test_a_cell_crop_is_two_cells_around_the_cell_inside_the_image():
 
 def test_the_card_ranks_atoms_by_use_and_links_their_crops(few_demo_images):
     config = ReportConfig(few_demo_images, Path("unused"), plugins=["concept_dictionary"],
-                          params={"concept_dictionary": {"atoms": 16, "k": 2, "steps": 100, "shown": 5, "top": 2}})
+                          params={"concept_dictionary": {"atoms": 16, "k": 2, "steps": 100, "shown": 5, "top": 2,
+                                                         "picture_steps": 8}})
     sink = MemorySink()
     run(config, load_registry(), sink)
     call = sink.outcomes("concept_dictionary")[None]
@@ -76,6 +77,7 @@ def test_the_card_ranks_atoms_by_use_and_links_their_crops(few_demo_images):
         assert concept.share == pytest.approx(concept.value / 6)  # of the six images
         assert 1 <= len(concept.crops) <= 2 and len(concept.image_ids) == len(concept.crops)
         assert all(isinstance(i, int) for i in concept.image_ids)
+        assert concept.picture.shape == (64, 64, 3) and 0 <= concept.picture.min() <= concept.picture.max() <= 1
     metrics = call.result.metrics
     assert metrics["active_per_position"] <= 2 and 0 <= metrics["relative_error"] < 1
     assert 0 <= metrics["dead_atoms"] <= 16 and 1 <= metrics["atoms_used"] <= 16

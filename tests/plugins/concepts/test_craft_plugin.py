@@ -22,7 +22,8 @@ def outcome(tmp_path_factory, demo_images):
 
     images = copy_demo(demo_images, tmp_path_factory.mktemp("craft") / "images", classes=2, per_class=3)
     config = ReportConfig(images, Path("unused"), plugins=["craft"],
-                          params={"craft": {"concepts": 3, "designs": 8, "min_images": 1, "top": 2}})
+                          params={"craft": {"concepts": 3, "designs": 8, "min_images": 1, "top": 2,
+                                                     "picture_steps": 8}})
     sink = MemorySink()
     run(config, load_registry(), sink)
     return sink
@@ -45,6 +46,7 @@ def test_each_class_gets_its_concepts_ranked_with_their_crops_and_maps(outcome):
         assert all(c.low <= c.value <= c.high for c in atlas.concepts)  # its 95 % interval over the images
         assert sum(c.share for c in atlas.concepts) == pytest.approx(1.0)  # each crop has one strongest concept
         for concept in atlas.concepts:
+            assert concept.picture.shape == (64, 64, 3)  # its direction, drawn at the model's input size
             assert len(concept.crops) == 2 and all(tile.shape == (32, 32, 3) for tile in concept.crops)
             for tile, image_id in zip(concept.crops, concept.image_ids):  # a crop links to the image it is cut from
                 whole = images[image_id]
