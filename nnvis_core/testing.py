@@ -23,6 +23,7 @@ input's shape; that scatter points link to existing images.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -419,6 +420,9 @@ def result_difference(first: Result, second: Result) -> str | None:
 
 def _same(x: Any, y: Any) -> bool:
     """Equal, with numbers and arrays compared to a relative tolerance of 1e-5."""
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):  # a ConceptAtlas's concepts
+        return type(x) is type(y) and all(_same(getattr(x, f.name), getattr(y, f.name))
+                                          for f in dataclasses.fields(x))
     if isinstance(x, dict) or isinstance(y, dict):
         return (isinstance(x, dict) and isinstance(y, dict) and x.keys() == y.keys()
                 and all(_same(x[key], y[key]) for key in x))
