@@ -32,7 +32,7 @@ from torch import nn
 
 from nnvis_core.toolkit import AttributionError
 from nnvis_plugins.lrp.backward import residual_sum
-from nnvis_plugins.lrp.layers import BATCH_NORMS, is_ruled
+from nnvis_plugins.lrp.layers import BATCH_NORMS, is_ruled, own_forward
 
 
 @dataclass
@@ -128,7 +128,7 @@ def _trace(model: nn.Module, inputs: torch.Tensor) -> tuple[list[tuple[str, nn.M
     def record(name: str, module: nn.Module, args: tuple, output: object) -> None:
         count[name] += 1
         calls.setdefault(name, module)
-        if next(module.children(), None) is None:
+        if next(module.children(), None) is None or isinstance(module, BATCH_NORMS):  # a norm with parts too
             for value in args:
                 if producer(value) is not None:
                     readers.setdefault(id(value), []).append(name)
@@ -149,8 +149,8 @@ def _trace(model: nn.Module, inputs: torch.Tensor) -> tuple[list[tuple[str, nn.M
     for name, key in norm_source.items():
         layer_name = produced[key][0]
         norm = calls[name]
-        if (count[name] == 1 and count[layer_name] == 1 and readers[key] == [name] and norm.running_var is not None
-                and calls[layer_name].weight.shape[0] == norm.num_features):
+        if (count[name] == 1 and count[layer_name] == 1 and readers.get(key) == [name] and norm.running_var is not None
+                and own_forward(norm) is None and calls[layer_name].weight.shape[0] == norm.num_features):
             merges.append((layer_name, name))
     return list(calls.items()), merges
 

@@ -58,14 +58,28 @@ def _has_own_parameters(module: nn.Module) -> bool:
     return any(p is not None for p in module._parameters.values())
 
 
+KNOWN_TYPES = CONVOLUTIONS + DENSE + AVERAGE_POOLINGS + BATCH_NORMS + GRADIENT_IS_THE_RULE + PASSING_ACTIVATIONS
+
+
 def _known(module: nn.Module) -> bool:
-    return isinstance(module, CONVOLUTIONS + DENSE + AVERAGE_POOLINGS + BATCH_NORMS + GRADIENT_IS_THE_RULE
-                      + PASSING_ACTIVATIONS)
+    return isinstance(module, KNOWN_TYPES)
+
+
+def own_forward(module: nn.Module) -> str | None:
+    """The known class a module derives from while computing something else in its own forward (timm's
+    BatchNormAct2d: a BatchNorm, then an activation; a padded 'same' conv), or None. Its rule would
+    be the class's, applied to what the class does not compute."""
+    base = next((cls for cls in KNOWN_TYPES if isinstance(module, cls)), None)
+    return None if base is None or type(module).forward is base.forward else base.__name__
 
 
 def refusal(name: str, module: nn.Module, method: str = "LRP", known: str = KNOWN) -> str | None:
     """Why `method` cannot go through this module as it ran, or None when it can; `known` ends the message."""
     leaf = next(module.children(), None) is None
+    base = own_forward(module)
+    if base is not None:
+        return (f"{method}: no rule for layer {name} ({type_name(module)}, a {base} with a forward of its "
+                f"own: the {base} rule would not describe what it computes)")
     if _known(module):
         if isinstance(module, BATCH_NORMS) and module.running_var is None:
             return f"{method}: no rule for layer {name} (BatchNorm without running statistics normalizes each batch " \
@@ -74,8 +88,16 @@ def refusal(name: str, module: nn.Module, method: str = "LRP", known: str = KNOW
     if not leaf and not _has_own_parameters(module):
         return None
     what = "parameters" if _has_own_parameters(module) else "a non-linearity"
-    return (f"{method}: no rule for layer {name or '<model>'} ({type(module).__name__}, {what} {method} has no rule "
+    return (f"{method}: no rule for layer {name or '<model>'} ({type_name(module)}, {what} {method} has no rule "
             f"for); {method} knows {known}")
+
+
+def type_name(module: nn.Module) -> str:
+    """The module's class; with its module path when torch has a known class of that name (timm has a
+    GELU of its own), so the message does not refuse a GELU while saying it knows GELU."""
+    cls = type(module)
+    namesake = cls.__name__ in {known.__name__ for known in KNOWN_TYPES} and not cls.__module__.startswith("torch.")
+    return f"{cls.__module__}.{cls.__qualname__}" if namesake else cls.__name__
 
 
 def check_supported(calls: list[tuple[str, nn.Module]]) -> None:

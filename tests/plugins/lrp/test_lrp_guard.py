@@ -77,7 +77,27 @@ class Gate(nn.Module):
         return x * torch.sigmoid(self.conv(x))
 
 
+class NormThenAct(nn.BatchNorm2d):
+    """timm's BatchNormAct2d in small: a BatchNorm that applies an activation (a child) in its own forward."""
+
+    def __init__(self) -> None:
+        super().__init__(4)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(super().forward(x))
+
+
+class GELU(nn.Module):
+    """A GELU of its own (as timm's): not torch's, so no rule, and the message must not say 'GELU' alone."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.gelu(x)
+
+
 @pytest.mark.parametrize(("layer", "words"), [
+    (NormThenAct().eval(), "no rule for layer features.3 (NormThenAct, a BatchNorm2d with a forward of its own"),
+    (GELU(), f"no rule for layer features.3 ({__name__}.GELU, a non-linearity"),
     (Scale(), "no rule for layer features.3 (Scale, parameters"),
     (nn.Tanh(), "no rule for layer features.3 (Tanh, a non-linearity"),
     (nn.GroupNorm(2, 4), "no rule for layer features.3 (GroupNorm, parameters"),
