@@ -24,11 +24,14 @@ RISE_PLUGIN = ROOT / "examples" / "nnvis-plugin-rise"
 
 def pytest_configure(config):
     """Under pytest-xdist (`make test` runs a worker per core), each worker computes on one thread: two
-    workers of two threads each would fight over two cores."""
+    workers of two threads each would fight over two cores. So do the processes a test starts (a
+    notebook's kernel, a CLI run, an engine's workers): a Jupyter kernel computing on two threads beside
+    a busy worker ran the notebook's report 4x slower (41 s against 10 s on one thread)."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         import torch
 
         torch.set_num_threads(1)
+        os.environ["OMP_NUM_THREADS"] = "1"
 
 
 # The files that take longest, longest first (from `make test`'s --durations on 2 cores). pytest-xdist
