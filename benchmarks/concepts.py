@@ -74,8 +74,11 @@ def main() -> None:
             wall = time.perf_counter() - start
             outcome = sink.outcomes(plugin)[None]
             note = "ok" if outcome.error is None else outcome.error.splitlines()[0][:60]
-            figures = {k: v for k, v in (outcome.result.metrics if outcome.result else {}).items()
-                       if not k.startswith(("tcav:", "craft:"))}
+            metrics = outcome.result.metrics if outcome.result else {}
+            figures = {k: v for k, v in metrics.items() if not k.startswith(("tcav:", "craft:"))}
+            classes = {k.split(":")[1] for k in metrics if k.startswith(("tcav:", "craft:"))}
+            if classes:
+                figures["classes explained"] = len(classes)
             print(f"{plugin:22s} {outcome.seconds:9.1f} {wall:11.1f}  {note} {figures}", flush=True)
 
 
