@@ -86,6 +86,11 @@ def attribute(model: nn.Module, inputs: torch.Tensor, target: Target, attention:
 def _layer_norm_forward(module: nn.LayerNorm, epsilon: float, x: torch.Tensor) -> torch.Tensor:
     if not torch.is_grad_enabled():
         return type(module).forward(module, x)
+    shape = tuple(module.normalized_shape)
+    if tuple(x.shape[-len(shape):]) != shape:  # timm's LayerNorm2d: channels of a map, its forward permutes
+        raise AttributionError(f"AttnLRP: no rule for {type(module).__name__} on an input of shape {tuple(x.shape)}: "
+                               f"it normalizes over {shape}, not the input's trailing dimensions, and the LayerNorm "
+                               "rule is written for those")
     return layer_norm(x, Norm.of(module), epsilon)
 
 

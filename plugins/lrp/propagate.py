@@ -78,6 +78,12 @@ def relevance_pass(forward: Callable[[torch.Tensor], object], inputs: torch.Tens
             (relevance,) = torch.autograd.grad(output, x, _output_relevance(output, target))
         except ValueError as error:  # a z-box bounds mismatch found in the first layer's backward
             raise AttributionError(f"{method}: {error}") from None
+        except RuntimeError as error:
+            if "modified by an inplace operation" not in str(error):
+                raise
+            # MViTv2 adds its relative positions into the attention logits in place, after a rule kept them
+            raise AttributionError(f"{method}: the model changes a tensor in place that a rule keeps for the "
+                                   "backward pass; the relevance cannot be computed through it") from None
     return relevance
 
 

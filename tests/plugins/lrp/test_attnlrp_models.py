@@ -124,3 +124,36 @@ def test_an_unruled_function_in_a_forward_is_refused_naming_the_module():
 def test_unknown_settings_are_refused():
     with pytest.raises(AttributionError, match="attention must be one of attnlrp, cp"):
         attnlrp.attribute(vits.torchvision_vit(layers=1), vits.images(1), 0, attention="rollout")
+
+
+class ChannelNorm(nn.LayerNorm):
+    """timm's LayerNorm2d in small: a LayerNorm over the channels of a map, its forward permuting them last."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class InPlace(nn.Module):
+    """Attention whose logits get a term added in place after the softmax's input was kept (as MViTv2's
+    relative positions are added): the backward pass cannot use what a rule kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(8, 24)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x.flatten(2).transpose(1, 2)).chunk(3, dim=-1)
+        logits = q @ k.transpose(-2, -1)
+        weights = logits.softmax(dim=-1)
+        logits += 1.0  # in place, after the softmax rule kept its input
+        return (weights @ v).mean(1) + logits.mean((1, 2))[:, None]
+
+
+def test_a_norm_over_channels_and_an_in_place_change_are_refused_in_one_line():
+    model = nn.Sequential(nn.Conv2d(3, 8, 4, stride=4), ChannelNorm(8), nn.Flatten(), nn.Linear(8 * 4 * 4, 5))
+    with pytest.raises(AttributionError, match=r"^AttnLRP: no rule for ChannelNorm on an input of shape "
+                                               r"\(1, 8, 4, 4\): it normalizes over \(8,\)"):
+        attnlrp.attribute(model, torch.randn(1, 3, 16, 16), 0)
+    with pytest.raises(AttributionError, match="^AttnLRP: the model changes a tensor in place"):
+        attnlrp.attribute(nn.Sequential(nn.Conv2d(3, 8, 4, stride=4), InPlace(), nn.Linear(8, 5)),
+                          torch.randn(1, 3, 16, 16), 0)
