@@ -8,12 +8,14 @@ input's size that are not constant, or refuses with a one-line reason of its
 own (an nnvis exception class); anything else is a failure the test reports.
 
 `python tests/architecture_sweep.py --write` runs the sweep and writes
-docs/architectures.md; tests/core/models/test_architecture_sweep.py checks every row of
-that page against a fresh run, so the page and the behaviour cannot drift.
+docs/architectures.md (`--resume=FILE` keeps each row in FILE as it is done, and goes on from there);
+tests/core/models/test_architecture_sweep.py checks every row of that page against a fresh run, so the
+page and the behaviour cannot drift.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import time
@@ -29,10 +31,12 @@ from torch import nn
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "architectures.md"
 SIZES = (64, 96, 128, 160, 224, 256)  # the smallest that runs is used; 64 keeps convnets' last maps at 2x2
 PLUGINS = ("saliency", "gradient_x_input", "deconvnet", "guided_backprop", "smoothgrad", "integrated_gradients",
-           "gradcam", "guided_gradcam", "occlusion", "activations", "semantic_dictionary", "attention_rollout",
-           "transformer_attribution", "attention_maps", "feature_inversion", "style_transfer", "texture_synthesis")
+           "gradcam", "guided_gradcam", "gradcam_plusplus", "xgradcam", "hirescam", "gradcam_elementwise",
+           "layercam", "scorecam", "ablationcam", "eigencam", "eigen_gradcam", "lrp", "occlusion", "activations",
+           "semantic_dictionary", "attention_rollout", "transformer_attribution", "attnlrp", "attention_maps",
+           "feature_inversion", "style_transfer", "texture_synthesis")
 CHEAP = {  # settings that keep one architecture to seconds; what is checked does not depend on them
-    "smoothgrad": {"samples": 4}, "integrated_gradients": {"steps": 8},
+    "smoothgrad": {"samples": 4}, "integrated_gradients": {"steps": 8}, "scorecam": {"channels": 8},
     "semantic_dictionary": {"top": 1, "steps": 2, "cache": False}, "activations": {"max_maps": 8},
     "feature_inversion": {"steps": 2}, "style_transfer": {"steps": 2}, "texture_synthesis": {"steps": 2},
 }
@@ -429,8 +433,9 @@ def page(results: dict[str, tuple[int, dict[str, Outcome], str, str | None]]) ->
                  + ", ".join(f"{counts[s]} {SHORT[s]}" for s in SHORT) + ".")
     lines.append("\n## Why a method refused, or gave zero\n")
     lines += [line for name in results for line in reasons(name, results[name][1])]
-    refused = [name for name in results if any(o.status == "refused" for o in results[name][1].values())]
+    refused = [name for name in results if needs_explaining(results[name][1])]
     lines.append("\n## Why those refusals are right\n")
+    lines += [f"- {plugin}, wherever it refused: {why}" for plugin, why in METHOD_REFUSALS.items()]
     lines += [f"- `{name}`: {WHY_REFUSED.get(name, 'NOT EXPLAINED')}" for name in refused]
     lines.append("\n## Where a method does not apply\n")
     lines += not_applicable(results)
@@ -451,6 +456,29 @@ def not_applicable(results: dict[str, tuple[int, dict[str, Outcome], str, str | 
     return [f"- {', '.join(p for p in PLUGINS if p in plugins)}: {reason} ({len(names)}: "
             + ", ".join(f"`{n}`" for n in names) + ")" for reason, (plugins, names) in grouped.items()]
 
+
+def needs_explaining(outcomes: dict[str, Outcome]) -> bool:
+    """Whether a method refused for a reason of the architecture's own, not one METHOD_REFUSALS gives."""
+    return any(o.status == "refused" and plugin not in METHOD_REFUSALS for plugin, o in outcomes.items())
+
+
+# Methods whose refusals are their own rule, the same on every architecture they meet it on: said once.
+METHOD_REFUSALS: dict[str, str] = {
+    "lrp": "LRP propagates relevance by a rule per layer type (docs/lrp.md). A layer it has no rule for "
+           "(LayerNorm, a Sigmoid or Hardsigmoid gate, StochasticDepth, an unknown module) or a sum of two "
+           "activations outside torchvision's ResNet blocks (MobileNet, MNASNet, RegNet residuals) is refused "
+           "by name: the gradient in its place would copy relevance to both summands or pass it through "
+           "unchanged, a map under LRP's name that is not LRP. Transformers get `attnlrp`.",
+    "attnlrp": "AttnLRP has rules for Linear layers, LayerNorm, GELU and softmax attention written as the ViT "
+               "family writes it (docs/lrp.md). A module or call outside them (LayerScale, a linear called as a "
+               "function, a Softmax module, GroupNorm, a LayerNorm over a map's channels, a gating Sigmoid, a "
+               "Permute module) is refused by name rather than passed the gradient, which would give a map that "
+               "is not AttnLRP; so is a model that changes in place a tensor a rule keeps (MViTv2).",
+    "hirescam": "HiResCAM sums gradient x activation over channels at each position. When the layer feeds a "
+                "normalization of each position (LayerNorm: Swin's and ConvNeXt-style last stages), scaling a "
+                "position's activation changes nothing downstream, so that sum is zero up to rounding everywhere: "
+                "the map would be rounding noise. It refuses and names the layer to read instead (the norm after).",
+}
 
 # Why each architecture with a refusal truly cannot run that method (the page prints these, and the
 # sweep test fails for a refusal without one).
@@ -475,16 +503,42 @@ WHY_REFUSED: dict[str, str] = {
 }
 
 
+def load_results(path: Path) -> dict[str, tuple[int, dict[str, Outcome], str, str | None]]:
+    """The rows a `--resume=FILE` run wrote so far: a full sweep takes hours on 2 cores, and an
+    interrupted one goes on from the last architecture it finished."""
+    results = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            entry = json.loads(line)
+            outcomes = {plugin: Outcome(*outcome) for plugin, outcome in entry["outcomes"].items()}
+            if set(outcomes) == set(PLUGINS):  # a row from before a method was added is swept again
+                results[entry["name"]] = (entry["size"], outcomes, entry["auto"], entry["wrong"])
+    return results
+
+
+def save_result(path: Path, name: str, result: tuple, seconds: float) -> None:
+    size, outcomes, auto, wrong = result
+    entry = {"name": name, "size": size, "auto": auto, "wrong": wrong, "seconds": round(seconds, 1),
+             "outcomes": {plugin: [o.status, o.reason] for plugin, o in outcomes.items()}}
+    with path.open("a") as file:
+        file.write(json.dumps(entry) + "\n")
+
+
 def main(argv: list[str]) -> int:
     if "--families" in argv:
         for family, name in smallest_of_each_family().items():
             print(f"{family}: {name}")
         return 0
     names = [n for n in argv if not n.startswith("--")] or architectures()
+    resume = next((Path(a.split("=", 1)[1]) for a in argv if a.startswith("--resume=")), None)
+    done = load_results(resume) if resume else {}
     results = {}
     start = time.perf_counter()
     for name in names:
-        results[name] = sweep(name)
+        began = time.perf_counter()
+        results[name] = done.get(name) or sweep(name)
+        if resume and name not in done:
+            save_result(resume, name, results[name], time.perf_counter() - began)
         size, outcomes, auto, wrong = results[name]
         print(row(name, size, outcomes, auto) + (f"  WRONG LAYER: {wrong}" if wrong else ""), flush=True)
     print(f"{len(names)} architectures in {time.perf_counter() - start:.0f} s")
