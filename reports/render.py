@@ -153,6 +153,7 @@ def _environment() -> jinja2.Environment:
         atlas_anchors=atlas_anchors,
         concept_rows=concept_rows,
         concept_bar_width=BAR_WIDTH,
+        atlas_css=_static(("concepts.css",)),
         wrong_prediction=wrong_prediction,
         wrong_anywhere=wrong_anywhere,
         leaderboard_groups=GROUPS,
