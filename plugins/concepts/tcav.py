@@ -55,20 +55,19 @@ def why_not(root: Path | None) -> str | None:
     return None
 
 
-def load_images(ctx, files: list[Path]) -> torch.Tensor:
-    """(N, 3, H, W) the files as the model sees them (its preprocessing), on the run's device."""
-    tensors = []
+def load_images(ctx, files: list[Path]) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """(N, 3, H, W) the files as the model sees them (its preprocessing), on the run's device, and the
+    first EXAMPLES of them as display pixels, for the atlas (each file is decoded once)."""
+    shown, tensors = [], []
     for path in files:
         try:
-            tensors.append(ctx.model.preprocess.normalize(ctx.model.preprocess.display(load_rgb(path))))
+            pixels = ctx.model.preprocess.display(load_rgb(path))
         except ImageReadError as error:
             raise ValueError(f"{path}: {error.reason}") from None
-    return torch.stack(tensors).to(ctx.device)
-
-
-def examples(ctx, files: list[Path], count: int = EXAMPLES) -> list[np.ndarray]:
-    """The first `count` of a concept's images as the model sees them (display pixels), for the atlas."""
-    return [ctx.model.preprocess.display(load_rgb(path)) for path in files[:count]]
+        if len(shown) < EXAMPLES:
+            shown.append(pixels)
+        tensors.append(ctx.model.preprocess.normalize(pixels))
+    return torch.stack(tensors).to(ctx.device), shown
 
 
 @dataclass
@@ -145,7 +144,8 @@ class TCAV(Plugin):
             raise ValueError(problem)
         layers = layer_names(ctx, params["layers"])
         folders = concept_folders(ctx.concepts_dir)
-        concepts = {name: load_images(ctx, files) for name, files in folders.items()}
+        loaded = {name: load_images(ctx, files) for name, files in folders.items()}
+        concepts = {name: images for name, (images, _) in loaded.items()}
         randoms = self._random_sets(ctx, items, params)
         cav_sets = [self._cavs(ctx, layer, concepts, randoms) for layer in layers]
         predicted, signs = [], [[] for _ in layers]
@@ -157,7 +157,7 @@ class TCAV(Plugin):
         predicted = np.asarray(predicted)
         counts = np.bincount(predicted, minlength=len(ctx.class_names))
         classes = class_indices(ctx, params["classes"], dict(enumerate(counts.tolist())), params["min_images"])
-        pictures = {name: examples(ctx, files) for name, files in folders.items()}
+        pictures = {name: shown for name, (_, shown) in loaded.items()}
         return self._result(ctx, params, pictures, layers, cav_sets, predicted,
                             [np.concatenate(s) for s in signs], classes)
 
@@ -182,7 +182,7 @@ class TCAV(Plugin):
         if len(files) < MIN_IMAGES:
             raise ValueError(f"random={params['random']}: fewer than {MIN_IMAGES} images there")
         drawn = rng.choice(len(files), size=(count, size), replace=len(files) < count * size)
-        images = load_images(ctx, files)
+        images, _ = load_images(ctx, files)
         return [images[torch.as_tensor(row)] for row in drawn]
 
     @staticmethod

@@ -54,7 +54,7 @@ def test_the_signs_the_workers_return_are_the_definitions(concepts, tmp_path):
     image's row must equal its own layer gradient (cav.layer_gradients) along each CAV."""
     ctx, items = demo_items(tmp_path, images=9)
     layer = "features.11"
-    pictures = {name: tcav.load_images(ctx, files) for name, files in tcav.concept_folders(concepts).items()}
+    pictures = {name: tcav.load_images(ctx, files)[0] for name, files in tcav.concept_folders(concepts).items()}
     randoms = [torch.stack([item.tensor for item in items[i::3]]) for i in range(3)]
     cavs = tcav.TCAV._cavs(ctx, layer, pictures, randoms)
     assert cavs.vectors.shape[0] == 2 * 2 + 2  # two concepts and random set 0, each against sets 1 and 2
