@@ -232,14 +232,13 @@ def layers(model, weights, arch) -> None:
     maps), the one that layer=auto picks, and the plugins that read each layer by default."""
     from nnvis_core.models import ModelLoadError, ModelOptions, load_model
     from nnvis_core.models.listing import layer_rows
-    from nnvis_core.models.sources import input_side
 
     registry = load_registry()
     try:
         loaded = load_model(model, ModelOptions(weights=weights, arch=arch), registry)
     except ModelLoadError as error:
         fail_usage(str(error))
-    size = input_side(loaded.preprocess)
+    size = loaded.preprocess.side
     plugins = {name: reg.item for name, reg in registry.plugins.items()}
     try:
         rows = layer_rows(loaded.module, (size, size), plugins)

@@ -30,7 +30,6 @@ from nnvis_core.engines.local import Engine, LocalEngine, open_engine
 from nnvis_core.images import ImageRecord, discover_images
 from nnvis_core.models import LayerNotFound, find_layer
 from nnvis_core.models.layers import LAYER_KEYWORDS, error_line
-from nnvis_core.models.sources import input_side
 from nnvis_core.run.cache import NoCache, ResultCache, run_fingerprint
 from nnvis_core.run.calls import (
     call_plugin,
@@ -163,7 +162,7 @@ def judged(outcome: CallOutcome) -> CallOutcome:
 def check_input_size(plan: RunPlan) -> None:
     """A model that rejects its own preprocessed input size is a usage error, not 1000 failures."""
     ctx = plan.ctx
-    size = input_side(ctx.model.preprocess)
+    size = ctx.model.preprocess.side
     try:
         with torch.no_grad():
             ctx.module(torch.zeros(1, 3, size, size, device=ctx.device))

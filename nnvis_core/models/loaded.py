@@ -32,6 +32,12 @@ class Preprocess:
     mean: Sequence[float] = IMAGENET_MEAN
     std: Sequence[float] = IMAGENET_STD
 
+    @property
+    def side(self) -> int:
+        """The side of the square input the model is given: its crop, else its resize, else 224 (a
+        model whose preprocessing fixes neither is probed and drawn at ImageNet's usual size)."""
+        return int(self.crop or self.resize or 224)
+
     def display(self, image: PILImage.Image) -> np.ndarray:
         """The RGB uint8 (H, W, 3) array the model sees, before normalization."""
         if self.resize:

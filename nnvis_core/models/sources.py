@@ -145,15 +145,10 @@ def nnvis_register_model_sources(register) -> None:
     register(ConvNetSource())
 
 
-def input_side(preprocess: Preprocess) -> int:
-    """The side of the square input the model's preprocessing gives it."""
-    return preprocess.crop or preprocess.resize or 224
-
-
 def _probe(module: torch.nn.Module, preprocess: Preprocess) -> Any:
     """What one forward pass of a blank image of the model's input size returns, or None when the model
     rejects it (the runner reports input-size problems later, in one line)."""
-    size = input_side(preprocess)
+    size = preprocess.side
     try:
         with torch.no_grad():
             return module(torch.zeros(1, 3, size, size))
@@ -180,7 +175,7 @@ def load_model(spec: str, options: ModelOptions, registry: HasModelSources, devi
     if options.labels is not None:
         loaded.class_names = read_labels(options.labels)
     loaded.module.eval()
-    remember_input_size(loaded.module, (input_side(loaded.preprocess),) * 2)
+    remember_input_size(loaded.module, (loaded.preprocess.side,) * 2)
     output = _probe(loaded.module, loaded.preprocess)
     if output is not None:
         try:

@@ -24,7 +24,7 @@ def direction_pictures(ctx, layer: str, vectors: np.ndarray, steps: int) -> list
     if steps == 0:
         return [None] * len(vectors)
     preprocess = ctx.model.preprocess
-    side = min(LARGEST, int(preprocess.crop or preprocess.resize or LARGEST))
+    side = min(LARGEST, preprocess.side)
     settings = Settings(size=side, steps=steps, seed=ctx.seed)
     pictures: list[np.ndarray | None] = []
     for start in range(0, len(vectors), CHUNK):

@@ -24,7 +24,7 @@ from nnvis_core.toolkit.featvis import objectives as obj
 from nnvis_core.toolkit.featvis.render import Settings, evaluate, layer_outputs, render
 from nnvis_plugins.featvis.cache import VisualizationCache, cached_units, default_cache_dir, model_fingerprint
 from nnvis_plugins.featvis.layers import LayerError, sample_layers, spread
-from nnvis_plugins.featvis.options import describe, input_size, optimization_params, plain_settings, settings_from
+from nnvis_plugins.featvis.options import describe, optimization_params, plain_settings, settings_from
 
 UNITS = ("channel", "neuron", "layer")
 
@@ -195,7 +195,7 @@ class ChannelMaximization(Plugin):
         for named in layers:
             ctx.layer(named)  # a clear error for an unknown name
             layer = preactivation(model, named)
-            count = output_channels(model, layer, input_size(ctx), device)
+            count = output_channels(model, layer, ctx.model.preprocess.side, device)
             units = self._units(params, count, layer)
             where = "" if layer == named else f"optimized at the ReLU's input {layer}; "
             if facets == 1 and kind != "layer":

@@ -31,17 +31,11 @@ def optimization_params(steps: int = 256) -> tuple[Param, ...]:
     )
 
 
-def input_size(ctx) -> int:
-    """The side of the model's input: its crop, else its resize, else 224."""
-    preprocess = ctx.model.preprocess
-    return int(preprocess.crop or preprocess.resize or 224)
-
-
 def settings_from(ctx, params: dict[str, Any], size: int | None = None) -> Settings:
     """Settings for a plugin call. The seed is the run's, not the call's, so that a channel's
     visualization is the same for every image (and can be cached)."""
     return Settings(
-        size=size or params["size"] or input_size(ctx),
+        size=size or params["size"] or ctx.model.preprocess.side,
         steps=params["steps"], lr=params["lr"], parameterization=params["parameterization"],
         decorrelate=params["decorrelate"], decay_power=params["decay_power"], transforms=params["transforms"],
         total_variation=params["total_variation"], l1=params["l1"], l2=params["l2"],

@@ -119,8 +119,7 @@ class AttnLRP(AttributionPlugin):
     )
 
     def applies_to(self, ctx) -> str | None:
-        preprocess = ctx.model.preprocess
-        size = preprocess.crop or preprocess.resize or 224
+        size = ctx.model.preprocess.side
         probe = torch.zeros(1, 3, size, size, device=ctx.device)
         try:
             with torch.no_grad(), captured_attention(ctx.module) as attentions:

@@ -122,7 +122,7 @@ def write_cue_conflict_folder(shapes_dir: Path, textures_dir: Path, out_dir: Pat
     plan = plan_pairs(class_images(shapes_dir), class_images(textures_dir), per_pair, seed)
     if out_dir.exists() and not out_dir.is_dir():
         raise CueConflictInputError(f"{out_dir}: exists and is not a folder")
-    side = size or model.preprocess.crop or model.preprocess.resize or 224
+    side = size or model.preprocess.side
     module = model.module.to(device)
     normalize = device_normalizer(model.preprocess.mean, model.preprocess.std, device)
     out_dir.mkdir(parents=True, exist_ok=True)

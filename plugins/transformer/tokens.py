@@ -25,8 +25,7 @@ class TransformerMethod(AttributionPlugin):
     over one token sequence (checked once per run on a blank image, see applies_to)."""
 
     def applies_to(self, ctx) -> str | None:
-        preprocess = ctx.model.preprocess
-        size = preprocess.crop or preprocess.resize or 224
+        size = ctx.model.preprocess.side
         probe = torch.zeros(1, 3, size, size, device=ctx.device)
         try:
             weights = global_attention(probe_attention(ctx.module, probe), 1, self.name)

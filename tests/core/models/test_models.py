@@ -54,6 +54,7 @@ def test_torchvision_random_init_needs_no_network(registry, no_network):
     model = load("torchvision:resnet18", registry, weights="none")
     assert len(model.class_names) == 1000 and model.class_names[0] == "tench"
     assert (model.preprocess.resize, model.preprocess.crop) == (256, 224)
+    assert model.preprocess.side == 224  # the crop is what the model is given, not the resize
 
 
 def test_torchvision_cache_hit_loads_without_network(registry, torch_home, no_network):

@@ -6,6 +6,7 @@ import lrp_models as models
 import pytest
 
 from nnvis_core.demo.vit import load_demo_vit
+from nnvis_core.models.loaded import Preprocess
 from nnvis_core.testing import check_installed, check_plugin
 from nnvis_plugins.lrp.attnlrp import AttnLRP
 
@@ -31,8 +32,7 @@ def test_the_plugin_follows_the_contract_on_the_demo_vit(attention):
 def test_a_convnet_is_passed_over_with_the_reason():
     class Context:
         class model:
-            class preprocess:
-                crop, resize = 32, None
+            preprocess = Preprocess(resize=None, crop=32)
         device = "cpu"
         module = models.chain().float()
 
