@@ -149,7 +149,6 @@ def _environment() -> jinja2.Environment:
         scatter_view=_scatter_view,
         chart_lines=_chart_lines,
         bar_geometry=bar_geometry,
-        atlas_groups=atlas_groups,
         atlas_anchors=atlas_anchors,
         concept_rows=concept_rows,
         concept_bar_width=BAR_WIDTH,
@@ -248,9 +247,11 @@ def static(names: tuple[str, ...]) -> str:
 def _context(report: dict, views: list[dict], labels: list[str], paging: Paging | None) -> dict:
     """What every template of the report is rendered with."""
     view_plugins = [{p["name"]: p for p in view["plugins"]} for view in views]
+    view_atlases = [atlas_groups(view, plugins) for view, plugins in zip(views, view_plugins)]  # nav and section
     rows = report.get("leaderboard") or []
     return {"report": views[0], "views": views, "multi": len(views) > 1, "plugins": view_plugins[0],
-            "view_plugins": view_plugins, "disagreeing": disagreements(views), "labels": labels,
+            "view_plugins": view_plugins, "view_atlases": view_atlases, "disagreeing": disagreements(views),
+            "labels": labels,
             "leaderboard_rows": rows, "leaderboard_best": best(rows), "leaderboard_columns": columns_for(rows),
             "leaderboard_ranks": category_ranks(rows), **_paged(paging)}
 
