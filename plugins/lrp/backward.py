@@ -8,7 +8,8 @@ Three autograd functions do it:
 - :func:`passing`: an activation whose backward hands relevance down unchanged (the ReLU rule
   of LRP: a unit's relevance is that of its pre-activation), in place when the activation is;
 - :func:`residual_sum`: ``a + b`` whose backward splits the sum's relevance in proportion to the
-  summands (the residual connection of a ResNet block).
+  summands (the residual connection of a ResNet block); :func:`in_place_sum` the same for
+  ``a += b``, which keeps the summand it overwrites.
 
 Max pooling, flattening, dropout and concatenation keep their ordinary backward: it already
 routes each output's relevance to the input it came from.
@@ -85,3 +86,26 @@ def residual_sum(a: torch.Tensor, b: torch.Tensor, epsilon: float = STABILIZER) 
     """``a + b``, whose backward gives each summand its share of the relevance: R_a = a R / (a + b);
     epsilon keeps the denominator from zero."""
     return _ResidualSum.apply(a, b, epsilon)
+
+
+class _InPlaceSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor, epsilon: float):  # type: ignore[override]
+        ctx.before, ctx.other, ctx.epsilon = a.detach().clone(), b.detach(), epsilon  # a is about to change
+        ctx.other_carries = b.requires_grad
+        a.add_(b)
+        ctx.mark_dirty(a)
+        return a
+
+    @staticmethod
+    def backward(ctx, relevance: torch.Tensor):  # type: ignore[override]
+        a, b = ctx.before, ctx.other
+        share = relevance / stabilize(a + b, ctx.epsilon)
+        return (a * share).sum_to_size(a.shape), (b * share).sum_to_size(b.shape) if ctx.other_carries else None, None
+
+
+def in_place_sum(a: torch.Tensor, b: torch.Tensor | float, epsilon: float = STABILIZER) -> torch.Tensor:
+    """``a += b`` in place, whose backward gives each summand its share as :func:`residual_sum` does (a
+    constant b's share is lost, as a bias's)."""
+    other = b if isinstance(b, torch.Tensor) else torch.as_tensor(b, dtype=a.dtype, device=a.device)
+    return _InPlaceSum.apply(a, other, epsilon)

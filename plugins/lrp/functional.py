@@ -1,19 +1,23 @@
-"""The functions a model calls between its layers: activations pass relevance, the rest is checked.
+"""The functions a model calls between its layers: each gets its rule, or is refused.
 
 Inside :class:`FunctionalWatch` (a ``TorchFunctionMode``, entered around the LRP forward pass on the
-canonical copy), every call of an activation function, whether from an activation module
-(``nn.ReLU`` calls ``F.relu``) or written in a forward (``F.relu(x, inplace=True)``,
-``x.relu_()``), runs with the pass-through backward of :func:`~nnvis_plugins.lrp.backward.passing`,
-and every average pooling written as a function (``F.adaptive_avg_pool2d(x, 1)`` in a forward)
-gets the proportional rule its module form gets. Calls LRP has no rule for are refused in one
-line that names the module they ran in:
+canonical copy), every call on a tensor that carries relevance is looked at (parameters, buffers and
+the forward inside the rules' own autograd functions, which runs without grad, are constants and pass
+untouched). calls.py sorts the calls:
 
-- a sum, difference, product or quotient of two activations (a residual sum that is not one of
-  torchvision's ResNet blocks, a gate): the gradient would copy relevance to both operands;
-- the non-linearities sigmoid, tanh, softmax and their relatives applied to an activation.
+- an activation, whether from an activation module (``nn.ReLU`` calls ``F.relu``) or written in a
+  forward (``F.relu(x, inplace=True)``, ``x.relu_()``), runs with the pass-through backward of
+  :func:`~nnvis_plugins.lrp.backward.passing`, and so do products with and quotients by a constant
+  and negations (the epsilon rule on ``z = c x`` passes relevance unchanged);
+- an average pooling written as a function (``F.adaptive_avg_pool2d(x, 1)``), a mean or sum over
+  axes, an interpolation, a sum with a constant get the epsilon rule, as their module forms do;
+- reshapes, selections, concatenation, padding, max pooling keep their ordinary backward, which
+  routes each output's relevance to the value it came from.
 
-Only calls on tensors that carry relevance are looked at (constants and the forward inside the
-rules' own autograd functions, which runs without grad, pass untouched).
+Everything else is refused in one line that names the call and the module it ran in: a sum,
+difference, product or quotient of two activations (a residual sum that is not one of torchvision's
+ResNet blocks, a gate), the non-linearities sigmoid, tanh, softmax and their relatives, a Linear or
+convolution written as a function, and any call calls.py does not know.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from nnvis_core.toolkit import AttributionError
-from nnvis_plugins.lrp.backward import passing, with_rule
+from nnvis_plugins.lrp import calls
+from nnvis_plugins.lrp.backward import in_place_sum, passing, with_rule
 from nnvis_plugins.lrp.rules import STABILIZER, epsilon_rule, proportional
 
 # Every way an activation of layers.PASSING_ACTIVATIONS reaches a TorchFunctionMode (nn.ReLU6 calls
@@ -54,10 +59,19 @@ NON_LINEARITIES: dict[Callable[..., Any], str] = {
     torch.Tensor.exp: "exp",
 }
 _WORDS = {"add": "sum", "sub": "difference", "mul": "product", "div": "quotient", "matmul": "matrix product"}
+IN_PLACE_DIFFERENCES = calls.forms("sub_", "__isub__")
+IN_PLACE_SUMS = calls.forms("add_", "__iadd__") | IN_PLACE_DIFFERENCES
 
 
 def _carries(value: object) -> bool:
     return isinstance(value, torch.Tensor) and value.requires_grad
+
+
+def carries_any(value: object) -> bool:
+    """Whether a value, or a tensor in a list or tuple of them (torch.cat's, chunk's), carries relevance."""
+    if isinstance(value, (list, tuple)):
+        return any(_carries(item) for item in value)
+    return _carries(value)
 
 
 class _Pooling(nn.Module):
@@ -80,38 +94,87 @@ def proportional_call(x: torch.Tensor, compute: Callable[[torch.Tensor], torch.T
 
 
 class FunctionalWatch(TorchFunctionMode):
-    """Activations with the pass-through backward; refusals for what has no rule."""
+    """Every call on a relevance-carrying tensor with its rule (calls.py), or refused in one line."""
 
-    def __init__(self, where: Callable[[], str]) -> None:
+    method = "LRP"
+    gate_note = (": LRP splits sums only in torchvision's ResNet blocks, and knows no rule for gates or sigmoid-like "
+                 "functions")
+
+    def __init__(self, where: Callable[[], str], stabilizer: float = STABILIZER) -> None:
+        """where: names the innermost module running; stabilizer: keeps the epsilon rule's denominators from zero."""
         super().__init__()
-        self.where = where
+        self.where, self.stabilizer = where, stabilizer
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if not torch.is_grad_enabled():
+        if not torch.is_grad_enabled() or not any(carries_any(v) for v in (*args, *kwargs.values())):
             return func(*args, **kwargs)
-        if func in ACTIVATION_FUNCTIONS or func in POOLING_FUNCTIONS:
-            x = args[0] if args else kwargs.get("input")
-            if _carries(x):
-                rest = args[1:]
-                extra = {key: value for key, value in kwargs.items() if key != "input"}
+        handled = self._rule_for(func, args, kwargs)
+        if handled is not None:
+            return handled()
+        result = func(*args, **kwargs)
+        if calls.routes(func) or not carries_any(result):  # x.shape, x.size(), x.argmax(): no relevance
+            return result
+        self._refuse(f"{calls.name_of(func)}, a function {self.method} has no rule for")
 
-                def compute(value: torch.Tensor) -> torch.Tensor:
-                    return func(value, *rest, **extra)
-                if func in POOLING_FUNCTIONS:
-                    return proportional_call(x, compute)
-                return passing(x, compute)
-        elif func in COMBINATIONS:
-            if sum(_carries(value) for value in args[:2]) == 2:
-                self._refuse(f"the {_WORDS[COMBINATIONS[func]]} of two activations")
-        elif func in NON_LINEARITIES:
-            if _carries(args[0] if args else kwargs.get("input")):
-                self._refuse(f"the non-linearity {NON_LINEARITIES[func]}")
-        return func(*args, **kwargs)
+    def _rule_for(self, func, args: tuple, kwargs: dict) -> Callable[[], torch.Tensor] | None:
+        """The call computed with its rule, None for one that keeps its ordinary backward; refuses what has no rule."""
+        x = args[0] if args else kwargs.get("input")
+        rest, extra = args[1:], {key: value for key, value in kwargs.items() if key != "input"}
 
-    def _refuse(self, what: str) -> NoReturn:
-        raise AttributionError(f"LRP: no rule for {what} in {self.where()}: LRP splits sums only in torchvision's "
-                               "ResNet blocks, and knows no rule for gates or sigmoid-like functions")
+        def compute(value: torch.Tensor) -> torch.Tensor:
+            return func(value, *rest, **extra)
+        if func in ACTIVATION_FUNCTIONS and _carries(x):
+            return lambda: passing(x, compute)
+        if (func in POOLING_FUNCTIONS or func in calls.LINEAR) and _carries(x):
+            return lambda: proportional_call(x, compute, self.stabilizer)
+        if func in NON_LINEARITIES and _carries(x):
+            self._refuse(f"the non-linearity {NON_LINEARITIES[func]}", gates=True)
+        if func in calls.LINEAR_MAPS:
+            self._refuse(f"{func.__name__} called as a function (only Linear and Conv modules get a rule)")
+        if func in calls.NEGATIONS and _carries(x) and not rest:
+            return lambda: passing(x, compute)
+        if func in COMBINATIONS:
+            return self._combination(func, args, kwargs)
+        return None
+
+    def _combination(self, func, args: tuple, kwargs: dict) -> Callable[[], torch.Tensor] | None:
+        """Sums, differences, products and quotients with a constant; those of two activations are refused."""
+        if func in IN_PLACE_SUMS and len(args) == 2 and not kwargs and _carries(args[0]) and not _carries(args[1]):
+            a, b = args  # x += c arrives as add_: the epsilon rule, in place
+            return lambda: self.in_place(a, -b if func in IN_PLACE_DIFFERENCES else b)
+        if sum(_carries(value) for value in args[:2]) == 2:
+            self._refuse(f"the {_WORDS[COMBINATIONS[func]]} of two activations", gates=True)
+        if len(args) != 2 or kwargs:  # alpha=, out=, rounding_mode=: left to the refusal of unknown calls
+            return None
+        a, b = args
+        if func in calls.PRODUCTS or func in calls.QUOTIENTS:
+            if func in calls.QUOTIENTS and _carries(b):
+                self._refuse("a division by an activation")
+            carrier, other = (a, b) if _carries(a) else (b, a)
+            return lambda: passing(carrier, lambda x: func(x, other) if carrier is a else func(other, x))
+        if func in calls.SUMS:
+            carrier, other = (a, b) if _carries(a) else (b, a)
+            return lambda: proportional_call(carrier, lambda x: x + other, self.stabilizer)
+        if func in calls.DIFFERENCES:
+            return lambda: (proportional_call(a, lambda x: x - b, self.stabilizer) if _carries(a)
+                            else proportional_call(b, lambda x: a - x, self.stabilizer))
+        if func in calls.RIGHT_DIFFERENCES:  # b - a
+            return lambda: (proportional_call(a, lambda x: b - x, self.stabilizer) if _carries(a)
+                            else proportional_call(b, lambda x: x - a, self.stabilizer))
+        return None  # a matrix product with a constant: a Linear written by hand, refused as unknown
+
+    def in_place(self, a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:
+        """in_place_sum, or a one-line refusal where autograd cannot change `a` in place (a view a rule returned)."""
+        try:
+            return in_place_sum(a, b, self.stabilizer)
+        except RuntimeError as error:
+            if "modified inplace" not in str(error):
+                raise
+            self._refuse("a sum computed in place into a view autograd cannot rewrite")
+
+    def _refuse(self, what: str, gates: bool = False) -> NoReturn:
+        raise AttributionError(f"{self.method}: no rule for {what} in {self.where()}{self.gate_note if gates else ''}")
 
 
 @contextmanager

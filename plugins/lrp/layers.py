@@ -1,4 +1,4 @@
-"""Which modules LRP knows, and the one-line refusal for the others.
+"""Which modules LRP gives a rule by their type, and the modules it refuses by their type.
 
 Every module that runs in the forward pass is one of:
 
@@ -10,11 +10,13 @@ Every module that runs in the forward pass is one of:
   relevance), Flatten, Unflatten, Identity, Dropout (the copy is in eval mode), nnvis's Grayscale;
 - an activation relevance passes through unchanged (ReLU, ReLU6, LeakyReLU, ELU, GELU, SiLU,
   Hardswish, Mish, Softplus: nnvis_core.toolkit.ACTIVATIONS);
-- a container with no parameters of its own (its forward may compute, and the functional
-  watch in functional.py refuses the sums, products and non-linearities it has no rule for).
+- any other module, container or leaf, with parameters or not (a Permute, a DropPath, timm's GELU or
+  LayerScale): its forward is judged call by call by the watch in functional.py, where parameters
+  are constants and every call on what the input carries gets its rule or a one-line refusal (a
+  GroupNorm's F.group_norm, a gate's sigmoid, a sum of two branches).
 
-Anything else, a module type with parameters or a non-linearity LRP has no rule for, is refused,
-naming the layer: a rule silently replaced by the gradient would give a map that is not LRP.
+Refused here, naming the layer: a subclass of a known type that computes something else in its own
+forward (its type's rule would misdescribe it), and a BatchNorm without running statistics.
 """
 
 from __future__ import annotations
@@ -35,9 +37,6 @@ GRADIENT_IS_THE_RULE = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
                         nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, Grayscale)
 PASSING_ACTIVATIONS = ACTIVATIONS
 
-KNOWN = ("Conv1d/2d/3d, Linear, BatchNorm, average and max pooling, the activations "
-         f"{', '.join(cls.__name__ for cls in ACTIVATIONS)}, Flatten, Dropout and torchvision's ResNet blocks")
-
 
 def is_ruled(module: nn.Module) -> bool:
     """A layer the composite chooses a rule for (conv or linear)."""
@@ -54,15 +53,7 @@ def needs_proportional_rule(module: nn.Module) -> bool:
     return isinstance(module, AVERAGE_POOLINGS + BATCH_NORMS)
 
 
-def _has_own_parameters(module: nn.Module) -> bool:
-    return any(p is not None for p in module._parameters.values())
-
-
 KNOWN_TYPES = CONVOLUTIONS + DENSE + AVERAGE_POOLINGS + BATCH_NORMS + GRADIENT_IS_THE_RULE + PASSING_ACTIVATIONS
-
-
-def _known(module: nn.Module) -> bool:
-    return isinstance(module, KNOWN_TYPES)
 
 
 def own_forward(module: nn.Module) -> str | None:
@@ -73,23 +64,17 @@ def own_forward(module: nn.Module) -> str | None:
     return None if base is None or type(module).forward is base.forward else base.__name__
 
 
-def refusal(name: str, module: nn.Module, method: str = "LRP", known: str = KNOWN) -> str | None:
-    """Why `method` cannot go through this module as it ran, or None when it can; `known` ends the message."""
-    leaf = next(module.children(), None) is None
+def refusal(name: str, module: nn.Module, method: str = "LRP") -> str | None:
+    """Why `method` cannot go through this module as it ran, or None when it can. Only a known type whose
+    rule would misdescribe it is refused here; every other module is judged by the calls its forward makes."""
     base = own_forward(module)
     if base is not None:
         return (f"{method}: no rule for layer {name} ({type_name(module)}, a {base} with a forward of its "
                 f"own: the {base} rule would not describe what it computes)")
-    if _known(module):
-        if isinstance(module, BATCH_NORMS) and module.running_var is None:
-            return f"{method}: no rule for layer {name} (BatchNorm without running statistics normalizes each batch " \
-                   "by its own statistics, which is not an affine map)"
-        return None
-    if not leaf and not _has_own_parameters(module):
-        return None
-    what = "parameters" if _has_own_parameters(module) else "a non-linearity"
-    return (f"{method}: no rule for layer {name or '<model>'} ({type_name(module)}, {what} {method} has no rule "
-            f"for); {method} knows {known}")
+    if isinstance(module, BATCH_NORMS) and module.running_var is None:
+        return f"{method}: no rule for layer {name} (BatchNorm without running statistics normalizes each batch " \
+               "by its own statistics, which is not an affine map)"
+    return None
 
 
 def type_name(module: nn.Module) -> str:

@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from nnvis_core.models.logits import logits_of
 from nnvis_core.toolkit import AttributionError, Target, check_target_count, normalizer, target_scores
@@ -59,9 +60,13 @@ def attribute(model: nn.Module, inputs: torch.Tensor, target: Target, composite:
     layers.check_supported(canonical.calls)
     _install_rules(canonical, plan, epsilon, gamma, bounds, record)
 
+    # Parameters and buffers as constants, on the copy only: only what comes from the input carries relevance.
+    constants = {name: tensor.detach() for name, tensor in (*canonical.model.named_parameters(),
+                                                             *canonical.model.named_buffers())}
+
     def forward(x: torch.Tensor) -> object:
         with watched(canonical.model):
-            return canonical.model(x)
+            return functional_call(canonical.model, constants, (x,))
     return relevance_pass(forward, inputs, target)
 
 
@@ -74,6 +79,10 @@ def relevance_pass(forward: Callable[[torch.Tensor], object], inputs: torch.Tens
     with torch.enable_grad():
         output = forward(x)
         output = output if isinstance(output, torch.Tensor) else logits_of(output)
+        foreign = foreign_function(output)
+        if foreign is not None:
+            raise AttributionError(f"{method}: no rule for {foreign}, an autograd function of the model's own: its "
+                                   "backward is its author's, not a rule, and its forward cannot be looked into")
         try:
             (relevance,) = torch.autograd.grad(output, x, _output_relevance(output, target))
         except ValueError as error:  # a z-box bounds mismatch found in the first layer's backward
@@ -85,6 +94,23 @@ def relevance_pass(forward: Callable[[torch.Tensor], object], inputs: torch.Tens
             raise AttributionError(f"{method}: the model changes a tensor in place that a rule keeps for the "
                                    "backward pass; the relevance cannot be computed through it") from None
     return relevance
+
+
+def foreign_function(output: torch.Tensor) -> str | None:
+    """The first custom autograd function in the output's graph that is not one of the rules (timm's
+    memory-efficient activations are such functions), or None. Its forward runs without grad, so the
+    watch never sees the calls it makes."""
+    seen, waiting = set(), [output.grad_fn]
+    while waiting:
+        node = waiting.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        made_by = getattr(node, "_forward_cls", None)
+        if made_by is not None and not made_by.__module__.startswith("nnvis_plugins.lrp"):
+            return f"{made_by.__module__}.{made_by.__qualname__}"
+        waiting.extend(following for following, _ in node.next_functions)
+    return None
 
 
 def _output_relevance(output: torch.Tensor, target: Target) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """What AttnLRP does with the functions a transformer calls between its layers, and which modules it knows.
 
-:class:`TransformerWatch` extends the LRP watch (functional.py, activations pass relevance) with
-the rules of transformer_rules.py, for every call on a tensor that carries relevance (on the
+:class:`TransformerWatch` extends the LRP watch (functional.py: activations pass relevance, scalings
+by a constant too, means and sums with a constant get the epsilon rule, unknown calls are refused)
+with the rules of transformer_rules.py, for every call on a tensor that carries relevance (on the
 copy, every parameter is a constant: only what comes from the input carries):
 
 - ``F.scaled_dot_product_attention`` (timm's fused attention) and ``F.multi_head_attention_forward``
@@ -9,57 +10,37 @@ copy, every parameter is a constant: only what comes from the input carries):
   torch-function mode is active) are computed explicitly: in- and out-projections by the Linear
   rule, then :func:`~nnvis_plugins.lrp.transformer_rules.attend`;
 - an explicit softmax (timm with fused attention off) gets the softmax rule, a matrix product
-  the bilinear rule;
-- a sum or difference (a residual connection, the position embedding added to the tokens) shares
-  relevance in proportion to the summands (epsilon rule on the sum; a constant summand's share is
-  lost, like a bias's); a mean or sum over axes (token pooling) likewise;
-- a product with or quotient by a constant (the attention scale, LayerScale) passes relevance
-  unchanged (the epsilon rule on an element-wise linear map);
-- ``F.layer_norm`` called as a function gets the LayerNorm rule, as LayerNorm modules do.
+  the bilinear rule (with one constant factor, the epsilon rule), and ``F.linear`` with constant
+  weights (torchvision's Swin, EVA's and BEiT's projections with a bias of their own) the rule of
+  Linear layers, as the projections inside ``nn.MultiheadAttention`` get it;
+- a sum or difference of two activations (a residual connection) shares relevance in proportion
+  to the summands;
+- ``F.layer_norm`` called as a function gets the LayerNorm rule, as LayerNorm modules do, and
+  ``F.normalize`` (the cosine attention of Swin V2 and XCiT) the identity rule the LayerNorm rule
+  gives its division by the standard deviation (the norm held constant).
 
-A Linear or convolution called as a function outside its module (which would give the gradient,
-not a rule) is refused with the module it ran in, as are products of two activations other than
-a matrix product, and the non-linearities functional.py refuses.
+Products and quotients of two activations other than a matrix product are refused, with the module
+they ran in, as are the non-linearities and unknown calls functional.py refuses.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import Callable, NoReturn
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from nnvis_core.toolkit import AttributionError
-from nnvis_plugins.lrp import layers
+from nnvis_plugins.lrp import calls, layers
 from nnvis_plugins.lrp.backward import passing, residual_sum, with_rule
-from nnvis_plugins.lrp.functional import FunctionalWatch, proportional_call
+from nnvis_plugins.lrp.functional import IN_PLACE_DIFFERENCES, IN_PLACE_SUMS, FunctionalWatch
 from nnvis_plugins.lrp.rules import Rule
 from nnvis_plugins.lrp.transformer_rules import Norm, attend, bilinear, layer_norm, projection, softmax
 
 TRANSFORMER_LAYERS = (nn.LayerNorm, nn.MultiheadAttention)
-KNOWN = (f"{layers.KNOWN}, LayerNorm, nn.MultiheadAttention, and any module whose forward calls "
-         "F.scaled_dot_product_attention or writes attention out with softmax and matrix products")
-
-
-def _forms(*names: str) -> set:
-    return {getattr(owner, name) for owner in (torch, torch.Tensor) for name in names if hasattr(owner, name)}
-
-
 SOFTMAX = {F.softmax, torch.softmax, torch.Tensor.softmax}
-MATMUL = _forms("matmul", "bmm", "__matmul__")
-RIGHT_MATMUL = _forms("__rmatmul__")
-SUMS = _forms("add", "__add__", "__iadd__", "__radd__")
-DIFFERENCES = _forms("sub", "subtract", "__sub__", "__isub__")
-RIGHT_DIFFERENCES = _forms("__rsub__")
-PRODUCTS = _forms("mul", "multiply", "__mul__", "__imul__", "__rmul__")
-QUOTIENTS = _forms("div", "divide", "true_divide", "__truediv__", "__itruediv__")
-REDUCTIONS = _forms("mean", "sum")
-# Element-wise non-linearities a hand-written normalization may use; the gradient would not be a rule.
-CURVES = _forms("__rtruediv__", "__rdiv__", "reciprocal", "sqrt", "rsqrt", "pow", "__pow__", "__rpow__", "log")
-LINEAR_MAPS = {F.linear, F.bilinear, F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d,
-               F.conv_transpose3d}
 
 
 def _carries(value: object) -> bool:
@@ -73,23 +54,18 @@ def _argument(args: tuple, kwargs: dict, position: int, name: str, default=None)
 class TransformerWatch(FunctionalWatch):
     """The LRP watch, with AttnLRP's rules for attention, products, sums and normalization."""
 
+    method = "AttnLRP"
+    gate_note = ""  # it does split sums
+
     def __init__(self, where: Callable[[], str], linear_rule: Rule, held: bool = False, epsilon: float = 1e-6,
                  stabilizer: float = 1e-8) -> None:
         """linear_rule: that of projections inside nn.MultiheadAttention; held: CP-LRP; epsilon: the LayerNorm
         rule's; stabilizer: what keeps the denominators of sums, means and matrix products from zero."""
-        super().__init__(where)
-        self.linear_rule, self.held, self.epsilon, self.stabilizer = linear_rule, held, epsilon, stabilizer
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if torch.is_grad_enabled() and any(_carries(value) for value in (*args, *kwargs.values())):
-            handled = self._rule_for(func, args, kwargs)
-            if handled is not None:
-                return handled()
-        return super().__torch_function__(func, types, args, kwargs)
+        super().__init__(where, stabilizer)
+        self.linear_rule, self.held, self.epsilon = linear_rule, held, epsilon
 
     def _rule_for(self, func, args: tuple, kwargs: dict) -> Callable[[], torch.Tensor] | None:
-        """The computation with its rule, or None for what functional.py decides (activations, refusals, the rest)."""
+        """AttnLRP's rule for the call, else functional.py's."""
         if func is F.scaled_dot_product_attention:
             return lambda: self._scaled_dot_product(args, kwargs)
         if func is F.multi_head_attention_forward:
@@ -98,53 +74,43 @@ class TransformerWatch(FunctionalWatch):
             return lambda: self._softmax(args, kwargs)
         if func is F.layer_norm:
             return lambda: self._layer_norm(args, kwargs)
-        if func in LINEAR_MAPS:
-            self._refuse(f"{func.__name__} called as a function (only Linear and Conv modules get a rule)")
-        if func in CURVES:
-            self._refuse(f"the non-linearity {func.__name__}")
-        if func in REDUCTIONS:
-            return lambda: proportional_call(args[0], lambda x: func(x, *args[1:], **kwargs), self.stabilizer)
-        binary = self._binary(func, args, kwargs)
-        return None if binary is None else lambda: binary(args[0], args[1])
+        if func is F.linear:
+            x, weight, bias = (_argument(args, kwargs, i, name) for i, name in enumerate(("input", "weight", "bias")))
+            if _carries(x) and not _carries(weight) and not _carries(bias):
+                return lambda: self._linear(x, weight, bias)
+        if func is F.normalize and _carries(_argument(args, kwargs, 0, "input")):
+            return lambda: passing(_argument(args, kwargs, 0, "input"),
+                                   lambda x: F.normalize(x, *args[1:], **{k: v for k, v in kwargs.items()
+                                                                          if k != "input"}))
+        if len(args) == 2 and not kwargs and _carries(args[0]) and _carries(args[1]):
+            both = self._both_carry(func, *args)
+            if both is not None:
+                return both
+        if len(args) == 2 and not kwargs and (func in calls.MATMUL or func in calls.RIGHT_MATMUL):
+            a, b = args if func in calls.MATMUL else args[::-1]
+            return lambda: bilinear(a, b, self.stabilizer)  # one constant factor: the epsilon rule
+        return super()._rule_for(func, args, kwargs)
 
-    def _binary(self, func, args: tuple, kwargs: dict) -> Callable[[object, object], torch.Tensor] | None:
-        if len(args) != 2 or kwargs:  # alpha=, out=, rounding_mode=: none of a transformer's
-            return None
-        if func in MATMUL:
-            return lambda a, b: bilinear(a, b, self.stabilizer)
-        if func in RIGHT_MATMUL:
-            return lambda a, b: bilinear(b, a, self.stabilizer)
-        if func in SUMS:
-            return self._sum
-        if func in DIFFERENCES:
-            return self._difference
-        if func in RIGHT_DIFFERENCES:
-            return lambda a, b: self._difference(b, a)
-        if func in PRODUCTS | QUOTIENTS:
-            return lambda a, b: self._scaling(func, a, b, quotient=func in QUOTIENTS)
+    def _both_carry(self, func, a: torch.Tensor, b: torch.Tensor) -> Callable[[], torch.Tensor] | None:
+        """A matrix product, sum or difference of two activations, or None (functional.py refuses the rest)."""
+        if func in calls.MATMUL:
+            return lambda: bilinear(a, b, self.stabilizer)
+        if func in calls.RIGHT_MATMUL:
+            return lambda: bilinear(b, a, self.stabilizer)
+        if func in IN_PLACE_DIFFERENCES:
+            return lambda: self.in_place(a, passing(b, torch.neg))
+        if func in IN_PLACE_SUMS:
+            return lambda: self.in_place(a, b)
+        if func in calls.SUMS:
+            return lambda: residual_sum(a, b, self.stabilizer)
+        if func in calls.DIFFERENCES:
+            return lambda: residual_sum(a, passing(b, torch.neg), self.stabilizer)  # -b's contribution is b's
+        if func in calls.RIGHT_DIFFERENCES:
+            return lambda: residual_sum(b, passing(a, torch.neg), self.stabilizer)
+        if func in calls.PRODUCTS or func in calls.QUOTIENTS:
+            self._refuse(f"the {'quotient' if func in calls.QUOTIENTS else 'product'} of two activations "
+                         "(AttnLRP's uniform rule is implemented for matrix products only)")
         return None
-
-    def _sum(self, a: object, b: object) -> torch.Tensor:
-        if _carries(a) and _carries(b):
-            return residual_sum(a, b, self.stabilizer)
-        carrier, other = (a, b) if _carries(a) else (b, a)
-        return proportional_call(carrier, lambda x: x + other, self.stabilizer)
-
-    def _difference(self, a: object, b: object) -> torch.Tensor:
-        if _carries(a) and _carries(b):
-            return residual_sum(a, passing(b, torch.neg), self.stabilizer)  # -b's contribution is b's
-        if _carries(a):
-            return proportional_call(a, lambda x: x - b, self.stabilizer)
-        return proportional_call(b, lambda x: a - x, self.stabilizer)
-
-    def _scaling(self, func, a: object, b: object, quotient: bool) -> torch.Tensor:
-        if _carries(a) and _carries(b):
-            self._refuse(f"the {'quotient' if quotient else 'product'} of two activations (AttnLRP's uniform rule "
-                         "is implemented for matrix products only)")
-        if quotient and _carries(b):
-            self._refuse("a division by an activation")
-        carrier, other = (a, b) if _carries(a) else (b, a)
-        return passing(carrier, lambda x: func(x, other) if carrier is a else func(other, x))
 
     def _softmax(self, args: tuple, kwargs: dict) -> torch.Tensor:
         dim = _argument(args, kwargs, 1, "dim")
@@ -202,25 +168,20 @@ class TransformerWatch(FunctionalWatch):
         weight, bias = weight.detach(), _detached(bias)
         return with_rule(projection(weight, bias), self.linear_rule, x, lambda value: F.linear(value, weight, bias))
 
-    def _refuse(self, what: str) -> NoReturn:
-        raise AttributionError(f"AttnLRP: no rule for {what} in {self.where()}")
-
 
 def _detached(value: torch.Tensor | None) -> torch.Tensor | None:
     return None if value is None else value.detach()
 
 
 def refusal(name: str, module: nn.Module) -> str | None:
-    """Why AttnLRP cannot go through this module, or None: containers are judged by what their forward
-    calls (the watch), leaves as LRP judges them, plus LayerNorm and nn.MultiheadAttention."""
-    if isinstance(module, TRANSFORMER_LAYERS) or next(module.children(), None) is not None:
-        return None
-    return layers.refusal(name, module, method="AttnLRP", known=KNOWN)
+    """Why AttnLRP cannot go through this module, or None: as LRP judges it (layers.py), LayerNorm and
+    nn.MultiheadAttention having rules of their own."""
+    return None if isinstance(module, TRANSFORMER_LAYERS) else layers.refusal(name, module, method="AttnLRP")
 
 
-def check_supported(calls: list[tuple[str, nn.Module]]) -> None:
+def check_supported(ran: list[tuple[str, nn.Module]]) -> None:
     """Raise AttributionError naming the first module that ran and has no rule."""
-    for name, module in calls:
+    for name, module in ran:
         reason = refusal(name, module)
         if reason is not None:
             raise AttributionError(reason)

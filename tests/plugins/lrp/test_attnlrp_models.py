@@ -92,13 +92,37 @@ def test_the_model_is_left_as_it_was(attention):
 
 
 def test_a_layer_without_a_rule_is_refused_in_one_line_naming_it():
-    model = vits.timm_vit(depth=1, init_values=1e-5)  # LayerScale: a parameter AttnLRP has no rule for
-    with pytest.raises(AttributionError, match=r"^AttnLRP: no rule for layer blocks\.0\.ls1 \(LayerScale, ") as caught:
-        attnlrp.attribute(model, vits.images(1), 0)
-    assert "\n" not in str(caught.value)
     model = vits.timm_vit(depth=1, act_layer=nn.Tanh)
-    with pytest.raises(AttributionError, match=r"blocks\.0\.mlp\.act \(Tanh, a non-linearity"):
+    with pytest.raises(AttributionError, match=r"^AttnLRP: no rule for the non-linearity tanh in blocks\.0\.mlp\.act "
+                                               r"\(Tanh\)$"):
         attnlrp.attribute(model, vits.images(1), 0)
+    model = vits.timm_vit(depth=1, norm_layer=nn.RMSNorm)
+    with pytest.raises(AttributionError, match=r"^AttnLRP: no rule for F\.rms_norm, a function AttnLRP has no rule "
+                                               r"for in blocks\.0\.norm1 \(RMSNorm\)$"):
+        attnlrp.attribute(model, vits.images(1), 0)
+
+
+def test_layer_scale_hands_relevance_down_as_the_epsilon_rule_says():
+    """timm's LayerScale multiplies a branch by a constant per channel: relevance passes unchanged (the
+    epsilon rule on z = gamma x). The same ViT with gamma folded into the Linear before it computes the
+    same logits, and its map must be the same; the gradient through LayerScale would scale it by gamma."""
+    scaled = vits.timm_vit(depth=1, init_values=0.5)
+    with torch.no_grad():
+        for block in scaled.blocks:
+            block.ls1.gamma.uniform_(0.3, 0.7)
+            block.ls2.gamma.uniform_(0.3, 0.7)
+    folded = copy.deepcopy(scaled)
+    with torch.no_grad():
+        for block in folded.blocks:
+            for linear, scale in ((block.attn.proj, block.ls1), (block.mlp.fc2, block.ls2)):
+                linear.weight.mul_(scale.gamma[:, None])
+                linear.bias.mul_(scale.gamma)
+            block.ls1, block.ls2 = nn.Identity(), nn.Identity()
+    scaled, folded, images = scaled.double(), folded.double(), vits.images(1, dtype=torch.float64)
+    torch.testing.assert_close(folded(images), scaled(images))
+    # Float64 and epsilons near zero: at the defaults (1e-6), epsilon itself weighs differently on z and gamma z.
+    maps = [attnlrp.attribute(model, images, 0, epsilon=1e-12, stabilizer=1e-14) for model in (scaled, folded)]
+    torch.testing.assert_close(maps[0], maps[1], rtol=1e-6, atol=1e-9)  # the map's largest: 5e-3
 
 
 class Gate(nn.Module):

@@ -51,9 +51,11 @@ def network(layer: nn.Module) -> nn.Module:
 
 
 class Scale(nn.Module):
+    """A leaf with a parameter its forward multiplies by (timm's LayerScale in small)."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.scale = nn.Parameter(torch.ones(1))
+        self.scale = nn.Parameter(torch.full((1,), 3.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale
@@ -89,7 +91,7 @@ class NormThenAct(nn.BatchNorm2d):
 
 
 class GELU(nn.Module):
-    """A GELU of its own (as timm's): not torch's, so no rule, and the message must not say 'GELU' alone."""
+    """A GELU of its own (as timm's): not torch's class, but its forward calls F.gelu, which has a rule."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.gelu(x)
@@ -97,10 +99,8 @@ class GELU(nn.Module):
 
 @pytest.mark.parametrize(("layer", "words"), [
     (NormThenAct().eval(), "no rule for layer features.3 (NormThenAct, a BatchNorm2d with a forward of its own"),
-    (GELU(), f"no rule for layer features.3 ({__name__}.GELU, a non-linearity"),
-    (Scale(), "no rule for layer features.3 (Scale, parameters"),
-    (nn.Tanh(), "no rule for layer features.3 (Tanh, a non-linearity"),
-    (nn.GroupNorm(2, 4), "no rule for layer features.3 (GroupNorm, parameters"),
+    (nn.Tanh(), "no rule for the non-linearity tanh in features.3 (Tanh)"),
+    (nn.GroupNorm(2, 4), "no rule for F.group_norm, a function LRP has no rule for in features.3 (GroupNorm)"),
     (Residual(), "no rule for the sum of two activations in features.3 (Residual)"),
     (Gate(), "no rule for the non-linearity sigmoid in features.3 (Gate)"),
 ])
@@ -112,6 +112,24 @@ def test_a_layer_without_a_rule_is_refused_in_one_line(layer, words):
     message = str(refused.value)
     assert message.startswith("LRP: ") and words in message and "\n" not in message, message
     assert same(before, snapshot(model))
+
+
+@pytest.mark.parametrize(("layer", "same_as"), [(GELU(), nn.GELU()), (Scale(), nn.Identity())],
+                         ids=["own-gelu", "scale"])
+def test_a_module_of_unknown_type_is_judged_by_the_calls_it_makes(layer, same_as):
+    """A GELU of timm's own calls F.gelu: the activation rule, as torch's GELU gets. A product with a
+    parameter is a product with a constant: relevance passes unchanged (the gradient would triple it)."""
+    torch.manual_seed(8)
+    model = network(layer)
+    other = network(same_as)
+    other.load_state_dict(model.state_dict(), strict=False)
+    x = torch.randn(1, 3, 8, 8)
+    expected = lrp.attribute(other, x, 0)
+    if isinstance(layer, Scale):  # a scaled head: the same map as the unscaled net with 3x the head's input
+        with torch.no_grad():
+            other.head.weight.mul_(3.0)
+        expected = lrp.attribute(other, x, 0)
+    torch.testing.assert_close(lrp.attribute(model, x, 0), expected, rtol=1e-4, atol=1e-6)
 
 
 class WithAuxiliary(nn.Module):
