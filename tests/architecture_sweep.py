@@ -8,7 +8,8 @@ input's size that are not constant, or refuses with a one-line reason of its
 own (an nnvis exception class); anything else is a failure the test reports.
 
 `python tests/architecture_sweep.py --write` runs the sweep and writes
-docs/architectures.md (`--resume=FILE` keeps each row in FILE as it is done, and goes on from there);
+docs/architectures.md (`--resume=FILE` keeps each row in FILE as it is done, and goes on from there;
+with `--only=lrp,attnlrp` as well, the rows in FILE keep their other columns and only those methods run);
 tests/core/models/test_architecture_sweep.py checks every row of that page against a fresh run, so the
 page and the behaviour cannot drift.
 """
@@ -265,8 +266,8 @@ def smallest_size(model: nn.Module, name: str = "") -> int:
     raise ValueError(f"{type(model).__name__} accepts none of the sizes {SIZES} nor its own, {own}")
 
 
-def sweep_registry(name: str, model: nn.Module, size: int):
-    """The installed image-scope plugins and a model source that hands over `model` at `size` px."""
+def sweep_registry(name: str, model: nn.Module, size: int, chosen: tuple[str, ...] = PLUGINS):
+    """The installed image-scope plugins of `chosen` and a model source that hands over `model` at `size` px."""
     from nnvis_core import hookimpl
     from nnvis_core.models.loaded import LoadedModel, Preprocess
     from nnvis_core.models.source import ModelSource
@@ -283,7 +284,7 @@ def sweep_registry(name: str, model: nn.Module, size: int):
     holder = types.SimpleNamespace(nnvis_register_model_sources=hookimpl(lambda register: register(Given())))
     registry = load_registry(extra=[("sweep", holder)])
     for plugin in list(registry.plugins):
-        if plugin not in PLUGINS:
+        if plugin not in chosen:
             del registry.plugins[plugin]
     return registry
 
@@ -317,9 +318,9 @@ def judge(outcome, size: int) -> Outcome:
     return zero or Outcome(OK)
 
 
-def sweep(name: str) -> tuple[int, dict[str, Outcome], str, str | None]:
+def sweep(name: str, chosen: tuple[str, ...] = PLUGINS) -> tuple[int, dict[str, Outcome], str, str | None]:
     """(input size, {plugin: outcome}, the layer layer=auto reads, why that layer is wrong or None) for
-    one architecture."""
+    one architecture, with the methods of `chosen`."""
     from nnvis_core.run.config import ReportConfig
     from nnvis_core.run.plan import UsageError
     from nnvis_core.run.sink import MemorySink
@@ -329,32 +330,33 @@ def sweep(name: str) -> tuple[int, dict[str, Outcome], str, str | None]:
     model = build(name)
     size = smallest_size(model, name)
     calibrate(model, size)
-    registry = sweep_registry(name, model, size)
-    params = {plugin: {"faithfulness_steps": 0} for plugin in PLUGINS
+    registry = sweep_registry(name, model, size, chosen)
+    params = {plugin: {"faithfulness_steps": 0} for plugin in chosen
               if any(p.name == "faithfulness_steps" for p in registry.plugins[plugin].item.params)}
     cheap = {**CHEAP, "occlusion": {"window": size // 4, "stride": size // 4}}
-    for plugin in PLUGINS:
+    for plugin in chosen:
         params.setdefault(plugin, {}).update(cheap.get(plugin, {}))
     with tempfile.TemporaryDirectory() as work:
         image_dir, _ = write_demo_images(Path(work) / "input", images=1)
         style_dir, _ = write_demo_images(Path(work) / "style", images=2, seed=7)
-        params["style_transfer"]["style"] = str(sorted(style_dir.rglob("*.png"))[-1])
+        if "style_transfer" in chosen:
+            params["style_transfer"]["style"] = str(sorted(style_dir.rglob("*.png"))[-1])
         config = ReportConfig(image_dir, Path(work) / "out", model="sweep", plugins=["all"], params=params,
                               device="cpu", batch_size=4, quiet=True)
         sink = MemorySink()
         try:
             run(config, registry, sink)
         except UsageError as error:  # the model itself is refused (an encoder with no classifier head)
-            return size, {plugin: Outcome("refused", str(error)) for plugin in PLUGINS}, "refused", None
+            return size, {plugin: Outcome("refused", str(error)) for plugin in chosen}, "refused", None
     found: dict[str, Outcome] = {}
     for skipped in sink.plan.skipped:  # left out for want of a default layer: a refusal, listed with its reason
         found[skipped.name] = Outcome("refused" if skipped.needs_layer else "not applicable", skipped.reason)
-    for plugin in PLUGINS:
+    for plugin in chosen:
         calls = sink.outcomes(plugin)
         if calls:
             found[plugin] = judge(next(iter(calls.values())), size)
     auto, wrong = auto_layer(model, size)
-    return size, {plugin: found.get(plugin, Outcome("failed", "did not run")) for plugin in PLUGINS}, auto, wrong
+    return size, {plugin: found.get(plugin, Outcome("failed", "did not run")) for plugin in chosen}, auto, wrong
 
 
 SHORT = {OK: "ok", "zero": "zero", "refused": "refused", "not applicable": "n/a", "failed": "FAILED"}
@@ -464,16 +466,17 @@ def needs_explaining(outcomes: dict[str, Outcome]) -> bool:
 
 # Methods whose refusals are their own rule, the same on every architecture they meet it on: said once.
 METHOD_REFUSALS: dict[str, str] = {
-    "lrp": "LRP propagates relevance by a rule per layer type (docs/lrp.md). A layer it has no rule for "
-           "(LayerNorm, a Sigmoid or Hardsigmoid gate, StochasticDepth, an unknown module) or a sum of two "
-           "activations outside torchvision's ResNet blocks (MobileNet, MNASNet, RegNet residuals) is refused "
-           "by name: the gradient in its place would copy relevance to both summands or pass it through "
-           "unchanged, a map under LRP's name that is not LRP. Transformers get `attnlrp`.",
-    "attnlrp": "AttnLRP has rules for Linear layers, LayerNorm, GELU and softmax attention written as the ViT "
-               "family writes it (docs/lrp.md). A module or call outside them (LayerScale, a linear called as a "
-               "function, a Softmax module, GroupNorm, a LayerNorm over a map's channels, a gating Sigmoid, a "
-               "Permute module) is refused by name rather than passed the gradient, which would give a map that "
-               "is not AttnLRP; so is a model that changes in place a tensor a rule keeps (MViTv2).",
+    "lrp": "LRP propagates relevance by a rule per layer, and gives every call a forward makes between layers "
+           "its rule (docs/lrp.md). A call it has no rule for (F.layer_norm, F.group_norm, a Sigmoid or "
+           "Hardsigmoid gate, an unknown function) or a sum of two activations outside torchvision's ResNet "
+           "blocks (MobileNet, MNASNet, RegNet residuals) is refused by name: the gradient in its place would "
+           "copy relevance to both summands or pass it through a map it does not describe, a map under LRP's "
+           "name that is not LRP. Transformers get `attnlrp`.",
+    "attnlrp": "AttnLRP has rules for Linear layers, LayerNorm, GELU, softmax attention and the calls between "
+               "layers a vision transformer makes (docs/lrp.md). A call outside them (GroupNorm, RMSNorm, "
+               "einsum, a LayerNorm over a map's channels, a gating Sigmoid, a product of two activations other "
+               "than a matrix product) is refused by name rather than passed the gradient, which would give a "
+               "map that is not AttnLRP; so is a model that changes in place a tensor a rule keeps.",
     "hirescam": "HiResCAM sums gradient x activation over channels at each position. When the layer feeds a "
                 "normalization of each position (LayerNorm: Swin's and ConvNeXt-style last stages), scaling a "
                 "position's activation changes nothing downstream, so that sum is zero up to rounding everywhere: "
@@ -531,12 +534,17 @@ def main(argv: list[str]) -> int:
         return 0
     names = [n for n in argv if not n.startswith("--")] or architectures()
     resume = next((Path(a.split("=", 1)[1]) for a in argv if a.startswith("--resume=")), None)
+    only = next((tuple(a.split("=", 1)[1].split(",")) for a in argv if a.startswith("--only=")), None)
     done = load_results(resume) if resume else {}
     results = {}
     start = time.perf_counter()
     for name in names:
         began = time.perf_counter()
-        results[name] = done.get(name) or sweep(name)
+        if only and name in done:  # a method changed: sweep it again, keep the row's other columns
+            size, outcomes, auto, wrong = done.pop(name)
+            results[name] = (size, {**outcomes, **sweep(name, only)[1]}, auto, wrong)
+        else:
+            results[name] = done.get(name) or sweep(name)
         if resume and name not in done:
             save_result(resume, name, results[name], time.perf_counter() - began)
         size, outcomes, auto, wrong = results[name]
