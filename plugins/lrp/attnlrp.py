@@ -19,7 +19,6 @@ import functools
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from nnvis_core import Param, hookimpl
 from nnvis_core.toolkit import (
@@ -34,9 +33,8 @@ from nnvis_core.toolkit import (
 )
 from nnvis_core.toolkit.attention import captured_attention
 from nnvis_plugins.lrp.canonize import canonical_copy
-from nnvis_plugins.lrp.functional import watched
 from nnvis_plugins.lrp.layers import is_ruled, needs_proportional_rule
-from nnvis_plugins.lrp.propagate import give_rule, relevance_pass
+from nnvis_plugins.lrp.propagate import give_rule, relevance_pass, watched_forward
 from nnvis_plugins.lrp.rules import make_rule, proportional
 from nnvis_plugins.lrp.transformer_rules import Norm, layer_norm
 from nnvis_plugins.lrp.transformer_watch import TransformerWatch, check_supported
@@ -71,16 +69,9 @@ def attribute(model: nn.Module, inputs: torch.Tensor, target: Target, attention:
             module.forward = functools.partial(_layer_norm_forward, module, epsilon)
         elif needs_proportional_rule(module):
             give_rule(module, proportional)
-    # Parameters and buffers as constants, on the copy only: only what comes from the input carries relevance.
-    constants = {name: tensor.detach() for name, tensor in (*canonical.model.named_parameters(),
-                                                             *canonical.model.named_buffers())}
     watch = functools.partial(TransformerWatch, linear_rule=rule, held=attention == "cp", epsilon=epsilon,
                               stabilizer=stabilizer)
-
-    def forward(x: torch.Tensor) -> object:
-        with watched(canonical.model, watch):
-            return functional_call(canonical.model, constants, (x,))
-    return relevance_pass(forward, inputs, target, method="AttnLRP")
+    return relevance_pass(watched_forward(canonical.model, watch), inputs, target, method="AttnLRP")
 
 
 def _layer_norm_forward(module: nn.LayerNorm, epsilon: float, x: torch.Tensor) -> torch.Tensor:

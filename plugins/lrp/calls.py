@@ -60,6 +60,8 @@ RIGHT_DIFFERENCES = forms("__rsub__")
 PRODUCTS = forms("mul", "multiply", "__mul__", "__imul__", "__rmul__", "mul_")
 QUOTIENTS = forms("div", "divide", "true_divide", "__truediv__", "__itruediv__", "div_")
 NEGATIONS = forms("neg", "negative", "__neg__", "neg_")
+IN_PLACE_DIFFERENCES = forms("sub_", "__isub__")  # x -= y arrives as sub_
+IN_PLACE_SUMS = forms("add_", "__iadd__") | IN_PLACE_DIFFERENCES
 MATMUL = forms("matmul", "bmm", "__matmul__")
 RIGHT_MATMUL = forms("__rmatmul__")
 

@@ -59,19 +59,18 @@ NON_LINEARITIES: dict[Callable[..., Any], str] = {
     torch.Tensor.exp: "exp",
 }
 _WORDS = {"add": "sum", "sub": "difference", "mul": "product", "div": "quotient", "matmul": "matrix product"}
-IN_PLACE_DIFFERENCES = calls.forms("sub_", "__isub__")
-IN_PLACE_SUMS = calls.forms("add_", "__iadd__") | IN_PLACE_DIFFERENCES
 
 
-def _carries(value: object) -> bool:
+def carries(value: object) -> bool:
+    """Whether a value is a tensor that carries relevance (it comes from the input)."""
     return isinstance(value, torch.Tensor) and value.requires_grad
 
 
 def carries_any(value: object) -> bool:
     """Whether a value, or a tensor in a list or tuple of them (torch.cat's, chunk's), carries relevance."""
     if isinstance(value, (list, tuple)):
-        return any(_carries(item) for item in value)
-    return _carries(value)
+        return any(carries(item) for item in value)
+    return carries(value)
 
 
 class _Pooling(nn.Module):
@@ -124,15 +123,15 @@ class FunctionalWatch(TorchFunctionMode):
 
         def compute(value: torch.Tensor) -> torch.Tensor:
             return func(value, *rest, **extra)
-        if func in ACTIVATION_FUNCTIONS and _carries(x):
+        if func in ACTIVATION_FUNCTIONS and carries(x):
             return lambda: passing(x, compute)
-        if (func in POOLING_FUNCTIONS or func in calls.LINEAR) and _carries(x):
+        if (func in POOLING_FUNCTIONS or func in calls.LINEAR) and carries(x):
             return lambda: proportional_call(x, compute, self.stabilizer)
-        if func in NON_LINEARITIES and _carries(x):
+        if func in NON_LINEARITIES and carries(x):
             self._refuse(f"the non-linearity {NON_LINEARITIES[func]}", gates=True)
         if func in calls.LINEAR_MAPS:
             self._refuse(f"{func.__name__} called as a function (only Linear and Conv modules get a rule)")
-        if func in calls.NEGATIONS and _carries(x) and not rest:
+        if func in calls.NEGATIONS and carries(x) and not rest:
             return lambda: passing(x, compute)
         if func in COMBINATIONS:
             return self._combination(func, args, kwargs)
@@ -140,28 +139,26 @@ class FunctionalWatch(TorchFunctionMode):
 
     def _combination(self, func, args: tuple, kwargs: dict) -> Callable[[], torch.Tensor] | None:
         """Sums, differences, products and quotients with a constant; those of two activations are refused."""
-        if func in IN_PLACE_SUMS and len(args) == 2 and not kwargs and _carries(args[0]) and not _carries(args[1]):
+        if func in calls.IN_PLACE_SUMS and len(args) == 2 and not kwargs and carries(args[0]) and not carries(args[1]):
             a, b = args  # x += c arrives as add_: the epsilon rule, in place
-            return lambda: self.in_place(a, -b if func in IN_PLACE_DIFFERENCES else b)
-        if sum(_carries(value) for value in args[:2]) == 2:
+            return lambda: self.in_place(a, -b if func in calls.IN_PLACE_DIFFERENCES else b)
+        if sum(carries(value) for value in args[:2]) == 2:
             self._refuse(f"the {_WORDS[COMBINATIONS[func]]} of two activations", gates=True)
         if len(args) != 2 or kwargs:  # alpha=, out=, rounding_mode=: left to the refusal of unknown calls
             return None
         a, b = args
         if func in calls.PRODUCTS or func in calls.QUOTIENTS:
-            if func in calls.QUOTIENTS and _carries(b):
+            if func in calls.QUOTIENTS and carries(b):
                 self._refuse("a division by an activation")
-            carrier, other = (a, b) if _carries(a) else (b, a)
+            carrier, other = (a, b) if carries(a) else (b, a)
             return lambda: passing(carrier, lambda x: func(x, other) if carrier is a else func(other, x))
         if func in calls.SUMS:
-            carrier, other = (a, b) if _carries(a) else (b, a)
+            carrier, other = (a, b) if carries(a) else (b, a)
             return lambda: proportional_call(carrier, lambda x: x + other, self.stabilizer)
-        if func in calls.DIFFERENCES:
-            return lambda: (proportional_call(a, lambda x: x - b, self.stabilizer) if _carries(a)
-                            else proportional_call(b, lambda x: a - x, self.stabilizer))
-        if func in calls.RIGHT_DIFFERENCES:  # b - a
-            return lambda: (proportional_call(a, lambda x: b - x, self.stabilizer) if _carries(a)
-                            else proportional_call(b, lambda x: x - a, self.stabilizer))
+        if func in calls.DIFFERENCES or func in calls.RIGHT_DIFFERENCES:
+            left, right = (a, b) if func in calls.DIFFERENCES else (b, a)  # __rsub__(a, b) is b - a
+            return lambda: (proportional_call(left, lambda x: x - right, self.stabilizer) if carries(left)
+                            else proportional_call(right, lambda x: left - x, self.stabilizer))
         return None  # a matrix product with a constant: a Linear written by hand, refused as unknown
 
     def in_place(self, a: torch.Tensor, b: torch.Tensor | float) -> torch.Tensor:

@@ -20,13 +20,14 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 from torch.func import functional_call
+from torch.overrides import TorchFunctionMode
 
 from nnvis_core.models.logits import logits_of
 from nnvis_core.toolkit import AttributionError, Target, check_target_count, normalizer, target_scores
 from nnvis_plugins.lrp import composites, layers
 from nnvis_plugins.lrp.backward import Record, with_rule
 from nnvis_plugins.lrp.canonize import Canonical, canonical_copy
-from nnvis_plugins.lrp.functional import watched
+from nnvis_plugins.lrp.functional import FunctionalWatch, watched
 from nnvis_plugins.lrp.rules import Rule, make_rule, proportional
 
 
@@ -60,14 +61,19 @@ def attribute(model: nn.Module, inputs: torch.Tensor, target: Target, composite:
     layers.check_supported(canonical.calls)
     _install_rules(canonical, plan, epsilon, gamma, bounds, record)
 
-    # Parameters and buffers as constants, on the copy only: only what comes from the input carries relevance.
-    constants = {name: tensor.detach() for name, tensor in (*canonical.model.named_parameters(),
-                                                             *canonical.model.named_buffers())}
+    return relevance_pass(watched_forward(canonical.model), inputs, target)
+
+
+def watched_forward(model: nn.Module, watch: Callable[..., TorchFunctionMode] = FunctionalWatch
+                    ) -> Callable[[torch.Tensor], object]:
+    """The canonical copy's forward inside `watch`, with its parameters and buffers as constants (on the
+    copy only): only what comes from the input carries relevance."""
+    constants = {name: tensor.detach() for name, tensor in (*model.named_parameters(), *model.named_buffers())}
 
     def forward(x: torch.Tensor) -> object:
-        with watched(canonical.model):
-            return functional_call(canonical.model, constants, (x,))
-    return relevance_pass(forward, inputs, target)
+        with watched(model, watch):
+            return functional_call(model, constants, (x,))
+    return forward
 
 
 def relevance_pass(forward: Callable[[torch.Tensor], object], inputs: torch.Tensor, target: Target,

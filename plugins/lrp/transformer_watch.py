@@ -35,16 +35,12 @@ from torch import nn
 from nnvis_core.toolkit import AttributionError
 from nnvis_plugins.lrp import calls, layers
 from nnvis_plugins.lrp.backward import passing, residual_sum, with_rule
-from nnvis_plugins.lrp.functional import IN_PLACE_DIFFERENCES, IN_PLACE_SUMS, FunctionalWatch
+from nnvis_plugins.lrp.functional import FunctionalWatch, carries
 from nnvis_plugins.lrp.rules import Rule
 from nnvis_plugins.lrp.transformer_rules import Norm, attend, bilinear, layer_norm, projection, softmax
 
 TRANSFORMER_LAYERS = (nn.LayerNorm, nn.MultiheadAttention)
 SOFTMAX = {F.softmax, torch.softmax, torch.Tensor.softmax}
-
-
-def _carries(value: object) -> bool:
-    return isinstance(value, torch.Tensor) and value.requires_grad
 
 
 def _argument(args: tuple, kwargs: dict, position: int, name: str, default=None):
@@ -76,37 +72,30 @@ class TransformerWatch(FunctionalWatch):
             return lambda: self._layer_norm(args, kwargs)
         if func is F.linear:
             x, weight, bias = (_argument(args, kwargs, i, name) for i, name in enumerate(("input", "weight", "bias")))
-            if _carries(x) and not _carries(weight) and not _carries(bias):
+            if carries(x) and not carries(weight) and not carries(bias):
                 return lambda: self._linear(x, weight, bias)
-        if func is F.normalize and _carries(_argument(args, kwargs, 0, "input")):
+        if func is F.normalize and carries(_argument(args, kwargs, 0, "input")):
             return lambda: passing(_argument(args, kwargs, 0, "input"),
                                    lambda x: F.normalize(x, *args[1:], **{k: v for k, v in kwargs.items()
                                                                           if k != "input"}))
-        if len(args) == 2 and not kwargs and _carries(args[0]) and _carries(args[1]):
+        if len(args) == 2 and not kwargs and (func in calls.MATMUL or func in calls.RIGHT_MATMUL):
+            a, b = args if func in calls.MATMUL else args[::-1]
+            return lambda: bilinear(a, b, self.stabilizer)  # with one constant factor, the epsilon rule
+        if len(args) == 2 and not kwargs and carries(args[0]) and carries(args[1]):
             both = self._both_carry(func, *args)
             if both is not None:
                 return both
-        if len(args) == 2 and not kwargs and (func in calls.MATMUL or func in calls.RIGHT_MATMUL):
-            a, b = args if func in calls.MATMUL else args[::-1]
-            return lambda: bilinear(a, b, self.stabilizer)  # one constant factor: the epsilon rule
         return super()._rule_for(func, args, kwargs)
 
     def _both_carry(self, func, a: torch.Tensor, b: torch.Tensor) -> Callable[[], torch.Tensor] | None:
-        """A matrix product, sum or difference of two activations, or None (functional.py refuses the rest)."""
-        if func in calls.MATMUL:
-            return lambda: bilinear(a, b, self.stabilizer)
-        if func in calls.RIGHT_MATMUL:
-            return lambda: bilinear(b, a, self.stabilizer)
-        if func in IN_PLACE_DIFFERENCES:
-            return lambda: self.in_place(a, passing(b, torch.neg))
-        if func in IN_PLACE_SUMS:
-            return lambda: self.in_place(a, b)
+        """A sum or difference of two activations, or None (functional.py refuses the rest)."""
+        if func in calls.IN_PLACE_SUMS:
+            return lambda: self.in_place(a, passing(b, torch.neg) if func in calls.IN_PLACE_DIFFERENCES else b)
         if func in calls.SUMS:
             return lambda: residual_sum(a, b, self.stabilizer)
-        if func in calls.DIFFERENCES:
-            return lambda: residual_sum(a, passing(b, torch.neg), self.stabilizer)  # -b's contribution is b's
-        if func in calls.RIGHT_DIFFERENCES:
-            return lambda: residual_sum(b, passing(a, torch.neg), self.stabilizer)
+        if func in calls.DIFFERENCES or func in calls.RIGHT_DIFFERENCES:  # -b's contribution is b's
+            left, right = (a, b) if func in calls.DIFFERENCES else (b, a)
+            return lambda: residual_sum(left, passing(right, torch.neg), self.stabilizer)
         if func in calls.PRODUCTS or func in calls.QUOTIENTS:
             self._refuse(f"the {'quotient' if func in calls.QUOTIENTS else 'product'} of two activations "
                          "(AttnLRP's uniform rule is implemented for matrix products only)")
